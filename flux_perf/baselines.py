@@ -1,0 +1,185 @@
+"""The baseline store: bf16 reference images with provenance, and recorded latencies.
+
+Layout: `<root>/<gpu-slug>/<model-fingerprint>/<scenario-id>.png` and `.json`, plus
+`latency.json` per folder. Keyed so an H100 never compares with another GPU's images
+and synthetic weights never with real ones. Only an explicit update writes here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .provenance import minor, software_versions
+from .scenarios import Scenario
+
+UPDATE_HINT = "pytest -m h100 --flux-update-baselines   (or: flux-perf baselines update)"
+
+
+class BaselineError(Exception):
+    """Base of every baseline problem; the message says which problem and what to do."""
+
+
+class BaselineMissing(BaselineError):
+    pass
+
+
+class BaselineCorrupt(BaselineError):
+    pass
+
+
+class BaselineMismatch(BaselineError):
+    pass
+
+
+class UpdateRefused(BaselineError):
+    pass
+
+
+@dataclass(frozen=True)
+class BaselineKey:
+    gpu_slug: str
+    fingerprint: str
+    scenario_id: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.gpu_slug) / self.fingerprint
+
+    def __str__(self) -> str:
+        return f"{self.gpu_slug}/{self.fingerprint}/{self.scenario_id}"
+
+
+@dataclass
+class Baseline:
+    image: np.ndarray
+    provenance: dict
+    stale: list[str] = field(default_factory=list)  # software that differs from when it was made
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def updates_allowed(force: bool) -> None:
+    if os.environ.get("CI", "").lower() == "true" and not force:
+        raise UpdateRefused(
+            "refusing to rewrite baselines under CI=true: baselines change only on purpose. "
+            "Pass --flux-force-update (pytest) or --force (flux-perf baselines update) to do it anyway."
+        )
+
+
+class BaselineStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def paths(self, key: BaselineKey) -> tuple[Path, Path]:
+        folder = self.root / key.folder
+        return folder / f"{key.scenario_id}.png", folder / f"{key.scenario_id}.json"
+
+    # -- reading --------------------------------------------------------------
+    def load(self, key: BaselineKey, scenario: Scenario) -> Baseline:
+        image_path, meta_path = self.paths(key)
+        if not image_path.exists() and not meta_path.exists():
+            others = sorted(p.name for p in (self.root / key.gpu_slug).glob("*")) if (self.root / key.gpu_slug).is_dir() else []
+            hint = f" (this GPU has baselines for other weights: {', '.join(others)})" if others else ""
+            raise BaselineMissing(
+                f"no baseline for {key}{hint}. Create it on purpose with: {UPDATE_HINT}"
+            )
+        if not image_path.exists() or not meta_path.exists():
+            present = image_path if image_path.exists() else meta_path
+            raise BaselineCorrupt(f"baseline {key} is incomplete: only {present} exists. Re-create it with: {UPDATE_HINT}")
+        try:
+            provenance = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BaselineCorrupt(f"baseline provenance {meta_path} is not valid JSON ({error})") from None
+        data = image_path.read_bytes()
+        if provenance.get("image_sha256") != _sha256(data):
+            raise BaselineCorrupt(
+                f"baseline image {image_path} does not match the sha256 in {meta_path.name}: "
+                "the pair was edited or half-written. Re-create it with: " + UPDATE_HINT
+            )
+        try:
+            image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise BaselineCorrupt(f"baseline image {image_path} cannot be read as PNG ({error})") from None
+        if provenance.get("fingerprint") != key.fingerprint:
+            raise BaselineMismatch(
+                f"baseline {meta_path} was made with weights {provenance.get('fingerprint')!r}, "
+                f"this run uses {key.fingerprint!r}"
+            )
+        if image.shape[:2] != (scenario.height, scenario.width):
+            raise BaselineMismatch(
+                f"baseline {image_path} is {image.shape[0]}x{image.shape[1]}, the scenario asks for "
+                f"{scenario.resolution}"
+            )
+        recorded = provenance.get("scenario", {})
+        for name in ("steps", "seed", "guidance"):
+            if name in recorded and recorded[name] != getattr(scenario, name):
+                raise BaselineMismatch(
+                    f"baseline {meta_path} was made with {name}={recorded[name]}, the scenario has "
+                    f"{name}={getattr(scenario, name)}"
+                )
+        return Baseline(image, provenance, stale_reasons(provenance.get("software", {})))
+
+    def recorded_latency(self, key: BaselineKey, stack: str) -> dict | None:
+        path = self.root / key.folder / "latency.json"
+        if not path.exists():
+            return None
+        try:
+            table = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise BaselineCorrupt(f"recorded latencies {path} are not valid JSON ({error})") from None
+        return table.get(key.scenario_id, {}).get(stack)
+
+    # -- writing (only ever on purpose) -----------------------------------------
+    def save(self, key: BaselineKey, image: np.ndarray, provenance: dict, *, force: bool = False) -> Path:
+        updates_allowed(force)
+        image_path, meta_path = self.paths(key)
+        data = png_bytes(image)
+        record = {**provenance, "fingerprint": key.fingerprint, "gpu_slug": key.gpu_slug,
+                  "image_sha256": _sha256(data), "image_shape": list(image.shape)}
+        # Image first, then the JSON naming its hash: a crash in between leaves a pair that
+        # load() reports as half-written rather than a silently wrong baseline.
+        _atomic_write(image_path, data)
+        _atomic_write(meta_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        return image_path
+
+    def record_latency(self, key: BaselineKey, stack: str, entry: dict, *, force: bool = False) -> Path:
+        updates_allowed(force)
+        path = self.root / key.folder / "latency.json"
+        table = json.loads(path.read_text()) if path.exists() else {}
+        table.setdefault(key.scenario_id, {})[stack] = entry
+        _atomic_write(path, (json.dumps(table, indent=2, sort_keys=True) + "\n").encode())
+        return path
+
+
+def stale_reasons(recorded: dict) -> list[str]:
+    """Software whose minor version differs from the one that made the baseline."""
+    current = software_versions()
+    reasons = []
+    for name in ("torch", "diffusers", "cuda"):
+        old, new = recorded.get(name), current.get(name)
+        if old and new and minor(str(old)) != minor(str(new)):
+            reasons.append(f"{name} {old} -> {new}")
+    return reasons

@@ -1,0 +1,154 @@
+"""What every optimization component declares, and the machine it is checked against."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..scenarios import Scenario
+
+
+class ComponentError(ValueError):
+    """A component or stack that cannot be built as written."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers; components say which parts of it they need."""
+
+    device: str  # "cuda" or "cpu"
+    capability: tuple[int, int] | None = None
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def detect(cls, device: str = "cuda") -> Capabilities:
+        kind = torch.device(device).type
+        world = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+        if kind == "cuda" and torch.cuda.is_available():
+            index = torch.device(device).index or 0
+            return cls(
+                "cuda",
+                torch.cuda.get_device_capability(index),
+                torch.cuda.get_device_name(index),
+                torch.cuda.device_count(),
+                world,
+            )
+        return cls("cpu", world_size=world)
+
+    @staticmethod
+    def has_package(import_name: str) -> bool:
+        try:
+            return importlib.util.find_spec(import_name) is not None
+        except (ImportError, ValueError):
+            return False
+
+
+ContextFactory = Callable[[], AbstractContextManager]
+
+
+class Component:
+    """One optimization. Subclasses set the class attributes and override `apply`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # Expected to leave the output as bf16 eager gives it (up to kernel rounding).
+    lossless: ClassVar[bool] = True
+    # Stacks apply components in phase order, whatever order the user wrote.
+    phase: ClassVar[int] = 50
+    needs_cuda: ClassVar[bool] = False
+    min_capability: ClassVar[tuple[int, int] | None] = None
+    packages: ClassVar[tuple[str, ...]] = ()  # import names
+    # At most one component of each exclusive group in a stack (two attention backends...).
+    exclusive: ClassVar[str | None] = None
+    # Properties other components may refuse to be stacked with.
+    tags: ClassVar[frozenset[str]] = frozenset()
+    # Names or tags of components this one cannot be stacked with.
+    conflicts_with: ClassVar[frozenset[str]] = frozenset()
+    # Parameter: None means the component takes none.
+    default_param: ClassVar[str | None] = None
+
+    def __init__(self, param: str | None = None):
+        if param is not None and self.default_param is None:
+            raise ComponentError(f"component {self.name!r} takes no parameter, got {self.name}:{param}")
+        self.param = param if param is not None else self.default_param
+        self.validate_param()
+
+    def validate_param(self) -> None:
+        """Raise ComponentError naming a bad parameter."""
+
+    @property
+    def spec(self) -> str:
+        if self.param is None or self.param == self.default_param:
+            return self.name
+        return f"{self.name}:{self.param}"
+
+    def __repr__(self) -> str:
+        return f"<component {self.spec}>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Component) and (self.name, self.param) == (other.name, other.param)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.param))
+
+    # -- requirements -------------------------------------------------------
+    def unmet(self, caps: Capabilities) -> str | None:
+        """Why this component cannot run here, or None."""
+        if (self.needs_cuda or self.min_capability) and caps.device != "cuda":
+            return f"{self.spec} needs a CUDA GPU (running on {caps.device})"
+        if self.min_capability and caps.capability and caps.capability < self.min_capability:
+            need = ".".join(map(str, self.min_capability))
+            have = ".".join(map(str, caps.capability))
+            return f"{self.spec} needs compute capability >= {need}; {caps.gpu_name} has {have}"
+        missing = [p for p in self.packages if not caps.has_package(p)]
+        if missing:
+            return f"{self.spec} needs the Python package(s) {', '.join(missing)}, not installed here"
+        return self.extra_unmet(caps)
+
+    def extra_unmet(self, caps: Capabilities) -> str | None:
+        return None
+
+    # -- effect -------------------------------------------------------------
+    def apply(self, pipe) -> None:
+        raise NotImplementedError
+
+    def call_context(self, pipe) -> ContextFactory | None:
+        """A context entered around every generation, if the component needs one."""
+        return None
+
+    def adjust_scenario(self, scenario: Scenario) -> Scenario:
+        return scenario
+
+    def report(self) -> dict:
+        """What the component saw while running (e.g. cache hit rate)."""
+        return {}
+
+    def reset_report(self) -> None:
+        """Start counting afresh (a new scenario on the same pipeline)."""
+
+
+def parse_float_param(component: Component, low: float, high: float) -> float:
+    try:
+        value = float(component.param)
+    except (TypeError, ValueError):
+        raise ComponentError(f"{component.name}:{component.param}: parameter must be a number") from None
+    if not low <= value <= high:
+        raise ComponentError(f"{component.name}:{component.param}: parameter must be in [{low}, {high}]")
+    return value
+
+
+def parse_choice_param(component: Component, choices: tuple[str, ...]) -> str:
+    if component.param not in choices:
+        raise ComponentError(
+            f"{component.name}:{component.param}: unknown option; choose one of {', '.join(choices)}"
+        )
+    return component.param

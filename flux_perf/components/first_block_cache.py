@@ -1,0 +1,67 @@
+"""First Block Cache (diffusers FirstBlockCacheConfig): when the first block's residual barely
+changes between steps, reuse the cached output of the remaining blocks.
+
+It reads a value back to the host every step (so no CUDA graphs), and the Kontext
+pipeline does not open a cache context itself: every generation is wrapped in one."""
+
+from __future__ import annotations
+
+import contextlib
+
+from .base import Component, parse_float_param
+
+
+class FirstBlockCache(Component):
+    name = "fbc"
+    summary = "diffusers First Block Cache; parameter: residual-difference threshold (guide: 0.12)"
+    phase = 40
+    lossless = False
+    tags = frozenset({"syncs-host"})
+    default_param = "0.12"
+
+    def __init__(self, param=None):
+        super().__init__(param)
+        self.decisions: list[bool] = []  # True = computed all blocks, False = reused the cache
+
+    def validate_param(self) -> None:
+        parse_float_param(self, 0.0, 10.0)
+
+    def apply(self, pipe) -> None:
+        from diffusers import FirstBlockCacheConfig
+        from diffusers.hooks import HookRegistry
+
+        transformer = pipe.transformer
+        transformer.enable_cache(FirstBlockCacheConfig(threshold=float(self.param)))
+        registry = HookRegistry.check_if_exists_or_initialize(transformer.transformer_blocks[0])
+        leader = next(h for h in registry.hooks.values() if hasattr(h, "_should_compute_remaining_blocks"))
+        decide = leader._should_compute_remaining_blocks
+
+        def recording_decision(residual):
+            compute = decide(residual)
+            self.decisions.append(bool(compute))
+            return compute
+
+        leader._should_compute_remaining_blocks = recording_decision
+
+    def call_context(self, pipe):
+        transformer = pipe.transformer
+
+        @contextlib.contextmanager
+        def fresh_cache_context():
+            transformer._reset_stateful_cache()  # each generation starts from an empty cache
+            with transformer.cache_context("flux-perf"):
+                yield
+
+        return fresh_cache_context
+
+    def reset_report(self) -> None:
+        self.decisions.clear()
+
+    def report(self) -> dict:
+        steps = len(self.decisions)
+        skipped = steps - sum(self.decisions)
+        return {"threshold": float(self.param), "steps_seen": steps, "steps_cached": skipped,
+                "cache_rate": skipped / steps if steps else 0.0}
+
+
+COMPONENTS = (FirstBlockCache,)

@@ -1,0 +1,48 @@
+"""FP8 linear layers through torchao: dynamic float8 activations and weights, per-row scales."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Component, parse_choice_param
+
+GRANULARITIES = ("row", "tensor")
+
+
+def quantizable_block_linear(module: torch.nn.Module, name: str) -> bool:
+    """Linear layers inside the transformer blocks whose dims suit FP8 tensor cores.
+    Embedders and the output projection stay bf16: they are tiny and most sensitive."""
+    return (
+        isinstance(module, torch.nn.Linear)
+        and name.startswith(("transformer_blocks.", "single_transformer_blocks."))
+        and module.in_features % 16 == 0
+        and module.out_features % 16 == 0
+    )
+
+
+class TorchaoFloat8(Component):
+    name = "fp8-torchao"
+    summary = "torchao Float8DynamicActivationFloat8WeightConfig on the block linears (per-row by default)"
+    exclusive = "fp8"
+    phase = 30
+    lossless = False
+    needs_cuda = True
+    min_capability = (8, 9)
+    packages = ("torchao",)
+    default_param = "row"
+
+    def validate_param(self) -> None:
+        parse_choice_param(self, GRANULARITIES)
+
+    def apply(self, pipe) -> None:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
+
+        granularity = PerRow() if self.param == "row" else PerTensor()
+        # set_inductor_config=False: torchao would otherwise switch on coordinate-descent
+        # tuning globally, which multiplies compile time and leaks into every later stack.
+        # The `inductor-tuning` component turns such settings on explicitly.
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
+        quantize_(pipe.transformer, config, filter_fn=quantizable_block_linear)
+
+
+COMPONENTS = (TorchaoFloat8,)

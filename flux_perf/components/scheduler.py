@@ -1,0 +1,116 @@
+"""Fewer steps, another guidance scale, and multistep solvers for flow matching."""
+
+from __future__ import annotations
+
+import inspect
+
+from .base import Component, ComponentError, parse_float_param
+
+
+class FewerSteps(Component):
+    name = "steps"
+    summary = "run N denoising steps instead of the scenario's (judged against the full-step reference)"
+    exclusive = "steps"
+    phase = 0
+    lossless = False
+    default_param = "4"
+
+    def validate_param(self) -> None:
+        if not str(self.param).isdigit() or int(self.param) < 1:
+            raise ComponentError(f"steps:{self.param}: the number of steps must be a positive integer")
+
+    def apply(self, pipe) -> None:
+        pass
+
+    def adjust_scenario(self, scenario):
+        return scenario.with_steps(int(self.param))
+
+
+class GuidanceScale(Component):
+    name = "guidance"
+    summary = "another distilled-guidance scale (the guide uses 2.5)"
+    exclusive = "guidance"
+    phase = 0
+    lossless = False
+    default_param = "2.5"
+
+    def validate_param(self) -> None:
+        parse_float_param(self, 0.0, 100.0)
+
+    def apply(self, pipe) -> None:
+        pass
+
+    def adjust_scenario(self, scenario):
+        from dataclasses import replace
+
+        return replace(scenario, guidance=float(self.param))
+
+
+def _accepts_custom_sigmas(scheduler_cls) -> bool:
+    # FluxKontextPipeline always passes `sigmas=` (and `mu=`) to set_timesteps.
+    return "sigmas" in inspect.signature(scheduler_cls.set_timesteps).parameters
+
+
+class _FlowSolver(Component):
+    exclusive = "scheduler"
+    phase = 0
+    lossless = False
+    scheduler_class: str
+
+    def _cls(self):
+        import diffusers
+
+        return getattr(diffusers, self.scheduler_class)
+
+    def extra_unmet(self, caps):
+        if not _accepts_custom_sigmas(self._cls()):
+            return (
+                f"{self.name}: diffusers' {self.scheduler_class}.set_timesteps takes no `sigmas`, "
+                "which FluxKontextPipeline always passes; it cannot drive the Kontext pipeline"
+            )
+        return None
+
+    def apply(self, pipe) -> None:
+        # Flow sigmas with FLUX's exponential dynamic shift (mu from the image size), as the
+        # Euler scheduler it replaces; FLUX's own config keys mean nothing to these classes.
+        pipe.scheduler = self._cls()(
+            num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
+            use_flow_sigmas=True, prediction_type="flow_prediction",
+            use_dynamic_shifting=True, time_shift_type="exponential", **self.solver_config(),
+        )
+
+    def solver_config(self) -> dict:
+        return {}
+
+
+class DPMSolver(_FlowSolver):
+    name = "dpm-solver"
+    summary = "DPM-Solver++ (2M) with flow sigmas (DPMSolverMultistepScheduler)"
+    scheduler_class = "DPMSolverMultistepScheduler"
+
+    def solver_config(self) -> dict:
+        return {"algorithm_type": "dpmsolver++", "solver_order": 2}
+
+
+class UniPC(_FlowSolver):
+    name = "unipc"
+    summary = "UniPC multistep (DPM-Solver++'s predictor-corrector successor) with flow sigmas"
+    scheduler_class = "UniPCMultistepScheduler"
+
+    def solver_config(self) -> dict:
+        return {"solver_order": 2}
+
+
+class WrongShift(Component):
+    name = "wrong-shift"
+    summary = "test-only planted regression: FLUX's dynamic shift switched off (bare flow-match sigmas)"
+    exclusive = "scheduler"
+    phase = 0
+    lossless = False
+
+    def apply(self, pipe) -> None:
+        config = dict(pipe.scheduler.config)
+        pipe.scheduler = type(pipe.scheduler).from_config(config, use_dynamic_shifting=False, shift=1.0)
+
+
+COMPONENTS = (FewerSteps, GuidanceScale, DPMSolver, UniPC, WrongShift)

@@ -1,0 +1,32 @@
+"""VAE speed-ups: channels-last memory format and compiled encoder/decoder."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Component
+
+
+class VaeChannelsLast(Component):
+    name = "vae-channels-last"
+    summary = "VAE convolutions in channels-last (NHWC) memory format"
+    phase = 50
+    lossless = True
+
+    def apply(self, pipe) -> None:
+        pipe.vae.to(memory_format=torch.channels_last)
+
+
+class VaeCompile(Component):
+    name = "vae-compile"
+    summary = "torch.compile of the VAE encoder and decoder (static shapes)"
+    phase = 61
+    lossless = True
+    conflicts_with = frozenset({"vae-tiling"})  # tiling loops over tiles on the host
+
+    def apply(self, pipe) -> None:
+        pipe.vae.encoder.compile(fullgraph=True, dynamic=False)
+        pipe.vae.decoder.compile(fullgraph=True, dynamic=False)
+
+
+COMPONENTS = (VaeChannelsLast, VaeCompile)

@@ -1,0 +1,87 @@
+"""Inputs of a generation: prompt embeddings and the reference image to edit."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .synthetic_weights import tensor_seed
+
+# A Kontext edit instruction; used when real text encoders are present.
+DEFAULT_PROMPT = "Make the astronaut's suit bright red and keep everything else unchanged"
+# A real photograph shipped inside scikit-image (no download).
+DEFAULT_REFERENCE = "astronaut"
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    prompt_embeds: torch.Tensor  # (1, tokens, text_dim)
+    pooled_prompt_embeds: torch.Tensor  # (1, pooled_dim)
+    source: str  # "synthetic" or "text-encoders"
+
+
+_PROMPT_CACHE: dict[tuple, PromptEmbeddings] = {}
+
+
+def synthetic_prompt_embeddings(
+    tokens: int, text_dim: int, pooled_dim: int, seed: int, device: str, dtype: torch.dtype
+) -> PromptEmbeddings:
+    """Deterministic stand-ins with the shapes T5-XXL and CLIP-L give ((1, 512, 4096), (1, 768))."""
+    key = ("synthetic", tokens, text_dim, pooled_dim, seed, str(device), dtype)
+    if key not in _PROMPT_CACHE:
+        def draw(name: str, shape: tuple) -> torch.Tensor:
+            generator = torch.Generator(device="cpu").manual_seed(tensor_seed(seed, name))
+            # Drawn on the CPU in fp32 so every device and dtype sees the same values.
+            return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+        _PROMPT_CACHE[key] = PromptEmbeddings(
+            draw("prompt_embeds", (1, tokens, text_dim)),
+            draw("pooled_prompt_embeds", (1, pooled_dim)),
+            "synthetic",
+        )
+    return _PROMPT_CACHE[key]
+
+
+def encoded_prompt_embeddings(pipe, prompt: str, device: str, cache_key: str) -> PromptEmbeddings:
+    """Run the pipeline's own text encoders once; later calls reuse the result."""
+    key = ("encoded", cache_key, prompt, str(device))
+    if key not in _PROMPT_CACHE:
+        with torch.no_grad():
+            prompt_embeds, pooled, _ = pipe.encode_prompt(
+                prompt=prompt, prompt_2=None, device=device, max_sequence_length=512
+            )
+        _PROMPT_CACHE[key] = PromptEmbeddings(prompt_embeds, pooled, "text-encoders")
+    return _PROMPT_CACHE[key]
+
+
+@functools.lru_cache(maxsize=16)
+def reference_image(height: int, width: int, name: str = DEFAULT_REFERENCE) -> np.ndarray:
+    """The photograph `skimage.data.<name>`, centre-cropped to the aspect ratio and resized
+    to exactly (height, width); uint8 RGB, read-only."""
+    import skimage.data
+
+    loader = getattr(skimage.data, name, None)
+    if loader is None:
+        raise ValueError(f"skimage.data has no image named {name!r}")
+    pixels = loader()
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    pixels = pixels[..., :3]
+    src_h, src_w = pixels.shape[:2]
+    target_ratio = width / height
+    if src_w / src_h > target_ratio:
+        crop_w = round(src_h * target_ratio)
+        left = (src_w - crop_w) // 2
+        pixels = pixels[:, left : left + crop_w]
+    else:
+        crop_h = round(src_w / target_ratio)
+        top = (src_h - crop_h) // 2
+        pixels = pixels[top : top + crop_h]
+    resized = Image.fromarray(np.ascontiguousarray(pixels)).resize((width, height), Image.Resampling.LANCZOS)
+    array = np.asarray(resized, dtype=np.uint8).copy()
+    array.setflags(write=False)
+    return array

@@ -1,0 +1,164 @@
+"""The timing instrument: warm up until steady, then timed rounds of whole generations.
+
+Compile, autotuning and first-call costs stay out of the timed rounds and are
+reported apart (`first_call_s`, `compile_s`). A recompile during the timed rounds
+is an error: it would time the compiler, not the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .generate import Generation, StageTimes
+from .stats import Summary, Verdict, gate, summarize
+from .telemetry import TelemetryReport, TelemetrySampler
+
+# Flags that make the timed rounds unrepresentative of the card: measured again, then marked.
+# A power cap is not among them: a loaded H100 sits at its power limit as a matter of course,
+# so measuring again would not change it; it is reported as a flag instead.
+DISTURBED = ("thermal-throttle", "hw-slowdown", "other-processes")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How much to measure. Defaults come from the run-to-run spread measured on the H100
+    (docs/measurement.md)."""
+
+    rounds: int = 5
+    max_rounds: int = 15
+    max_warmup: int = 6
+    steady_tolerance: float = 0.03  # consecutive warm-up rounds within 3 %: steady
+    telemetry_interval_s: float = 0.05
+    remeasure_when_disturbed: int = 1
+
+    def __post_init__(self):
+        if self.rounds < 1 or self.max_rounds < self.rounds:
+            raise ValueError(f"rounds={self.rounds}, max_rounds={self.max_rounds}: need 1 <= rounds <= max_rounds")
+
+
+class RecompiledDuringTiming(RuntimeError):
+    pass
+
+
+@dataclass
+class Timed:
+    """What the instrument measured for one (stack, scenario)."""
+
+    first_call_s: float
+    warmup_wall_s: list[float]
+    rounds: list[StageTimes]
+    image: np.ndarray  # the last timed round's output: what was timed is what is judged
+    deterministic: bool  # every timed round gave the identical image
+    peak_memory_gib: float | None
+    telemetry: TelemetryReport | None
+    attempts: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def compile_s(self) -> float:
+        """First call minus a steady call: compilation, autotuning, graph capture, lazy init."""
+        steady = self.warmup_wall_s[-1] if self.warmup_wall_s else self.wall.median
+        return max(0.0, self.first_call_s - steady)
+
+    @property
+    def wall(self) -> Summary:
+        return summarize([r.wall_ms / 1000.0 for r in self.rounds])
+
+    def stage_summary(self, stage: str) -> Summary:
+        return summarize([getattr(r, f"{stage}_ms") / 1000.0 for r in self.rounds])
+
+    @property
+    def median_step_ms(self) -> float:
+        return statistics.median(ms for r in self.rounds for ms in r.step_ms)
+
+    @property
+    def disturbed(self) -> list[str]:
+        return [f for f in (self.telemetry.flags() if self.telemetry else []) if f in DISTURBED]
+
+
+@contextlib.contextmanager
+def no_recompile():
+    """Turn a dynamo recompile into an error while timing."""
+    import torch._dynamo
+
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            yield
+    except torch._dynamo.exc.RecompileError as error:
+        raise RecompiledDuringTiming(
+            f"torch.compile recompiled during the timed rounds (shapes or guards changed): {error}"
+        ) from error
+
+
+def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: bool,
+            budget_s: Callable[[], float | None] | None = None, benchmark=None,
+            log: Callable[[str], None] = lambda _: None) -> Timed:
+    """Warm up `run`, then time rounds; an inconclusive gate adds rounds up to the cap.
+
+    `benchmark` is a pytest-benchmark fixture: the timed rounds go through its
+    `pedantic` so its JSON, --benchmark-save and --benchmark-compare see them.
+    """
+    start = time.perf_counter()
+    first = run()
+    first_call_s = time.perf_counter() - start
+    log(f"first call {first_call_s:.2f} s (includes compilation)")
+    warmup = [first.times.wall_ms / 1000.0]
+    for _ in range(settings.max_warmup):
+        warmup.append(run().times.wall_ms / 1000.0)
+        if len(warmup) >= 3 and abs(warmup[-1] - warmup[-2]) <= settings.steady_tolerance * warmup[-2]:
+            break
+    log(f"warm-up {len(warmup)} calls, last {warmup[-1]:.3f} s")
+
+    attempt = 0
+    while True:
+        attempt += 1
+        timed = _timed_rounds(run, settings, cuda, budget_s, benchmark if attempt == 1 else None)
+        timed.first_call_s, timed.warmup_wall_s, timed.attempts = first_call_s, warmup[1:], attempt
+        if not timed.disturbed or attempt > settings.remeasure_when_disturbed:
+            if timed.disturbed:
+                timed.notes.append(f"rounds disturbed ({', '.join(timed.disturbed)}) after {attempt} attempts")
+            return timed
+        log(f"rounds disturbed ({', '.join(timed.disturbed)}): measuring again")
+
+
+def _timed_rounds(run, settings: MeasureSettings, cuda: bool, budget_s, benchmark) -> Timed:
+    generations: list[Generation] = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sampler = TelemetrySampler(torch.cuda.current_device(), settings.telemetry_interval_s) if cuda else None
+    if sampler:
+        sampler.start()
+    try:
+        with no_recompile():
+            if benchmark is not None and not getattr(benchmark, "disabled", False):
+                benchmark.pedantic(lambda: generations.append(run()), rounds=settings.rounds, iterations=1)
+            else:
+                generations.extend(run() for _ in range(settings.rounds))
+            while budget_s is not None and len(generations) < settings.max_rounds:
+                walls = [g.times.wall_ms / 1000.0 for g in generations]
+                if gate(summarize(walls), budget_s()) is not Verdict.INCONCLUSIVE:
+                    break
+                for _ in range(min(settings.rounds, settings.max_rounds - len(generations))):
+                    generation = run()
+                    generations.append(generation)
+                    if benchmark is not None and benchmark.stats is not None:
+                        benchmark.stats.update(generation.times.wall_ms / 1000.0)
+    finally:
+        telemetry = sampler.stop() if sampler else None
+    reference = generations[0].image
+    return Timed(
+        first_call_s=0.0,
+        warmup_wall_s=[],
+        rounds=[g.times for g in generations],
+        image=generations[-1].image,
+        deterministic=all(np.array_equal(reference, g.image) for g in generations[1:]),
+        peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        telemetry=telemetry,
+    )

@@ -1,0 +1,220 @@
+"""Model sources: which weights a pipeline is built from, and their fingerprint.
+
+- `synthetic`: the full FLUX.1-Kontext-dev architecture with deterministic random
+  weights drawn on the GPU (real shapes, so real latency). Default on a GPU.
+- `tiny`: the same code path with a tiny configuration, for CPU tests.
+- a local directory or hub id: real weights through `from_pretrained`, used only
+  when the user points at them.
+
+A fingerprint names the weights, so baselines of different weights never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_MODEL = "FLUX_PERF_MODEL"
+# Bump when the synthetic initialisation changes: old baselines then no longer match.
+INIT_SCHEME = "uniform-fan-in/v1"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Configs of the three parts we build ourselves, and the prompt-embedding shapes."""
+
+    name: str
+    transformer: dict
+    vae: dict
+    scheduler: dict
+    text_tokens: int
+    text_dim: int
+    pooled_dim: int
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "transformer": self.transformer,
+            "vae": self.vae,
+            "scheduler": self.scheduler,
+            "text_tokens": self.text_tokens,
+            "text_dim": self.text_dim,
+            "pooled_dim": self.pooled_dim,
+        }
+
+
+# FLUX.1 flow-match scheduler: dynamic shifting with these bounds. A bare
+# FlowMatchEulerDiscreteScheduler ignores `mu` and gives other timesteps.
+FLUX_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+FULL = Architecture(
+    name="flux.1-kontext-dev",
+    # diffusers' defaults are FLUX.1-dev's except guidance_embeds.
+    transformer={
+        "patch_size": 1,
+        "in_channels": 64,
+        "num_layers": 19,
+        "num_single_layers": 38,
+        "attention_head_dim": 128,
+        "num_attention_heads": 24,
+        "joint_attention_dim": 4096,
+        "pooled_projection_dim": 768,
+        "guidance_embeds": True,
+        "axes_dims_rope": [16, 56, 56],
+    },
+    vae={
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 16,
+        "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "sample_size": 1024,
+        "scaling_factor": 0.3611,
+        "shift_factor": 0.1159,
+        "use_quant_conv": False,
+        "use_post_quant_conv": False,
+        "force_upcast": True,
+    },
+    scheduler=FLUX_SCHEDULER,
+    text_tokens=512,
+    text_dim=4096,
+    pooled_dim=768,
+)
+
+# Same classes and code path, small enough to run end to end on a CPU in well under a second.
+TINY = Architecture(
+    name="flux-kontext-tiny",
+    transformer={
+        "patch_size": 1,
+        "in_channels": 16,
+        "num_layers": 2,
+        "num_single_layers": 2,
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "joint_attention_dim": 32,
+        "pooled_projection_dim": 32,
+        "guidance_embeds": True,
+        "axes_dims_rope": [4, 6, 6],
+    },
+    vae={
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "block_out_channels": [16, 16, 16, 16],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "sample_size": 128,
+        "scaling_factor": 0.3611,
+        "shift_factor": 0.1159,
+        "use_quant_conv": False,
+        "use_post_quant_conv": False,
+        "force_upcast": True,
+    },
+    scheduler=FLUX_SCHEDULER,
+    text_tokens=16,
+    text_dim=32,
+    pooled_dim=32,
+)
+
+
+class ModelSourceError(ValueError):
+    """A model source that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from. `location` is a directory or hub id for `pretrained`."""
+
+    kind: str  # "synthetic" | "tiny" | "pretrained"
+    seed: int = 0
+    location: str | None = None
+    _fingerprint: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def architecture(self) -> Architecture | None:
+        return {"synthetic": FULL, "tiny": TINY}.get(self.kind)
+
+    @property
+    def label(self) -> str:
+        return self.location if self.kind == "pretrained" else self.kind
+
+    def default_dtype_name(self, device: str) -> str:
+        # bf16 is very slow on CPUs: the tiny model runs in fp32 there.
+        if device.startswith("cuda"):
+            return "bfloat16"
+        return "float32"
+
+    def fingerprint(self) -> str:
+        """Short hash naming the weights (not the software that runs them)."""
+        if self.kind == "pretrained":
+            return _pretrained_fingerprint(self.location)
+        arch = self.architecture
+        payload = json.dumps(
+            {"arch": arch.to_dict(), "seed": self.seed, "init": INIT_SCHEME}, sort_keys=True
+        )
+        return f"{self.kind}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def resolve_model_source(text: str | None, device: str, seed: int = 0) -> ModelSource:
+    """`synthetic`, `tiny`, a local directory, or a hub id (`owner/name`).
+
+    None takes $FLUX_PERF_MODEL, else the synthetic full-size model on a GPU and
+    the tiny one on a CPU.
+    """
+    text = text or os.environ.get(ENV_MODEL) or ("synthetic" if device.startswith("cuda") else "tiny")
+    if text in ("synthetic", "tiny"):
+        return ModelSource(text, seed=seed)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ModelSourceError(
+                f"model directory {text!r} has no model_index.json: not a diffusers pipeline folder"
+            )
+        return ModelSource("pretrained", seed=seed, location=str(path.resolve()))
+    # Looks like a hub id: only then may from_pretrained download, because the user asked for it.
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        return ModelSource("pretrained", seed=seed, location=text)
+    raise ModelSourceError(
+        f"unknown model {text!r}: use 'synthetic', 'tiny', a local diffusers pipeline directory "
+        "or a hub id like 'black-forest-labs/FLUX.1-Kontext-dev'"
+    )
+
+
+# Hashing 24 GB of weights would take minutes: hash configs plus each weight file's
+# name, size and safetensors header (which lists every tensor's name, dtype, shape, offsets).
+_HEADER_BYTES = 16 * 1024 * 1024
+
+
+def _pretrained_fingerprint(location: str) -> str:
+    root = Path(location)
+    digest = hashlib.sha256()
+    if not root.is_dir():
+        digest.update(f"hub:{location}".encode())
+        return f"pretrained-{digest.hexdigest()[:12]}"
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        if path.suffix == ".json":
+            digest.update(rel.encode() + path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin", ".pt"):
+            digest.update(f"{rel}:{path.stat().st_size}".encode())
+            with path.open("rb") as handle:
+                digest.update(handle.read(_HEADER_BYTES))
+    return f"pretrained-{digest.hexdigest()[:12]}"

@@ -1,0 +1,141 @@
+"""Build a ready `FluxKontextPipeline` from a model source."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .inputs import (
+    DEFAULT_PROMPT,
+    PromptEmbeddings,
+    encoded_prompt_embeddings,
+    synthetic_prompt_embeddings,
+)
+from .models import ModelSource
+from .synthetic_weights import build_on_device
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class DeviceError(RuntimeError):
+    """The requested device does not exist here."""
+
+
+def check_device(device: str) -> str:
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            f"device {device!r} asked for, but no CUDA GPU is visible to PyTorch "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda})"
+        )
+    if kind not in ("cuda", "cpu"):
+        raise DeviceError(f"device {device!r} is not supported: use 'cuda', 'cuda:N' or 'cpu'")
+    return device
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str | None, source: ModelSource, device: str) -> torch.dtype:
+    name = name or source.default_dtype_name(device)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def build_pipeline(source: ModelSource, device: str, dtype: torch.dtype):
+    """A FluxKontextPipeline on `device`, progress bar off. Synthetic and tiny weights are
+    drawn in place; pretrained ones come through `from_pretrained`."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+
+    check_device(device)
+    if source.kind == "pretrained":
+        pipe = FluxKontextPipeline.from_pretrained(
+            source.location, torch_dtype=dtype, token=os.environ.get("HF_TOKEN"),
+            **_absent_components(FluxKontextPipeline, source.location),
+        )
+        pipe.to(device)
+    else:
+        arch = source.architecture
+        transformer = build_on_device(
+            FluxTransformer2DModel, arch.transformer, source.seed, "transformer", device, dtype
+        )
+        vae = build_on_device(AutoencoderKL, arch.vae, source.seed, "vae", device, dtype)
+        pipe = FluxKontextPipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(**arch.scheduler),
+            vae=vae,
+            text_encoder=None,
+            tokenizer=None,
+            text_encoder_2=None,
+            tokenizer_2=None,
+            transformer=transformer,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _absent_components(pipeline_cls, location: str) -> dict:
+    """A local folder saved without text encoders (or image encoder) lists them as null:
+    from_pretrained then needs them passed as None explicitly."""
+    index_path = Path(location) / "model_index.json"
+    if not index_path.is_file():
+        return {}
+    index = json.loads(index_path.read_text())
+    expected, _optional = pipeline_cls._get_signature_keys(pipeline_cls)
+    return {
+        name: None for name in expected
+        if not (isinstance(index.get(name), list) and index[name] and index[name][0])
+    }
+
+
+@dataclass
+class FluxModel:
+    """A built pipeline with what a measurement needs to know about it."""
+
+    pipe: object
+    source: ModelSource
+    fingerprint: str
+    device: str
+    dtype: torch.dtype
+    build_s: float
+    prompt: PromptEmbeddings
+
+    @property
+    def transformer_config(self) -> dict:
+        return dict(self.pipe.transformer.config)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.pipe.vae_scale_factor
+
+
+def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = None,
+               prompt: str = DEFAULT_PROMPT) -> FluxModel:
+    """Build the pipeline and its (cached) prompt embeddings; time the build."""
+    check_device(device)
+    dtype = dtype or resolve_dtype(None, source, device)
+    import diffusers  # noqa: F401  imported before the clock starts: the build time is the build's
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    pipe = build_pipeline(source, device, dtype)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    build_s = time.perf_counter() - start
+    fingerprint = source.fingerprint()
+    if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "text_encoder_2", None) is not None:
+        embeddings = encoded_prompt_embeddings(pipe, prompt, device, fingerprint)
+    else:
+        config = pipe.transformer.config
+        tokens = source.architecture.text_tokens if source.architecture else 512
+        embeddings = synthetic_prompt_embeddings(
+            tokens, config.joint_attention_dim, config.pooled_projection_dim, source.seed, device, dtype
+        )
+    return FluxModel(pipe, source, fingerprint, device, dtype, build_s, embeddings)

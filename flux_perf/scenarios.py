@@ -1,0 +1,104 @@
+"""Scenarios: what one generation is asked to do (size, steps, guidance, seed)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+# The pipeline packs 2x2 latent patches after the VAE's 8x downsampling.
+SIZE_MULTIPLE = 16
+# Larger than any FLUX.1 checkpoint was trained for; beyond this a typo is likelier than intent.
+MAX_SIDE = 4096
+MAX_STEPS = 1000
+
+
+class ScenarioError(ValueError):
+    """A scenario value that cannot be run."""
+
+
+@dataclass(frozen=True, order=True)
+class Scenario:
+    height: int
+    width: int
+    steps: int
+    guidance: float = 2.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for side, value in (("height", self.height), ("width", self.width)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ScenarioError(f"{side} must be an integer number of pixels, got {value!r}")
+            if value <= 0:
+                raise ScenarioError(f"{side}={value} must be positive")
+            if value % SIZE_MULTIPLE:
+                raise ScenarioError(
+                    f"{side}={value} is not a multiple of {SIZE_MULTIPLE} "
+                    f"(nearest valid: {max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
+                )
+            if value > MAX_SIDE:
+                raise ScenarioError(f"{side}={value} exceeds the maximum of {MAX_SIDE} pixels")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ScenarioError(f"steps={self.steps!r} must be an integer from 1 to {MAX_STEPS}")
+        if not isinstance(self.guidance, (int, float)) or not 0.0 <= self.guidance <= 100.0:
+            raise ScenarioError(f"guidance={self.guidance!r} must be a number from 0 to 100")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ScenarioError(f"seed={self.seed!r} must be a non-negative integer")
+
+    @property
+    def id(self) -> str:
+        """Short, filename-safe id: `512x512@6` (guidance and seed only when not default)."""
+        text = f"{self.height}x{self.width}@{self.steps}"
+        if self.guidance != 2.5:
+            text += f"-g{self.guidance:g}"
+        if self.seed != 0:
+            text += f"-s{self.seed}"
+        return text
+
+    @property
+    def resolution(self) -> str:
+        return f"{self.height}x{self.width}"
+
+    def with_steps(self, steps: int) -> Scenario:
+        return replace(self, steps=steps)
+
+    def to_dict(self) -> dict:
+        return {"height": self.height, "width": self.width, "steps": self.steps,
+                "guidance": self.guidance, "seed": self.seed, "id": self.id}
+
+
+# The guide's table (seed-guide.md, "Expected Results"); guidance 2.5 as the guide sets it.
+BUILTIN = (
+    Scenario(512, 512, 6),
+    Scenario(768, 768, 6),
+    Scenario(1024, 1024, 8),
+    Scenario(512, 512, 4),
+)
+
+_SPEC = re.compile(
+    r"^(?P<h>-?\d+)(?:x(?P<w>-?\d+))?@(?P<steps>-?\d+)"
+    r"(?:-g(?P<g>[0-9.]+))?(?:-s(?P<seed>\d+))?$"
+)
+
+
+def parse_scenario(text: str) -> Scenario:
+    """`512` + steps is not enough: a scenario is written `HxW@STEPS[-gGUIDANCE][-sSEED]` or `N@STEPS`."""
+    match = _SPEC.match(text.strip())
+    if not match:
+        raise ScenarioError(
+            f"cannot read scenario {text!r}: write HEIGHTxWIDTH@STEPS, e.g. 512x512@6 or 1024@8"
+        )
+    height = int(match["h"])
+    width = int(match["w"]) if match["w"] else height
+    kwargs = {}
+    if match["g"]:
+        kwargs["guidance"] = float(match["g"])
+    if match["seed"]:
+        kwargs["seed"] = int(match["seed"])
+    return Scenario(height, width, int(match["steps"]), **kwargs)
+
+
+def parse_scenarios(text: str | None) -> tuple[Scenario, ...]:
+    """Comma-separated scenarios; empty or None gives the four built-in ones."""
+    if not text:
+        return BUILTIN
+    return tuple(parse_scenario(part) for part in text.split(",") if part.strip())

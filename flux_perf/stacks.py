@@ -1,0 +1,142 @@
+"""Stacks: named, ordered sets of components. `bf16` is the empty stack (eager bf16).
+
+A stack is written as a named stack, a component, or several of either joined by
+`+` (`compile+fp8-torchao`, `fp8+fbc:0.2`). Components are applied in phase order,
+so `fp8-torchao+compile-regional` and `compile-regional+fp8-torchao` are the same stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .components import REGISTRY, Capabilities, Component, ComponentError, make_component
+from .scenarios import Scenario
+
+BASELINE = "bf16"
+
+NAMED_STACKS: dict[str, tuple[str, ...]] = {
+    BASELINE: (),  # eager bf16 with PyTorch's default SDPA: the fidelity reference
+    "cudnn": ("attn-cudnn",),
+    "flash-sdpa": ("attn-flash-sdpa",),
+    "compile": ("attn-cudnn", "compile-regional"),
+    "graphs": ("attn-cudnn", "compile-regional", "cuda-graphs"),
+    "fp8": ("attn-cudnn", "fp8-torchao", "compile-regional"),
+    "fp8+fbc": ("attn-cudnn", "fp8-torchao", "compile-regional", "fbc"),
+    # The fastest stack from compute alone (issue 7; see docs/fast-stack.md for the measurements).
+    "fast": ("attn-cudnn", "fp8-torchao", "compile-regional", "cuda-graphs", "vae-channels-last", "vae-compile"),
+    "fast+fbc": ("attn-cudnn", "fp8-torchao", "compile-regional", "fbc", "vae-channels-last", "vae-compile"),
+}
+
+DEFAULT_STACKS = (BASELINE, "compile", "fp8", "fast")
+# A name must mean one thing: a stack never shadows a component.
+assert not set(NAMED_STACKS) & set(REGISTRY), set(NAMED_STACKS) & set(REGISTRY)
+
+
+class StackError(ComponentError):
+    pass
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    components: tuple[Component, ...]
+
+    @property
+    def key(self) -> str:
+        """Canonical spelling: the same components give the same key."""
+        return "+".join(c.spec for c in self.components) or BASELINE
+
+    @property
+    def lossless(self) -> bool:
+        return all(c.lossless for c in self.components)
+
+    def fresh(self) -> Stack:
+        """New component instances (components keep per-pipeline state)."""
+        return Stack(self.name, tuple(make_component(c.spec) for c in self.components))
+
+    def unmet(self, caps: Capabilities) -> str | None:
+        for component in self.components:
+            reason = component.unmet(caps)
+            if reason:
+                return reason
+        return None
+
+    def apply(self, pipe) -> None:
+        for component in self.components:
+            component.apply(pipe)
+
+    def call_contexts(self, pipe) -> list:
+        return [f for f in (c.call_context(pipe) for c in self.components) if f is not None]
+
+    def adjust(self, scenario: Scenario) -> Scenario:
+        for component in self.components:
+            scenario = component.adjust_scenario(scenario)
+        return scenario
+
+    def report(self) -> dict:
+        return {c.spec: info for c in self.components if (info := c.report())}
+
+    def reset_reports(self) -> None:
+        for component in self.components:
+            component.reset_report()
+
+    def describe(self) -> str:
+        return " + ".join(c.spec for c in self.components) or "eager bf16, default SDPA"
+
+
+def _expand(text: str, seen: tuple[str, ...] = ()) -> list[Component]:
+    if text in NAMED_STACKS:
+        return [make_component(spec) for spec in NAMED_STACKS[text]]
+    parts = [p.strip() for p in text.split("+")]
+    if len(parts) == 1:
+        name = parts[0].partition(":")[0]
+        if name in REGISTRY:
+            return [make_component(parts[0])]
+        raise StackError(
+            f"unknown stack or component {text!r}; named stacks: {', '.join(NAMED_STACKS)}; "
+            f"components: {', '.join(sorted(REGISTRY))}"
+        )
+    components: list[Component] = []
+    for part in parts:
+        if not part:
+            raise StackError(f"empty component in stack {text!r}")
+        components.extend(_expand(part))
+    return components
+
+
+def check_conflicts(components: list[Component], text: str) -> None:
+    groups: dict[str, Component] = {}
+    for component in components:
+        if component.exclusive:
+            other = groups.setdefault(component.exclusive, component)
+            if other is not component:
+                raise StackError(
+                    f"stack {text!r} has two {component.exclusive} components, "
+                    f"{other.spec} and {component.spec}: keep one"
+                )
+    for component in components:
+        for other in components:
+            hits = ({other.name} | set(other.tags)) & set(component.conflicts_with)
+            if other is not component and hits:
+                raise StackError(
+                    f"stack {text!r}: {component.spec} cannot be combined with {other.spec} "
+                    f"({component.spec} conflicts with {', '.join(sorted(hits))})"
+                )
+
+
+def parse_stack(text: str) -> Stack:
+    text = text.strip()
+    if not text:
+        raise StackError("empty stack name")
+    unique: dict[str, Component] = {}
+    for component in _expand(text):
+        unique.setdefault(component.spec, component)
+    components = sorted(unique.values(), key=lambda c: c.phase)
+    check_conflicts(components, text)
+    return Stack(text, tuple(components))
+
+
+def parse_stacks(text: str | None) -> tuple[Stack, ...]:
+    """Comma-separated stacks; empty gives the default set."""
+    names = [part.strip() for part in (text.split(",") if text else DEFAULT_STACKS) if part.strip()]
+    return tuple(parse_stack(name) for name in names)

@@ -1,0 +1,153 @@
+"""Statistics of timed rounds and the verdicts built on them.
+
+A latency gate has three honest outcomes: pass (the median is confidently under the
+budget), fail (confidently over) and inconclusive (the interval straddles it). The
+interval is the distribution-free order-statistic confidence interval of the median.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    q1: float
+    q3: float
+    minimum: float
+    maximum: float
+    mean: float
+    stdev: float
+    ci_low: float
+    ci_high: float
+    ci_level: float  # the coverage the interval really has (order statistics are discrete)
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def relative_ci_halfwidth(self) -> float:
+        return (self.ci_high - self.ci_low) / 2 / self.median if self.median else math.inf
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "iqr": self.iqr}
+
+
+def _binomial_cdf(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_ci(sorted_samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Order-statistic interval [x_(k), x_(n-k+1)] with the largest k whose coverage
+    1 - 2 P(X <= k-1) still reaches `confidence`; with too few samples for that, the
+    full range and the coverage it has."""
+    n = len(sorted_samples)
+    if n == 0:
+        raise ValueError("no samples")
+    best_k, best_cov = 1, 1 - 2 * _binomial_cdf(0, n)
+    for k in range(2, n // 2 + 1):
+        coverage = 1 - 2 * _binomial_cdf(k - 1, n)
+        if coverage < confidence:
+            break
+        best_k, best_cov = k, coverage
+    return sorted_samples[best_k - 1], sorted_samples[n - best_k], max(best_cov, 0.0)
+
+
+def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
+    if not samples:
+        raise ValueError("cannot summarise zero samples")
+    data = sorted(float(x) for x in samples)
+    n = len(data)
+    if n >= 2:
+        q1, _, q3 = statistics.quantiles(data, n=4, method="inclusive")
+    else:
+        q1 = q3 = data[0]
+    low, high, level = median_ci(data, confidence)
+    return Summary(
+        n=n,
+        median=statistics.median(data),
+        q1=q1,
+        q3=q3,
+        minimum=data[0],
+        maximum=data[-1],
+        mean=statistics.fmean(data),
+        stdev=statistics.stdev(data) if n >= 2 else 0.0,
+        ci_low=low,
+        ci_high=high,
+        ci_level=level,
+    )
+
+
+class Verdict(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    NO_BUDGET = "no-budget"
+
+
+def gate(summary: Summary, budget: float | None) -> Verdict:
+    """Compare the median's interval with a latency budget (same unit)."""
+    if budget is None:
+        return Verdict.NO_BUDGET
+    if summary.ci_high <= budget:
+        return Verdict.PASS
+    if summary.ci_low > budget:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE
+
+
+class Change(str, Enum):
+    FASTER = "faster"
+    SLOWER = "slower"
+    SAME = "same"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ratio: float  # head median / base median
+    ratio_low: float
+    ratio_high: float
+    change: Change
+
+    def to_dict(self) -> dict:
+        return {"ratio": self.ratio, "ratio_low": self.ratio_low, "ratio_high": self.ratio_high,
+                "change": self.change.value}
+
+
+def compare_samples(base: Sequence[float], head: Sequence[float], tolerance: float = 0.03,
+                    confidence: float = 0.95, resamples: int = 4000, seed: int = 0) -> Comparison:
+    """Bootstrap interval of median(head)/median(base).
+
+    slower: the whole interval is above 1 + tolerance; faster: below 1 - tolerance;
+    same: the whole interval is inside the tolerance band; otherwise inconclusive.
+    """
+    if not base or not head:
+        raise ValueError("both runs need samples to compare")
+    rng = random.Random(seed)  # fixed seed: the same inputs always give the same verdict
+    ratios = sorted(
+        statistics.median(rng.choices(head, k=len(head))) / statistics.median(rng.choices(base, k=len(base)))
+        for _ in range(resamples)
+    )
+    alpha = (1 - confidence) / 2
+    low = ratios[int(alpha * (resamples - 1))]
+    high = ratios[int(math.ceil((1 - alpha) * (resamples - 1)))]
+    ratio = statistics.median(head) / statistics.median(base)
+    if low > 1 + tolerance:
+        change = Change.SLOWER
+    elif high < 1 - tolerance:
+        change = Change.FASTER
+    elif low >= 1 - tolerance and high <= 1 + tolerance:
+        change = Change.SAME
+    else:
+        change = Change.INCONCLUSIVE
+    return Comparison(ratio, low, high, change)
