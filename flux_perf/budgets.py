@@ -21,9 +21,12 @@ class LatencyBudget:
     seconds: float
     kind: str  # "absolute" (from budgets.toml) or "relative" (recorded median x (1 + tolerance))
     source: str  # human-readable origin
+    tolerance: float | None = None  # relative budgets: the slow-down that counts as a regression
+    recorded_samples: tuple[float, ...] = ()  # relative budgets: the recorded run's rounds
 
     def to_dict(self) -> dict:
-        return {"seconds": self.seconds, "kind": self.kind, "source": self.source}
+        return {"seconds": self.seconds, "kind": self.kind, "source": self.source, "tolerance": self.tolerance,
+                "recorded_rounds": len(self.recorded_samples)}
 
 
 @dataclass(frozen=True)
@@ -36,15 +39,20 @@ class Budgets:
     lossy_default: float = 0.8
 
     def latency_budget(self, gpu: str | None, scenario_id: str, stack: str,
-                       recorded_median_s: float | None) -> LatencyBudget | None:
+                       recorded: dict | None) -> LatencyBudget | None:
+        """Absolute budget from this file, else one relative to the recorded latency entry
+        (`median_s`, and `samples_s` when the recording kept its rounds)."""
         seconds = self.absolute.get(gpu or "", {}).get(scenario_id, {}).get(stack)
         if seconds is not None:
             return LatencyBudget(seconds, "absolute", f"{Path(self.path).name} [{gpu}] {scenario_id} {stack}")
-        if recorded_median_s is not None:
+        if recorded and recorded.get("median_s"):
+            median = recorded["median_s"]
             return LatencyBudget(
-                recorded_median_s * (1 + self.relative_tolerance),
+                median * (1 + self.relative_tolerance),
                 "relative",
-                f"recorded {recorded_median_s:.3f} s + {self.relative_tolerance:.0%}",
+                f"recorded {median:.3f} s + {self.relative_tolerance:.0%}",
+                self.relative_tolerance,
+                tuple(recorded.get("samples_s") or ()),
             )
         return None
 

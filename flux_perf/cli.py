@@ -162,6 +162,17 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_table(args) -> int:
+    from .report import component_table, load_records, physics_table
+
+    records = load_records(args.results)
+    if args.stacks:
+        wanted = set(args.stacks.split(","))
+        records = [r for r in records if r["stack"] in wanted]
+    print((component_table if args.kind == "components" else physics_table)(records), end="")
+    return 0
+
+
 def _add_model_args(parser) -> None:
     parser.add_argument("--model", default=None,
                         help="synthetic | tiny | a diffusers pipeline directory | a hub id "
@@ -210,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("head")
     compare.add_argument("--tolerance", type=float, default=0.03, help="relative change treated as noise (default 0.03)")
     compare.set_defaults(func=cmd_compare)
+    table = sub.add_parser("table", help="merge results.json files into one Markdown table")
+    table.add_argument("results", nargs="+")
+    table.add_argument("--kind", choices=("components", "physics"), default="components",
+                       help="components: latency, step, speed-up, compile, memory, SSIM; "
+                            "physics: TFLOP/s and fraction of the matmul ceilings")
+    table.add_argument("--stacks", default=None, help="comma-separated stack names to keep")
+    table.set_defaults(func=cmd_table)
     return parser
 
 

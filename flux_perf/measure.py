@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .generate import Generation, StageTimes
-from .stats import Summary, Verdict, gate, summarize
+from .stats import Summary, Verdict, summarize
 from .telemetry import TelemetryReport, TelemetrySampler
 
 # Flags that make the timed rounds unrepresentative of the card: measured again, then marked.
@@ -98,7 +98,7 @@ def no_recompile():
 
 
 def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: bool,
-            budget_s: Callable[[], float | None] | None = None, benchmark=None,
+            verdict_of: Callable[[list[float]], Verdict] | None = None, benchmark=None,
             log: Callable[[str], None] = lambda _: None) -> Timed:
     """Warm up `run`, then time rounds; an inconclusive gate adds rounds up to the cap.
 
@@ -119,7 +119,7 @@ def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: b
     attempt = 0
     while True:
         attempt += 1
-        timed = _timed_rounds(run, settings, cuda, budget_s, benchmark if attempt == 1 else None)
+        timed = _timed_rounds(run, settings, cuda, verdict_of, benchmark if attempt == 1 else None)
         timed.first_call_s, timed.warmup_wall_s, timed.attempts = first_call_s, warmup[1:], attempt
         if not timed.disturbed or attempt > settings.remeasure_when_disturbed:
             if timed.disturbed:
@@ -128,7 +128,7 @@ def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: b
         log(f"rounds disturbed ({', '.join(timed.disturbed)}): measuring again")
 
 
-def _timed_rounds(run, settings: MeasureSettings, cuda: bool, budget_s, benchmark) -> Timed:
+def _timed_rounds(run, settings: MeasureSettings, cuda: bool, verdict_of, benchmark) -> Timed:
     generations: list[Generation] = []
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -141,9 +141,9 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, budget_s, benchmar
                 benchmark.pedantic(lambda: generations.append(run()), rounds=settings.rounds, iterations=1)
             else:
                 generations.extend(run() for _ in range(settings.rounds))
-            while budget_s is not None and len(generations) < settings.max_rounds:
+            while verdict_of is not None and len(generations) < settings.max_rounds:
                 walls = [g.times.wall_ms / 1000.0 for g in generations]
-                if gate(summarize(walls), budget_s()) is not Verdict.INCONCLUSIVE:
+                if verdict_of(walls) is not Verdict.INCONCLUSIVE:
                     break
                 for _ in range(min(settings.rounds, settings.max_rounds - len(generations))):
                     generation = run()

@@ -192,6 +192,19 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpu"] = gpu.to_dict() if gpu else None
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Keep results.json and summary.md current after every test: a run cut short (timeout,
+    crash, Ctrl-C) still leaves every finished case on disk."""
+    flux = _session(item.config, create=False)
+    if flux is None or not flux.cases or _rank() != 0 or len(flux.cases) == getattr(flux, "_reported_cases", 0):
+        return
+    from .report import write_report
+
+    write_report(flux, flux.config.report_dir, plots=False)
+    flux._reported_cases = len(flux.cases)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)

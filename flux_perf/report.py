@@ -111,13 +111,13 @@ def summary_markdown(records: list[dict], machine: dict) -> str:
         lines.append(f"Measured matmul ceilings: bf16 {peaks['bf16_tflops']} TFLOP/s, fp8 {peaks['fp8_tflops']} TFLOP/s.")
     lines += [
         "",
-        "| scenario | stack | median s (95% CI) | budget s | verdict | vs bf16 | SSIM | J/image | TFLOP/s (% peak) | compile s | flags |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | stack | median s (95% CI) | budget s | verdict | vs bf16 | SSIM | J/image | SM MHz | TFLOP/s (% peak) | compile s | flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         scenario = r["scenario"]["id"]
         if r.get("error"):
-            lines.append(f"| {scenario} | {r['stack']} | - | - | ERROR | - | - | - | - | - | {r['error'][:80]} |")
+            lines.append(f"| {scenario} | {r['stack']} | - | - | ERROR | - | - | - | - | - | - | {r['error'][:80]} |")
             continue
         if "wall_s" not in r:
             continue
@@ -132,6 +132,7 @@ def summary_markdown(records: list[dict], machine: dict) -> str:
         elif fidelity.get("verdict") == "updated":
             ssim = "updated"
         peak = r.get("pct_fp8_peak") if FP8_TAG in r["stack_key"] else r.get("pct_bf16_peak")
+        sm_clock = ((r.get("telemetry") or {}).get("sm_clock_mhz") or {}).get("median")
         flags = list(r.get("flags") or [])
         if not r.get("deterministic", True):
             flags.append("nondeterministic")
@@ -140,7 +141,7 @@ def summary_markdown(records: list[dict], machine: dict) -> str:
         lines.append(
             f"| {scenario} | {r['stack']} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
             f"| {_fmt(budget.get('seconds'), '.3f')} | {verdict_text(r)} | {_fmt(r.get('speedup_vs_bf16'), '.2f')}x "
-            f"| {ssim} | {_fmt(r.get('energy_per_image_j'), '.0f')} "
+            f"| {ssim} | {_fmt(r.get('energy_per_image_j'), '.0f')} | {_fmt(sm_clock, '.0f')} "
             f"| {_fmt(r.get('transformer_tflops'), '.0f')} ({_fmt(peak, '.0f')}%) | {_fmt(r.get('compile_s'), '.1f')} "
             f"| {', '.join(flags) or '-'} |"
         )
@@ -225,8 +226,8 @@ def plot_telemetry(records: list[dict], path: Path) -> Path | None:
     return path
 
 
-def write_report(session, folder: Path) -> dict:
-    """Write results.json, summary.md and the plots; return the paths written."""
+def write_report(session, folder: Path, plots: bool = True) -> dict:
+    """Write results.json, summary.md and (unless `plots` is False) the plots; return the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     records = [case_record(session, result) for result in session.cases.values()]
@@ -238,8 +239,75 @@ def write_report(session, folder: Path) -> dict:
     written = {"results": folder / "results.json", "summary": folder / "summary.md"}
     written["results"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
     written["summary"].write_text(summary_markdown(records, machine))
-    for name, plotter in (("latency_plot", plot_latency), ("telemetry_plot", plot_telemetry)):
+    for name, plotter in (("latency_plot", plot_latency), ("telemetry_plot", plot_telemetry)) if plots else ():
         path = plotter(records, folder / f"{name.replace('_plot', '')}.png")
         if path:
             written[name] = path
     return written
+
+
+def load_records(paths) -> list[dict]:
+    """Records of several results.json files, each tagged with its file stem and machine ceilings."""
+    records = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        for record in payload["records"]:
+            record = dict(record, run=Path(path).stem, matmul_peaks=payload["machine"].get("matmul_peaks") or {})
+            records.append(record)
+    return records
+
+
+def _bf16_reference(records: list[dict]) -> dict:
+    reference: dict = {}
+    for r in records:
+        if r["stack"] == BASELINE and "wall_s" in r:
+            reference.setdefault(r["scenario"]["id"], r)
+    return reference
+
+
+def _ceilings(records: list[dict]) -> tuple[float | None, float | None]:
+    """The best matmul ceilings measured in any of the runs."""
+    bf16 = [r["matmul_peaks"].get("bf16_tflops") for r in records if r["matmul_peaks"].get("bf16_tflops")]
+    fp8 = [r["matmul_peaks"].get("fp8_tflops") for r in records if r["matmul_peaks"].get("fp8_tflops")]
+    return (max(bf16) if bf16 else None, max(fp8) if fp8 else None)
+
+
+def component_table(records: list[dict]) -> str:
+    """Per stack and scenario: latency, per-step time, speed-up over bf16 eager, compile time,
+    peak memory, SSIM against the bf16 baseline."""
+    reference = _bf16_reference(records)
+    lines = ["| scenario | stack | components | latency s (95% CI) | step ms | vs bf16 eager | compile s "
+             "| peak GiB | SSIM vs bf16 | run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
+        wall, scenario = r["wall_s"], r["scenario"]["id"]
+        base = reference.get(scenario)
+        speedup = base["wall_s"]["median"] / wall["median"] if base else None
+        ssim = (r.get("fidelity") or {}).get("ssim")
+        if (r.get("fidelity") or {}).get("verdict") == "updated":
+            ssim = 1.0  # the reference itself
+        lines.append(
+            f"| {scenario} | {r['stack']} | {r['components']} | {wall['median']:.3f} ({wall['ci_low']:.3f}-"
+            f"{wall['ci_high']:.3f}) | {r['stages_ms']['step_median']:.1f} | {_fmt(speedup, '.2f')}x "
+            f"| {_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('peak_memory_gib'), '.1f')} | {_fmt(ssim, '.4f')} "
+            f"| {r['run']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def physics_table(records: list[dict]) -> str:
+    """Per stack and scenario: latency, SSIM, achieved transformer TFLOP/s and the fraction of the
+    best bf16 and fp8 matmul ceilings measured across the runs."""
+    bf16_peak, fp8_peak = _ceilings(records)
+    lines = [f"Ceilings: best measured bf16 {bf16_peak} TFLOP/s, fp8 {fp8_peak} TFLOP/s (8192^3 matmul, sustained).", "",
+             "| scenario | stack | latency s | step ms | SSIM vs bf16 | transformer TFLOP/s | % bf16 ceiling "
+             "| % fp8 ceiling | run |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
+        tflops = r.get("transformer_tflops")
+        ssim = 1.0 if (r.get("fidelity") or {}).get("verdict") == "updated" else (r.get("fidelity") or {}).get("ssim")
+        lines.append(
+            f"| {r['scenario']['id']} | {r['stack']} | {r['wall_s']['median']:.3f} | {r['stages_ms']['step_median']:.1f} "
+            f"| {_fmt(ssim, '.4f')} | {_fmt(tflops, '.0f')} "
+            f"| {_fmt(100 * tflops / bf16_peak if tflops and bf16_peak else None, '.0f')} "
+            f"| {_fmt(100 * tflops / fp8_peak if tflops and fp8_peak else None, '.0f')} | {r['run']} |"
+        )
+    return "\n".join(lines) + "\n"

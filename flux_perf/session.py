@@ -27,7 +27,7 @@ from .pipeline import FluxModel, load_model
 from .provenance import git_commit, now_iso, software_versions
 from .scenarios import Scenario
 from .stacks import BASELINE, Stack, parse_stack
-from .stats import Verdict, gate
+from .stats import Verdict, latency_verdict
 from .telemetry import gpu_identity, nvml_unavailable_reason
 
 
@@ -150,6 +150,11 @@ class FluxSession:
         if self._loaded and self._loaded[0] == stack.key:
             return self._loaded[1], self._loaded[2], self._loaded[3]
         self.release()
+        # diffusers pipelines hold reference cycles: a model dropped elsewhere (a test's local)
+        # keeps its 23 GB until a collection, and would count in this stack's peak memory.
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
         self.log(f"building {self.source.label} model for stack {stack.name} [{stack.describe()}]")
         model = load_model(self.source, self.config.device)
         live = stack.fresh()
@@ -179,9 +184,7 @@ class FluxSession:
 
     def latency_budget(self, stack: Stack, scenario: Scenario) -> LatencyBudget | None:
         recorded = None if self.config.update_baselines else self.store.recorded_latency(self.key(scenario), stack.name)
-        return self.budgets.latency_budget(
-            self.gpu_name, scenario.id, stack.name, recorded["median_s"] if recorded else None
-        )
+        return self.budgets.latency_budget(self.gpu_name, scenario.id, stack.name, recorded)
 
     def case(self, stack: Stack, scenario: Scenario, benchmark=None) -> CaseResult:
         """Measure (stack, scenario) once per session; later calls return the same result."""
@@ -207,7 +210,7 @@ class FluxSession:
             self.log(f"measuring {result.id}" + (f" (budget {budget.seconds:.3f} s, {budget.kind})" if budget else ""))
             result.timed = measure(
                 run, self.config.measure, cuda=self.cuda, benchmark=benchmark, log=lambda m: self.log("  " + m),
-                budget_s=(lambda: budget.seconds) if budget else None,
+                verdict_of=(lambda samples: latency_verdict(samples, budget)) if budget else None,
             )
             result.components = live.report()
             tokens = scenario_tokens(result.effective.height, result.effective.width, model.vae_scale_factor)
@@ -233,12 +236,14 @@ class FluxSession:
         return result
 
     def _judge_latency(self, result: CaseResult, budget: LatencyBudget | None) -> None:
-        result.latency = LatencyResult(budget, gate(result.timed.wall, budget.seconds if budget else None),
-                                       self.config.strict)
+        samples = [r.wall_ms / 1000.0 for r in result.timed.rounds]
+        result.latency = LatencyResult(budget, latency_verdict(samples, budget), self.config.strict)
         if self.config.update_baselines:
             wall = result.timed.wall
+            telemetry = result.timed.telemetry.summary() if result.timed.telemetry else {}
             self.store.record_latency(self.key(result.scenario), result.stack.name, {
                 "median_s": wall.median, "ci_low_s": wall.ci_low, "ci_high_s": wall.ci_high, "rounds": wall.n,
+                "samples_s": samples, "sm_clock_mhz": (telemetry.get("sm_clock_mhz") or {}).get("median"),
                 "stack": result.stack.key, "recorded_at": now_iso(), "commit": git_commit(),
             }, force=self.config.force_update)
 

@@ -151,3 +151,15 @@ def compare_samples(base: Sequence[float], head: Sequence[float], tolerance: flo
     else:
         change = Change.INCONCLUSIVE
     return Comparison(ratio, low, high, change)
+
+
+def latency_verdict(samples: Sequence[float], budget) -> Verdict:
+    """Absolute budgets (and relative ones recorded without rounds): the median's interval
+    against the budget. Relative budgets with recorded rounds: the bootstrap interval of the
+    ratio of medians, so the recorded run's own noise counts too."""
+    if budget is None:
+        return Verdict.NO_BUDGET
+    if budget.kind == "relative" and len(budget.recorded_samples) >= 2:
+        change = compare_samples(budget.recorded_samples, samples, tolerance=budget.tolerance).change
+        return {Change.SLOWER: Verdict.FAIL, Change.INCONCLUSIVE: Verdict.INCONCLUSIVE}.get(change, Verdict.PASS)
+    return gate(summarize(samples), budget.seconds)

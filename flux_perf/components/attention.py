@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 from .base import Component
@@ -62,6 +63,13 @@ class FlashAttn3(AttentionBackend):
     needs_cuda = True
     min_capability = (9, 0)
     packages = ("flash_attn_interface",)
+
+
+def restore_default_backend(pipe) -> None:
+    """diffusers keeps the last backend set on *any* model as a process-wide default, which a
+    freshly built model then silently uses (seen: stacks after `attn-efficient` ran 55 % slower
+    at 1024). Setting the default explicitly on each new pipeline resets that global too."""
+    pipe.transformer.set_attention_backend(os.environ.get("DIFFUSERS_ATTN_BACKEND", "native"))
 
 
 COMPONENTS = (SdpaAttention, CudnnAttention, FlashSdpaAttention, EfficientSdpaAttention, FlashAttn2, FlashAttn3)

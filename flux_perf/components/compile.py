@@ -41,7 +41,12 @@ class RegionalCompile(_Compile):
     summary = "regional torch.compile of the repeated transformer blocks (compile_repeated_blocks)"
 
     def apply(self, pipe) -> None:
-        pipe.transformer.compile_repeated_blocks(**self.compile_kwargs())
+        kwargs = self.compile_kwargs()
+        if pipe.transformer.is_cache_enabled:
+            # First Block Cache decides on the host inside the leader block: that block needs a
+            # graph break there, everything else still compiles into whole-block graphs.
+            kwargs["fullgraph"] = False
+        pipe.transformer.compile_repeated_blocks(**kwargs)
 
 
 class FullGraphCompile(_Compile):

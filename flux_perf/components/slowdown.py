@@ -1,54 +1,114 @@
-"""Test-only planted slow-down: real extra GPU work before every transformer step, sized as a
-fraction of the step's own FLOPs, to prove the latency gate catches a regression that small."""
+"""Test-only planted slow-down: real extra GPU work before every transformer step, sized to
+a fraction of the step's own measured time, to prove the latency gate catches a regression
+that small.
+
+Sizing by time, not FLOPs: a plain matmul runs nearer the chip's peak than a whole step does,
+so "5 % of the step's FLOPs" would cost only ~3 % of its time. The second call of each input
+shape (the first may compile or capture; both are warm-up, never timed rounds) measures the
+step and the extra matmul, with a synchronisation; after that the hook only launches work.
+"""
 
 from __future__ import annotations
 
+import time
+
 import torch
 
-from ..flops import transformer_step_flops
 from .base import Component, parse_float_param
+
+# Large enough (~0.5 ms on an H100) that launch latency does not inflate the probe.
+_PROBE_ROWS = 16384
+
+
+class _Timer:
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def ms(self, start, end) -> float:
+        if self.cuda:
+            end.synchronize()
+            return start.elapsed_time(end)
+        return (end - start) * 1000.0
 
 
 class Slowdown(Component):
     name = "slowdown"
-    summary = "test-only: extra matmul work worth FRACTION of each step's FLOPs (e.g. slowdown:0.05)"
+    summary = "test-only: extra matmul work worth FRACTION of each step's time (e.g. slowdown:0.05)"
     phase = 1
     lossless = True  # the extra work writes only to its own buffer
     default_param = "0.05"
 
     def __init__(self, param=None):
         super().__init__(param)
-        self.buffers: dict[tuple, tuple] = {}
-        self.extra_flops = 0.0
+        self.rows: dict[tuple, int] = {}  # input shape -> rows of extra matmul per step
+        self.buffers: dict[int, tuple] = {}
+        self.calibration: dict[str, float] = {}
 
     def validate_param(self) -> None:
         parse_float_param(self, 0.0, 10.0)
+
+    def _operands(self, rows: int, width: int, device, dtype):
+        if rows not in self.buffers:
+            generator = torch.Generator(device=device).manual_seed(0)
+            a = torch.randn(rows, width, device=device, dtype=dtype, generator=generator)
+            b = torch.randn(width, width, device=device, dtype=dtype, generator=generator)
+            self.buffers[rows] = (a, b, torch.empty(rows, width, device=device, dtype=dtype))
+        return self.buffers[rows]
 
     def apply(self, pipe) -> None:
         transformer = pipe.transformer
         config = dict(transformer.config)
         width = min(4096, config["num_attention_heads"] * config["attention_head_dim"])
         dtype = next(transformer.parameters()).dtype
+        pending: dict[tuple, tuple] = {}
+        calls: dict[tuple, int] = {}
 
-        def extra_work(_module, args, kwargs):
+        def key_of(args, kwargs) -> tuple:
             hidden = kwargs.get("hidden_states", args[0] if args else None)
-            text = kwargs.get("encoder_hidden_states")
-            flops = transformer_step_flops(config, hidden.shape[1], text.shape[1] if text is not None else 0)
-            rows = max(16, int(round(float(self.param) * flops / (2 * width * width) / 16)) * 16)
-            key = (rows, hidden.device)
-            if key not in self.buffers:
-                generator = torch.Generator(device=hidden.device).manual_seed(0)
-                a = torch.randn(rows, width, device=hidden.device, dtype=dtype, generator=generator)
-                b = torch.randn(width, width, device=hidden.device, dtype=dtype, generator=generator)
-                self.buffers[key] = (a, b, torch.empty(rows, width, device=hidden.device, dtype=dtype))
-            a, b, sink = self.buffers[key]
-            torch.mm(a, b, out=sink)  # written to a kept buffer so no compiler can drop it
-            self.extra_flops = 2.0 * rows * width * width
+            return tuple(hidden.shape), hidden.device
 
-        transformer.register_forward_pre_hook(extra_work, with_kwargs=True)
+        def before(_module, args, kwargs):
+            key = key_of(args, kwargs)
+            device = key[1]
+            if key not in self.rows:
+                calls[key] = calls.get(key, 0) + 1
+                if calls[key] == 2:  # the first call may include compilation or graph capture
+                    pending[key] = (_Timer(device), _Timer(device).mark())
+                return
+            a, b, sink = self._operands(self.rows[key], width, device, dtype)
+            torch.mm(a, b, out=sink)  # written to a kept buffer so no compiler can drop it
+
+        def after(_module, args, kwargs, _output):
+            key = key_of(args, kwargs)
+            if key not in pending:
+                return
+            timer, start = pending.pop(key)
+            step_ms = timer.ms(start, timer.mark())
+            a, b, sink = self._operands(_PROBE_ROWS, width, key[1], dtype)
+            torch.mm(a, b, out=sink)  # once to warm up the kernel
+            probes = []
+            for _ in range(5):
+                probe_start = timer.mark()
+                torch.mm(a, b, out=sink)
+                probes.append(timer.ms(probe_start, timer.mark()))
+            probe_ms = sorted(probes)[len(probes) // 2]
+            rows = max(16, int(float(self.param) * step_ms / probe_ms * _PROBE_ROWS) // 16 * 16)
+            self.rows[key] = rows
+            self.calibration = {"step_ms": step_ms, "extra_ms_per_step": probe_ms * rows / _PROBE_ROWS,
+                                "rows": rows, "width": width}
+
+        transformer.register_forward_pre_hook(before, with_kwargs=True)
+        transformer.register_forward_hook(after, with_kwargs=True)
 
     def report(self) -> dict:
-        return {"fraction": float(self.param), "extra_flops_per_step": self.extra_flops}
+        return {"fraction": float(self.param), **self.calibration}
 
 
 COMPONENTS = (Slowdown,)

@@ -15,7 +15,10 @@ def test_telemetry_recorded(flux_result):
         pytest.skip(f"NVML telemetry unavailable: {telemetry.reason if telemetry else 'CPU run'}")
     summary = telemetry.summary()
     assert summary["sample_count"] > 0, "the NVML sampler recorded no sample during the timed rounds"
-    assert telemetry.energy_per_image_j(result.timed.wall.n) > 0
+    assert summary["sm_clock_mhz"]["median"] > 0 and summary["power_w"]["median"] > 0, summary
+    # The energy counter ticks in coarse steps: judge it only over a second of work or more.
+    if telemetry.duration_s >= 1.0:
+        assert telemetry.energy_per_image_j(result.timed.wall.n) > 0, summary
     if result.timed.disturbed:
         warnings.warn(f"{result.id}: timed rounds disturbed: {', '.join(result.timed.disturbed)}", stacklevel=1)
 
