@@ -15,3 +15,4 @@ def tiny_source():
 def tiny_model(tiny_source):
     """A fresh tiny pipeline (components mutate it, so each test gets its own)."""
     return load_model(tiny_source, "cpu")
+

@@ -1,0 +1,165 @@
+"""The component registry, stack parsing, conflicts and requirements, and every component
+that can run on a CPU applied for real to the tiny pipeline."""
+
+import numpy as np
+import pytest
+import torch
+
+from flux_perf.components import REGISTRY, Capabilities, ComponentError, UnknownComponentError, make_component
+from flux_perf.fidelity import compare_images
+from flux_perf.generate import generate_with
+from flux_perf.scenarios import Scenario
+from flux_perf.stacks import NAMED_STACKS, StackError, parse_stack, parse_stacks
+
+CPU = Capabilities("cpu")
+SM80 = Capabilities("cuda", (8, 0), "NVIDIA A100", 1)
+SM90 = Capabilities("cuda", (9, 0), "NVIDIA H100 80GB HBM3", 1)
+SCENARIO = Scenario(64, 64, 2)
+
+
+def test_registry_is_complete_and_consistent():
+    assert len(REGISTRY) >= 25
+    for name, cls in REGISTRY.items():
+        assert cls.name == name and cls.summary
+    assert not set(NAMED_STACKS) & set(REGISTRY), "a stack name must never shadow a component"
+
+
+def test_unknown_component_lists_the_known_ones():
+    with pytest.raises(UnknownComponentError, match="unknown component 'warp-drive'.*attn-cudnn"):
+        make_component("warp-drive")
+    with pytest.raises(StackError, match="unknown stack or component 'fp9'.*named stacks: bf16"):
+        parse_stack("fp9")
+
+
+def test_stacks_are_canonical_in_phase_order():
+    assert parse_stack("bf16").components == ()
+    assert parse_stack("compile-regional+fp8-torchao").key == parse_stack("fp8-torchao+compile-regional").key
+    assert parse_stack("fp8").key == "attn-cudnn+fp8-torchao+compile-regional"
+    assert parse_stack("compile+fp8-torchao").key == parse_stack("fp8").key  # named stacks expand
+    assert parse_stack("fused-qkv+fused-qkv").key == "fused-qkv"
+    assert [s.name for s in parse_stacks(None)] == ["bf16", "compile", "fp8", "fast"]
+    assert [s.name for s in parse_stacks("bf16, fast+fbc")] == ["bf16", "fast+fbc"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("attn-cudnn+attn-flash-sdpa", "two attention components"),
+    ("fp8-torchao+fp8-scaled-mm", "two fp8 components"),
+    ("compile-regional+cuda-graphs+fbc", "cuda-graphs cannot be combined with fbc"),
+    ("compile-regional:max-autotune+cuda-graphs", "conflicts with cuda-graphs"),
+    ("compile-full+fbc", "compile-full cannot be combined with fbc"),
+    ("model-cpu-offload+compile-regional", "model-cpu-offload cannot be combined"),
+    ("fast+fbc:0.2", "cuda-graphs cannot be combined with fbc"),
+])
+def test_conflicting_stacks_are_refused(text, message):
+    with pytest.raises(StackError, match=message):
+        parse_stack(text)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("fbc:lots", "must be a number"),
+    ("fbc:99", r"must be in \[0.0, 10.0\]"),
+    ("steps:0", "positive integer"),
+    ("compile-regional:turbo", "unknown option"),
+    ("fused-qkv:2", "takes no parameter"),
+    ("cp:ulysses1", "N >= 2"),
+])
+def test_bad_parameters_name_the_value(spec, message):
+    with pytest.raises(ComponentError, match=message):
+        make_component(spec)
+
+
+def test_requirements_give_reasons(monkeypatch):
+    assert "needs a CUDA GPU" in make_component("attn-cudnn").unmet(CPU)
+    assert make_component("attn-cudnn").unmet(SM80) is None
+    assert "compute capability >= 8.9; NVIDIA A100 has 8.0" in make_component("fp8-scaled-mm").unmet(SM80)
+    assert make_component("fp8-scaled-mm").unmet(SM90) is None
+    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: name != "transformer_engine"))
+    assert "transformer_engine, not installed" in make_component("fp8-te").unmet(SM90)
+    assert "needs 2 GPUs, 1 visible" in make_component("cp:ulysses2").unmet(SM90)
+    two_gpus = Capabilities("cuda", (9, 0), "H100", 2, world_size=1)
+    assert "torchrun --nproc-per-node 2" in make_component("cp:ulysses2").unmet(two_gpus)
+
+
+def test_unsupported_guide_features_say_why():
+    assert "set_attention_slice" in make_component("attention-slicing").unmet(SM90)
+    assert "takes no `sigmas`" in make_component("dpm-solver").unmet(SM90)
+    assert make_component("unipc").unmet(CPU) is None
+
+
+CPU_RUNNABLE = sorted(name for name, cls in REGISTRY.items() if cls().unmet(CPU) is None)
+
+
+@pytest.fixture(scope="module")
+def reference_image(tiny_source):
+    from flux_perf.pipeline import load_model
+
+    return generate_with(load_model(tiny_source, "cpu"), SCENARIO).image
+
+
+def test_cpu_runnable_set_is_what_we_expect():
+    expected = {"attn-sdpa", "fused-qkv", "compile-regional", "compile-full", "inductor-tuning", "tf32", "fbc",
+                "steps", "guidance", "unipc", "wrong-shift", "vae-channels-last", "vae-compile", "vae-tiling",
+                "slowdown"}
+    assert expected <= set(CPU_RUNNABLE)
+
+
+@pytest.mark.parametrize("name", CPU_RUNNABLE)
+def test_component_really_applies_on_the_tiny_pipeline(name, tiny_model, reference_image):
+    stack = parse_stack(name)
+    stack.apply(tiny_model.pipe)
+    scenario = stack.adjust(SCENARIO)
+    contexts = stack.call_contexts(tiny_model.pipe)
+    generate_with(tiny_model, scenario, contexts)  # warm-up (compiles, calibrates)
+    result = generate_with(tiny_model, scenario, contexts)
+    assert result.image.shape == (64, 64, 3) and result.image.std() > 1.0
+    assert len(result.times.step_ms) == scenario.steps
+    if stack.lossless:
+        assert compare_images(reference_image, result.image).ssim > 0.999, f"{name} changed the image"
+    _assert_visible_effect(name, tiny_model.pipe, stack)
+
+
+def _assert_visible_effect(name, pipe, stack):
+    """Each component leaves a trace that proves it was applied, not just accepted."""
+    transformer = pipe.transformer
+    if name == "fused-qkv":
+        attn = transformer.transformer_blocks[0].attn
+        assert attn.fused_projections and not hasattr(attn, "to_q"), "unfused copies must be freed"
+    elif name in ("compile-regional", "compile-full"):
+        module = transformer.transformer_blocks[0] if name == "compile-regional" else transformer
+        assert module._compiled_call_impl is not None
+    elif name == "vae-compile":
+        assert pipe.vae.decoder._compiled_call_impl is not None
+    elif name == "vae-channels-last":
+        weight = pipe.vae.decoder.conv_in.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    elif name == "vae-tiling":
+        assert pipe.vae.use_tiling
+    elif name == "unipc":
+        assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    elif name == "fbc":
+        report = stack.report()["fbc"]
+        assert report["steps_seen"] >= 2 * SCENARIO.steps
+    elif name == "slowdown":
+        assert stack.report()["slowdown"]["rows"] >= 16
+    elif name == "inductor-tuning":
+        assert "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"]
+    elif name == "steps":
+        assert stack.adjust(SCENARIO).steps == 4
+
+
+def test_stack_resets_diffusers_global_attention_backend(tiny_source):
+    """diffusers keeps the last backend set on any model process-wide; a new stack must not inherit it."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    from flux_perf.pipeline import load_model
+
+    load_model(tiny_source, "cpu").pipe.transformer.set_attention_backend("_native_math")
+    parse_stack("fused-qkv").apply(load_model(tiny_source, "cpu").pipe)
+    assert _AttentionBackendRegistry._active_backend.value == "native"
+
+
+def test_wrong_shift_really_changes_the_schedule(tiny_model):
+    before = tiny_model.pipe.scheduler.config.use_dynamic_shifting
+    parse_stack("wrong-shift").apply(tiny_model.pipe)
+    assert before and not tiny_model.pipe.scheduler.config.use_dynamic_shifting
+    assert np.isclose(tiny_model.pipe.scheduler.config.shift, 1.0)
