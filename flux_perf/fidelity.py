@@ -62,7 +62,9 @@ def write_side_by_side(reference: np.ndarray, output: np.ndarray, fidelity: Fide
     axes[0].set_title("bf16 baseline")
     axes[1].imshow(output)
     axes[1].set_title("this run")
-    shown = axes[2].imshow(fidelity.ssim_map, cmap="magma", vmin=0.0, vmax=1.0)
+    # Scale the map to what it holds: near-identical images would otherwise show one flat colour.
+    low = float(min(0.99, np.floor(fidelity.ssim_map.min() * 100) / 100))
+    shown = axes[2].imshow(fidelity.ssim_map, cmap="magma", vmin=low, vmax=1.0)
     axes[2].set_title("local SSIM (dark = differs)")
     for axis in axes:
         axis.set_axis_off()

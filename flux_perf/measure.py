@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import distributed
 from .generate import Generation, StageTimes
 from .stats import Summary, Verdict, summarize
 from .telemetry import TelemetryReport, TelemetrySampler
@@ -119,7 +120,8 @@ def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: b
         attempt += 1
         timed = _timed_rounds(run, settings, cuda, verdict_of, benchmark if attempt == 1 else None)
         timed.first_call_s, timed.warmup_wall_s, timed.attempts = first_call_s, warmup[1:], attempt
-        if not timed.disturbed or attempt > settings.remeasure_when_disturbed:
+        # Ranks of a torchrun job must take the same branch (their next rounds are collective).
+        if not distributed.from_main(bool(timed.disturbed)) or attempt > settings.remeasure_when_disturbed:
             if timed.disturbed:
                 timed.notes.append(f"rounds disturbed ({', '.join(timed.disturbed)}) after {attempt} attempts")
             return timed

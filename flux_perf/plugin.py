@@ -7,8 +7,6 @@ a CUDA GPU they skip with the reason.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from .config import DEFAULT_REPORT_DIR, SuiteConfig
@@ -55,7 +53,9 @@ def _gpu_selected(config) -> bool:
 
 
 def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    from .distributed import rank
+
+    return rank()
 
 
 def pytest_configure(config):

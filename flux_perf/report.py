@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from .distributed import world_size
 from .stacks import BASELINE
 
 FP8_TAG = "fp8"
@@ -26,6 +27,7 @@ def case_record(session, result) -> dict:
         "gpu": session.gpu_name,
         "device": session.config.device,
         "injected_slowdown": session.config.inject_slowdown,
+        "world_size": world_size(),
         "error": result.error,
         "build_s": result.build_s,
         "apply_s": result.apply_s,
@@ -295,19 +297,25 @@ def component_table(records: list[dict]) -> str:
 
 
 def physics_table(records: list[dict]) -> str:
-    """Per stack and scenario: latency, SSIM, achieved transformer TFLOP/s and the fraction of the
-    best bf16 and fp8 matmul ceilings measured across the runs."""
+    """Per stack and scenario: latency, SSIM, achieved transformer TFLOP/s, and how close each
+    step came to its floor: linear FLOPs at the fp8 ceiling (FP8 stacks) or the bf16 one,
+    attention FLOPs at the bf16 ceiling, using the best ceilings measured across the runs."""
     bf16_peak, fp8_peak = _ceilings(records)
     lines = [f"Ceilings: best measured bf16 {bf16_peak} TFLOP/s, fp8 {fp8_peak} TFLOP/s (8192^3 matmul, sustained).", "",
-             "| scenario | stack | latency s | step ms | SSIM vs bf16 | transformer TFLOP/s | % bf16 ceiling "
-             "| % fp8 ceiling | run |", "|---|---|---|---|---|---|---|---|---|"]
+             "| scenario | stack | latency s | step ms | floor ms/step | % of floor | transformer TFLOP/s "
+             "| % bf16 ceiling | SSIM vs bf16 | run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
-        tflops = r.get("transformer_tflops")
+        tflops, flops = r.get("transformer_tflops"), r.get("flops_per_step") or {}
+        floor_ms = None
+        if flops and bf16_peak:
+            linear_peak = fp8_peak if FP8_TAG in r["stack_key"] and fp8_peak else bf16_peak
+            floor_ms = (flops["linear"] / linear_peak + flops["attention"] / bf16_peak) / 1e9
+        step = r["stages_ms"]["step_median"]
         ssim = 1.0 if (r.get("fidelity") or {}).get("verdict") == "updated" else (r.get("fidelity") or {}).get("ssim")
         lines.append(
-            f"| {r['scenario']['id']} | {r['stack']} | {r['wall_s']['median']:.3f} | {r['stages_ms']['step_median']:.1f} "
-            f"| {_fmt(ssim, '.4f')} | {_fmt(tflops, '.0f')} "
-            f"| {_fmt(100 * tflops / bf16_peak if tflops and bf16_peak else None, '.0f')} "
-            f"| {_fmt(100 * tflops / fp8_peak if tflops and fp8_peak else None, '.0f')} | {r['run']} |"
+            f"| {r['scenario']['id']} | {r['stack']} | {r['wall_s']['median']:.3f} | {step:.1f} | {_fmt(floor_ms, '.1f')} "
+            f"| {_fmt(100 * floor_ms / step if floor_ms else None, '.0f')} | {_fmt(tflops, '.0f')} "
+            f"| {_fmt(100 * tflops / bf16_peak if tflops and bf16_peak else None, '.0f')} | {_fmt(ssim, '.4f')} "
+            f"| {r['run']} |"
         )
     return "\n".join(lines) + "\n"

@@ -9,11 +9,12 @@ import platform
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from . import distributed
 from .baselines import BaselineError, BaselineKey, BaselineStore
 from .budgets import LatencyBudget, load_budgets
 from .components import Capabilities
@@ -84,6 +85,8 @@ class CaseResult:
 
 class FluxSession:
     def __init__(self, config: SuiteConfig, log: Callable[[str], None] = print):
+        # Under torchrun each rank measures on its own GPU (cuda:LOCAL_RANK).
+        config = replace(config, device=distributed.init_if_launched(config.device))
         self.config = config
         self.log = log
         self.cuda = torch.device(config.device).type == "cuda"
@@ -210,7 +213,8 @@ class FluxSession:
             self.log(f"measuring {result.id}" + (f" (budget {budget.seconds:.3f} s, {budget.kind})" if budget else ""))
             result.timed = measure(
                 run, self.config.measure, cuda=self.cuda, benchmark=benchmark, log=lambda m: self.log("  " + m),
-                verdict_of=(lambda samples: latency_verdict(samples, budget)) if budget else None,
+                verdict_of=(lambda samples: latency_verdict(distributed.slowest_rounds(samples), budget))
+                if budget else None,
             )
             result.components = live.report()
             tokens = scenario_tokens(result.effective.height, result.effective.width, model.vae_scale_factor)
@@ -218,7 +222,9 @@ class FluxSession:
             result.flops_per_step = {"linear": flops.linear, "attention": flops.attention, "total": flops.total,
                                      "image_tokens": tokens, "text_tokens": model.prompt.prompt_embeds.shape[1]}
             self._judge_latency(result, budget)
-            self._judge_fidelity(result)
+            if distributed.is_main():  # every rank holds the same image; one judges and writes
+                self._judge_fidelity(result)
+            result.fidelity = distributed.from_main(result.fidelity)
             if self.config.profile and self.config.profile in result.id:
                 result.profile_trace = self._profile(run, result)
         except torch.cuda.OutOfMemoryError as error:
@@ -236,9 +242,9 @@ class FluxSession:
         return result
 
     def _judge_latency(self, result: CaseResult, budget: LatencyBudget | None) -> None:
-        samples = [r.wall_ms / 1000.0 for r in result.timed.rounds]
+        samples = distributed.slowest_rounds([r.wall_ms / 1000.0 for r in result.timed.rounds])
         result.latency = LatencyResult(budget, latency_verdict(samples, budget), self.config.strict)
-        if self.config.update_baselines:
+        if self.config.update_baselines and distributed.is_main():
             wall = result.timed.wall
             telemetry = result.timed.telemetry.summary() if result.timed.telemetry else {}
             self.store.record_latency(self.key(result.scenario), result.stack.name, {

@@ -1,0 +1,31 @@
+"""The suite under torchrun: two CPU ranks (gloo) measure, agree on the verdict, and only
+rank 0 writes the report and baselines. (Context parallelism itself needs two GPUs.)"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import copy_budgets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
+    copy_budgets(tmp_path / "baselines")
+    env = {**os.environ, "CI": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "pytest",
+         "-p", "no:cacheprovider", "-q", "-m", "h100", "tests/h100/test_latency.py", "tests/h100/test_fidelity.py",
+         "--flux-device", "cpu", "--flux-model", "tiny", "--flux-stacks", "bf16", "--flux-scenarios", "64x64@2",
+         "--flux-rounds", "3", "--flux-update-baselines",
+         f"--flux-baselines-dir={tmp_path / 'baselines'}", f"--flux-report-dir={tmp_path / 'report'}"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.stdout.count("1 passed") == 2, "both ranks run the tests"
+    assert result.stdout.count("baseline updated:") == 1, "only rank 0 writes baselines and reports"
+    record = json.loads((tmp_path / "report" / "results.json").read_text())["records"][0]
+    assert record["world_size"] == 2 and record["fidelity"]["verdict"] == "updated"
+    assert len(list((tmp_path / "baselines").glob("cpu-*/*/64x64@2.png"))) == 1
