@@ -26,8 +26,7 @@ def step_flops_breakdown(config: dict, image_tokens: int, text_tokens: int) -> S
     linear layers cost 2 x weights x tokens, attention 4 x S^2 x inner per layer
     (QK^T and PV) over S = text + image tokens.
     """
-    inner = config["num_attention_heads"] * config["attention_head_dim"]
-    mlp = 4 * inner  # FLUX blocks use mlp_ratio 4
+    inner = config["num_attention_heads"] * config["attention_head_dim"]  # FLUX's MLPs are 4 x inner wide
     double, single = config["num_layers"], config["num_single_layers"]
     seq = image_tokens + text_tokens
     # Per token, each stream of a double block: qkv (3), out (1), MLP up and down (4+4): 12 inner^2.
@@ -97,5 +96,4 @@ def measure_matmul_peaks(device: str = "cuda", size: int = 8192) -> MatmulPeaks:
         fp8_ms = _median_ms(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one,
                                                      out_dtype=torch.bfloat16, use_fast_accum=True))
         fp8 = flops / (fp8_ms * 1e-3) / 1e12
-    del a, b
     return MatmulPeaks(round(bf16, 1), None if fp8 is None else round(fp8, 1), size)
