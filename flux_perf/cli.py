@@ -60,6 +60,7 @@ def cmd_run(args) -> int:
 
     config = _suite(args, stacks=args.stack, scenarios=_scenarios(args))
     session = FluxSession(config, log=_progress)
+    session.environment_report = args.environment
     chosen = "chosen by default" if not args.model else "as asked"
     _progress(f"model: {session.source.label} ({chosen}; fingerprint {session.source.fingerprint()}) "
               f"on {session.gpu_name or config.device}")
@@ -127,6 +128,7 @@ def cmd_baselines_update(args) -> int:
     updates_allowed(args.force)  # fail before minutes of measuring
     config = _suite(args, stacks=BASELINE, scenarios=_scenarios(args), update=True, force=args.force)
     session = FluxSession(config, log=_progress)
+    session.environment_report = args.environment
     failed = False
     for scenario in config.scenarios:
         result = session.case(config.stacks[0], scenario)
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .environment import apply_guide_environment
 
-    apply_guide_environment()  # before CUDA initialises
+    args.environment = apply_guide_environment()  # before CUDA initialises
     from .baselines import BaselineError
     from .budgets import BudgetsError
     from .compare import ResultsError

@@ -197,12 +197,12 @@ def pytest_runtest_teardown(item, nextitem):
     """Keep results.json and summary.md current after every test: a run cut short (timeout,
     crash, Ctrl-C) still leaves every finished case on disk."""
     flux = _session(item.config, create=False)
-    if flux is None or not flux.cases or _rank() != 0 or len(flux.cases) == getattr(flux, "_reported_cases", 0):
+    if flux is None or not flux.cases or _rank() != 0 or len(flux.cases) == flux.reported_cases:
         return
     from .report import write_report
 
     write_report(flux, flux.config.report_dir, plots=False)
-    flux._reported_cases = len(flux.cases)
+    flux.reported_cases = len(flux.cases)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -221,7 +221,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     flux = _session(config, create=False)
-    if flux is None or not getattr(flux, "report_paths", None):
+    if flux is None or not flux.report_paths:
         return
     terminalreporter.section("flux-perf")
     for line in flux.report_paths["summary"].read_text().splitlines():

@@ -236,7 +236,7 @@ def write_report(session, folder: Path, plots: bool = True) -> dict:
     add_speedups(records)
     machine = session.machine_info()
     payload = {"flux_perf_results": 1, "started": session.started, "machine": machine,
-               "environment": getattr(session, "environment_report", None),
+               "environment": session.environment_report,
                "baseline_updates": session.baseline_updates, "records": records}
     written = {"results": folder / "results.json", "summary": folder / "summary.md"}
     written["results"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
@@ -274,6 +274,11 @@ def _ceilings(records: list[dict]) -> tuple[float | None, float | None]:
     return (max(bf16) if bf16 else None, max(fp8) if fp8 else None)
 
 
+def _ssim(record: dict) -> float | None:
+    fidelity = record.get("fidelity") or {}
+    return 1.0 if fidelity.get("verdict") == "updated" else fidelity.get("ssim")  # "updated": the reference itself
+
+
 def component_table(records: list[dict]) -> str:
     """Per stack and scenario: latency, per-step time, speed-up over bf16 eager, compile time,
     peak memory, SSIM against the bf16 baseline."""
@@ -284,9 +289,7 @@ def component_table(records: list[dict]) -> str:
         wall, scenario = r["wall_s"], r["scenario"]["id"]
         base = reference.get(scenario)
         speedup = base["wall_s"]["median"] / wall["median"] if base else None
-        ssim = (r.get("fidelity") or {}).get("ssim")
-        if (r.get("fidelity") or {}).get("verdict") == "updated":
-            ssim = 1.0  # the reference itself
+        ssim = _ssim(r)
         lines.append(
             f"| {scenario} | {r['stack']} | {r['components']} | {wall['median']:.3f} ({wall['ci_low']:.3f}-"
             f"{wall['ci_high']:.3f}) | {r['stages_ms']['step_median']:.1f} | {_fmt(speedup, '.2f')}x "
@@ -311,7 +314,7 @@ def physics_table(records: list[dict]) -> str:
             linear_peak = fp8_peak if FP8_TAG in r["stack_key"] and fp8_peak else bf16_peak
             floor_ms = (flops["linear"] / linear_peak + flops["attention"] / bf16_peak) / 1e9
         step = r["stages_ms"]["step_median"]
-        ssim = 1.0 if (r.get("fidelity") or {}).get("verdict") == "updated" else (r.get("fidelity") or {}).get("ssim")
+        ssim = _ssim(r)
         lines.append(
             f"| {r['scenario']['id']} | {r['stack']} | {r['wall_s']['median']:.3f} | {step:.1f} | {_fmt(floor_ms, '.1f')} "
             f"| {_fmt(100 * floor_ms / step if floor_ms else None, '.0f')} | {_fmt(tflops, '.0f')} "

@@ -28,7 +28,9 @@ def test_run_prints_the_stage_table(tmp_path):
         assert row in out
     assert "same image in every round (same seed): yes" in out
     assert (tmp_path / "64x64@2.png").exists()
-    assert json.loads((tmp_path / "report" / "results.json").read_text())["records"][0]["rounds"] == 2
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert results["records"][0]["rounds"] == 2
+    assert "PYTORCH_CUDA_ALLOC_CONF" in {entry["name"] for entry in results["environment"]}
 
 
 @pytest.mark.parametrize("args, message", [

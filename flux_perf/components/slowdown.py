@@ -10,32 +10,13 @@ step and the extra matmul, with a synchronisation; after that the hook only laun
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from ..clocks import clock_for
 from .base import Component, parse_float_param
 
 # Large enough (~0.5 ms on an H100) that launch latency does not inflate the probe.
 _PROBE_ROWS = 16384
-
-
-class _Timer:
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def mark(self):
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def ms(self, start, end) -> float:
-        if self.cuda:
-            end.synchronize()
-            return start.elapsed_time(end)
-        return (end - start) * 1000.0
 
 
 class Slowdown(Component):
@@ -80,7 +61,8 @@ class Slowdown(Component):
             if key not in self.rows:
                 calls[key] = calls.get(key, 0) + 1
                 if calls[key] == 2:  # the first call may include compilation or graph capture
-                    pending[key] = (_Timer(device), _Timer(device).mark())
+                    clock = clock_for(device)
+                    pending[key] = (clock, clock.mark())
                 return
             a, b, sink = self._operands(self.rows[key], width, device, dtype)
             torch.mm(a, b, out=sink)  # written to a kept buffer so no compiler can drop it
@@ -89,15 +71,21 @@ class Slowdown(Component):
             key = key_of(args, kwargs)
             if key not in pending:
                 return
-            timer, start = pending.pop(key)
-            step_ms = timer.ms(start, timer.mark())
+            clock, start = pending.pop(key)
+
+            def elapsed_ms(since) -> float:
+                end = clock.mark()
+                clock.settle()  # calibration is warm-up: a synchronisation is allowed here
+                return clock.elapsed_ms(since, end)
+
+            step_ms = elapsed_ms(start)
             a, b, sink = self._operands(_PROBE_ROWS, width, key[1], dtype)
             torch.mm(a, b, out=sink)  # once to warm up the kernel
             probes = []
             for _ in range(5):
-                probe_start = timer.mark()
+                probe_start = clock.mark()
                 torch.mm(a, b, out=sink)
-                probes.append(timer.ms(probe_start, timer.mark()))
+                probes.append(elapsed_ms(probe_start))
             probe_ms = sorted(probes)[len(probes) // 2]
             rows = max(16, int(float(self.param) * step_ms / probe_ms * _PROBE_ROWS) // 16 * 16)
             self.rows[key] = rows

@@ -1,6 +1,7 @@
 """Fidelity gates: the image of the timed rounds against the stored bf16 baseline (SSIM floor)."""
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ def test_fidelity_floor(flux_result):
     assert result.error is None, result.error
     fidelity = result.fidelity
     if fidelity.verdict == "updated":
+        assert Path(fidelity.baseline).is_file(), f"{result.id}: update reported, no baseline at {fidelity.baseline}"
         return
     assert fidelity.verdict != "error", fidelity.message
     stale = f" (baseline stale: {'; '.join(fidelity.stale)})" if fidelity.stale else ""
