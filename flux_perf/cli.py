@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -61,6 +63,7 @@ def cmd_run(args) -> int:
     config = _suite(args, stacks=args.stack, scenarios=_scenarios(args))
     session = FluxSession(config, log=_progress)
     session.environment_report = args.environment
+    session.command = shlex.join(["flux-perf", *sys.argv[1:]])
     chosen = "chosen by default" if not args.model else "as asked"
     _progress(f"model: {session.source.label} ({chosen}; fingerprint {session.source.fingerprint()}) "
               f"on {session.gpu_name or config.device}")
@@ -99,8 +102,8 @@ def cmd_run(args) -> int:
 
 def cmd_stacks(args) -> int:
     from .components import REGISTRY, Capabilities
-    from .stacks import NAMED_STACKS, parse_stack
     from .pipeline import default_device
+    from .stacks import NAMED_STACKS, parse_stack
 
     caps = Capabilities.detect(args.device or default_device())
     print(f"machine: {caps.gpu_name or caps.device}" + (f" (sm_{caps.capability[0]}{caps.capability[1]})" if caps.capability else ""))
@@ -129,6 +132,7 @@ def cmd_baselines_update(args) -> int:
     config = _suite(args, stacks=BASELINE, scenarios=_scenarios(args), update=True, force=args.force)
     session = FluxSession(config, log=_progress)
     session.environment_report = args.environment
+    session.command = shlex.join(["flux-perf", *sys.argv[1:]])
     failed = False
     for scenario in config.scenarios:
         result = session.case(config.stacks[0], scenario)
@@ -140,8 +144,6 @@ def cmd_baselines_update(args) -> int:
 
 
 def cmd_baselines_show(args) -> int:
-    import json
-
     root = Path(args.baselines_dir) if args.baselines_dir else Path(__file__).resolve().parent.parent / "baselines"
     for meta in sorted(root.glob("*/*/*.json")):
         if meta.name == "latency.json":
@@ -165,13 +167,28 @@ def cmd_compare(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .report import component_table, load_records, physics_table
+    from .report import (
+        component_rows,
+        component_table,
+        load_records,
+        load_skipped,
+        physics_table,
+        skipped_table,
+    )
 
-    records = load_records(args.results)
-    if args.stacks:
-        wanted = set(args.stacks.split(","))
-        records = [r for r in records if r["stack"] in wanted]
+    records, skipped = load_records(args.results), load_skipped(args.results)
+    for field, wanted in (("stack", args.stacks), ("scenario", args.scenarios)):
+        if wanted:
+            keep = set(wanted.split(","))
+            records = [r for r in records if (r["scenario"]["id"] if field == "scenario" else r["stack"]) in keep]
+            skipped = [s for s in skipped if s[field] in keep]
+    if args.json:
+        print(json.dumps({"sources": args.results, "rows": component_rows(records), "not_run": skipped}, indent=1))
+        return 0
     print((component_table if args.kind == "components" else physics_table)(records), end="")
+    if skipped:
+        print("\nNot run on the machine of these runs:\n")
+        print(skipped_table(skipped), end="")
     return 0
 
 
@@ -229,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="components: latency, step, speed-up, compile, memory, SSIM; "
                             "physics: TFLOP/s and fraction of the matmul ceilings")
     table.add_argument("--stacks", default=None, help="comma-separated stack names to keep")
+    table.add_argument("--scenarios", default=None, help="comma-separated scenario ids to keep (e.g. 512x512@6)")
+    table.add_argument("--json", action="store_true", help="the component rows and what could not run, as JSON")
     table.set_defaults(func=cmd_table)
     return parser
 

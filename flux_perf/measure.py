@@ -105,6 +105,7 @@ def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: b
     `benchmark` is a pytest-benchmark fixture: the timed rounds go through its
     `pedantic` so its JSON, --benchmark-save and --benchmark-compare see them.
     """
+    log("first call (compiles and captures where the stack does)")
     first = run()
     first_call_s = first.times.wall_ms / 1000.0
     log(f"first call {first_call_s:.2f} s (includes compilation)")

@@ -7,6 +7,9 @@ a CUDA GPU they skip with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+
 import pytest
 
 from .config import DEFAULT_REPORT_DIR, SuiteConfig
@@ -83,9 +86,14 @@ def _session(config, create: bool = True):
         from .session import FluxSession
 
         reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
 
         def log(message: str) -> None:
-            if reporter is not None and _rank() == 0:
+            if reporter is None or _rank() != 0:
+                return
+            # Progress must reach the terminal while a test runs (compiles take minutes), so
+            # step around output capture the way pytest's live logging does.
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
                 reporter.write_line(f"[flux-perf] {message}")
 
         suite = flux_suite_config(config)
@@ -94,6 +102,7 @@ def _session(config, create: bool = True):
         except BudgetsError as error:
             raise pytest.UsageError(f"flux-perf: {error}") from None
         session.environment_report = config.stash[_ENV_KEY]
+        session.command = shlex.join(["python3", "-m", "pytest", *config.invocation_params.args])
         if suite.compile_cache:
             from . import compile_cache
 
@@ -149,7 +158,7 @@ def flux_result(flux_session, flux_case, request):
     """The measured result of this test's (stack, scenario); skips with the reason when the stack
     cannot run on this machine."""
     stack, scenario = flux_case
-    reason = flux_session.skip_reason(stack)
+    reason = flux_session.skip_reason(stack, scenario)
     if reason:
         pytest.skip(reason)
     benchmark = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
@@ -197,18 +206,21 @@ def pytest_runtest_teardown(item, nextitem):
     """Keep results.json and summary.md current after every test: a run cut short (timeout,
     crash, Ctrl-C) still leaves every finished case on disk."""
     flux = _session(item.config, create=False)
-    if flux is None or not flux.cases or _rank() != 0 or len(flux.cases) == flux.reported_cases:
+    if flux is None or _rank() != 0:
+        return
+    reported = (len(flux.cases), len(flux.skipped))
+    if reported == (0, 0) or reported == flux.reported_cases:
         return
     from .report import write_report
 
     write_report(flux, flux.config.report_dir, plots=False)
-    flux.reported_cases = len(flux.cases)
+    flux.reported_cases = reported
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
-    if flux is None or not flux.cases or _rank() != 0:
+    if flux is None or not (flux.cases or flux.skipped) or _rank() != 0:
         return
     from .report import write_report
 

@@ -99,7 +99,7 @@ def verdict_text(record: dict) -> str:
     return verdict.upper() if latency.get("failed") else verdict
 
 
-def summary_markdown(records: list[dict], machine: dict) -> str:
+def summary_markdown(records: list[dict], machine: dict, skipped: list[dict] = ()) -> str:
     gpu = machine.get("gpu_name") or "CPU"
     peaks = machine.get("matmul_peaks") or {}
     lines = [
@@ -151,6 +151,9 @@ def summary_markdown(records: list[dict], machine: dict) -> str:
               "timed rounds with the order-statistic 95% interval; `inconclusive` means the interval straddles the "
               "budget. TFLOP/s: transformer FLOPs / denoising time, % of the measured matmul ceiling "
               "(fp8 for FP8 stacks)."]
+    if skipped:
+        lines += ["", "## Not run on this machine", "", "| scenario | stack | components | reason |", "|---|---|---|---|"]
+        lines += [f"| {s['scenario']} | {s['stack']} | {s['components']} | {s['reason']} |" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -235,12 +238,13 @@ def write_report(session, folder: Path, plots: bool = True) -> dict:
     records = [case_record(session, result) for result in session.cases.values()]
     add_speedups(records)
     machine = session.machine_info()
-    payload = {"flux_perf_results": 1, "started": session.started, "machine": machine,
+    payload = {"flux_perf_results": 1, "started": session.started, "command": session.command, "machine": machine,
                "environment": session.environment_report,
-               "baseline_updates": session.baseline_updates, "records": records}
+               "baseline_updates": session.baseline_updates, "records": records,
+               "skipped": list(session.skipped.values())}
     written = {"results": folder / "results.json", "summary": folder / "summary.md"}
     written["results"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    written["summary"].write_text(summary_markdown(records, machine))
+    written["summary"].write_text(summary_markdown(records, machine, payload["skipped"]))
     for name, plotter in (("latency_plot", plot_latency), ("telemetry_plot", plot_telemetry)) if plots else ():
         path = plotter(records, folder / f"{name.replace('_plot', '')}.png")
         if path:
@@ -257,6 +261,18 @@ def load_records(paths) -> list[dict]:
             record = dict(record, run=Path(path).stem, matmul_peaks=payload["machine"].get("matmul_peaks") or {})
             records.append(record)
     return records
+
+
+def load_skipped(paths) -> list[dict]:
+    """The (stack, scenario) pairs several results.json files could not run, each with its file stem."""
+    return [dict(entry, run=Path(path).stem) for path in paths
+            for entry in json.loads(Path(path).read_text()).get("skipped", [])]
+
+
+def skipped_table(skipped: list[dict]) -> str:
+    lines = ["| scenario | stack | reason | run |", "|---|---|---|---|"]
+    lines += [f"| {s['scenario']} | {s['stack']} | {s['reason']} | {s['run']} |" for s in skipped]
+    return "\n".join(lines) + "\n"
 
 
 def _bf16_reference(records: list[dict]) -> dict:
@@ -279,22 +295,33 @@ def _ssim(record: dict) -> float | None:
     return 1.0 if fidelity.get("verdict") == "updated" else fidelity.get("ssim")  # "updated": the reference itself
 
 
-def component_table(records: list[dict]) -> str:
+def component_rows(records: list[dict]) -> list[dict]:
     """Per stack and scenario: latency, per-step time, speed-up over bf16 eager, compile time,
-    peak memory, SSIM against the bf16 baseline."""
+    peak memory, SSIM against the bf16 baseline (fastest first within a scenario)."""
     reference = _bf16_reference(records)
+    rows = []
+    for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
+        scenario, base = r["scenario"]["id"], reference.get(r["scenario"]["id"])
+        rows.append({
+            "scenario": scenario, "stack": r["stack"], "components": r["components"],
+            "latency_s": r["wall_s"]["median"], "ci_low_s": r["wall_s"]["ci_low"], "ci_high_s": r["wall_s"]["ci_high"],
+            "step_ms": r["stages_ms"]["step_median"],
+            "speedup_vs_bf16": base["wall_s"]["median"] / r["wall_s"]["median"] if base else None,
+            "compile_s": r.get("compile_s"), "peak_memory_gib": r.get("peak_memory_gib"),
+            "ssim_vs_bf16": _ssim(r), "run": r["run"],
+        })
+    return rows
+
+
+def component_table(records: list[dict]) -> str:
     lines = ["| scenario | stack | components | latency s (95% CI) | step ms | vs bf16 eager | compile s "
              "| peak GiB | SSIM vs bf16 | run |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
-        wall, scenario = r["wall_s"], r["scenario"]["id"]
-        base = reference.get(scenario)
-        speedup = base["wall_s"]["median"] / wall["median"] if base else None
-        ssim = _ssim(r)
+    for row in component_rows(records):
         lines.append(
-            f"| {scenario} | {r['stack']} | {r['components']} | {wall['median']:.3f} ({wall['ci_low']:.3f}-"
-            f"{wall['ci_high']:.3f}) | {r['stages_ms']['step_median']:.1f} | {_fmt(speedup, '.2f')}x "
-            f"| {_fmt(r.get('compile_s'), '.1f')} | {_fmt(r.get('peak_memory_gib'), '.1f')} | {_fmt(ssim, '.4f')} "
-            f"| {r['run']} |"
+            f"| {row['scenario']} | {row['stack']} | {row['components']} | {row['latency_s']:.3f} ({row['ci_low_s']:.3f}-"
+            f"{row['ci_high_s']:.3f}) | {row['step_ms']:.1f} | {_fmt(row['speedup_vs_bf16'], '.2f')}x "
+            f"| {_fmt(row['compile_s'], '.1f')} | {_fmt(row['peak_memory_gib'], '.1f')} | {_fmt(row['ssim_vs_bf16'], '.4f')} "
+            f"| {row['run']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -20,7 +20,12 @@ from .budgets import LatencyBudget, load_budgets
 from .components import Capabilities
 from .config import SuiteConfig
 from .fidelity import compare_images, write_side_by_side
-from .flops import MatmulPeaks, measure_matmul_peaks, scenario_tokens, step_flops_breakdown
+from .flops import (
+    MatmulPeaks,
+    measure_matmul_peaks,
+    scenario_tokens,
+    step_flops_breakdown,
+)
 from .generate import generate
 from .measure import Timed, measure
 from .models import resolve_model_source
@@ -96,6 +101,8 @@ class FluxSession:
         self.gpu = gpu_identity(torch.device(config.device).index or 0) if self.cuda else None
         self.caps = Capabilities.detect(config.device)
         self.cases: dict[tuple[str, str], CaseResult] = {}
+        # (stack, scenario) -> why it cannot run on this machine; reported beside the results.
+        self.skipped: dict[tuple[str, str], dict] = {}
         self.baseline_updates: list[str] = []
         self._loaded: tuple[str, FluxModel, Stack, float] | None = None
         self._peaks: MatmulPeaks | None = None
@@ -103,7 +110,8 @@ class FluxSession:
         # Filled in by whoever drives the session (the pytest plugin): for the report.
         self.environment_report: list[dict] | None = None
         self.report_paths: dict | None = None
-        self.reported_cases = 0
+        self.command: str | None = None  # how this run was started, recorded in results.json
+        self.reported_cases = (0, 0)  # (measured, skipped) already written
 
     # -- identity -------------------------------------------------------------
     @property
@@ -130,7 +138,8 @@ class FluxSession:
             "commit": git_commit(),
             "model": {"source": self.source.label, "kind": self.source.kind,
                       "fingerprint": self.source.fingerprint()},
-            "matmul_peaks": self.peaks().to_dict() if self.cuda else None,
+            # Ceilings only where something ran: a run that skipped everything may have no GPU.
+            "matmul_peaks": self.peaks().to_dict() if self.cuda and self.cases else None,
         }
 
     def peaks(self) -> MatmulPeaks:
@@ -140,10 +149,16 @@ class FluxSession:
                 self.log(f"matmul ceilings: bf16 {self._peaks.bf16_tflops} TFLOP/s, fp8 {self._peaks.fp8_tflops} TFLOP/s")
         return self._peaks
 
-    def skip_reason(self, stack: Stack) -> str | None:
+    def skip_reason(self, stack: Stack, scenario: Scenario | None = None) -> str | None:
+        """Why `stack` cannot run here (None when it can); recorded for the report with `scenario`."""
         if self.cuda and not torch.cuda.is_available():
-            return f"no CUDA GPU visible (torch {torch.__version__}, CUDA build {torch.version.cuda})"
-        return self._with_injection(stack).unmet(self.caps)
+            reason = f"no CUDA GPU visible (torch {torch.__version__}, CUDA build {torch.version.cuda})"
+        else:
+            reason = self._with_injection(stack).unmet(self.caps)
+        if reason and scenario is not None:
+            self.skipped[(stack.name, scenario.id)] = {
+                "stack": stack.name, "components": stack.describe(), "scenario": scenario.id, "reason": reason}
+        return reason
 
     # -- models ---------------------------------------------------------------
     def _with_injection(self, stack: Stack) -> Stack:

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from flux_perf.components import REGISTRY, Capabilities, ComponentError, UnknownComponentError, make_component
+from flux_perf.components import (
+    REGISTRY,
+    Capabilities,
+    ComponentError,
+    UnknownComponentError,
+    make_component,
+)
 from flux_perf.fidelity import compare_images
 from flux_perf.generate import generate_with
 from flux_perf.scenarios import Scenario
@@ -45,7 +51,7 @@ def test_stacks_are_canonical_in_phase_order():
     ("attn-cudnn+attn-flash-sdpa", "two attention components"),
     ("fp8-torchao+fp8-scaled-mm", "two fp8 components"),
     ("compile-regional+cuda-graphs+fbc", "cuda-graphs cannot be combined with fbc"),
-    ("compile-regional:max-autotune+cuda-graphs", "conflicts with cuda-graphs"),
+    ("compile-full:max-autotune+cuda-graphs", "compile-full:max-autotune cannot be combined with cuda-graphs"),
     ("compile-full+fbc", "compile-full cannot be combined with fbc"),
     ("model-cpu-offload+compile-regional", "model-cpu-offload cannot be combined"),
     ("fast+fbc:0.2", "cuda-graphs cannot be combined with fbc"),
@@ -60,6 +66,7 @@ def test_conflicting_stacks_are_refused(text, message):
     ("fbc:99", r"must be in \[0.0, 10.0\]"),
     ("steps:0", "positive integer"),
     ("compile-regional:turbo", "unknown option"),
+    ("compile-regional:reduce-overhead", "cannot capture repeated blocks.*max-autotune-no-cudagraphs"),
     ("fused-qkv:2", "takes no parameter"),
     ("cp:ulysses1", "N >= 2"),
 ])
@@ -145,6 +152,8 @@ def _assert_visible_effect(name, pipe, stack):
         assert "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"]
     elif name == "steps":
         assert stack.adjust(SCENARIO).steps == 4
+    elif name == "guidance":
+        assert stack.adjust(SCENARIO).guidance != SCENARIO.guidance, "the default must change the scenario"
 
 
 def test_stack_resets_diffusers_global_attention_backend(tiny_source):

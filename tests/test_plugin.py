@@ -32,9 +32,16 @@ def gpu_suite(store, *extra):
 
 
 def test_gpu_suite_on_cpu_update_then_gate(store):
-    first = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv", "--flux-update-baselines"))
+    first = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv,cudnn", "--flux-update-baselines"))
     assert first.returncode == 0, first.stdout[-3000:]
     assert "baseline updated: cpu-" in first.stdout and "# flux-perf summary" in first.stdout
+    # A stack this machine cannot run is reported with its reason, not silently dropped.
+    first_results = json.loads((store / "report" / "results.json").read_text())
+    assert "--flux-stacks bf16,fused-qkv,cudnn" in first_results["command"]
+    skipped = first_results["skipped"]
+    assert skipped == [{"stack": "cudnn", "components": "attn-cudnn", "scenario": "64x64@2",
+                        "reason": "attn-cudnn needs a CUDA GPU (running on cpu)"}]
+    assert "| 64x64@2 | cudnn | attn-cudnn | attn-cudnn needs a CUDA GPU" in (store / "report" / "summary.md").read_text()
     second = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv", "--benchmark-json",
                                    str(store / "bench.json")))
     assert second.returncode == 0, second.stdout[-3000:]
@@ -74,3 +81,5 @@ def test_gpu_tests_without_a_gpu_say_so(store):
                         f"--flux-report-dir={store / 'report'}")
     assert result.returncode == 0
     assert "no CUDA GPU visible" in result.stdout
+    skipped = json.loads((store / "report" / "results.json").read_text())["skipped"]
+    assert [s["stack"] for s in skipped] == ["bf16"] and "no CUDA GPU visible" in skipped[0]["reason"]

@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 
-from .base import Component, parse_choice_param
+from .base import Component, ComponentError, parse_choice_param
 
 MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 # Modes whose inductor output replays CUDA graphs itself.
@@ -39,6 +39,18 @@ class _Compile(Component):
 class RegionalCompile(_Compile):
     name = "compile-regional"
     summary = "regional torch.compile of the repeated transformer blocks (compile_repeated_blocks)"
+
+    def validate_param(self) -> None:
+        super().validate_param()
+        if self.param in GRAPH_MODES:
+            # Every repeated block replays the same inductor CUDA graph, so each replay overwrites
+            # the outputs of the block before it (max-autotune failed so on the H100 at both scenarios).
+            raise ComponentError(
+                f"compile-regional:{self.param}: inductor's CUDA graphs cannot capture repeated blocks "
+                "(each block's replay overwrites the previous block's outputs: 'accessing tensor output of "
+                "CUDAGraphs that has been overwritten by a subsequent run'); use "
+                "compile-regional:max-autotune-no-cudagraphs+cuda-graphs instead"
+            )
 
     def apply(self, pipe) -> None:
         kwargs = self.compile_kwargs()

@@ -28,11 +28,12 @@ class FewerSteps(Component):
 
 class GuidanceScale(Component):
     name = "guidance"
-    summary = "another distilled-guidance scale (the guide uses 2.5)"
+    summary = "another distilled-guidance scale than the scenario's 2.5 (default: the pipeline's own 3.5)"
     exclusive = "guidance"
     phase = 0
     lossless = False
-    default_param = "2.5"
+    # Not the scenarios' 2.5: a default equal to it measured a no-op (SSIM 1.0000 on the H100).
+    default_param = "3.5"
 
     def validate_param(self) -> None:
         parse_float_param(self, 0.0, 100.0)
