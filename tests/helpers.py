@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-
 COMMITTED_BUDGETS = Path(__file__).resolve().parent.parent / "baselines" / "budgets.toml"
 
 
