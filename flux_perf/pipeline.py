@@ -52,12 +52,7 @@ def resolve_dtype(name: str | None, source: ModelSource, device: str) -> torch.d
 def build_pipeline(source: ModelSource, device: str, dtype: torch.dtype):
     """A FluxKontextPipeline on `device`, progress bar off. Synthetic and tiny weights are
     drawn in place; pretrained ones come through `from_pretrained`."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxKontextPipeline,
-        FluxTransformer2DModel,
-    )
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
 
     check_device(device)
     if source.kind == "pretrained":

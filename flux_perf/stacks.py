@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .components import (
-    REGISTRY,
-    Capabilities,
-    Component,
-    ComponentError,
-    make_component,
-)
+from .components import REGISTRY, Capabilities, Component, ComponentError, make_component
 from .components.attention import restore_default_backend
 from .scenarios import Scenario
 

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+
 COMMITTED_BUDGETS = Path(__file__).resolve().parent.parent / "baselines" / "budgets.toml"
 
 

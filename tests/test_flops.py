@@ -1,11 +1,6 @@
 import pytest
 
-from flux_perf.flops import (
-    measure_matmul_peaks,
-    scenario_tokens,
-    step_flops_breakdown,
-    transformer_step_flops,
-)
+from flux_perf.flops import measure_matmul_peaks, scenario_tokens, step_flops_breakdown, transformer_step_flops
 from flux_perf.models import FULL
 
 TEXT = 512

@@ -8,12 +8,7 @@ import pytest
 import torch
 
 from flux_perf.generate import Generation, StageTimes
-from flux_perf.measure import (
-    MeasureSettings,
-    RecompiledDuringTiming,
-    measure,
-    no_recompile,
-)
+from flux_perf.measure import MeasureSettings, RecompiledDuringTiming, measure, no_recompile
 from flux_perf.stats import Verdict, gate, summarize
 
 

@@ -3,15 +3,7 @@
 import pytest
 
 from flux_perf.budgets import LatencyBudget
-from flux_perf.stats import (
-    Change,
-    Verdict,
-    compare_samples,
-    gate,
-    latency_verdict,
-    median_ci,
-    summarize,
-)
+from flux_perf.stats import Change, Verdict, compare_samples, gate, latency_verdict, median_ci, summarize
 
 
 def test_median_interval_uses_order_statistics():

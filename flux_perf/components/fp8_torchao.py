@@ -35,12 +35,7 @@ class TorchaoFloat8(Component):
         parse_choice_param(self, GRANULARITIES)
 
     def apply(self, pipe) -> None:
-        from torchao.quantization import (
-            Float8DynamicActivationFloat8WeightConfig,
-            PerRow,
-            PerTensor,
-            quantize_,
-        )
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
 
         granularity = PerRow() if self.param == "row" else PerTensor()
         # set_inductor_config=False: torchao would otherwise switch on coordinate-descent
