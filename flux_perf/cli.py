@@ -167,21 +167,16 @@ def cmd_compare(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .report import (
-        component_rows,
-        component_table,
-        load_records,
-        load_skipped,
-        physics_table,
-        skipped_table,
-    )
+    from .report import component_rows, component_table, load_records, load_skipped, physics_table, skipped_table
 
-    records, skipped = load_records(args.results), load_skipped(args.results)
-    for field, wanted in (("stack", args.stacks), ("scenario", args.scenarios)):
-        if wanted:
-            keep = set(wanted.split(","))
-            records = [r for r in records if (r["scenario"]["id"] if field == "scenario" else r["stack"]) in keep]
-            skipped = [s for s in skipped if s[field] in keep]
+    stacks = set(args.stacks.split(",")) if args.stacks else None
+    scenarios = set(args.scenarios.split(",")) if args.scenarios else None
+
+    def kept(stack: str, scenario: str) -> bool:
+        return (stacks is None or stack in stacks) and (scenarios is None or scenario in scenarios)
+
+    records = [r for r in load_records(args.results) if kept(r["stack"], r["scenario"]["id"])]
+    skipped = [s for s in load_skipped(args.results) if kept(s["stack"], s["scenario"])]
     if args.json:
         print(json.dumps({"sources": args.results, "rows": component_rows(records), "not_run": skipped}, indent=1))
         return 0

@@ -158,8 +158,9 @@ def flux_result(flux_session, flux_case, request):
     """The measured result of this test's (stack, scenario); skips with the reason when the stack
     cannot run on this machine."""
     stack, scenario = flux_case
-    reason = flux_session.skip_reason(stack, scenario)
+    reason = flux_session.skip_reason(stack)
     if reason:
+        flux_session.record_skip(stack, scenario, reason)
         pytest.skip(reason)
     benchmark = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
     result = flux_session.case(stack, scenario, benchmark=benchmark)
@@ -209,7 +210,7 @@ def pytest_runtest_teardown(item, nextitem):
     if flux is None or _rank() != 0:
         return
     reported = (len(flux.cases), len(flux.skipped))
-    if reported == (0, 0) or reported == flux.reported_cases:
+    if reported == flux.reported_cases:  # nothing new since the last write (or nothing at all)
         return
     from .report import write_report
 

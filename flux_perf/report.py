@@ -152,8 +152,7 @@ def summary_markdown(records: list[dict], machine: dict, skipped: list[dict] = (
               "budget. TFLOP/s: transformer FLOPs / denoising time, % of the measured matmul ceiling "
               "(fp8 for FP8 stacks)."]
     if skipped:
-        lines += ["", "## Not run on this machine", "", "| scenario | stack | components | reason |", "|---|---|---|---|"]
-        lines += [f"| {s['scenario']} | {s['stack']} | {s['components']} | {s['reason']} |" for s in skipped]
+        lines += ["", "## Not run on this machine", "", skipped_table(skipped).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -270,8 +269,10 @@ def load_skipped(paths) -> list[dict]:
 
 
 def skipped_table(skipped: list[dict]) -> str:
-    lines = ["| scenario | stack | reason | run |", "|---|---|---|---|"]
-    lines += [f"| {s['scenario']} | {s['stack']} | {s['reason']} | {s['run']} |" for s in skipped]
+    """Markdown of skipped cases; a `run` column when they come from several results files."""
+    columns = ["scenario", "stack", "components", "reason"] + (["run"] if any("run" in s for s in skipped) else [])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(s.get(c, "-")) for c in columns) + " |" for s in skipped]
     return "\n".join(lines) + "\n"
 
 

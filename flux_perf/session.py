@@ -20,12 +20,7 @@ from .budgets import LatencyBudget, load_budgets
 from .components import Capabilities
 from .config import SuiteConfig
 from .fidelity import compare_images, write_side_by_side
-from .flops import (
-    MatmulPeaks,
-    measure_matmul_peaks,
-    scenario_tokens,
-    step_flops_breakdown,
-)
+from .flops import MatmulPeaks, measure_matmul_peaks, scenario_tokens, step_flops_breakdown
 from .generate import generate
 from .measure import Timed, measure
 from .models import resolve_model_source
@@ -149,16 +144,15 @@ class FluxSession:
                 self.log(f"matmul ceilings: bf16 {self._peaks.bf16_tflops} TFLOP/s, fp8 {self._peaks.fp8_tflops} TFLOP/s")
         return self._peaks
 
-    def skip_reason(self, stack: Stack, scenario: Scenario | None = None) -> str | None:
-        """Why `stack` cannot run here (None when it can); recorded for the report with `scenario`."""
+    def skip_reason(self, stack: Stack) -> str | None:
         if self.cuda and not torch.cuda.is_available():
-            reason = f"no CUDA GPU visible (torch {torch.__version__}, CUDA build {torch.version.cuda})"
-        else:
-            reason = self._with_injection(stack).unmet(self.caps)
-        if reason and scenario is not None:
-            self.skipped[(stack.name, scenario.id)] = {
-                "stack": stack.name, "components": stack.describe(), "scenario": scenario.id, "reason": reason}
-        return reason
+            return f"no CUDA GPU visible (torch {torch.__version__}, CUDA build {torch.version.cuda})"
+        return self._with_injection(stack).unmet(self.caps)
+
+    def record_skip(self, stack: Stack, scenario: Scenario, reason: str) -> None:
+        """Keep a case that could not run, with its reason, for the report."""
+        self.skipped[(stack.name, scenario.id)] = {
+            "stack": stack.name, "components": stack.describe(), "scenario": scenario.id, "reason": reason}
 
     # -- models ---------------------------------------------------------------
     def _with_injection(self, stack: Stack) -> Stack:
