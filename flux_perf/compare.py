@@ -9,11 +9,10 @@ from .stats import Change, compare_samples
 
 
 class ResultsError(ValueError):
-    pass
+    """A results.json that is missing, not JSON, or not written by flux-perf."""
 
 
-def load_results(path: str | Path) -> dict[str, list[float]]:
-    """case id -> wall-time samples (s) from a flux-perf results.json."""
+def read_results(path: str | Path) -> dict:
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
@@ -23,7 +22,12 @@ def load_results(path: str | Path) -> dict[str, list[float]]:
         raise ResultsError(f"{path} is not JSON ({error})") from None
     if not isinstance(payload, dict) or "records" not in payload:
         raise ResultsError(f"{path} is not a flux-perf results.json (no 'records')")
-    return {r["id"]: r["wall_samples_s"] for r in payload["records"] if r.get("wall_samples_s")}
+    return payload
+
+
+def load_results(path: str | Path) -> dict[str, list[float]]:
+    """case id -> wall-time samples (s) from a flux-perf results.json."""
+    return {r["id"]: r["wall_samples_s"] for r in read_results(path)["records"] if r.get("wall_samples_s")}
 
 
 def compare_runs(base: dict[str, list[float]], head: dict[str, list[float]], tolerance: float) -> list[dict]:

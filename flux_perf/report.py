@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from .compare import read_results
 from .distributed import world_size
 from .stacks import BASELINE
 
@@ -255,7 +256,7 @@ def load_records(paths) -> list[dict]:
     """Records of several results.json files, each tagged with its file stem and machine ceilings."""
     records = []
     for path in paths:
-        payload = json.loads(Path(path).read_text())
+        payload = read_results(path)
         for record in payload["records"]:
             record = dict(record, run=Path(path).stem, matmul_peaks=payload["machine"].get("matmul_peaks") or {})
             records.append(record)
@@ -264,8 +265,7 @@ def load_records(paths) -> list[dict]:
 
 def load_skipped(paths) -> list[dict]:
     """The (stack, scenario) pairs several results.json files could not run, each with its file stem."""
-    return [dict(entry, run=Path(path).stem) for path in paths
-            for entry in json.loads(Path(path).read_text()).get("skipped", [])]
+    return [dict(entry, run=Path(path).stem) for path in paths for entry in read_results(path).get("skipped", [])]
 
 
 def skipped_table(skipped: list[dict]) -> str:

@@ -104,6 +104,8 @@ def test_table_filters_scenarios_and_lists_what_could_not_run():
     assert "| 1024x1024@8 | bf16 |" in result.stdout and "| 512x512@6 |" not in result.stdout
     assert ("| 1024x1024@8 | fp8-te | fp8-te | fp8-te needs the Python package(s) transformer_engine, not installed "
             "here | components-skipped |") in result.stdout
+    missing = flux_perf("table", "docs/results/run1.json", "docs/results/no-such-run.json")
+    assert missing.returncode == 2 and "docs/results/no-such-run.json: no such file" in missing.stderr
     as_json = json.loads(flux_perf("table", "docs/results/run1.json", "--stacks", "bf16", "--json").stdout)
     rows = {row["scenario"]: row for row in as_json["rows"]}
     assert rows["1024x1024@8"]["speedup_vs_bf16"] == 1.0 and rows["1024x1024@8"]["latency_s"] > 1.0
