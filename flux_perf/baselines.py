@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .files import atomic_write
 from .provenance import minor, software_versions
 from .scenarios import Scenario
 
@@ -68,13 +70,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
@@ -82,9 +77,10 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def updates_allowed(force: bool) -> None:
-    if os.environ.get("CI", "").lower() == "true" and not force:
+    ci = os.environ.get("CI", "")
+    if ci.strip().lower() not in ("", "0", "false", "no") and not force:
         raise UpdateRefused(
-            "refusing to rewrite baselines under CI=true: baselines change only on purpose. "
+            f"refusing to rewrite baselines under CI={ci}: baselines change only on purpose. "
             "Pass --flux-force-update (pytest) or --force (flux-perf baselines update) to do it anyway."
         )
 
@@ -113,6 +109,9 @@ class BaselineStore:
             provenance = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BaselineCorrupt(f"baseline provenance {meta_path} is not valid JSON ({error})") from None
+        if not isinstance(provenance, dict):
+            raise BaselineCorrupt(f"baseline provenance {meta_path} is a JSON {type(provenance).__name__}, "
+                                  f"not an object. Re-create it with: {UPDATE_HINT}")
         data = image_path.read_bytes()
         if provenance.get("image_sha256") != _sha256(data):
             raise BaselineCorrupt(
@@ -133,7 +132,7 @@ class BaselineStore:
                 f"baseline {image_path} is {image.shape[0]}x{image.shape[1]}, the scenario asks for "
                 f"{scenario.resolution}"
             )
-        recorded = provenance.get("scenario", {})
+        recorded = provenance.get("scenario") if isinstance(provenance.get("scenario"), dict) else {}
         for name in ("steps", "seed", "guidance"):
             if name in recorded and recorded[name] != getattr(scenario, name):
                 raise BaselineMismatch(
@@ -142,15 +141,25 @@ class BaselineStore:
                 )
         return Baseline(image, provenance, stale_reasons(provenance.get("software", {})))
 
-    def recorded_latency(self, key: BaselineKey, stack: str) -> dict | None:
+    def latency_table(self, key: BaselineKey) -> dict:
+        """scenario id -> stack -> recorded entry, checked so no nonsense can gate anything."""
         path = self.root / key.folder / "latency.json"
         if not path.exists():
-            return None
+            return {}
         try:
             table = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BaselineCorrupt(f"recorded latencies {path} are not valid JSON ({error})") from None
-        return table.get(key.scenario_id, {}).get(stack)
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise BaselineCorrupt(f"recorded latencies {path} must be an object of scenario -> stack -> entry. "
+                                  f"Re-record them with: {UPDATE_HINT}")
+        return table
+
+    def recorded_latency(self, key: BaselineKey, stack: str) -> dict | None:
+        entry = self.latency_table(key).get(key.scenario_id, {}).get(stack)
+        if entry is not None:
+            _check_latency_entry(entry, f"{self.root / key.folder / 'latency.json'} [{key.scenario_id}][{stack}]")
+        return entry
 
     # -- writing (only ever on purpose) -----------------------------------------
     def save(self, key: BaselineKey, image: np.ndarray, provenance: dict, *, force: bool = False) -> Path:
@@ -161,17 +170,37 @@ class BaselineStore:
                   "image_sha256": _sha256(data), "image_shape": list(image.shape)}
         # Image first, then the JSON naming its hash: a crash in between leaves a pair that
         # load() reports as half-written rather than a silently wrong baseline.
-        _atomic_write(image_path, data)
-        _atomic_write(meta_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(image_path, data)
+        atomic_write(meta_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
         return image_path
 
     def record_latency(self, key: BaselineKey, stack: str, entry: dict, *, force: bool = False) -> Path:
         updates_allowed(force)
+        _check_latency_entry(entry, f"new latency entry for {key} {stack}")
         path = self.root / key.folder / "latency.json"
-        table = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            table = self.latency_table(key)
+        except BaselineCorrupt:
+            table = {}  # an update on purpose replaces a broken file
         table.setdefault(key.scenario_id, {})[stack] = entry
-        _atomic_write(path, (json.dumps(table, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(path, (json.dumps(table, indent=2, sort_keys=True) + "\n").encode())
         return path
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_latency_entry(entry, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise BaselineCorrupt(f"{where} is a {type(entry).__name__}, not an object. Re-record with: {UPDATE_HINT}")
+    if not _positive(entry.get("median_s")):
+        raise BaselineCorrupt(f"{where}: median_s={entry.get('median_s')!r} is not a positive number of seconds. "
+                              f"Re-record with: {UPDATE_HINT}")
+    samples = entry.get("samples_s")
+    if samples is not None and not (isinstance(samples, list) and all(_positive(s) for s in samples)):
+        raise BaselineCorrupt(f"{where}: samples_s must be a list of positive seconds, got {samples!r:.80}. "
+                              f"Re-record with: {UPDATE_HINT}")
 
 
 def stale_reasons(recorded: dict) -> list[str]:
@@ -182,4 +211,21 @@ def stale_reasons(recorded: dict) -> list[str]:
         old, new = recorded.get(name), current.get(name)
         if old and new and minor(str(old)) != minor(str(new)):
             reasons.append(f"{name} {old} -> {new}")
+    return reasons
+
+
+def latency_stale_reasons(entry: dict, driver_version: str | None) -> list[str]:
+    """Why a recorded latency may no longer describe this machine's software: other torch,
+    diffusers or CUDA, another driver, or rounds timed by an older measurement method."""
+    from .measure import MEASUREMENT_VERSION
+
+    software = entry.get("software")
+    if not isinstance(software, dict):
+        return ["recorded without software versions (before flux-perf recorded them)"]
+    reasons = stale_reasons(software)
+    old_driver = entry.get("driver_version")
+    if old_driver and driver_version and old_driver != driver_version:
+        reasons.append(f"driver {old_driver} -> {driver_version}")
+    if entry.get("measurement_version") != MEASUREMENT_VERSION:
+        reasons.append(f"timed by measurement method {entry.get('measurement_version')}, now {MEASUREMENT_VERSION}")
     return reasons

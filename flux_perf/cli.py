@@ -1,14 +1,16 @@
-"""`flux-perf`: ad-hoc runs, the list of stacks, baseline updates, and run comparison."""
+"""`flux-perf`: ad-hoc runs, the list of stacks, baseline updates, run comparison, and the
+interleaved A/B gate."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_REPORT_DIR
+from .config import DEFAULT_REPORT_DIR, default_baselines_dir
 
 
 def _progress(message: str) -> None:
@@ -16,36 +18,83 @@ def _progress(message: str) -> None:
 
 
 def _scenarios(args):
-    from .scenarios import Scenario, parse_scenarios
+    from .scenarios import Scenario, parse_resolution, parse_scenarios
 
-    if args.scenarios:
-        return parse_scenarios(args.scenarios)
+    if args.scenarios is not None:
+        return parse_scenarios(args.scenarios) if args.scenarios.strip() else parse_scenarios(",")
     if args.resolution is not None:
-        height, _, width = str(args.resolution).partition("x")
-        return (Scenario(int(height), int(width or height), args.steps, args.guidance, args.seed),)
+        height, width = parse_resolution(args.resolution)
+        return (Scenario(height, width, args.steps, args.guidance, args.seed),)
     return parse_scenarios(None)
 
 
+def _baselines_dir(args) -> Path:
+    path = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
+    if not (path / "budgets.toml").is_file():
+        from .budgets import BudgetsError
+
+        hint = "" if args.baselines_dir else " (flux-perf is not running from a checkout: pass --baselines-dir)"
+        raise BudgetsError(f"no budgets.toml in {path}{hint}")
+    return path
+
+
 def _suite(args, *, stacks, scenarios, update=False, force=False):
-    from .config import SuiteConfig
+    from .config import SuiteConfig, check_device_name
     from .measure import MeasureSettings
     from .pipeline import check_device, default_device
     from .stacks import parse_stacks
 
-    device = check_device(args.device or default_device())
-    root = Path(__file__).resolve().parent.parent
-    baselines = Path(args.baselines_dir) if args.baselines_dir else root / "baselines"
-    return SuiteConfig(
+    if args.rounds < 1:
+        raise ValueError(f"--rounds {args.rounds}: need at least 1 timed round")
+    device = args.device or default_device()
+    check_device_name(device)
+    check_device(device)
+    config = SuiteConfig(
         model=args.model, device=device, stacks=parse_stacks(stacks), scenarios=scenarios,
         measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds), strict=False,
-        report_dir=Path(args.report_dir), baselines_dir=baselines, update_baselines=update, force_update=force,
+        report_dir=Path(args.report_dir), baselines_dir=_baselines_dir(args), update_baselines=update,
+        force_update=force,
     )
+    config.check_destinations()
+    return config
+
+
+def _image_path(template: str, scenario, stack) -> Path:
+    try:
+        return Path(template.format(scenario=scenario.id, stack=stack.name))
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"--save-image {template!r}: only {{scenario}} and {{stack}} may appear in it ({error!r})") \
+            from None
+
+
+def _run_cases(session, cases, config, *, show) -> int:
+    """Measure every case, show each, and write the report whatever happens: an error or a Ctrl-C
+    keeps every case that finished."""
+    from .report import write_report
+
+    failed = False
+    try:
+        for stack, scenario in cases:
+            result = session.case(stack, scenario)
+            if result.error:
+                print(f"\n{result.id}: FAILED: {result.error}", file=sys.stderr)
+                failed = True
+            elif show:
+                show(result)
+    except KeyboardInterrupt:
+        session.interrupted = session.interrupted or "interrupted (KeyboardInterrupt)"
+        failed = True
+        print("\ninterrupted: writing the report of the cases that finished", file=sys.stderr)
+    finally:
+        paths = write_report(session.results(), config.report_dir, log=_progress)
+        print(f"\nreport: {paths['results']}")
+    return 1 if failed else 0
 
 
 def _stage_table(result) -> str:
     timed = result.timed
     rounds = timed.rounds
-    median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+    median = statistics.median
     rows = [("reference encode", median([r.encode_ms for r in rounds]))]
     rows += [(f"step {i + 1}", median([r.step_ms[i] for r in rounds])) for i in range(len(rounds[0].step_ms))]
     rows += [("decode", median([r.decode_ms for r in rounds])),
@@ -61,50 +110,52 @@ def cmd_run(args) -> int:
     from .stacks import parse_stack
 
     config = _suite(args, stacks=args.stack, scenarios=_scenarios(args))
-    session = FluxSession(config, log=_progress)
-    session.environment_report = args.environment
-    session.command = shlex.join(["flux-perf", *sys.argv[1:]])
-    chosen = "chosen by default" if not args.model else "as asked"
-    _progress(f"model: {session.source.label} ({chosen}; fingerprint {session.source.fingerprint()}) "
-              f"on {session.gpu_name or config.device}")
     stack = parse_stack(args.stack)
+    if args.save_image:
+        for scenario in config.scenarios:  # a bad template must not cost the measurements
+            _image_path(args.save_image, scenario, stack)
+    session = FluxSession(config, log=_progress, environment=args.environment,
+                          command=shlex.join(["flux-perf", *sys.argv[1:]]))
+    chosen = "chosen by default" if not args.model else "as asked"
+    _progress(f"model: {session.machine.source.label} ({chosen}; fingerprint {session.machine.fingerprint}) "
+              f"on {session.machine.gpu_name or config.device}")
     reason = session.skip_reason(stack)
     if reason:
         print(f"flux-perf: cannot run stack {stack.name}: {reason}", file=sys.stderr)
         return 2
-    failed = False
-    for scenario in config.scenarios:
-        result = session.case(stack, scenario)
-        if result.error:
-            print(f"\n{scenario.id}: FAILED: {result.error}", file=sys.stderr)
-            failed = True
-            continue
+
+    def show(result) -> None:
         timed = result.timed
-        print(f"\n== {stack.name} at {result.effective.id}: model built in {result.build_s:.2f} s, "
+        print(f"\n== {stack.name} at {result.measured.effective.id}: model built in {result.measured.build_s:.2f} s, "
               f"first call {timed.first_call_s:.2f} s, {timed.wall.n} timed rounds")
         print(_stage_table(result))
         print(f"same image in every round (same seed): {'yes' if timed.deterministic else 'NO'}")
         if result.fidelity and result.fidelity.ssim is not None:
             print(f"SSIM vs bf16 baseline: {result.fidelity.ssim:.4f}")
+        if result.target:
+            verdict = "met" if result.target["met"] else f"not met by {result.target['gap_s']:.3f} s"
+            print(f"target {result.target['seconds']:.2f} s: {verdict}")
         if args.save_image:
             from PIL import Image
 
-            path = Path(args.save_image.format(scenario=scenario.id, stack=stack.name))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(timed.image).save(path)
-            print(f"image: {path}")
-    from .report import write_report
+            path = _image_path(args.save_image, result.scenario, stack)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(timed.image).save(path)
+                print(f"image: {path}")
+            except OSError as error:
+                print(f"could not save the image to {path}: {error}", file=sys.stderr)
 
-    paths = write_report(session, config.report_dir)
-    print(f"\nreport: {paths['results']}")
-    return 1 if failed else 0
+    return _run_cases(session, [(stack, scenario) for scenario in config.scenarios], config, show=show)
 
 
 def cmd_stacks(args) -> int:
     from .components import REGISTRY, Capabilities
+    from .config import check_device_name
     from .pipeline import default_device
     from .stacks import NAMED_STACKS, parse_stack
 
+    check_device_name(args.device or default_device())
     caps = Capabilities.detect(args.device or default_device())
     print(f"machine: {caps.gpu_name or caps.device}" + (f" (sm_{caps.capability[0]}{caps.capability[1]})" if caps.capability else ""))
     print("\nnamed stacks:")
@@ -126,48 +177,98 @@ def cmd_stacks(args) -> int:
 def cmd_baselines_update(args) -> int:
     from .baselines import updates_allowed
     from .session import FluxSession
-    from .stacks import BASELINE
+    from .stacks import BASELINE, DEFAULT_STACKS, parse_stacks
 
     updates_allowed(args.force)  # fail before minutes of measuring
-    config = _suite(args, stacks=BASELINE, scenarios=_scenarios(args), update=True, force=args.force)
-    session = FluxSession(config, log=_progress)
-    session.environment_report = args.environment
-    session.command = shlex.join(["flux-perf", *sys.argv[1:]])
-    failed = False
-    for scenario in config.scenarios:
-        result = session.case(config.stacks[0], scenario)
-        if result.error:
-            print(f"{scenario.id}: FAILED: {result.error}", file=sys.stderr)
-            failed = True
-    print("\n".join(["", "baselines written:", *session.baseline_updates]))
-    return 1 if failed else 0
+    stacks = args.stacks or ",".join(DEFAULT_STACKS)
+    if BASELINE not in [s.name for s in parse_stacks(stacks)]:
+        stacks = f"{BASELINE},{stacks}"  # the reference image comes from bf16: always, first
+    config = _suite(args, stacks=stacks, scenarios=_scenarios(args), update=True, force=args.force)
+    session = FluxSession(config, log=_progress, environment=args.environment,
+                          command=shlex.join(["flux-perf", *sys.argv[1:]]))
+    cases = [(stack, scenario) for stack in config.stacks for scenario in config.scenarios
+             if not session.skip_reason(stack)]
+    for stack in config.stacks:
+        reason = session.skip_reason(stack)
+        if reason:
+            print(f"not updated: {stack.name}: {reason}", file=sys.stderr)
+    code = _run_cases(session, cases, config, show=None)
+    print("\n".join(["", "references written:", *session.baseline_updates]))
+    return code
 
 
 def cmd_baselines_show(args) -> int:
-    root = Path(args.baselines_dir) if args.baselines_dir else Path(__file__).resolve().parent.parent / "baselines"
+    root = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
     for meta in sorted(root.glob("*/*/*.json")):
-        if meta.name == "latency.json":
+        name = meta.relative_to(root)
+        try:
+            record = json.loads(meta.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            print(f"{name}: UNREADABLE ({error})")
             continue
-        record = json.loads(meta.read_text())
-        latency = record.get("latency", {}).get("median")
-        print(f"{meta.relative_to(root)}: {record.get('created_at')} torch {record.get('software', {}).get('torch')} "
-              f"bf16 median {latency:.3f} s" if latency else f"{meta.relative_to(root)}")
+        if not isinstance(record, dict):
+            print(f"{name}: UNREADABLE (a JSON {type(record).__name__}, not an object)")
+        elif meta.name == "latency.json":
+            for scenario, stacks in record.items():
+                for stack, entry in (stacks.items() if isinstance(stacks, dict) else ()):
+                    median = entry.get("median_s") if isinstance(entry, dict) else None
+                    print(f"{name} {scenario} {stack}: "
+                          + (f"{median:.3f} s, recorded {entry.get('recorded_at')}"
+                             if isinstance(median, (int, float)) else f"UNREADABLE entry {entry!r:.60}"))
+        else:
+            latency = (record.get("latency") or {}).get("median") if isinstance(record.get("latency"), dict) else None
+            print(f"{name}: {record.get('created_at')} torch {(record.get('software') or {}).get('torch')}"
+                  + (f", bf16 median {latency:.3f} s" if isinstance(latency, (int, float)) else ""))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs, format_rows, has_regression, load_results
+    from .compare import compare_files, format_rows, has_regression
 
-    rows = compare_runs(load_results(args.base), load_results(args.head), args.tolerance)
+    rows = compare_files(args.base, args.head, args.tolerance)
     print(format_rows(rows, args.tolerance))
     if has_regression(rows):
-        print("\nregression: at least one case is slower beyond the tolerance, with confidence", file=sys.stderr)
+        print("\nregression: a case is slower beyond the tolerance with confidence, or the head lost it",
+              file=sys.stderr)
         return 1
     return 0
 
 
+def cmd_ab(args) -> int:
+    from .ab import cases_to_json, format_cases, run_ab
+    from .compare import check_tolerance
+    from .config import check_writable_dir
+    from .files import atomic_write
+    from .scenarios import parse_scenarios
+    from .stacks import parse_stacks
+
+    check_tolerance(args.tolerance)
+    stacks = [s.name for s in parse_stacks(args.stacks)]
+    scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
+    inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
+    settings = {"base": args.base, "head": args.head, "pairs": args.pairs, "blocks": args.blocks,
+                "tolerance": args.tolerance, "inject": inject, "command": shlex.join(["flux-perf", *sys.argv[1:]])}
+
+    def save(cases) -> None:  # after every block: a run cut short keeps its rounds
+        if args.json:
+            atomic_write(Path(args.json), (json.dumps(cases_to_json(cases, settings), indent=1) + "\n").encode())
+
+    if args.json:
+        check_writable_dir(Path(args.json).parent, "--json folder")
+    cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
+                   tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
+                   log=_progress, on_block=save)
+    save(cases)
+    print(format_cases(cases, args.tolerance))
+    if args.json:
+        print(f"\nA/B rounds and verdicts: {args.json}")
+    if any(case.verdict in ("error", "disturbed") for case in cases):
+        return 3  # not a verdict on the code: re-run on a quiet machine
+    return 1 if any(case.verdict == "slower" for case in cases) else 0
+
+
 def cmd_table(args) -> int:
-    from .report import component_rows, component_table, load_records, load_skipped, physics_table, skipped_table
+    from .report import component_rows, component_table, load_runs, physics_table, skipped_table
 
     stacks = set(args.stacks.split(",")) if args.stacks else None
     scenarios = set(args.scenarios.split(",")) if args.scenarios else None
@@ -175,12 +276,12 @@ def cmd_table(args) -> int:
     def kept(stack: str, scenario: str) -> bool:
         return (stacks is None or stack in stacks) and (scenarios is None or scenario in scenarios)
 
-    records = [r for r in load_records(args.results) if kept(r["stack"], r["scenario"]["id"])]
-    skipped = [s for s in load_skipped(args.results) if kept(s["stack"], s["scenario"])]
+    runs = load_runs(args.results)
+    skipped = [dict(s, run=run.name) for run in runs for s in run.results.skipped if kept(s["stack"], s["scenario"])]
     if args.json:
-        print(json.dumps({"sources": args.results, "rows": component_rows(records), "not_run": skipped}, indent=1))
+        print(json.dumps({"sources": args.results, "rows": component_rows(runs, kept), "not_run": skipped}, indent=1))
         return 0
-    print((component_table if args.kind == "components" else physics_table)(records), end="")
+    print((component_table if args.kind == "components" else physics_table)(runs, kept), end="")
     if skipped:
         print("\nNot run on the machine of these runs:\n")
         print(skipped_table(skipped), end="")
@@ -192,7 +293,8 @@ def _add_model_args(parser) -> None:
                         help="synthetic | tiny | a diffusers pipeline directory | a hub id "
                              "(default: synthetic on a GPU, tiny on a CPU)")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
-    parser.add_argument("--baselines-dir", default=None, help="baseline store (default: the checkout's baselines/)")
+    parser.add_argument("--baselines-dir", default=None,
+                        help="baseline store with budgets.toml (default: the checkout's baselines/)")
     parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per scenario (default: 3)")
 
@@ -217,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     stacks.set_defaults(func=cmd_stacks)
 
     baselines = sub.add_parser("baselines", help="the bf16 reference images").add_subparsers(dest="action", required=True)
-    update = baselines.add_parser("update", help="regenerate bf16 baselines on purpose")
+    update = baselines.add_parser("update", help="re-record every stack's references on purpose (bf16 image too)")
+    update.add_argument("--stacks", default=None,
+                        help="comma-separated stacks to re-record (default: bf16,compile,fp8,fast)")
     update.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: the guide's four)")
     update.add_argument("--resolution", default=None)
     update.add_argument("--steps", type=int, default=6)
@@ -235,6 +339,25 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("head")
     compare.add_argument("--tolerance", type=float, default=0.03, help="relative change treated as noise (default 0.03)")
     compare.set_defaults(func=cmd_compare)
+
+    ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is slower")
+    ab.add_argument("--base", required=True, help="checkout of the base (e.g. main)")
+    ab.add_argument("--head", required=True, help="checkout of the change")
+    ab.add_argument("--stacks", default="bf16,fast", help="comma-separated stacks (default: bf16,fast)")
+    ab.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8)")
+    ab.add_argument("--pairs", type=int, default=10, help="interleaved pairs of rounds per verdict (default 10)")
+    ab.add_argument("--blocks", type=int, default=1,
+                    help="independent verdicts per case on the same warm workers (default 1)")
+    ab.add_argument("--tolerance", type=float, default=0.01,
+                    help="head/base change treated as noise (default 0.01: a 2 %% slow-down is caught)")
+    ab.add_argument("--model", default=None, help="as for `run` (default: synthetic)")
+    ab.add_argument("--device", default=None, help="cuda or cuda:N (default: cuda)")
+    ab.add_argument("--json", default=None, help="write every round and verdict here")
+    ab.add_argument("--base-inject-slowdown", type=float, default=None, metavar="FRACTION",
+                    help="test-only: plant a slow-down on the base side")
+    ab.add_argument("--head-inject-slowdown", type=float, default=None, metavar="FRACTION",
+                    help="test-only: plant a slow-down on the head side (proves the gate)")
+    ab.set_defaults(func=cmd_ab)
     table = sub.add_parser("table", help="merge results.json files into one Markdown table")
     table.add_argument("results", nargs="+")
     table.add_argument("--kind", choices=("components", "physics"), default="components",
@@ -252,18 +375,20 @@ def main(argv=None) -> int:
     from .environment import apply_guide_environment
 
     args.environment = apply_guide_environment()  # before CUDA initialises
+    from .ab import AbError
     from .baselines import BaselineError
     from .budgets import BudgetsError
-    from .compare import ResultsError
     from .components import ComponentError
+    from .config import ConfigError
     from .models import ModelSourceError
     from .pipeline import DeviceError
+    from .records import ResultsError
     from .scenarios import ScenarioError
 
     try:
         return args.func(args)
     except (ScenarioError, ComponentError, ModelSourceError, DeviceError, BudgetsError, BaselineError,
-            ResultsError) as error:
+            ResultsError, ConfigError, AbError, ValueError) as error:
         print(f"flux-perf: {error}", file=sys.stderr)
         return 2
 

@@ -1,52 +1,63 @@
-"""Compare two runs' results.json: per case, the change with a statistical verdict."""
+"""Compare two runs' results.json: per case, the change with a statistical verdict.
+
+Runs of different GPUs or weights are refused: their latencies say nothing about the code.
+A case the head lost (missing, or errored where the base measured it) is a regression.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import math
+import statistics
 
+from .records import ResultsError, RunResults, read_results
 from .stats import Change, compare_samples
 
-
-class ResultsError(ValueError):
-    """A results.json that is missing, not JSON, or not written by flux-perf."""
+LOST = "lost in head"
 
 
-def read_results(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: no such file") from None
-    except json.JSONDecodeError as error:
-        raise ResultsError(f"{path} is not JSON ({error})") from None
-    if not isinstance(payload, dict) or "records" not in payload:
-        raise ResultsError(f"{path} is not a flux-perf results.json (no 'records')")
-    return payload
+def check_comparable(base: RunResults, head: RunResults) -> None:
+    for what, a, b in (("GPU", base.gpu, head.gpu), ("model weights", base.fingerprint, head.fingerprint)):
+        if a != b:
+            raise ResultsError(f"cannot compare runs of different {what}: base {a!r}, head {b!r}")
 
 
-def load_results(path: str | Path) -> dict[str, list[float]]:
-    """case id -> wall-time samples (s) from a flux-perf results.json."""
-    return {r["id"]: r["wall_samples_s"] for r in read_results(path)["records"] if r.get("wall_samples_s")}
+def check_tolerance(tolerance: float) -> float:
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise ResultsError(f"tolerance {tolerance!r}: must be a fraction in [0, 1), e.g. 0.03 for 3 %")
+    return tolerance
 
 
-def compare_runs(base: dict[str, list[float]], head: dict[str, list[float]], tolerance: float) -> list[dict]:
+def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[dict]:
+    check_comparable(base, head)
+    check_tolerance(tolerance)
+    base_cases = {r.id: r for r in base.records}
+    head_cases = {r.id: r for r in head.records}
     rows = []
-    for case in sorted(set(base) | set(head)):
-        if case not in base or case not in head:
-            rows.append({"id": case, "change": "only in " + ("head" if case in head else "base")})
-            continue
-        comparison = compare_samples(base[case], head[case], tolerance=tolerance)
-        rows.append({"id": case, "base_median_s": sorted(base[case])[len(base[case]) // 2],
-                     "head_median_s": sorted(head[case])[len(head[case]) // 2], **comparison.to_dict()})
+    for case in sorted(set(base_cases) | set(head_cases)):
+        old, new = base_cases.get(case), head_cases.get(case)
+        if old is None or not old.wall_samples_s:
+            rows.append({"id": case, "change": "new in head" if old is None else "not measured in base"})
+        elif new is None:
+            rows.append({"id": case, "change": LOST, "detail": "missing from the head run"})
+        elif new.error or not new.wall_samples_s:
+            rows.append({"id": case, "change": LOST, "detail": new.error or "no timed rounds"})
+        else:
+            comparison = compare_samples(old.wall_samples_s, new.wall_samples_s, tolerance=tolerance)
+            rows.append({"id": case, "base_median_s": statistics.median(old.wall_samples_s),
+                         "head_median_s": statistics.median(new.wall_samples_s), **comparison.to_dict()})
     return rows
+
+
+def compare_files(base_path, head_path, tolerance: float) -> list[dict]:
+    return compare_runs(read_results(base_path), read_results(head_path), tolerance)
 
 
 def format_rows(rows: list[dict], tolerance: float) -> str:
     lines = [f"{'case':<34} {'base s':>8} {'head s':>8} {'change':>8}  95% CI of ratio   verdict (tolerance {tolerance:.0%})"]
     for row in rows:
         if "ratio" not in row:
-            lines.append(f"{row['id']:<34} {'':>8} {'':>8} {'':>8}  {'':<16}  {row['change']}")
+            detail = f": {row['detail']}" if row.get("detail") else ""
+            lines.append(f"{row['id']:<34} {'':>8} {'':>8} {'':>8}  {'':<16}  {row['change']}{detail}")
             continue
         lines.append(
             f"{row['id']:<34} {row['base_median_s']:>8.3f} {row['head_median_s']:>8.3f} {row['ratio'] - 1:>+8.1%}"
@@ -56,4 +67,4 @@ def format_rows(rows: list[dict], tolerance: float) -> str:
 
 
 def has_regression(rows: list[dict]) -> bool:
-    return any(row.get("change") == Change.SLOWER.value for row in rows)
+    return any(row.get("change") in (Change.SLOWER.value, LOST) for row in rows)

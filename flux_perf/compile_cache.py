@@ -3,10 +3,11 @@ so a CI runner or a fresh machine does not pay full compilation every time."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from .files import atomic_write
 
 
 def load(path: Path, log=print) -> bool:
@@ -28,9 +29,6 @@ def save(path: Path, log=print) -> bool:
     if not artifacts:
         return False
     data, _info = artifacts
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
     log(f"compile cache saved to {path} ({len(data) / 2**20:.1f} MiB)")
     return True

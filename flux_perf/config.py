@@ -10,7 +10,16 @@ from .measure import MeasureSettings
 from .scenarios import Scenario, parse_scenarios
 from .stacks import BASELINE, Stack, parse_stacks
 
-DEFAULT_REPORT_DIR = "flux-perf-report"
+from . import DEFAULT_REPORT_DIR  # noqa: F401  (re-exported: the command line's default)
+
+
+class ConfigError(ValueError):
+    """Settings that contradict each other or name something unusable."""
+
+
+def default_baselines_dir() -> Path:
+    """The checkout's baselines/ (the package sits beside it in a checkout or editable install)."""
+    return Path(__file__).resolve().parent.parent / "baselines"
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,28 @@ class SuiteConfig:
     profile: str | None = None
     inject_slowdown: float | None = None
     compile_cache: Path | None = None
+    enforce_targets: bool = False  # the guide's targets fail the run (otherwise only reported)
+
+    def __post_init__(self):
+        check_device_name(self.device)
+        if not self.stacks:
+            raise ConfigError("no stack to run")
+        if not self.scenarios:
+            raise ConfigError("no scenario to run")
+        if self.inject_slowdown is not None and not 0 < self.inject_slowdown <= 10:
+            raise ConfigError(f"inject-slowdown {self.inject_slowdown}: must be a fraction in (0, 10]")
+        if self.update_baselines and self.inject_slowdown:
+            raise ConfigError("refusing to record references with an injected slow-down: it would become the "
+                              "reference every later run is judged against")
+        if self.update_baselines:
+            from .baselines import updates_allowed
+
+            updates_allowed(self.force_update)  # refuse before minutes of measuring, not after
+
+    def check_destinations(self) -> None:
+        """Fail before measuring when the report cannot be written: minutes of measurements
+        must never be lost to a reporting error at the end."""
+        check_writable_dir(self.report_dir, "report folder")
 
     @property
     def budgets_path(self) -> Path:
@@ -56,7 +87,31 @@ class SuiteConfig:
             profile=option("flux_profile"),
             inject_slowdown=option("flux_inject_slowdown"),
             compile_cache=Path(option("flux_compile_cache")).expanduser() if option("flux_compile_cache") else None,
+            enforce_targets=option("flux_enforce_targets"),
         )
+
+
+def check_device_name(device: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cuda", "cpu"):
+        raise ConfigError(f"device {device!r} is not supported: use 'cuda', 'cuda:N' or 'cpu'")
+
+
+def check_writable_dir(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what} {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".flux-perf-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"{what} {folder} is not writable ({error.strerror or error})") from None
 
 
 def _resolve(path: str, root: Path) -> Path:

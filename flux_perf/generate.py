@@ -2,7 +2,9 @@
 
 The denoising loop is the pipeline's own (`FluxKontextPipeline.__call__`); stage
 marks are CUDA events recorded from its step callback, so timing adds no host
-synchronisation inside the loop.
+synchronisation inside the loop. The reference photo is resized and normalised once per
+scenario, outside the timed call: that host work is the same for every stack and only
+added noise (host-bound cases moved up to 35 % between identical runs).
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ import torch
 from .clocks import clock_for, stage_range
 from .inputs import reference_image
 from .scenarios import Scenario
-
-STAGES = ("encode", "denoise", "decode")
-
 
 @dataclass(frozen=True)
 class StageTimes:
@@ -63,6 +62,13 @@ class ResolutionMismatch(RuntimeError):
     pass
 
 
+def reference_pixels(pipe, scenario: Scenario, device: str, reference: np.ndarray | None = None) -> torch.Tensor:
+    """The reference photo as the VAE's input tensor on `device` (host work, done once)."""
+    reference = reference if reference is not None else reference_image(scenario.height, scenario.width)
+    pixels = pipe.image_processor.preprocess(reference, scenario.height, scenario.width)
+    return pixels.to(device=device, dtype=pipe.vae.dtype)
+
+
 def _to_uint8(pipe, decoded: torch.Tensor) -> torch.Tensor:
     pixels = pipe.image_processor.postprocess(decoded, output_type="pt")  # [0, 1], (1, 3, H, W)
     return (pixels[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8)
@@ -76,16 +82,18 @@ def generate(
     *,
     device: str,
     call_contexts: Sequence[Callable[[], contextlib.AbstractContextManager]] = (),
-    reference: np.ndarray | None = None,
+    pixels: torch.Tensor | None = None,
 ) -> Generation:
     """Run one generation and return the uint8 image and per-stage times.
 
     `call_contexts` are entered around the pipeline call (components that need a
-    context, such as First Block Cache's cache context or an FP8 autocast).
+    context, such as First Block Cache's cache context or an FP8 autocast); `pixels`
+    is the prepared reference (`reference_pixels`), made here when not given.
     """
     cuda = torch.device(device).type == "cuda"
     clock = clock_for(device)
-    reference = reference if reference is not None else reference_image(scenario.height, scenario.width)
+    if pixels is None:
+        pixels = reference_pixels(pipe, scenario, device)
     generator = torch.Generator(device=device).manual_seed(scenario.seed)
     step_marks: list = []
 
@@ -99,8 +107,6 @@ def generate(
             stack.enter_context(make_context())
         start = clock.mark()
         with stage_range("encode", cuda):
-            pixels = pipe.image_processor.preprocess(reference, scenario.height, scenario.width)
-            pixels = pixels.to(device=device, dtype=pipe.vae.dtype)
             image_latents = pipe._encode_vae_image(pixels, generator=generator)
         encoded = clock.mark()
         with stage_range("denoise", cuda):
@@ -148,7 +154,7 @@ def generate(
     return Generation(image=image, times=times)
 
 
-def generate_with(model, scenario: Scenario, call_contexts=()) -> Generation:
+def generate_with(model, scenario: Scenario, call_contexts=(), pixels: torch.Tensor | None = None) -> Generation:
     """`generate` for a loaded `FluxModel`."""
     return generate(
         model.pipe,
@@ -157,4 +163,5 @@ def generate_with(model, scenario: Scenario, call_contexts=()) -> Generation:
         model.prompt.pooled_prompt_embeds,
         device=model.device,
         call_contexts=call_contexts,
+        pixels=pixels,
     )

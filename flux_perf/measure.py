@@ -8,6 +8,7 @@ is an error: it would time the compiler, not the model.
 from __future__ import annotations
 
 import contextlib
+import gc
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from .telemetry import TelemetryReport, TelemetrySampler
 # A power cap is not among them: a loaded H100 sits at its power limit as a matter of course,
 # so measuring again would not change it; it is reported as a flag instead.
 DISTURBED = ("thermal-throttle", "hw-slowdown", "other-processes")
+# Bump when the way rounds are timed changes: recorded references made before are then stale.
+# 2: reference preprocessing out of the timed call, garbage collection off during timed rounds.
+MEASUREMENT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,10 @@ class MeasureSettings:
     """How much to measure. Defaults come from the run-to-run spread measured on the H100
     (docs/measurement.md)."""
 
-    rounds: int = 5
-    max_rounds: int = 15
+    # 8 rounds, then at most one more look at 16: with two looks each gets half the error
+    # budget (stats.look_confidence), and 8 is the fewest rounds whose median interval reaches it.
+    rounds: int = 8
+    max_rounds: int = 16
     max_warmup: int = 6
     steady_tolerance: float = 0.03  # consecutive warm-up rounds within 3 %: steady
     telemetry_interval_s: float = 0.05
@@ -41,6 +47,11 @@ class MeasureSettings:
     def __post_init__(self):
         if self.rounds < 1 or self.max_rounds < self.rounds:
             raise ValueError(f"rounds={self.rounds}, max_rounds={self.max_rounds}: need 1 <= rounds <= max_rounds")
+
+    @property
+    def looks(self) -> int:
+        """How many times a verdict may be taken: after `rounds`, then after each batch of more."""
+        return 1 + -(-(self.max_rounds - self.rounds) // self.rounds)
 
 
 class RecompiledDuringTiming(RuntimeError):
@@ -97,6 +108,36 @@ def no_recompile():
         ) from error
 
 
+@contextlib.contextmanager
+def quiet_host():
+    """No garbage collection during timed rounds: a collection pass stalls the thread that
+    issues the kernels, which host-bound cases (512 without CUDA graphs) feel directly."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def warm_up(run: Callable[[], Generation], settings: MeasureSettings,
+            log: Callable[[str], None] = lambda _: None) -> tuple[float, list[float]]:
+    """The first call alone (compilation, capture, lazy init), then calls until two in a row
+    agree within `steady_tolerance`. Returns the first call's seconds and the later calls'."""
+    log("first call (compiles and captures where the stack does)")
+    first_call_s = run().times.wall_ms / 1000.0
+    log(f"first call {first_call_s:.2f} s (includes compilation)")
+    warmup: list[float] = []
+    for _ in range(settings.max_warmup):
+        warmup.append(run().times.wall_ms / 1000.0)
+        if len(warmup) >= 2 and abs(warmup[-1] - warmup[-2]) <= settings.steady_tolerance * warmup[-2]:
+            break
+    log(f"warm-up {len(warmup) + 1} calls, last {warmup[-1] if warmup else first_call_s:.3f} s")
+    return first_call_s, warmup
+
+
 def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: bool,
             verdict_of: Callable[[list[float]], Verdict] | None = None, benchmark=None,
             log: Callable[[str], None] = lambda _: None) -> Timed:
@@ -105,22 +146,12 @@ def measure(run: Callable[[], Generation], settings: MeasureSettings, *, cuda: b
     `benchmark` is a pytest-benchmark fixture: the timed rounds go through its
     `pedantic` so its JSON, --benchmark-save and --benchmark-compare see them.
     """
-    log("first call (compiles and captures where the stack does)")
-    first = run()
-    first_call_s = first.times.wall_ms / 1000.0
-    log(f"first call {first_call_s:.2f} s (includes compilation)")
-    warmup = [first.times.wall_ms / 1000.0]
-    for _ in range(settings.max_warmup):
-        warmup.append(run().times.wall_ms / 1000.0)
-        if len(warmup) >= 3 and abs(warmup[-1] - warmup[-2]) <= settings.steady_tolerance * warmup[-2]:
-            break
-    log(f"warm-up {len(warmup)} calls, last {warmup[-1]:.3f} s")
-
+    first_call_s, warmup = warm_up(run, settings, log)
     attempt = 0
     while True:
         attempt += 1
         timed = _timed_rounds(run, settings, cuda, verdict_of, benchmark if attempt == 1 else None)
-        timed.first_call_s, timed.warmup_wall_s, timed.attempts = first_call_s, warmup[1:], attempt
+        timed.first_call_s, timed.warmup_wall_s, timed.attempts = first_call_s, warmup, attempt
         # Ranks of a torchrun job must take the same branch (their next rounds are collective).
         if not distributed.from_main(bool(timed.disturbed)) or attempt > settings.remeasure_when_disturbed:
             if timed.disturbed:
@@ -137,7 +168,7 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, verdict_of, benchm
     if sampler:
         sampler.start()
     try:
-        with no_recompile():
+        with no_recompile(), quiet_host():
             if benchmark is not None and not getattr(benchmark, "disabled", False):
                 benchmark.pedantic(lambda: generations.append(run()), rounds=settings.rounds, iterations=1)
             else:

@@ -3,8 +3,8 @@
 - `synthetic`: the full FLUX.1-Kontext-dev architecture with deterministic random
   weights drawn on the GPU (real shapes, so real latency). Default on a GPU.
 - `tiny`: the same code path with a tiny configuration, for CPU tests.
-- a local directory or hub id: real weights through `from_pretrained`, used only
-  when the user points at them.
+- a local directory, or a hub id said as `hub:owner/name`: real weights through
+  `from_pretrained`, used only when the user points at them.
 
 A fingerprint names the weights, so baselines of different weights never mix.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,6 @@ class Architecture:
     vae: dict
     scheduler: dict
     text_tokens: int
-    text_dim: int
-    pooled_dim: int
 
     def to_dict(self) -> dict:
         return {
@@ -41,8 +40,9 @@ class Architecture:
             "vae": self.vae,
             "scheduler": self.scheduler,
             "text_tokens": self.text_tokens,
-            "text_dim": self.text_dim,
-            "pooled_dim": self.pooled_dim,
+            # The prompt-embedding widths, as the transformer reads them (kept in the fingerprint).
+            "text_dim": self.transformer["joint_attention_dim"],
+            "pooled_dim": self.transformer["pooled_projection_dim"],
         }
 
 
@@ -91,8 +91,6 @@ FULL = Architecture(
     },
     scheduler=FLUX_SCHEDULER,
     text_tokens=512,
-    text_dim=4096,
-    pooled_dim=768,
 )
 
 # Same classes and code path, small enough to run end to end on a CPU in well under a second.
@@ -105,8 +103,6 @@ TINY = Architecture(
          "norm_num_groups": 8, "sample_size": 128},
     scheduler=FLUX_SCHEDULER,
     text_tokens=16,
-    text_dim=32,
-    pooled_dim=32,
 )
 
 
@@ -126,6 +122,11 @@ class ModelSource:
     @property
     def architecture(self) -> Architecture | None:
         return {"synthetic": FULL, "tiny": TINY}.get(self.kind)
+
+    @property
+    def is_hub(self) -> bool:
+        """A hub id (only `hub:` makes one); local directories are stored absolute."""
+        return self.kind == "pretrained" and not Path(self.location).is_absolute()
 
     @property
     def label(self) -> str:
@@ -148,29 +149,54 @@ class ModelSource:
         return f"{self.kind}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
+HUB_PREFIX = "hub:"
+
+
 def resolve_model_source(text: str | None, device: str, seed: int = 0) -> ModelSource:
-    """`synthetic`, `tiny`, a local directory, or a hub id (`owner/name`).
+    """`synthetic`, `tiny`, a local diffusers pipeline directory, or `hub:owner/name`.
 
     None takes $FLUX_PERF_MODEL, else the synthetic full-size model on a GPU and
-    the tiny one on a CPU.
+    the tiny one on a CPU. Only an explicit `hub:` may reach the network: a mistyped
+    path must not turn into a download attempt.
     """
     text = text or os.environ.get(ENV_MODEL) or ("synthetic" if device.startswith("cuda") else "tiny")
     if text in ("synthetic", "tiny"):
         return ModelSource(text, seed=seed)
+    if text.startswith(HUB_PREFIX):
+        repo_id = text[len(HUB_PREFIX):]
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+            raise ModelSourceError(f"hub id {text!r} is not of the form hub:owner/name "
+                                   "(e.g. hub:black-forest-labs/FLUX.1-Kontext-dev)")
+        return ModelSource("pretrained", seed=seed, location=repo_id)
     path = Path(text).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise ModelSourceError(
-                f"model directory {text!r} has no model_index.json: not a diffusers pipeline folder"
-            )
+    if path.is_dir():
+        _check_model_index(path.resolve() / "model_index.json", text)
         return ModelSource("pretrained", seed=seed, location=str(path.resolve()))
-    # Looks like a hub id: only then may from_pretrained download, because the user asked for it.
-    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
-        return ModelSource("pretrained", seed=seed, location=text)
+    what = "a file, not a directory" if path.exists() else "no such directory"
     raise ModelSourceError(
-        f"unknown model {text!r}: use 'synthetic', 'tiny', a local diffusers pipeline directory "
-        "or a hub id like 'black-forest-labs/FLUX.1-Kontext-dev'"
+        f"unknown model {text!r}: neither 'synthetic', 'tiny', a local directory ({what}: "
+        f"resolved to {path.resolve()}) nor a hub id; to download from the hub say hub:owner/name "
+        "(e.g. hub:black-forest-labs/FLUX.1-Kontext-dev)"
     )
+
+
+def _check_model_index(index: Path, text: str) -> None:
+    """Fail here, naming the file, rather than with a bare KeyError deep inside diffusers."""
+    if not index.is_file():
+        raise ModelSourceError(
+            f"model directory {text!r} has no model_index.json: not a diffusers pipeline folder"
+        )
+    try:
+        content = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelSourceError(f"{index} is not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise ModelSourceError(f"{index} holds a JSON {type(content).__name__}, not an object with '_class_name'")
+    if not content.get("_class_name"):
+        raise ModelSourceError(
+            f"{index} has no '_class_name': not a diffusers pipeline index "
+            '(FLUX.1-Kontext-dev says "_class_name": "FluxKontextPipeline")'
+        )
 
 
 # Hashing 24 GB of weights would take minutes: hash configs plus each weight file's

@@ -1,8 +1,9 @@
 """The pytest plugin: options, the `h100` marker, fixtures, the case parametrization,
 machine checks in the header, and the report at the end of the session.
 
-GPU tests are marked `h100` and run only when selected (`pytest -m h100`); without
-a CUDA GPU they skip with the reason.
+Inert unless asked for: in a pytest session that neither selects the GPU suite (`-m h100`)
+nor passes a `--flux-*` option nor collects a flux case, it imports nothing heavy (no torch)
+and changes no environment variable, so installing flux-perf leaves other projects alone.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import shlex
 
 import pytest
 
-from .config import DEFAULT_REPORT_DIR, SuiteConfig
-from .scenarios import ScenarioError
-from .stacks import StackError
+from . import DEFAULT_REPORT_DIR
 
 MARKER = "h100"
 _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
 _ENV_KEY = pytest.StashKey["list"]()
+_NO_GPU_KEY = pytest.StashKey["str"]()
+_WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files already
+_PATHS_KEY = pytest.StashKey["dict"]()
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("flux-perf", "flux-perf: FLUX.1-Kontext performance regression suite")
     add = group.addoption
     add("--flux-model", default=None,
-        help="synthetic (default on a GPU), tiny, a local diffusers pipeline directory or a hub id "
+        help="synthetic (default on a GPU), tiny, a local diffusers pipeline directory or hub:OWNER/NAME "
              "(env FLUX_PERF_MODEL)")
     add("--flux-device", default="cuda", help="device for the GPU tests (default: cuda)")
     add("--flux-stacks", default=None,
@@ -34,25 +36,35 @@ def pytest_addoption(parser):
              "(default: bf16,compile,fp8,fast; `flux-perf stacks` lists them)")
     add("--flux-scenarios", default=None,
         help="comma-separated HxW@STEPS scenarios (default: the guide's four)")
-    add("--flux-rounds", type=int, default=5, help="timed rounds per test (default: 5)")
-    add("--flux-max-rounds", type=int, default=15,
-        help="cap on rounds when an inconclusive verdict asks for more (default: 15)")
+    add("--flux-rounds", type=int, default=8, help="timed rounds per test (default: 8)")
+    add("--flux-max-rounds", type=int, default=16,
+        help="cap on rounds when an inconclusive verdict asks for more (default: 16)")
     add("--flux-strict", action="store_true", help="an inconclusive latency verdict fails the test")
+    add("--flux-enforce-targets", action="store_true",
+        help="the guide's targets (budgets.toml [latency.targets]) fail the test when missed; "
+             "otherwise they are only reported")
+    add("--flux-allow-no-gpu", action="store_true",
+        help="under -m h100, a run in which no GPU case could run passes (by default it fails)")
     add("--flux-report-dir", default=DEFAULT_REPORT_DIR, help=f"report folder (default: {DEFAULT_REPORT_DIR})")
     add("--flux-baselines-dir", default=None, help="baseline store (default: <rootdir>/baselines)")
     add("--flux-update-baselines", action="store_true",
-        help="regenerate the bf16 reference images and recorded latencies (on purpose only)")
-    add("--flux-force-update", action="store_true", help="allow --flux-update-baselines under CI=true")
+        help="re-record the selected stacks' references and the bf16 images (on purpose only)")
+    add("--flux-force-update", action="store_true", help="allow --flux-update-baselines under CI")
     add("--flux-profile", default=None, metavar="SUBSTRING",
         help="record a torch.profiler trace (NVTX stage ranges) for cases whose id contains SUBSTRING")
     add("--flux-inject-slowdown", type=float, default=None, metavar="FRACTION",
-        help="test-only: add real extra GPU work worth FRACTION of each step's FLOPs to every stack")
+        help="test-only: add real extra GPU work worth FRACTION of each step's time to every stack")
     add("--flux-compile-cache", default=None, metavar="PATH",
         help="load torch.compile cache artifacts from PATH at start and save them there at the end")
 
 
 def _gpu_selected(config) -> bool:
-    return MARKER in (config.option.markexpr or "") and "not " + MARKER not in (config.option.markexpr or "")
+    markexpr = config.option.markexpr or ""
+    return MARKER in markexpr and "not " + MARKER not in markexpr
+
+
+def _flux_options_given(config) -> bool:
+    return any(arg.startswith("--flux-") for arg in config.invocation_params.args)
 
 
 def _rank() -> int:
@@ -65,30 +77,51 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
     )
+    if not (_gpu_selected(config) or _flux_options_given(config)):
+        return  # inert: flux_suite_config() builds the settings if a flux case is collected after all
     from .environment import apply_guide_environment
 
     # Before anything initialises CUDA: allocator settings are read once.
     config.stash[_ENV_KEY] = apply_guide_environment()
-    try:
-        config.stash[_CONFIG_KEY] = SuiteConfig.from_pytest(config)
-    except (StackError, ScenarioError, ValueError) as error:
-        raise pytest.UsageError(f"flux-perf: {error}") from None
+    suite = flux_suite_config(config)
+    if _gpu_selected(config):
+        from .config import ConfigError
+
+        try:
+            suite.check_destinations()  # before minutes of measuring, not after
+        except ConfigError as error:
+            raise pytest.UsageError(f"flux-perf: {error}") from None
+        _session(config)  # budgets, model source and GPU checked once: one usage error, not one per test
 
 
-def flux_suite_config(config) -> SuiteConfig:
-    return config.stash[_CONFIG_KEY]
+def flux_suite_config(config):
+    """The frozen settings of this run, built on first use; bad values are a usage error."""
+    suite = config.stash.get(_CONFIG_KEY, None)
+    if suite is None:
+        from .baselines import BaselineError
+        from .components import ComponentError
+        from .config import ConfigError, SuiteConfig
+        from .scenarios import ScenarioError
+
+        try:
+            suite = SuiteConfig.from_pytest(config)
+        except (ComponentError, ScenarioError, ConfigError, BaselineError, ValueError) as error:
+            raise pytest.UsageError(f"flux-perf: {error}") from None
+        config.stash[_CONFIG_KEY] = suite
+    return suite
 
 
 def _session(config, create: bool = True):
     session = config.stash.get(_SESSION_KEY, None)
     if session is None and create:
         from .budgets import BudgetsError
+        from .models import ModelSourceError
         from .session import FluxSession
 
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        capture = config.pluginmanager.get_plugin("capturemanager")
-
         def log(message: str) -> None:
+            # Looked up on each call: the session is made in pytest_configure, before the reporter.
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            capture = config.pluginmanager.get_plugin("capturemanager")
             if reporter is None or _rank() != 0:
                 return
             # Progress must reach the terminal while a test runs (compiles take minutes), so
@@ -98,11 +131,10 @@ def _session(config, create: bool = True):
 
         suite = flux_suite_config(config)
         try:
-            session = FluxSession(suite, log=log)
-        except BudgetsError as error:
+            session = FluxSession(suite, log=log, environment=config.stash.get(_ENV_KEY, None),
+                                  command=shlex.join(["python3", "-m", "pytest", *config.invocation_params.args]))
+        except (BudgetsError, ModelSourceError) as error:
             raise pytest.UsageError(f"flux-perf: {error}") from None
-        session.environment_report = config.stash[_ENV_KEY]
-        session.command = shlex.join(["python3", "-m", "pytest", *config.invocation_params.args])
         if suite.compile_cache:
             from . import compile_cache
 
@@ -142,9 +174,8 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("flux_case", cases, ids=[f"{s.name}-{c.id}" for s, c in cases])
 
 
-@pytest.fixture(scope="session")
-def flux_config(request) -> SuiteConfig:
-    return flux_suite_config(request.config)
+class MachineDisturbed(Exception):
+    """The timed rounds ran on a machine unlike the reference's; the code is not judged."""
 
 
 @pytest.fixture(scope="session")
@@ -164,13 +195,22 @@ def flux_result(flux_session, flux_case, request):
         pytest.skip(reason)
     benchmark = request.getfixturevalue("benchmark") if "benchmark" in request.fixturenames else None
     result = flux_session.case(stack, scenario, benchmark=benchmark)
-    if benchmark is not None:
-        from .report import case_record
-
-        record = case_record(flux_session, result)
-        record.pop("telemetry_samples", None)
-        benchmark.extra_info.update(record)
+    if benchmark is not None and (stack.name, scenario.id) in flux_session.records:
+        benchmark.extra_info.update(flux_session.records[(stack.name, scenario.id)].to_dict(samples=False))
     return result
+
+
+@pytest.fixture
+def flux_latency(flux_result):
+    """This case's latency verdict. A disturbed machine is an error of the run (pytest ERROR),
+    never a failure of the code."""
+    from .stats import Verdict
+
+    latency = flux_result.latency
+    if latency is not None and latency.verdict is Verdict.DISTURBED:
+        raise MachineDisturbed(f"{flux_result.id}: timed rounds disturbed, not judged: "
+                               f"{'; '.join(latency.disturbance)}. Re-run on a quiet GPU.")
+    return latency
 
 
 def pytest_report_header(config):
@@ -190,16 +230,24 @@ def pytest_report_header(config):
         )
     else:
         lines.append(f"flux-perf GPU telemetry unavailable: {nvml_unavailable_reason()}")
-    applied = [e["name"] for e in config.stash[_ENV_KEY] if e["status"] == "applied"]
+    applied = [e["name"] for e in config.stash.get(_ENV_KEY, []) if e["status"] == "applied"]
     lines.append(f"flux-perf environment applied: {', '.join(applied) or 'none'}")
     return lines
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
+    if _session(config, create=False) is None:
+        return
     from .telemetry import gpu_identity
 
     gpu = gpu_identity()
     machine_info["gpu"] = gpu.to_dict() if gpu else None
+
+
+def _write(flux, plots: bool) -> dict:
+    from .report import write_report
+
+    return write_report(flux.results(), flux.config.report_dir, plots=plots, log=flux.log)
 
 
 @pytest.hookimpl(trylast=True)
@@ -209,23 +257,25 @@ def pytest_runtest_teardown(item, nextitem):
     flux = _session(item.config, create=False)
     if flux is None or _rank() != 0:
         return
-    reported = (len(flux.cases), len(flux.skipped))
-    if reported == flux.reported_cases:  # nothing new since the last write (or nothing at all)
-        return
-    from .report import write_report
-
-    write_report(flux, flux.config.report_dir, plots=False)
-    flux.reported_cases = reported
+    written = (len(flux.records), len(flux.skipped))
+    if written != item.config.stash.get(_WRITTEN_KEY, (0, 0)):  # something new since the last write
+        _write(flux, plots=False)
+        item.config.stash[_WRITTEN_KEY] = written
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
-    if flux is None or not (flux.cases or flux.skipped) or _rank() != 0:
+    if flux is None:
         return
-    from .report import write_report
-
-    flux.report_paths = write_report(flux, flux.config.report_dir)
+    if _gpu_selected(session.config) and not flux.records and not session.config.getoption("flux_allow_no_gpu"):
+        reasons = sorted({s["reason"] for s in flux.skipped.values()}) or ["no GPU case was collected"]
+        session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not (flux.records or flux.skipped) or _rank() != 0:
+        return
+    session.config.stash[_PATHS_KEY] = _write(flux, plots=True)
     if flux.config.compile_cache:
         from . import compile_cache
 
@@ -234,11 +284,19 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     flux = _session(config, create=False)
-    if flux is None or not flux.report_paths:
+    if flux is None:
+        return
+    no_gpu = config.stash.get(_NO_GPU_KEY, None)
+    if no_gpu:
+        terminalreporter.section("flux-perf", red=True)
+        terminalreporter.write_line(f"FAILED: -m {MARKER} ran no GPU case ({no_gpu}). A gate that measured "
+                                    "nothing must not pass; --flux-allow-no-gpu accepts it.", red=True)
+    paths = config.stash.get(_PATHS_KEY, None)
+    if not paths:
         return
     terminalreporter.section("flux-perf")
-    for line in flux.report_paths["summary"].read_text().splitlines():
+    for line in paths["summary"].read_text().splitlines():
         terminalreporter.write_line(line)
     for message in flux.baseline_updates:
-        terminalreporter.write_line(f"baseline updated: {message}")
-    terminalreporter.write_line(f"report: {', '.join(str(p) for p in flux.report_paths.values())}")
+        terminalreporter.write_line(f"reference updated: {message}")
+    terminalreporter.write_line(f"report: {', '.join(str(p) for p in paths.values())}")

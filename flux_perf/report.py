@@ -1,89 +1,18 @@
-"""Reports of a run: results.json (every figure), summary.md (one table), PNG plots."""
+"""Reports of a run: results.json (every figure), summary.md (one table, the targets, what
+could not run), PNG plots; and the component tables merged from several runs."""
 
 from __future__ import annotations
 
-import json
 import math
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import read_results
-from .distributed import world_size
+from .records import CaseRecord, RunResults, read_results, write_results
 from .stacks import BASELINE
 
 FP8_TAG = "fp8"
-
-
-def case_record(session, result) -> dict:
-    """Everything measured for one (stack, scenario), JSON-serialisable."""
-    record = {
-        "id": result.id,
-        "stack": result.stack.name,
-        "stack_key": result.stack.key,
-        "components": result.stack.describe(),
-        "lossless": result.stack.lossless,
-        "scenario": result.scenario.to_dict(),
-        "effective_scenario": result.effective.to_dict() if result.effective else None,
-        "model": session.source.label,
-        "fingerprint": session.source.fingerprint(),
-        "gpu": session.gpu_name,
-        "device": session.config.device,
-        "injected_slowdown": session.config.inject_slowdown,
-        "world_size": world_size(),
-        "error": result.error,
-        "build_s": result.build_s,
-        "apply_s": result.apply_s,
-    }
-    timed = result.timed
-    if timed is None:
-        return record
-    wall = timed.wall
-    denoise_s = timed.stage_summary("denoise").median
-    steps = result.effective.steps
-    record.update({
-        "first_call_s": timed.first_call_s,
-        "compile_s": timed.compile_s,
-        "warmup_wall_s": timed.warmup_wall_s,
-        "rounds": wall.n,
-        "attempts": timed.attempts,
-        "wall_s": wall.to_dict(),
-        "wall_samples_s": [r.wall_ms / 1000.0 for r in timed.rounds],
-        "stages_ms": {
-            "encode": timed.stage_summary("encode").median * 1000,
-            "denoise": denoise_s * 1000,
-            "decode": timed.stage_summary("decode").median * 1000,
-            "total_device": timed.stage_summary("total").median * 1000,
-            "step_median": timed.median_step_ms,
-        },
-        "rounds_detail": [r.to_dict() for r in timed.rounds],
-        "deterministic": timed.deterministic,
-        "peak_memory_gib": timed.peak_memory_gib,
-        "latency": result.latency.to_dict() if result.latency else None,
-        "fidelity": result.fidelity.to_dict() if result.fidelity else None,
-        "component_reports": result.components,
-        "notes": timed.notes,
-        "profile_trace": result.profile_trace,
-    })
-    if timed.telemetry is not None:
-        record["telemetry"] = timed.telemetry.summary()
-        record["telemetry_samples"] = [s.__dict__ for s in timed.telemetry.samples]
-        record["energy_per_image_j"] = timed.telemetry.energy_per_image_j(wall.n)
-        record["flags"] = timed.telemetry.flags()
-    if result.flops_per_step:
-        achieved = steps * result.flops_per_step["total"] / denoise_s / 1e12
-        peaks = session.peaks()
-        record["flops_per_step"] = result.flops_per_step
-        record["transformer_tflops"] = achieved
-        record["pct_bf16_peak"] = 100 * achieved / peaks.bf16_tflops if peaks.bf16_tflops else None
-        record["pct_fp8_peak"] = 100 * achieved / peaks.fp8_tflops if peaks.fp8_tflops else None
-    return record
-
-
-def add_speedups(records: list[dict]) -> None:
-    baseline = {r["scenario"]["id"]: r for r in records if r["stack"] == BASELINE and "wall_s" in r}
-    for record in records:
-        reference = baseline.get(record["scenario"]["id"])
-        if reference and "wall_s" in record:
-            record["speedup_vs_bf16"] = reference["wall_s"]["median"] / record["wall_s"]["median"]
+PLOTS = ("latency.png", "telemetry.png")
 
 
 def _fmt(value, spec: str, missing: str = "-") -> str:
@@ -92,105 +21,151 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return format(value, spec)
 
 
-def verdict_text(record: dict) -> str:
-    if record.get("error"):
+def _bf16_reference(records: list[CaseRecord]) -> dict[tuple, CaseRecord]:
+    """(gpu, weights, scenario) -> the bf16 eager record (the first one of several runs):
+    a speed-up is only ever against bf16 on the same GPU and weights."""
+    reference: dict = {}
+    for r in records:
+        if r.stack == BASELINE and r.timed:
+            reference.setdefault((r.gpu, r.fingerprint, r.scenario_id), r)
+    return reference
+
+
+def add_speedups(records: list[CaseRecord]) -> None:
+    reference = _bf16_reference(records)
+    for record in records:
+        base = reference.get((record.gpu, record.fingerprint, record.scenario_id))
+        record.speedup_vs_bf16 = base.median_s / record.median_s if base and record.timed else None
+
+
+def verdict_text(record: CaseRecord) -> str:
+    if record.error:
         return "ERROR"
-    latency = (record.get("latency") or {})
+    latency = record.latency or {}
     verdict = latency.get("verdict", "-")
-    return verdict.upper() if latency.get("failed") else verdict
+    return verdict.upper() if latency.get("failed") or verdict == "disturbed" else verdict
 
 
-def summary_markdown(records: list[dict], machine: dict, skipped: list[dict] = ()) -> str:
-    gpu = machine.get("gpu_name") or "CPU"
+def _ssim_text(record: CaseRecord) -> str:
+    fidelity = record.fidelity or {}
+    verdict = fidelity.get("verdict")
+    if verdict == "fail":
+        return f"**{_fmt(fidelity.get('ssim'), '.4f')} < {fidelity.get('floor')}**"
+    if verdict == "error":
+        return "no baseline" if "no baseline" in (fidelity.get("message") or "") else "error"
+    if verdict == "updated":
+        return "updated"
+    return _fmt(fidelity.get("ssim"), ".4f")
+
+
+def _flags(record: CaseRecord) -> list[str]:
+    flags = list(record.flags)
+    if record.deterministic is False:
+        flags.append("nondeterministic")
+    if record.injected_slowdown:
+        flags.append(f"injected slowdown {record.injected_slowdown:g}")
+    stale = (record.latency or {}).get("stale") or []
+    if stale:
+        flags.append("stale reference: " + "; ".join(stale))
+    return flags
+
+
+def summary_markdown(results: RunResults) -> str:
+    machine = results.machine
+    software = machine.get("software") or {}
+    model = machine.get("model") or {}
     peaks = machine.get("matmul_peaks") or {}
     lines = [
         "# flux-perf summary",
         "",
-        f"GPU: **{gpu}** · model: `{machine['model']['source']}` ({machine['model']['fingerprint']}) · "
-        f"torch {machine['software']['torch']} · diffusers {machine['software'].get('diffusers')} · "
+        f"GPU: **{machine.get('gpu_name') or 'CPU'}** · model: `{model.get('source')}` ({model.get('fingerprint')}) · "
+        f"torch {software.get('torch')} · diffusers {software.get('diffusers')} · "
         f"commit `{(machine.get('commit') or 'unknown')[:12]}`",
     ]
+    if results.interrupted:
+        lines += ["", f"**Run interrupted**: {results.interrupted}. The cases below are those that finished."]
     if peaks.get("bf16_tflops"):
         lines.append(f"Measured matmul ceilings: bf16 {peaks['bf16_tflops']} TFLOP/s, fp8 {peaks['fp8_tflops']} TFLOP/s.")
     lines += [
         "",
-        "| scenario | stack | median s (95% CI) | budget s | verdict | vs bf16 | SSIM | J/image | SM MHz | TFLOP/s (% peak) | compile s | flags |",
+        "| scenario | stack | median s (95% CI) | budget s | verdict | vs bf16 | SSIM | J/image | SM MHz "
+        "| TFLOP/s (% peak) | compile s | flags |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in records:
-        scenario = r["scenario"]["id"]
-        if r.get("error"):
-            lines.append(f"| {scenario} | {r['stack']} | - | - | ERROR | - | - | - | - | - | - | {r['error'][:80]} |")
+    for r in results.records:
+        if r.error:
+            lines.append(f"| {r.scenario_id} | {r.stack} | - | - | ERROR | - | - | - | - | - | - | {r.error[:80]} |")
             continue
-        if "wall_s" not in r:
+        if not r.timed:
             continue
-        wall = r["wall_s"]
-        budget = ((r.get("latency") or {}).get("budget") or {})
-        fidelity = r.get("fidelity") or {}
-        ssim = _fmt(fidelity.get("ssim"), ".4f")
-        if fidelity.get("verdict") == "fail":
-            ssim = f"**{ssim} < {fidelity.get('floor')}**"
-        elif fidelity.get("verdict") == "error":
-            ssim = "no baseline" if "no baseline" in (fidelity.get("message") or "") else "error"
-        elif fidelity.get("verdict") == "updated":
-            ssim = "updated"
-        peak = r.get("pct_fp8_peak") if FP8_TAG in r["stack_key"] else r.get("pct_bf16_peak")
-        sm_clock = ((r.get("telemetry") or {}).get("sm_clock_mhz") or {}).get("median")
-        flags = list(r.get("flags") or [])
-        if not r.get("deterministic", True):
-            flags.append("nondeterministic")
-        if r.get("injected_slowdown"):
-            flags.append(f"injected slowdown {r['injected_slowdown']:g}")
+        wall = r.wall_s
+        budget = (r.latency or {}).get("budget") or {}
+        peak = r.pct_fp8_peak if FP8_TAG in r.stack_key else r.pct_bf16_peak
         lines.append(
-            f"| {scenario} | {r['stack']} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
-            f"| {_fmt(budget.get('seconds'), '.3f')} | {verdict_text(r)} | {_fmt(r.get('speedup_vs_bf16'), '.2f')}x "
-            f"| {ssim} | {_fmt(r.get('energy_per_image_j'), '.0f')} | {_fmt(sm_clock, '.0f')} "
-            f"| {_fmt(r.get('transformer_tflops'), '.0f')} ({_fmt(peak, '.0f')}%) | {_fmt(r.get('compile_s'), '.1f')} "
-            f"| {', '.join(flags) or '-'} |"
+            f"| {r.scenario_id} | {r.stack} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
+            f"| {_fmt(budget.get('seconds'), '.3f')} | {verdict_text(r)} | {_fmt(r.speedup_vs_bf16, '.2f')}x "
+            f"| {_ssim_text(r)} | {_fmt(r.energy_per_image_j, '.0f')} | {_fmt(r.sm_clock_mhz, '.0f')} "
+            f"| {_fmt(r.transformer_tflops, '.0f')} ({_fmt(peak, '.0f')}%) | {_fmt(r.compile_s, '.1f')} "
+            f"| {', '.join(_flags(r)) or '-'} |"
         )
     lines += ["", "Latency: end-to-end wall time of one edit (reference encode + denoising + decode), median of the "
-              "timed rounds with the order-statistic 95% interval; `inconclusive` means the interval straddles the "
-              "budget. TFLOP/s: transformer FLOPs / denoising time, % of the measured matmul ceiling "
-              "(fp8 for FP8 stacks)."]
-    if skipped:
-        lines += ["", "## Not run on this machine", "", skipped_table(skipped).rstrip("\n")]
+              "timed rounds with its distribution-free interval. The gate is no regression against the stack's own "
+              "recorded reference on this GPU model, plus the absolute budgets of budgets.toml; `inconclusive`: the "
+              "interval straddles the budget; `DISTURBED`: slow on a machine unlike the reference's (see the test's "
+              "error for the process or clock), re-run it. TFLOP/s: transformer FLOPs / denoising time, % of the "
+              "measured matmul ceiling (fp8 for FP8 stacks)."]
+    disturbed = [r for r in results.records if (r.latency or {}).get("disturbance")]
+    if disturbed:
+        lines += ["", "## Disturbed (not judged)", ""]
+        lines += [f"- {r.id}: {'; '.join(r.latency['disturbance'])}" for r in disturbed]
+    targets = [r for r in results.records if r.target]
+    if targets:
+        lines += ["", "## Targets (the guide's table; reported, not a gate)", "",
+                  "| scenario | stack | target s | median s | met | gap s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.scenario_id} | {r.stack} | {r.target['seconds']:.2f} | {r.median_s:.3f} "
+                  f"| {'yes' if r.target['met'] else 'no'} | {r.target['gap_s']:+.3f} |" for r in targets]
+    if results.skipped:
+        lines += ["", "## Not run on this machine", "", skipped_table(results.skipped).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
-def plot_latency(records: list[dict], path: Path) -> Path | None:
+def plot_latency(records: list[CaseRecord], path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in records if "wall_s" in r]
+    rows = [r for r in records if r.timed]
     if not rows:
         return None
-    scenarios = list(dict.fromkeys(r["scenario"]["id"] for r in rows))
-    stacks = list(dict.fromkeys(r["stack"] for r in rows))
+    scenarios = list(dict.fromkeys(r.scenario_id for r in rows))
+    stacks = list(dict.fromkeys(r.stack for r in rows))
     width = 0.8 / len(stacks)
     figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(scenarios) * max(1, len(stacks) / 2)), 4.2),
                                 constrained_layout=True)
     colours = plt.get_cmap("tab10")
+    by_case = {(r.stack, r.scenario_id): r for r in rows}
     for j, stack in enumerate(stacks):
         for i, scenario in enumerate(scenarios):
-            match = [r for r in rows if r["stack"] == stack and r["scenario"]["id"] == scenario]
-            if not match:
+            r = by_case.get((stack, scenario))
+            if r is None:
                 continue
-            r = match[0]
             x = i - 0.4 + width * (j + 0.5)
-            wall = r["wall_s"]
-            failed = (r.get("latency") or {}).get("failed")
+            wall = r.wall_s
+            failed = (r.latency or {}).get("failed")
             axis.bar(x, wall["median"], width * 0.9, color=colours(j), label=stack if i == 0 else None,
                      edgecolor="red" if failed else "none", linewidth=2)
             axis.errorbar(x, wall["median"], yerr=[[wall["median"] - wall["ci_low"]], [wall["ci_high"] - wall["median"]]],
                           color="black", capsize=2, linewidth=1)
-            budget = ((r.get("latency") or {}).get("budget") or {}).get("seconds")
+            budget = ((r.latency or {}).get("budget") or {}).get("seconds")
             if budget:
                 axis.hlines(budget, x - width / 2, x + width / 2, colors="black", linestyles="--", linewidth=1.5)
+            if r.target:
+                axis.plot(x, r.target["seconds"], marker="v", color="green", markersize=6)
     axis.set_xticks(range(len(scenarios)), scenarios)
     axis.set_ylabel("end-to-end latency (s)")
-    axis.set_title("Latency per scenario and stack (bars: median, whiskers: 95% CI, dashes: budget)")
+    axis.set_title("Latency per scenario and stack (bars: median, whiskers: 95% CI, dashes: budget, "
+                   "green: target)", fontsize=9)
     axis.legend(fontsize=8, ncols=min(4, len(stacks)))
     axis.grid(axis="y", alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,26 +174,26 @@ def plot_latency(records: list[dict], path: Path) -> Path | None:
     return path
 
 
-def plot_telemetry(records: list[dict], path: Path) -> Path | None:
+def plot_telemetry(records: list[CaseRecord], path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in records if r.get("telemetry_samples")]
+    rows = [r for r in records if r.telemetry_samples]
     if not rows:
         return None
     figure, axes = plt.subplots(3, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
     offset = 0.0
     for r in rows:
-        samples = r["telemetry_samples"]
+        samples = r.telemetry_samples
         t = [offset + s["t_s"] for s in samples]
-        for axis, field, colour in ((axes[0], "power_w", "tab:red"), (axes[1], "sm_clock_mhz", "tab:blue"),
-                                    (axes[2], "temperature_c", "tab:orange")):
-            axis.plot(t, [s[field] if s[field] is not None else math.nan for s in samples], color=colour, linewidth=1)
+        for axis, name, colour in ((axes[0], "power_w", "tab:red"), (axes[1], "sm_clock_mhz", "tab:blue"),
+                                   (axes[2], "temperature_c", "tab:orange")):
+            axis.plot(t, [s[name] if s[name] is not None else math.nan for s in samples], color=colour, linewidth=1)
         for axis in axes:
             axis.axvline(offset, color="grey", linewidth=0.5)
-        axes[0].annotate(r["id"], (offset, 1.0), xycoords=("data", "axes fraction"), fontsize=6, rotation=30,
+        axes[0].annotate(r.id, (offset, 1.0), xycoords=("data", "axes fraction"), fontsize=6, rotation=30,
                          va="bottom")
         offset = t[-1] if t else offset
     axes[0].set_ylabel("power (W)")
@@ -231,41 +206,42 @@ def plot_telemetry(records: list[dict], path: Path) -> Path | None:
     return path
 
 
-def write_report(session, folder: Path, plots: bool = True) -> dict:
-    """Write results.json, summary.md and (unless `plots` is False) the plots; return the paths."""
+def write_report(results: RunResults, folder: Path, plots: bool = True, log=lambda _: None) -> dict:
+    """Write results.json first (the measurements), then summary.md and, unless `plots` is False,
+    the plots; return the paths. A plot that cannot be drawn is logged, never fatal; a plot not
+    drawn now is removed, so no picture of an older run sits beside these results."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    records = [case_record(session, result) for result in session.cases.values()]
-    add_speedups(records)
-    machine = session.machine_info()
-    payload = {"flux_perf_results": 1, "started": session.started, "command": session.command, "machine": machine,
-               "environment": session.environment_report,
-               "baseline_updates": session.baseline_updates, "records": records,
-               "skipped": list(session.skipped.values())}
-    written = {"results": folder / "results.json", "summary": folder / "summary.md"}
-    written["results"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    written["summary"].write_text(summary_markdown(records, machine, payload["skipped"]))
-    for name, plotter in (("latency_plot", plot_latency), ("telemetry_plot", plot_telemetry)) if plots else ():
-        path = plotter(records, folder / f"{name.replace('_plot', '')}.png")
-        if path:
-            written[name] = path
+    add_speedups(results.records)
+    written = {"results": write_results(results, folder / "results.json")}
+    written["summary"] = folder / "summary.md"
+    written["summary"].write_text(summary_markdown(results))
+    for name, plotter in (("latency", plot_latency), ("telemetry", plot_telemetry)):
+        path = folder / f"{name}.png"
+        path.unlink(missing_ok=True)
+        if not plots:
+            continue
+        try:
+            if plotter(results.records, path):
+                written[f"{name}_plot"] = path
+        except Exception as error:  # noqa: BLE001 - a picture must never cost the measurements
+            log(f"could not draw {path}: {''.join(traceback.format_exception_only(error)).strip()}")
     return written
 
 
-def load_records(paths) -> list[dict]:
-    """Records of several results.json files, each tagged with its file stem and machine ceilings."""
-    records = []
+# -- tables merged from several runs --------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    name: str  # the file's folder or stem, to tell runs apart in a table
+    results: RunResults
+
+
+def load_runs(paths) -> list[Run]:
+    runs = []
     for path in paths:
-        payload = read_results(path)
-        for record in payload["records"]:
-            record = dict(record, run=Path(path).stem, matmul_peaks=payload["machine"].get("matmul_peaks") or {})
-            records.append(record)
-    return records
-
-
-def load_skipped(paths) -> list[dict]:
-    """The (stack, scenario) pairs several results.json files could not run, each with its file stem."""
-    return [dict(entry, run=Path(path).stem) for path in paths for entry in read_results(path).get("skipped", [])]
+        path = Path(path)
+        name = path.parent.name if path.name == "results.json" else (path.name if path.is_dir() else path.stem)
+        runs.append(Run(name, read_results(path)))
+    return runs
 
 
 def skipped_table(skipped: list[dict]) -> str:
@@ -276,77 +252,70 @@ def skipped_table(skipped: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bf16_reference(records: list[dict]) -> dict:
-    reference: dict = {}
-    for r in records:
-        if r["stack"] == BASELINE and "wall_s" in r:
-            reference.setdefault(r["scenario"]["id"], r)
-    return reference
+def _rows(runs: list[Run], keep) -> list[tuple[Run, CaseRecord]]:
+    rows = [(run, r) for run in runs for r in run.results.records if r.timed and keep(r.stack, r.scenario_id)]
+    add_speedups([r for _, r in rows])
+    return sorted(rows, key=lambda row: (row[1].gpu or "", row[1].fingerprint, row[1].scenario_id, row[1].median_s))
 
 
-def _ceilings(records: list[dict]) -> tuple[float | None, float | None]:
-    """The best matmul ceilings measured in any of the runs."""
-    bf16 = [r["matmul_peaks"].get("bf16_tflops") for r in records if r["matmul_peaks"].get("bf16_tflops")]
-    fp8 = [r["matmul_peaks"].get("fp8_tflops") for r in records if r["matmul_peaks"].get("fp8_tflops")]
-    return (max(bf16) if bf16 else None, max(fp8) if fp8 else None)
+def _machine_label(record: CaseRecord) -> str:
+    return f"{record.gpu or 'CPU'} / {record.fingerprint}"
 
 
-def _ssim(record: dict) -> float | None:
-    fidelity = record.get("fidelity") or {}
-    return 1.0 if fidelity.get("verdict") == "updated" else fidelity.get("ssim")  # "updated": the reference itself
+def component_rows(runs: list[Run], keep=lambda stack, scenario: True) -> list[dict]:
+    """Per stack and scenario: latency, per-step time, speed-up over bf16 eager of the same GPU
+    and weights, compile time, peak memory, SSIM against the bf16 baseline."""
+    return [{
+        "machine": _machine_label(r), "scenario": r.scenario_id, "stack": r.stack, "components": r.components,
+        "latency_s": r.median_s, "ci_low_s": r.wall_s["ci_low"], "ci_high_s": r.wall_s["ci_high"],
+        "step_ms": r.step_ms, "speedup_vs_bf16": r.speedup_vs_bf16, "compile_s": r.compile_s,
+        "peak_memory_gib": r.peak_memory_gib, "ssim_vs_bf16": r.ssim, "run": run.name,
+    } for run, r in _rows(runs, keep)]
 
 
-def component_rows(records: list[dict]) -> list[dict]:
-    """Per stack and scenario: latency, per-step time, speed-up over bf16 eager, compile time,
-    peak memory, SSIM against the bf16 baseline (fastest first within a scenario)."""
-    reference = _bf16_reference(records)
-    rows = []
-    for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
-        scenario, base = r["scenario"]["id"], reference.get(r["scenario"]["id"])
-        rows.append({
-            "scenario": scenario, "stack": r["stack"], "components": r["components"],
-            "latency_s": r["wall_s"]["median"], "ci_low_s": r["wall_s"]["ci_low"], "ci_high_s": r["wall_s"]["ci_high"],
-            "step_ms": r["stages_ms"]["step_median"],
-            "speedup_vs_bf16": base["wall_s"]["median"] / r["wall_s"]["median"] if base else None,
-            "compile_s": r.get("compile_s"), "peak_memory_gib": r.get("peak_memory_gib"),
-            "ssim_vs_bf16": _ssim(r), "run": r["run"],
-        })
-    return rows
-
-
-def component_table(records: list[dict]) -> str:
-    lines = ["| scenario | stack | components | latency s (95% CI) | step ms | vs bf16 eager | compile s "
-             "| peak GiB | SSIM vs bf16 | run |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in component_rows(records):
+def component_table(runs: list[Run], keep=lambda stack, scenario: True) -> str:
+    rows = component_rows(runs, keep)
+    mixed = len({row["machine"] for row in rows}) > 1
+    head = "| machine " if mixed else ""
+    lines = [f"{head}| scenario | stack | components | latency s (95% CI) | step ms | vs bf16 eager | compile s "
+             "| peak GiB | SSIM vs bf16 | run |", "|---" * (10 + mixed) + "|"]
+    for row in rows:
         lines.append(
-            f"| {row['scenario']} | {row['stack']} | {row['components']} | {row['latency_s']:.3f} ({row['ci_low_s']:.3f}-"
-            f"{row['ci_high_s']:.3f}) | {row['step_ms']:.1f} | {_fmt(row['speedup_vs_bf16'], '.2f')}x "
-            f"| {_fmt(row['compile_s'], '.1f')} | {_fmt(row['peak_memory_gib'], '.1f')} | {_fmt(row['ssim_vs_bf16'], '.4f')} "
-            f"| {row['run']} |"
+            (f"| {row['machine']} " if mixed else "")
+            + f"| {row['scenario']} | {row['stack']} | {row['components']} | {row['latency_s']:.3f} "
+            f"({row['ci_low_s']:.3f}-{row['ci_high_s']:.3f}) | {row['step_ms']:.1f} | "
+            f"{_fmt(row['speedup_vs_bf16'], '.2f')}x | {_fmt(row['compile_s'], '.1f')} "
+            f"| {_fmt(row['peak_memory_gib'], '.1f')} | {_fmt(row['ssim_vs_bf16'], '.4f')} | {row['run']} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def physics_table(records: list[dict]) -> str:
+def physics_table(runs: list[Run], keep=lambda stack, scenario: True) -> str:
     """Per stack and scenario: latency, SSIM, achieved transformer TFLOP/s, and how close each
     step came to its floor: linear FLOPs at the fp8 ceiling (FP8 stacks) or the bf16 one,
-    attention FLOPs at the bf16 ceiling, using the best ceilings measured across the runs."""
-    bf16_peak, fp8_peak = _ceilings(records)
-    lines = [f"Ceilings: best measured bf16 {bf16_peak} TFLOP/s, fp8 {fp8_peak} TFLOP/s (8192^3 matmul, sustained).", "",
+    attention FLOPs at the bf16 ceiling, using the best ceilings measured on that GPU."""
+    ceilings: dict = {}
+    for run in runs:
+        peaks = run.results.machine.get("matmul_peaks") or {}
+        best = ceilings.setdefault(run.results.gpu, [None, None])
+        for i, name in enumerate(("bf16_tflops", "fp8_tflops")):
+            if peaks.get(name):
+                best[i] = max(best[i] or 0, peaks[name])
+    lines = ["Ceilings (best measured per GPU, 8192^3 matmul, sustained): "
+             + "; ".join(f"{gpu or 'CPU'}: bf16 {b} TFLOP/s, fp8 {f} TFLOP/s" for gpu, (b, f) in ceilings.items()), "",
              "| scenario | stack | latency s | step ms | floor ms/step | % of floor | transformer TFLOP/s "
              "| % bf16 ceiling | SSIM vs bf16 | run |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted((r for r in records if "wall_s" in r), key=lambda r: (r["scenario"]["id"], r["wall_s"]["median"])):
-        tflops, flops = r.get("transformer_tflops"), r.get("flops_per_step") or {}
+    for run, r in _rows(runs, keep):
+        bf16_peak, fp8_peak = ceilings.get(r.gpu, (None, None))
+        flops, tflops = r.flops_per_step or {}, r.transformer_tflops
         floor_ms = None
         if flops and bf16_peak:
-            linear_peak = fp8_peak if FP8_TAG in r["stack_key"] and fp8_peak else bf16_peak
+            linear_peak = fp8_peak if FP8_TAG in r.stack_key and fp8_peak else bf16_peak
             floor_ms = (flops["linear"] / linear_peak + flops["attention"] / bf16_peak) / 1e9
-        step = r["stages_ms"]["step_median"]
-        ssim = _ssim(r)
         lines.append(
-            f"| {r['scenario']['id']} | {r['stack']} | {r['wall_s']['median']:.3f} | {step:.1f} | {_fmt(floor_ms, '.1f')} "
-            f"| {_fmt(100 * floor_ms / step if floor_ms else None, '.0f')} | {_fmt(tflops, '.0f')} "
-            f"| {_fmt(100 * tflops / bf16_peak if tflops and bf16_peak else None, '.0f')} | {_fmt(ssim, '.4f')} "
-            f"| {r['run']} |"
+            f"| {r.scenario_id} | {r.stack} | {r.median_s:.3f} | {r.step_ms:.1f} | {_fmt(floor_ms, '.1f')} "
+            f"| {_fmt(100 * floor_ms / r.step_ms if floor_ms else None, '.0f')} | {_fmt(tflops, '.0f')} "
+            f"| {_fmt(100 * tflops / bf16_peak if tflops and bf16_peak else None, '.0f')} | {_fmt(r.ssim, '.4f')} "
+            f"| {run.name} |"
         )
     return "\n".join(lines) + "\n"

@@ -101,4 +101,19 @@ def parse_scenarios(text: str | None) -> tuple[Scenario, ...]:
     """Comma-separated scenarios; empty or None gives the four built-in ones."""
     if not text:
         return BUILTIN
-    return tuple(parse_scenario(part) for part in text.split(",") if part.strip())
+    scenarios = tuple(parse_scenario(part) for part in text.split(",") if part.strip())
+    if not scenarios:
+        raise ScenarioError(f"no scenario in {text!r}: write HEIGHTxWIDTH@STEPS, e.g. 512x512@6,1024x1024@8")
+    return scenarios
+
+
+_RESOLUTION = re.compile(r"^(?P<h>\d+)(?:x(?P<w>\d+))?$")
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`N` or `HxW` (the sizes are checked when the scenario is made)."""
+    match = _RESOLUTION.match(str(text).strip())
+    if not match:
+        raise ScenarioError(f"cannot read resolution {text!r}: write N or HEIGHTxWIDTH, e.g. 512 or 768x1024")
+    height = int(match["h"])
+    return height, int(match["w"]) if match["w"] else height

@@ -1,203 +1,104 @@
-"""A measuring session: builds each stack's pipeline (one at a time), measures every
-(stack, scenario) case once, and judges latency and fidelity. Used by the pytest plugin
-and the command line alike. One failing stack never takes the session down."""
+"""A measuring session: orchestration only. For each (stack, scenario) it asks the case runner
+to measure, the judges for verdicts, the references module to record (on purpose only), and
+keeps one typed record per case for the report. One failing stack never takes the session down.
+
+    options -> SuiteConfig -> FluxSession.case -> CaseRunner (measure, telemetry)
+            -> judges (latency, fidelity, target) -> CaseRecord -> report / references
+"""
 
 from __future__ import annotations
 
-import gc
-import platform
-import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 
-from . import distributed
-from .baselines import BaselineError, BaselineKey, BaselineStore
+from . import distributed, references
+from .baselines import BaselineError, BaselineKey, BaselineStore, latency_stale_reasons
 from .budgets import LatencyBudget, load_budgets
-from .components import Capabilities
 from .config import SuiteConfig
 from .fidelity import compare_images, write_side_by_side
-from .flops import MatmulPeaks, measure_matmul_peaks, scenario_tokens, step_flops_breakdown
-from .generate import generate
-from .measure import Timed, measure
+from .judges import (FidelityResult, LatencyResult, describe_disturbance, judge_fidelity, judge_latency,
+                     judge_target)
+from .machine import Machine
 from .models import resolve_model_source
-from .pipeline import FluxModel, load_model
-from .provenance import git_commit, now_iso, software_versions
+from .provenance import now_iso
+from .records import CaseRecord, RunResults
+from .runner import CaseRunner, Measured, with_injection
 from .scenarios import Scenario
-from .stacks import BASELINE, Stack, parse_stack
-from .stats import Verdict, latency_verdict, summarize
-from .telemetry import gpu_identity, nvml_unavailable_reason
+from .stacks import BASELINE, Stack
+from .stats import Verdict
 
-
-@dataclass
-class LatencyResult:
-    budget: LatencyBudget | None
-    verdict: Verdict
-    strict: bool
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict is Verdict.FAIL or (self.strict and self.verdict is Verdict.INCONCLUSIVE)
-
-    def to_dict(self) -> dict:
-        return {"budget": self.budget.to_dict() if self.budget else None, "verdict": self.verdict.value,
-                "strict": self.strict, "failed": self.failed}
-
-
-@dataclass
-class FidelityResult:
-    verdict: str  # "pass" | "fail" | "error" | "updated"
-    ssim: float | None = None
-    psnr: float | None = None
-    floor: float | None = None
-    floor_source: str | None = None
-    baseline: str | None = None
-    evidence: str | None = None  # side-by-side PNG written on failure
-    message: str | None = None
-    stale: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+# When several budgets judge one case, the verdict that decides (the first of these found).
+_DECISIVE = (Verdict.FAIL, Verdict.DISTURBED, Verdict.INCONCLUSIVE, Verdict.PASS, Verdict.NO_BUDGET)
 
 
 @dataclass
 class CaseResult:
     stack: Stack
     scenario: Scenario
-    effective: Scenario | None = None
-    timed: Timed | None = None
+    measured: Measured | None = None
     error: str | None = None
-    build_s: float | None = None
-    apply_s: float | None = None
-    flops_per_step: dict | None = None
     latency: LatencyResult | None = None
     fidelity: FidelityResult | None = None
-    components: dict = field(default_factory=dict)
+    target: dict | None = None
     profile_trace: str | None = None
 
     @property
     def id(self) -> str:
         return f"{self.stack.name}-{self.scenario.id}"
 
+    @property
+    def timed(self):
+        return self.measured.timed if self.measured else None
+
 
 class FluxSession:
-    def __init__(self, config: SuiteConfig, log: Callable[[str], None] = print):
+    def __init__(self, config: SuiteConfig, log: Callable[[str], None] = print, *,
+                 environment: list[dict] | None = None, command: str | None = None):
         # Under torchrun each rank measures on its own GPU (cuda:LOCAL_RANK).
         config = replace(config, device=distributed.init_if_launched(config.device))
         self.config = config
         self.log = log
-        self.cuda = torch.device(config.device).type == "cuda"
-        self.source = resolve_model_source(config.model, config.device)
+        source = resolve_model_source(config.model, config.device)
+        self.machine = Machine.detect(config.device, source)
         self.budgets = load_budgets(config.budgets_path)
+        self.budgets.check_gpu(self.machine.gpu_name)
         self.store = BaselineStore(config.baselines_dir)
-        self.gpu = gpu_identity(torch.device(config.device).index or 0) if self.cuda else None
-        self.caps = Capabilities.detect(config.device)
+        self.runner = CaseRunner(source, config.device, inject_slowdown=config.inject_slowdown, log=log)
         self.cases: dict[tuple[str, str], CaseResult] = {}
+        self.records: dict[tuple[str, str], CaseRecord] = {}
         # (stack, scenario) -> why it cannot run on this machine; reported beside the results.
         self.skipped: dict[tuple[str, str], dict] = {}
         self.baseline_updates: list[str] = []
-        self._loaded: tuple[str, FluxModel, Stack, float] | None = None
-        self._peaks: MatmulPeaks | None = None
         self.started = now_iso()
-        # Filled in by whoever drives the session (the pytest plugin): for the report.
-        self.environment_report: list[dict] | None = None
-        self.report_paths: dict | None = None
-        self.command: str | None = None  # how this run was started, recorded in results.json
-        self.reported_cases = (0, 0)  # (measured, skipped) already written
+        self.environment_report = environment  # what the guide's environment settings did
+        self.command = command  # how this run was started, recorded in results.json
+        self.interrupted: str | None = None
 
-    # -- identity -------------------------------------------------------------
-    @property
-    def gpu_name(self) -> str | None:
-        if self.gpu:
-            return self.gpu.name
-        return torch.cuda.get_device_name() if self.cuda and torch.cuda.is_available() else None
-
-    @property
-    def machine_slug(self) -> str:
-        if self.gpu:
-            return self.gpu.slug
-        if self.gpu_name:
-            return "".join(c if c.isalnum() else "-" for c in self.gpu_name.lower()).strip("-")
-        return f"cpu-{platform.machine().lower()}"
-
-    def machine_info(self) -> dict:
-        return {
-            "gpu": self.gpu.to_dict() if self.gpu else None,
-            "gpu_name": self.gpu_name,
-            "nvml": nvml_unavailable_reason() or "available",
-            "device": self.config.device,
-            "software": software_versions(),
-            "commit": git_commit(),
-            "model": {"source": self.source.label, "kind": self.source.kind,
-                      "fingerprint": self.source.fingerprint()},
-            # Ceilings only where something ran: a run that skipped everything may have no GPU.
-            "matmul_peaks": self.peaks().to_dict() if self.cuda and self.cases else None,
-        }
-
-    def peaks(self) -> MatmulPeaks:
-        if self._peaks is None:
-            self._peaks = measure_matmul_peaks(self.config.device) if self.cuda else MatmulPeaks(None, None, 0)
-            if self.cuda:
-                self.log(f"matmul ceilings: bf16 {self._peaks.bf16_tflops} TFLOP/s, fp8 {self._peaks.fp8_tflops} TFLOP/s")
-        return self._peaks
-
+    # -- what can run ------------------------------------------------------------
     def skip_reason(self, stack: Stack) -> str | None:
-        if self.cuda and not torch.cuda.is_available():
-            return f"no CUDA GPU visible (torch {torch.__version__}, CUDA build {torch.version.cuda})"
-        return self._with_injection(stack).unmet(self.caps)
+        return self.machine.unavailable() or with_injection(stack, self.config.inject_slowdown).unmet(self.machine.caps)
 
     def record_skip(self, stack: Stack, scenario: Scenario, reason: str) -> None:
         """Keep a case that could not run, with its reason, for the report."""
         self.skipped[(stack.name, scenario.id)] = {
             "stack": stack.name, "components": stack.describe(), "scenario": scenario.id, "reason": reason}
 
-    # -- models ---------------------------------------------------------------
-    def _with_injection(self, stack: Stack) -> Stack:
-        if not self.config.inject_slowdown:
-            return stack
-        planted = parse_stack(f"{stack.key}+slowdown:{self.config.inject_slowdown}")
-        return Stack(stack.name, planted.components)
-
-    def _model_for(self, stack: Stack) -> tuple[FluxModel, Stack, float]:
-        stack = self._with_injection(stack)
-        if self._loaded and self._loaded[0] == stack.key:
-            return self._loaded[1], self._loaded[2], self._loaded[3]
-        self.release()
-        self.log(f"building {self.source.label} model for stack {stack.name} [{stack.describe()}]")
-        model = load_model(self.source, self.config.device)
-        live = stack.fresh()
-        start = time.perf_counter()
-        live.apply(model.pipe)
-        if self.cuda:
-            torch.cuda.synchronize()
-        apply_s = time.perf_counter() - start
-        self.log(f"  built in {model.build_s:.2f} s, components applied in {apply_s:.2f} s")
-        self._loaded = (stack.key, model, live, apply_s)
-        return model, live, apply_s
-
-    def release(self) -> None:
-        """Drop the current pipeline and everything compiled for it."""
-        if self._loaded is not None:
-            self._loaded = None
-            # A fresh stack must not inherit another stack's compiled graphs (or its recompile budget).
-            torch._dynamo.reset()
-        # Always collect: diffusers pipelines hold reference cycles, so a model dropped elsewhere
-        # (a test's local) keeps its 23 GB until a collection and would count in the next peak.
-        gc.collect()
-        if self.cuda:
-            torch.cuda.empty_cache()
-
-    # -- measuring --------------------------------------------------------------
     def key(self, scenario: Scenario) -> BaselineKey:
-        return BaselineKey(self.machine_slug, self.source.fingerprint(), scenario.id)
+        return BaselineKey(self.machine.slug, self.machine.fingerprint, scenario.id)
 
-    def latency_budget(self, stack: Stack, scenario: Scenario) -> LatencyBudget | None:
-        recorded = None if self.config.update_baselines else self.store.recorded_latency(self.key(scenario), stack.name)
-        return self.budgets.latency_budget(self.gpu_name, scenario.id, stack.name, recorded)
+    def latency_budgets(self, stack: Stack, scenario: Scenario) -> list[LatencyBudget]:
+        recorded, stale = None, ()
+        if not self.config.update_baselines:
+            recorded = self.store.recorded_latency(self.key(scenario), stack.name)
+            if recorded:
+                driver = self.machine.gpu.driver_version if self.machine.gpu else None
+                stale = tuple(latency_stale_reasons(recorded, driver))
+        return self.budgets.latency_budgets(self.machine.gpu_name, scenario.id, stack.name, recorded, stale)
 
+    # -- one case -----------------------------------------------------------------
     def case(self, stack: Stack, scenario: Scenario, benchmark=None) -> CaseResult:
         """Measure (stack, scenario) once per session; later calls return the same result."""
         cache_key = (stack.name, scenario.id)
@@ -205,128 +106,155 @@ class FluxSession:
             return self.cases[cache_key]
         result = CaseResult(stack=stack, scenario=scenario)
         self.cases[cache_key] = result
-        if self.cuda:
-            self.peaks()  # once per session, before the first model takes the memory
+        self.machine = self.machine.with_ceilings(self.log)  # once, before the first model takes the memory
         try:
-            model, live, apply_s = self._model_for(stack)
-            result.build_s, result.apply_s = model.build_s, apply_s
-            result.effective = live.adjust(scenario)
-            contexts = live.call_contexts(model.pipe)
-            live.reset_reports()
-
-            def run():
-                return generate(model.pipe, result.effective, model.prompt.prompt_embeds,
-                                model.prompt.pooled_prompt_embeds, device=model.device, call_contexts=contexts)
-
-            budget = self.latency_budget(stack, scenario)
-            self.log(f"measuring {result.id}" + (f" (budget {budget.seconds:.3f} s, {budget.kind})" if budget else ""))
-            result.timed = measure(
-                run, self.config.measure, cuda=self.cuda, benchmark=benchmark, log=lambda m: self.log("  " + m),
-                verdict_of=(lambda samples: latency_verdict(distributed.slowest_rounds(samples), budget))
-                if budget else None,
-            )
-            result.components = live.report()
-            tokens = scenario_tokens(result.effective.height, result.effective.width, model.vae_scale_factor)
-            flops = step_flops_breakdown(model.transformer_config, tokens, model.prompt.prompt_embeds.shape[1])
-            result.flops_per_step = {"linear": flops.linear, "attention": flops.attention, "total": flops.total,
-                                     "image_tokens": tokens, "text_tokens": model.prompt.prompt_embeds.shape[1]}
-            self._judge_latency(result, budget)
-            if distributed.is_main():  # every rank holds the same image; one judges and writes
-                self._judge_fidelity(result)
-            result.fidelity = distributed.from_main(result.fidelity)
-            if self.config.profile and self.config.profile in result.id:
-                result.profile_trace = self._profile(run, result)
+            self._measure_and_judge(result, benchmark)
         except torch.cuda.OutOfMemoryError as error:
             result.error = (
                 f"out of memory running stack {stack.name} at {scenario.id}: {str(error).splitlines()[0]}. "
                 f"Memory fallbacks: --flux-stacks '{stack.name}+vae-tiling' or '{stack.name}+model-cpu-offload'"
             )
-            self.release()
+            self.runner.release()
         except Exception as error:  # noqa: BLE001 - recorded, reported, and the session goes on
             result.error = f"{type(error).__name__}: {error}"
             self.log("".join(traceback.format_exception(error)[-6:]))
-            self.release()
+            self.runner.release()
+        except BaseException as error:  # Ctrl-C, a timeout's signal: never a clean-looking record
+            result.error = f"interrupted ({type(error).__name__}) before this case finished"
+            self.interrupted = result.error
+            self.records[cache_key] = self._record(result)
+            raise
         if result.error:
             self.log(f"  FAILED: {result.error}")
+        self.records[cache_key] = self._record(result)
         return result
 
-    def _judge_latency(self, result: CaseResult, budget: LatencyBudget | None) -> None:
-        samples = distributed.slowest_rounds([r.wall_ms / 1000.0 for r in result.timed.rounds])
-        result.latency = LatencyResult(budget, latency_verdict(samples, budget), self.config.strict)
-        if self.config.update_baselines and distributed.is_main():
-            wall = summarize(samples)  # what was judged: the slowest rank's rounds under torchrun
-            telemetry = result.timed.telemetry.summary() if result.timed.telemetry else {}
-            self.store.record_latency(self.key(result.scenario), result.stack.name, {
-                "median_s": wall.median, "ci_low_s": wall.ci_low, "ci_high_s": wall.ci_high, "rounds": wall.n,
-                "samples_s": samples, "sm_clock_mhz": (telemetry.get("sm_clock_mhz") or {}).get("median"),
-                "stack": result.stack.key, "recorded_at": now_iso(), "commit": git_commit(),
-            }, force=self.config.force_update)
+    def _measure_and_judge(self, result: CaseResult, benchmark) -> None:
+        stack, scenario = result.stack, result.scenario
+        budgets = self.latency_budgets(stack, scenario)
+        settings = self.config.measure
+        shown = ", ".join(f"{b.kind} {b.seconds:.3f} s" for b in budgets)
+        self.log(f"measuring {result.id}" + (f" (budgets: {shown})" if shown else ""))
 
-    def _judge_fidelity(self, result: CaseResult) -> None:
+        def verdict_of(samples: list[float]) -> Verdict:
+            return self._judge(distributed.slowest_rounds(samples), budgets, ()).verdict
+
+        measured = self.runner.measure(stack, scenario, settings, benchmark=benchmark,
+                                       verdict_of=verdict_of if budgets else None)
+        result.measured = measured
+        timed = measured.timed
+        samples = distributed.slowest_rounds([r.wall_ms / 1000.0 for r in timed.rounds])
+        telemetry = timed.telemetry.summary() if timed.telemetry else {}
+        clock = (telemetry.get("sm_clock_mhz") or {}).get("median")
+        reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
+        disturbance = describe_disturbance(timed.disturbed, telemetry.get("other_processes") or [], clock,
+                                           reference_clock)
+        result.latency = self._judge(samples, budgets, disturbance)
+        result.target = judge_target(timed.wall.median, self.budgets.target(self.machine.gpu_name, scenario.id,
+                                                                            stack.name))
+        if distributed.is_main():  # every rank holds the same image; one judges and writes
+            if self.config.update_baselines:
+                self._update_references(result, samples, clock)
+            if not (self.config.update_baselines and stack.name == BASELINE):
+                result.fidelity = self._judge_fidelity(result)
+        result.fidelity = distributed.from_main(result.fidelity)
+        if self.config.profile and self.config.profile in result.id:
+            path = self.runner.profile(stack, scenario, self.config.report_dir / "profiles" / f"{result.id}.json")
+            result.profile_trace = str(path)
+            self.log(f"  profiler trace: {path}")
+
+    def _judge(self, samples: list[float], budgets: list[LatencyBudget], disturbance) -> LatencyResult:
+        results = [judge_latency(samples, budget, strict=self.config.strict, looks=self.config.measure.looks,
+                                 disturbance=disturbance) for budget in budgets]
+        if not results:
+            return judge_latency(samples, None, strict=self.config.strict)
+        return min(results, key=lambda r: _DECISIVE.index(r.verdict))
+
+    def _judge_fidelity(self, result: CaseResult) -> FidelityResult:
         key = self.key(result.scenario)
-        image = result.timed.image
-        if self.config.update_baselines and result.stack.name == BASELINE:
-            result.fidelity = self._update_baseline(result, key)
-            return
         try:
             baseline = self.store.load(key, result.scenario)
         except BaselineError as error:
-            result.fidelity = FidelityResult("error", message=str(error))
-            return
-        fidelity = compare_images(baseline.image, image)
-        lossless = self._loaded[2].lossless if self._loaded else result.stack.lossless
-        floor, source = self.budgets.ssim_floor(result.stack.name, lossless)
-        verdict = "pass" if fidelity.ssim >= floor else "fail"
-        evidence = None
-        if verdict == "fail":
-            evidence = str(write_side_by_side(
-                baseline.image, image, fidelity, self.config.report_dir / "fidelity" / f"{result.id}.png",
-                f"{result.stack.name} at {result.scenario.id} vs bf16 baseline (floor {floor})",
-            ))
-        result.fidelity = FidelityResult(
-            verdict, fidelity.ssim, fidelity.to_dict()["psnr"], floor, source,
-            str(self.store.paths(key)[0]), evidence, stale=baseline.stale,
-        )
+            return FidelityResult("error", message=str(error))
+        floor, source = self.budgets.ssim_floor(result.stack.name, result.measured.lossless)
+        image = result.measured.timed.image
+        fidelity = judge_fidelity(baseline.image, image, floor, source,
+                                  baseline_path=str(self.store.paths(key)[0]), stale=baseline.stale)
+        if fidelity.verdict == "fail":
+            evidence = write_side_by_side(
+                baseline.image, image, compare_images(baseline.image, image),
+                self.config.report_dir / "fidelity" / f"{result.id}.png",
+                f"{result.stack.name} at {result.scenario.id} vs bf16 baseline (floor {floor})")
+            fidelity = replace(fidelity, evidence=str(evidence))
+        return fidelity
 
-    def _update_baseline(self, result: CaseResult, key: BaselineKey) -> FidelityResult:
-        image = result.timed.image
-        message = f"{key}: new baseline"
-        old_ssim = None
-        try:
-            old = self.store.load(key, result.scenario)
-            old_ssim = compare_images(old.image, image).ssim
-            old_median = old.provenance.get("latency", {}).get("median")
-            message = f"{key}: SSIM old vs new {old_ssim:.4f}"
-            if old_median:
-                change = result.timed.wall.median / old_median - 1
-                message += f", bf16 latency {old_median:.3f} s -> {result.timed.wall.median:.3f} s ({change:+.1%})"
-        except BaselineError as error:
-            message += f" (previous one unusable: {error})" if not str(error).startswith("no baseline") else ""
-        path = self.store.save(key, image, {
-            "scenario": result.scenario.to_dict(),
-            "stack": BASELINE,
-            "model": self.source.label,
-            "gpu": self.gpu.to_dict() if self.gpu else {"name": self.gpu_name},
-            "software": software_versions(),
-            "commit": git_commit(),
-            "created_at": now_iso(),
-            "latency": result.timed.wall.to_dict(),
-            "deterministic_across_rounds": result.timed.deterministic,
-        }, force=self.config.force_update)
+    def _update_references(self, result: CaseResult, samples: list[float], clock: float | None) -> None:
+        """The sanctioned update: every measured stack's latency, and bf16's image."""
+        key, timed, force = self.key(result.scenario), result.measured.timed, self.config.force_update
+        message = references.record_latency(
+            self.store, key, result.stack.name, result.stack.key, samples, sm_clock_mhz=clock,
+            driver_version=self.machine.gpu.driver_version if self.machine.gpu else None, force=force)
         self.baseline_updates.append(message)
-        self.log(f"  baseline written: {path} ({message})")
-        return FidelityResult("updated", ssim=old_ssim, baseline=str(path), message=message)
+        self.log(f"  reference: {message}")
+        if result.stack.name == BASELINE:
+            path, message = references.record_image(
+                self.store, key, result.scenario, timed.image, wall=timed.wall, deterministic=timed.deterministic,
+                model_label=self.machine.source.label,
+                gpu=self.machine.gpu.to_dict() if self.machine.gpu else {"name": self.machine.gpu_name}, force=force)
+            self.baseline_updates.append(message)
+            self.log(f"  baseline written: {path} ({message})")
+            result.fidelity = FidelityResult("updated", baseline=str(path), message=message)
 
-    def _profile(self, run, result: CaseResult) -> str:
-        """One more generation under torch.profiler; the trace opens in Perfetto/chrome://tracing.
-        Stage ranges are also NVTX ranges, for `nsys profile` of the same test."""
-        from torch.profiler import ProfilerActivity, profile
+    # -- records ------------------------------------------------------------------
+    def _record(self, result: CaseResult) -> CaseRecord:
+        machine = self.machine
+        record = CaseRecord(
+            id=result.id, stack=result.stack.name, stack_key=result.stack.key, components=result.stack.describe(),
+            lossless=result.stack.lossless, scenario=result.scenario.to_dict(), model=machine.source.label,
+            fingerprint=machine.fingerprint, gpu=machine.gpu_name, device=self.config.device,
+            injected_slowdown=self.config.inject_slowdown, world_size=distributed.world_size(), error=result.error,
+            latency=result.latency.to_dict() if result.latency else None,
+            fidelity=result.fidelity.to_dict() if result.fidelity else None, target=result.target,
+            profile_trace=result.profile_trace,
+        )
+        measured = result.measured
+        if measured is None:
+            return record
+        timed = measured.timed
+        wall = timed.wall
+        denoise_s = timed.stage_summary("denoise").median
+        record.effective_scenario = measured.effective.to_dict()
+        record.build_s, record.apply_s = measured.build_s, measured.apply_s
+        record.lossless = measured.lossless
+        record.first_call_s, record.compile_s = timed.first_call_s, timed.compile_s
+        record.warmup_wall_s, record.rounds, record.attempts = timed.warmup_wall_s, wall.n, timed.attempts
+        record.wall_s = wall.to_dict()
+        record.wall_samples_s = [r.wall_ms / 1000.0 for r in timed.rounds]
+        record.stages_ms = {
+            "encode": timed.stage_summary("encode").median * 1000, "denoise": denoise_s * 1000,
+            "decode": timed.stage_summary("decode").median * 1000,
+            "total_device": timed.stage_summary("total").median * 1000, "step_median": timed.median_step_ms,
+        }
+        record.rounds_detail = [r.to_dict() for r in timed.rounds]
+        record.deterministic, record.peak_memory_gib = timed.deterministic, timed.peak_memory_gib
+        record.component_reports, record.notes = measured.components, timed.notes
+        if timed.telemetry is not None:
+            record.telemetry = timed.telemetry.summary()
+            record.telemetry_samples = [s.__dict__ for s in timed.telemetry.samples]
+            record.energy_per_image_j = timed.telemetry.energy_per_image_j(wall.n)
+            record.flags = timed.telemetry.flags()
+        record.flops_per_step = measured.flops_per_step
+        achieved = measured.effective.steps * measured.flops_per_step["total"] / denoise_s / 1e12
+        record.transformer_tflops = achieved
+        peaks = machine.peaks
+        if peaks is not None:
+            record.pct_bf16_peak = 100 * achieved / peaks.bf16_tflops if peaks.bf16_tflops else None
+            record.pct_fp8_peak = 100 * achieved / peaks.fp8_tflops if peaks.fp8_tflops else None
+        return record
 
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
-        path = Path(self.config.report_dir) / "profiles" / f"{result.id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with profile(activities=activities, record_shapes=False) as prof:
-            run()
-        prof.export_chrome_trace(str(path))
-        self.log(f"  profiler trace: {path}")
-        return str(path)
+    def results(self) -> RunResults:
+        return RunResults(
+            machine=self.machine.to_dict(), records=list(self.records.values()), started=self.started,
+            command=self.command, environment=self.environment_report, baseline_updates=self.baseline_updates,
+            skipped=list(self.skipped.values()), interrupted=self.interrupted,
+        )

@@ -126,6 +126,12 @@ def _device_handle(index: int):
 
 
 # --- identity ------------------------------------------------------------------
+def gpu_slug(name: str) -> str:
+    """Folder name of a GPU model ('NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'). The one
+    rule for NVML's and torch's names alike, so baselines land in one folder either way."""
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower()).strip("-") or "unknown-gpu"
+
+
 _COMPUTE_MODES = {0: "default", 1: "exclusive-thread", 2: "prohibited", 3: "exclusive-process"}
 
 
@@ -147,9 +153,7 @@ class GpuIdentity:
 
     @property
     def slug(self) -> str:
-        # Same rule as FluxSession's fallback from torch's device name, so baselines
-        # land in the same folder whether or not NVML answered.
-        return "".join(c if c.isascii() and c.isalnum() else "-" for c in self.name.lower()).strip("-") or "unknown-gpu"
+        return gpu_slug(self.name)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "slug": self.slug}

@@ -1,14 +1,21 @@
-"""Helpers shared by the CPU tests."""
+"""Helpers shared by the CPU tests: the checkout root, the suite's two commands run as users
+run them (in a subprocess), budgets for plumbing tests, and results files made to order."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+from flux_perf.records import CaseRecord, RunResults, write_results
 
-COMMITTED_BUDGETS = Path(__file__).resolve().parent.parent / "baselines" / "budgets.toml"
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_BUDGETS = ROOT / "baselines" / "budgets.toml"
 
 
-def copy_budgets(folder: Path, relative_tolerance: float = 1.0) -> Path:
-    """The committed budgets, with a tolerance wide enough that CPU timing noise cannot fail the
-    plumbing tests that use it (the gate itself is tested on synthetic samples)."""
+def copy_budgets(folder: Path, relative_tolerance: float = 10.0) -> Path:
+    """The committed budgets, with a tolerance (1000 %) no CPU timing noise reaches: the plumbing
+    tests that use it never depend on wall-clock speed (the gate itself is tested on synthetic
+    samples)."""
     folder.mkdir(parents=True, exist_ok=True)
     text = COMMITTED_BUDGETS.read_text()
     lines = [f"relative_tolerance = {relative_tolerance}" if line.startswith("relative_tolerance") else line
@@ -16,3 +23,31 @@ def copy_budgets(folder: Path, relative_tolerance: float = 1.0) -> Path:
     path = folder / "budgets.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _run(command, env_extra=None, cwd=ROOT, timeout=600, environ=None):
+    env = {**(os.environ if environ is None else environ), "CI": "", **(env_extra or {})}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_pytest(*args, cwd=ROOT, env_extra=None, environ=None):
+    return _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], env_extra, cwd, environ=environ)
+
+
+def run_flux_perf(*args, env_extra=None, cwd=ROOT):
+    return _run([sys.executable, "-m", "flux_perf", *args], env_extra, cwd, timeout=300)
+
+
+def make_results(path: Path, samples: dict, *, gpu="NVIDIA H100 80GB HBM3", fingerprint="synthetic-x",
+                 errors: dict | None = None) -> Path:
+    """A results.json whose cases have the given wall-time rounds (and errors)."""
+    records = []
+    for case, rounds in samples.items():
+        stack, _, scenario = case.partition("-")
+        records.append(CaseRecord(
+            id=case, stack=stack, stack_key=stack, components=stack, lossless=True,
+            scenario={"id": scenario}, model="synthetic", fingerprint=fingerprint, gpu=gpu, device="cuda",
+            wall_samples_s=list(rounds), wall_s={"median": sorted(rounds)[len(rounds) // 2]} if rounds else None,
+            error=(errors or {}).get(case)))
+    machine = {"gpu_name": gpu, "model": {"source": "synthetic", "fingerprint": fingerprint}}
+    return write_results(RunResults(machine=machine, records=records), path)

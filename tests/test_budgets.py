@@ -8,20 +8,39 @@ COMMITTED = Path(__file__).resolve().parent.parent / "baselines" / "budgets.toml
 H100 = "NVIDIA H100 80GB HBM3"
 
 
-def test_committed_budgets_hold_the_guides_table_for_fast():
-    budgets = load_budgets(COMMITTED)
-    table = {s: budgets.latency_budget(H100, s, "fast", None).seconds
-             for s in ("512x512@6", "768x768@6", "1024x1024@8", "512x512@4")}
-    assert table == {"512x512@6": 0.5, "768x768@6": 0.8, "1024x1024@8": 1.2, "512x512@4": 0.3}
+SCENARIOS = ("512x512@6", "768x768@6", "1024x1024@8", "512x512@4")
 
 
-def test_relative_and_missing_budgets():
+def test_the_guides_table_is_a_target_not_a_budget():
     budgets = load_budgets(COMMITTED)
-    relative = budgets.latency_budget(H100, "512x512@6", "compile", {"median_s": 0.5, "samples_s": [0.5, 0.51]})
+    assert {s: budgets.target(H100, s, "fast") for s in SCENARIOS} == {
+        "512x512@6": 0.5, "768x768@6": 0.8, "1024x1024@8": 1.2, "512x512@4": 0.3}
+    # The committed budgets sit above what `fast` measured (1.81-1.84 s at 1024), or main is red.
+    absolute = {s: budgets.latency_budgets(H100, s, "fast", None)[0].seconds for s in SCENARIOS}
+    assert absolute["1024x1024@8"] > 1.85 and all(absolute[s] > budgets.target(H100, s, "fast") * 0.75
+                                                  for s in SCENARIOS)
+
+
+def test_relative_absolute_and_missing_budgets():
+    budgets = load_budgets(COMMITTED)
+    (relative,) = budgets.latency_budgets(H100, "512x512@6", "compile", {"median_s": 0.5, "samples_s": [0.5, 0.51],
+                                                                         "sm_clock_mhz": 1980}, ("torch 2.10 -> 2.11",))
     assert relative.kind == "relative" and relative.seconds == pytest.approx(0.5 * (1 + budgets.relative_tolerance))
-    assert relative.recorded_samples == (0.5, 0.51)
-    assert budgets.latency_budget("NVIDIA A100-SXM4-80GB", "512x512@6", "fast", None) is None
-    assert budgets.latency_budget(H100, "640x640@6", "compile", None) is None
+    assert relative.recorded_samples == (0.5, 0.51) and relative.reference_clock_mhz == 1980
+    assert relative.stale == ("torch 2.10 -> 2.11",)
+    kinds = [b.kind for b in budgets.latency_budgets(H100, "512x512@6", "fast", {"median_s": 0.3})]
+    assert kinds == ["relative", "absolute"]
+    assert budgets.latency_budgets("NVIDIA A100-SXM4-80GB", "512x512@6", "fast", None) == []
+    assert budgets.latency_budgets(H100, "640x640@6", "compile", None) == []
+
+
+def test_a_misspelt_gpu_name_is_an_error(tmp_path):
+    path = tmp_path / "budgets.toml"
+    path.write_text('[latency.absolute."NVIDIA H100 80GB HMB3"]\n"512x512@6" = { fast = 0.5 }\n')
+    budgets = load_budgets(path)
+    with pytest.raises(BudgetsError, match="'NVIDIA H100 80GB HMB3' is not this GPU 'NVIDIA H100 80GB HBM3'"):
+        budgets.check_gpu(H100)
+    budgets.check_gpu("NVIDIA A100-SXM4-80GB")  # another GPU entirely: its budgets simply do not apply
 
 
 def test_floors():
@@ -38,6 +57,11 @@ def test_floors():
     ("[latency.absolute.\"GPU\"]\n\"512x512@6\" = { fast = -1 }", "fast = -1"),
     ("[fidelity.ssim]\nfp8 = 2", "fidelity.ssim.fp8 = 2"),
     ("[budgets]\n", "unknown key"),
+    ("[latency.absolute.\"GPU\"]\n\"512x512@6\" = { fasst = 0.5 }", "unknown stack or component 'fasst'"),
+    ("[latency.targets.\"GPU\"]\n\"512x500@6\" = { fast = 0.5 }", "width=500 is not a multiple of 16"),
+    ("[fidelity.ssim]\nbf61 = 0.99", "unknown stack or component 'bf61'"),
+    ("[fidelity.ssim]\nfp8 = -1", "fidelity.ssim.fp8 = -1"),
+    ("[fidelity]\nlossy_default = 0", "lossy_default = 0"),
 ])
 def test_malformed_budgets_name_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "budgets.toml"

@@ -3,19 +3,12 @@
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from helpers import copy_budgets
+from helpers import copy_budgets, make_results
+from helpers import run_flux_perf as flux_perf
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def flux_perf(*args, env_extra=None):
-    env = {**os.environ, "CI": "", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "flux_perf", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=300)
+from flux_perf.cli import main
 
 
 def test_run_prints_the_stage_table(tmp_path):
@@ -33,17 +26,46 @@ def test_run_prints_the_stage_table(tmp_path):
     assert "PYTORCH_CUDA_ALLOC_CONF" in {entry["name"] for entry in results["environment"]}
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """`flux-perf ARGS` in this process (a subprocess costs seconds of imports): (code, out, err)."""
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING"):  # main() sets them; keep this process clean
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
 @pytest.mark.parametrize("args, message", [
     (("run", "--device", "cpu", "--resolution", "500", "--steps", "2"), "height=500 is not a multiple of 16"),
     (("run", "--device", "cpu", "--resolution", "64", "--steps", "0"), "steps=0"),
     (("run", "--device", "cpu", "--stack", "fp9"), "unknown stack or component 'fp9'"),
     (("run", "--device", "cuda", "--resolution", "64", "--steps", "1"), "no CUDA GPU is visible"),
-    (("run", "--device", "cpu", "--model", "no/such/dir/x"), "unknown model"),
+    (("run", "--device", "cpu", "--model", "no/such/dir/x"), "no/such/dir/x"),
+    (("run", "--device", "cpu", "--resolution", "abc"), "cannot read resolution 'abc'"),
+    (("run", "--device", "cpu", "--resolution", "64x"), "cannot read resolution '64x'"),
+    (("run", "--device", "cpu", "--resolution", "64x64x64"), "cannot read resolution '64x64x64'"),
+    (("run", "--device", "cpu", "--resolution", "64", "--rounds", "0"), "--rounds 0"),
+    (("run", "--device", "bogus", "--resolution", "64"), "device 'bogus' is not supported"),
+    (("stacks", "--device", "bogus"), "device 'bogus' is not supported"),
+    (("run", "--device", "cpu", "--scenarios", ","), "no scenario in ','"),
+    (("run", "--device", "cpu", "--report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),
+    (("run", "--device", "cpu", "--resolution", "64", "--save-image", "/tmp/x_{foo}.png"),
+     "only {scenario} and {stack} may appear"),
+    (("compare", "a.json", "b.json", "--tolerance", "-1"), "tolerance -1.0: must be a fraction"),
+    (("compare", "a.json", "b.json", "--tolerance", "nan"), "tolerance nan: must be a fraction"),
 ])
-def test_bad_input_is_one_clear_line(args, message):
-    result = flux_perf(*args)
+def test_bad_input_is_one_clear_line(args, message, tmp_path, cli, monkeypatch):
+    if args[0] == "compare":  # real files, so only the tolerance is wrong
+        args = ("compare", make_results(tmp_path / "a.json", {"bf16-512x512@6": [0.65, 0.66]}),
+                make_results(tmp_path / "b.json", {"bf16-512x512@6": [0.65, 0.66]}), *args[3:])
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args)
     assert result.returncode == 2 and message in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_stack_that_cannot_run_here(tmp_path):
@@ -58,37 +80,83 @@ def test_stacks_lists_what_runs_here():
     assert "attention-slicing" in result.stdout and "set_attention_slice" in result.stdout
 
 
-def test_baselines_update_refused_under_ci(tmp_path):
+@pytest.mark.parametrize("ci", ["true", "1", "yes"])
+def test_baselines_update_refused_under_ci(tmp_path, ci):
     result = flux_perf("baselines", "update", "--device", "cpu", "--baselines-dir", str(tmp_path),
-                       env_extra={"CI": "true"})
-    assert result.returncode == 2 and "refusing to rewrite baselines under CI=true" in result.stderr
+                       env_extra={"CI": ci})
+    assert result.returncode == 2 and f"refusing to rewrite baselines under CI={ci}" in result.stderr
 
 
-def test_baselines_update_and_show(tmp_path):
+def test_baselines_update_records_every_stack_and_show(tmp_path):
     copy_budgets(tmp_path)
     update = flux_perf("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2",
-                       "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
+                       "--stacks", "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
     assert update.returncode == 0, update.stderr[-2000:]
-    assert "new baseline" in update.stdout
+    # Every stack's latency reference is refreshed and printed, not only bf16's.
+    assert "new baseline image" in update.stdout
+    assert "64x64@2 bf16: latency new" in update.stdout and "64x64@2 fused-qkv: latency new" in update.stdout
     show = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
-    assert "64x64@2.json" in show.stdout and "bf16 median" in show.stdout
+    assert "64x64@2.json" in show.stdout and "bf16 median" in show.stdout and "fused-qkv:" in show.stdout
+    (next(tmp_path.glob("cpu-*/*/64x64@2.json"))).write_text("[1, 2]")
+    broken = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
+    assert broken.returncode == 0 and "UNREADABLE (a JSON list, not an object)" in broken.stdout
 
 
-def _results(path: Path, samples: dict) -> Path:
-    path.write_text(json.dumps({"records": [{"id": k, "wall_samples_s": v} for k, v in samples.items()]}))
-    return path
+def test_installed_without_a_checkout_names_the_option(tmp_path):
+    result = flux_perf("run", "--device", "cpu", "--resolution", "64", "--baselines-dir", str(tmp_path / "none"))
+    assert result.returncode == 2 and f"no budgets.toml in {tmp_path / 'none'}" in result.stderr
 
 
-def test_compare_exit_codes(tmp_path):
-    base = _results(tmp_path / "base.json", {"bf16-512x512@6": [0.65, 0.651, 0.649, 0.652, 0.650]})
-    same = _results(tmp_path / "same.json", {"bf16-512x512@6": [0.651, 0.650, 0.652, 0.649, 0.650]})
-    slower = _results(tmp_path / "slow.json", {"bf16-512x512@6": [0.70, 0.701, 0.699, 0.702, 0.700]})
-    ok = flux_perf("compare", str(base), str(same))
+def test_compare_exit_codes(tmp_path, cli):
+    base = make_results(tmp_path / "base.json", {"bf16-512x512@6": [0.65, 0.651, 0.649, 0.652, 0.650]})
+    same = make_results(tmp_path / "same.json", {"bf16-512x512@6": [0.651, 0.650, 0.652, 0.649, 0.650]})
+    slower = make_results(tmp_path / "slow.json", {"bf16-512x512@6": [0.70, 0.701, 0.699, 0.702, 0.700]})
+    ok = cli("compare", base, same)
     assert ok.returncode == 0 and "same" in ok.stdout
-    bad = flux_perf("compare", str(base), str(slower))
+    bad = cli("compare", base, slower)
     assert bad.returncode == 1 and "slower" in bad.stdout and "+7.7%" in bad.stdout
-    broken = flux_perf("compare", str(base), str(tmp_path / "missing.json"))
+    broken = cli("compare", base, tmp_path / "missing.json")
     assert broken.returncode == 2 and "no such file" in broken.stderr
+
+
+def test_compare_fails_when_the_head_lost_a_case(tmp_path, cli):
+    base = make_results(tmp_path / "base.json", {"bf16-512x512@6": [0.65, 0.651], "fast-512x512@6": [0.3, 0.31]})
+    errored = make_results(tmp_path / "head.json", {"bf16-512x512@6": [0.65, 0.651], "fast-512x512@6": []},
+                           errors={"fast-512x512@6": "KeyError: '_class_name'"})
+    result = cli("compare", base, errored)
+    assert result.returncode == 1 and "fast-512x512@6" in result.stdout and "lost in head: KeyError" in result.stdout
+    missing = make_results(tmp_path / "head2.json", {"bf16-512x512@6": [0.65, 0.651]})
+    result = cli("compare", base, missing)
+    assert result.returncode == 1 and "lost in head: missing from the head run" in result.stdout
+
+
+@pytest.mark.parametrize("head_kwargs, message", [
+    ({"gpu": None}, "different GPU: base 'NVIDIA H100 80GB HBM3', head None"),
+    ({"fingerprint": "tiny-y"}, "different model weights: base 'synthetic-x', head 'tiny-y'"),
+])
+def test_compare_refuses_other_machines_and_weights(tmp_path, cli, head_kwargs, message):
+    base = make_results(tmp_path / "base.json", {"bf16-512x512@6": [0.65, 0.651]})
+    head = make_results(tmp_path / "head.json", {"bf16-512x512@6": [0.33, 0.331]}, **head_kwargs)
+    result = cli("compare", base, head)
+    assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"records": []}', "results schema None"),
+    ('{"flux_perf_results": 9, "records": []}', "results schema 9"),
+    ('{"flux_perf_results": 2, "records": [{"stack": "bf16"}]}', "lacks id"),
+    ('{"flux_perf_results": 2, "records": [{"id": "a", "stack": "a", "stack_key": "a", "components": "", '
+     '"lossless": true, "scenario": {"id": "x"}, "model": "m", "fingerprint": "f", "gpu": null, "device": "cpu", '
+     '"wall_samples_s": ["slow"]}]}', "wall_samples_s holds something other than finite numbers"),
+])
+def test_compare_refuses_broken_results(tmp_path, cli, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    good = make_results(tmp_path / "good.json", {"bf16-512x512@6": [0.65, 0.651]})
+    result = cli("compare", good, bad)
+    assert result.returncode == 2 and message in result.stderr
+    folder = cli("compare", good, tmp_path)
+    assert folder.returncode == 2 and "a directory without a results.json" in folder.stderr
 
 
 def test_table_merges_committed_runs():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from flux_perf.components import REGISTRY, Capabilities, ComponentError, UnknownComponentError, make_component
+from flux_perf.components import (REGISTRY, Capabilities, Component, ComponentError, Phase, UnknownComponentError,
+                                  make_component)
 from flux_perf.fidelity import compare_images
 from flux_perf.generate import generate_with
 from flux_perf.scenarios import Scenario
@@ -104,6 +105,52 @@ def test_cpu_runnable_set_is_what_we_expect():
     assert expected <= set(CPU_RUNNABLE)
 
 
+def _check_attention_backend(pipe, stack):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    assert _AttentionBackendRegistry._active_backend.value == type(stack.components[0]).backend
+
+
+def _check_tf32(pipe, stack):
+    (context,) = stack.call_contexts(pipe)
+    with context():
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32, "TF32 must be switched on only around each generation"
+
+
+def _check_fused_qkv(pipe, stack):
+    attn = pipe.transformer.transformer_blocks[0].attn
+    assert attn.fused_projections and not hasattr(attn, "to_q"), "unfused copies must be freed"
+
+
+# Each component's proof that it was applied, not just accepted: one check per component that runs
+# on a CPU. A component without an entry fails `test_every_cpu_component_has_an_effect_check`.
+EFFECT_CHECKS = {
+    "attn-sdpa": _check_attention_backend,
+    "fused-qkv": _check_fused_qkv,
+    "compile-regional": lambda pipe, stack: pipe.transformer.transformer_blocks[0]._compiled_call_impl is not None,
+    "compile-full": lambda pipe, stack: pipe.transformer._compiled_call_impl is not None,
+    "vae-compile": lambda pipe, stack: pipe.vae.decoder._compiled_call_impl is not None,
+    "vae-channels-last": lambda pipe, stack: (
+        pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        and not pipe.vae.decoder.conv_in.weight.is_contiguous()),
+    "vae-tiling": lambda pipe, stack: pipe.vae.use_tiling,
+    "unipc": lambda pipe, stack: type(pipe.scheduler).__name__ == "UniPCMultistepScheduler",
+    "wrong-shift": lambda pipe, stack: not pipe.scheduler.config.use_dynamic_shifting,
+    "fbc": lambda pipe, stack: stack.report()["fbc"]["steps_seen"] >= 2 * SCENARIO.steps,
+    "slowdown": lambda pipe, stack: stack.report()["slowdown"]["rows"] >= 16,
+    "inductor-tuning": lambda pipe, stack: "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"],
+    "steps": lambda pipe, stack: stack.adjust(SCENARIO).steps == 4,
+    "guidance": lambda pipe, stack: stack.adjust(SCENARIO).guidance != SCENARIO.guidance,
+    "tf32": _check_tf32,
+}
+
+
+def test_every_cpu_component_has_an_effect_check():
+    missing = sorted(set(CPU_RUNNABLE) - set(EFFECT_CHECKS))
+    assert not missing, f"components without a check of their effect on the tiny pipeline: {missing}"
+
+
 @pytest.mark.parametrize("name", CPU_RUNNABLE)
 def test_component_really_applies_on_the_tiny_pipeline(name, tiny_model, reference_image):
     stack = parse_stack(name)
@@ -116,38 +163,21 @@ def test_component_really_applies_on_the_tiny_pipeline(name, tiny_model, referen
     assert len(result.times.step_ms) == scenario.steps
     if stack.lossless:
         assert compare_images(reference_image, result.image).ssim > 0.999, f"{name} changed the image"
-    _assert_visible_effect(name, tiny_model.pipe, stack)
+    check = EFFECT_CHECKS.get(name)
+    assert check is not None, f"{name}: no effect check (add one to EFFECT_CHECKS)"
+    assert check(tiny_model.pipe, stack) is not False, f"{name} was accepted but left no trace on the pipeline"
 
 
-def _assert_visible_effect(name, pipe, stack):
-    """Each component leaves a trace that proves it was applied, not just accepted."""
-    transformer = pipe.transformer
-    if name == "fused-qkv":
-        attn = transformer.transformer_blocks[0].attn
-        assert attn.fused_projections and not hasattr(attn, "to_q"), "unfused copies must be freed"
-    elif name in ("compile-regional", "compile-full"):
-        module = transformer.transformer_blocks[0] if name == "compile-regional" else transformer
-        assert module._compiled_call_impl is not None
-    elif name == "vae-compile":
-        assert pipe.vae.decoder._compiled_call_impl is not None
-    elif name == "vae-channels-last":
-        weight = pipe.vae.decoder.conv_in.weight
-        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-    elif name == "vae-tiling":
-        assert pipe.vae.use_tiling
-    elif name == "unipc":
-        assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
-    elif name == "fbc":
-        report = stack.report()["fbc"]
-        assert report["steps_seen"] >= 2 * SCENARIO.steps
-    elif name == "slowdown":
-        assert stack.report()["slowdown"]["rows"] >= 16
-    elif name == "inductor-tuning":
-        assert "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"]
-    elif name == "steps":
-        assert stack.adjust(SCENARIO).steps == 4
-    elif name == "guidance":
-        assert stack.adjust(SCENARIO).guidance != SCENARIO.guidance, "the default must change the scenario"
+def test_components_register_themselves_and_test_doubles_do_not():
+    class Probe(Component, register=False):
+        name = "probe"
+        summary = "test only"
+
+    assert "probe" not in REGISTRY and REGISTRY["fp8-torchao"].phase is Phase.QUANTIZATION
+    assert all(isinstance(cls.phase, Phase) for cls in REGISTRY.values())
+    Probe().apply(None)  # the base apply does nothing: components that only wrap calls need no override
+    with pytest.raises(ComponentError, match="two components named 'fused-qkv'"):
+        type("Twin", (Component,), {"name": "fused-qkv", "summary": "a second one"})
 
 
 def test_stack_resets_diffusers_global_attention_backend(tiny_source):

@@ -25,7 +25,7 @@ def test_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert result.stdout.count("1 passed") == 2, "both ranks run the tests"
-    assert result.stdout.count("baseline updated:") == 1, "only rank 0 writes baselines and reports"
+    assert result.stdout.count("# flux-perf summary") == 1, "only rank 0 writes baselines and reports"
     record = json.loads((tmp_path / "report" / "results.json").read_text())["records"][0]
     assert record["world_size"] == 2 and record["fidelity"]["verdict"] == "updated"
     assert len(list((tmp_path / "baselines").glob("cpu-*/*/64x64@2.png"))) == 1

@@ -45,9 +45,15 @@ def test_inconclusive_adds_rounds_up_to_the_cap():
 
 def test_conclusive_stops_early():
     run = scripted([500, 500, 500] + [300] * 20)
-    timed = measure(run, MeasureSettings(rounds=3, max_rounds=9), cuda=False,
+    timed = measure(run, MeasureSettings(rounds=8, max_rounds=16), cuda=False,
                     verdict_of=lambda s: gate(summarize(s), 0.5))
-    assert len(timed.rounds) == 3
+    assert len(timed.rounds) == 8
+
+
+def test_rounds_too_few_for_the_confidence_are_inconclusive():
+    # 3 rounds all under the budget: the median's interval reaches only 75 % coverage.
+    assert gate(summarize([0.3, 0.31, 0.32]), 0.5) is Verdict.INCONCLUSIVE
+    assert gate(summarize([0.3] * 6 + [0.31, 0.32], 0.975), 0.5, 0.975) is Verdict.PASS
 
 
 class FakeBenchmark:

@@ -1,4 +1,9 @@
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,8 +43,96 @@ def test_unknown_model_names_the_value(tmp_path):
 
 
 def test_hub_id_is_pretrained_without_downloading():
-    source = resolve_model_source("black-forest-labs/FLUX.1-Kontext-dev", "cpu")
+    source = resolve_model_source("hub:black-forest-labs/FLUX.1-Kontext-dev", "cpu")
     assert source.kind == "pretrained" and source.location == "black-forest-labs/FLUX.1-Kontext-dev"
+    assert source.is_hub and source.fingerprint().startswith("pretrained-")
+
+
+def test_mistyped_path_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for text in ("nonexistent/dir", "black-forest-labs/FLUX.1-Kontext-dev"):
+        with pytest.raises(ModelSourceError) as error:
+            resolve_model_source(text, "cpu")
+        message = str(error.value)
+        assert f"{text!r}" in message and "neither" in message and "hub:owner/name" in message
+        assert f"resolved to {tmp_path.resolve() / text}" in message
+
+
+def test_malformed_hub_id_names_the_value():
+    with pytest.raises(ModelSourceError, match="'hub:nonsense' is not of the form hub:owner/name"):
+        resolve_model_source("hub:nonsense", "cpu")
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{}", "has no '_class_name'"),
+    ('{"transformer": ["diffusers", "FluxTransformer2DModel"]}', "has no '_class_name'"),
+    ("not json at all", "is not valid JSON"),
+    ("[1, 2]", "holds a JSON list"),
+])
+def test_broken_model_index_names_the_file(tmp_path, content, problem):
+    index = tmp_path / "model_index.json"
+    index.write_text(content)
+    with pytest.raises(ModelSourceError) as error:
+        resolve_model_source(str(tmp_path), "cpu")
+    assert str(index.resolve()) in str(error.value) and problem in str(error.value)
+
+
+def _kontext_index(folder: Path) -> None:
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "FluxKontextPipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "transformer": ["diffusers", "FluxTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }))
+
+
+def test_only_a_hub_id_may_download_and_no_token_is_passed(tmp_path, monkeypatch):
+    from diffusers import FluxKontextPipeline
+
+    from flux_perf.pipeline import build_pipeline
+
+    calls = []
+
+    def fake_from_pretrained(location, **kwargs):
+        calls.append((location, kwargs))
+        raise LookupError("stop here")
+
+    monkeypatch.setattr(FluxKontextPipeline, "from_pretrained", fake_from_pretrained)
+    _kontext_index(tmp_path)
+    for text in (str(tmp_path), "hub:black-forest-labs/FLUX.1-Kontext-dev"):
+        with pytest.raises(LookupError):
+            build_pipeline(resolve_model_source(text, "cpu"), "cpu", torch.float32)
+    (local, local_kwargs), (hub, hub_kwargs) = calls
+    assert local == str(tmp_path.resolve()) and local_kwargs["local_files_only"] is True
+    assert hub == "black-forest-labs/FLUX.1-Kontext-dev" and hub_kwargs["local_files_only"] is False
+    # huggingface_hub reads HF_TOKEN itself; passed on, it would show in tracebacks.
+    assert "token" not in local_kwargs and "token" not in hub_kwargs
+
+
+def test_hf_token_is_not_in_a_long_traceback(tmp_path):
+    """pytest --tb=long -l prints every frame's arguments and locals: the token must be in none."""
+    model_dir = tmp_path / "broken-model"
+    model_dir.mkdir()
+    _kontext_index(model_dir)  # lists components whose folders are missing: loading fails
+    (tmp_path / "test_load_broken.py").write_text(textwrap.dedent(f"""
+        from flux_perf.models import resolve_model_source
+        from flux_perf.pipeline import load_model
+
+        def test_load():
+            load_model(resolve_model_source({str(model_dir)!r}, "cpu"), "cpu")
+    """))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_TOKEN": "hf_SECRET123",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    # The suite's own plugin plays no part in this traceback: leave it out, so only the loading code is judged.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "test_load_broken.py", "--tb=long", "-l",
+         "-p", "no:cacheprovider", "-p", "no:flux_perf.plugin"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert "1 failed" in output, output[-3000:]  # the load really failed and printed its traceback
+    assert "hf_SECRET123" not in output
 
 
 def test_weights_do_not_depend_on_build_order():

@@ -3,20 +3,9 @@ in a subprocess, exactly as a user runs them."""
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from helpers import copy_budgets
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_pytest(*args, cwd=ROOT, env_extra=None):
-    env = {**os.environ, "CI": "", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-                          cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+from helpers import copy_budgets, run_pytest
 
 
 @pytest.fixture
@@ -34,7 +23,8 @@ def gpu_suite(store, *extra):
 def test_gpu_suite_on_cpu_update_then_gate(store):
     first = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv,cudnn", "--flux-update-baselines"))
     assert first.returncode == 0, first.stdout[-3000:]
-    assert "baseline updated: cpu-" in first.stdout and "# flux-perf summary" in first.stdout
+    assert "reference updated: cpu-" in first.stdout and "# flux-perf summary" in first.stdout
+    assert "64x64@2 fused-qkv: latency new" in first.stdout, "every stack's reference is recorded"
     # Progress reaches the terminal past output capture (a passing test's captured output is dropped).
     assert "[flux-perf] building tiny model for stack bf16" in first.stdout
     # A stack this machine cannot run is reported with its reason, not silently dropped.
@@ -48,7 +38,9 @@ def test_gpu_suite_on_cpu_update_then_gate(store):
                                    str(store / "bench.json")))
     assert second.returncode == 0, second.stdout[-3000:]
     results = json.loads((store / "report" / "results.json").read_text())
+    # The plumbing only: a CPU's speed is never asserted (the tolerance is 1000 %).
     assert {r["latency"]["budget"]["kind"] for r in results["records"]} == {"relative"}
+    assert all(r["latency"]["budget"]["recorded_rounds"] == 3 for r in results["records"])
     bench = json.loads((store / "bench.json").read_text())
     latency = [b for b in bench["benchmarks"] if b["name"].startswith("test_latency_budget")]
     assert len(latency) == 2 and all(b["stats"]["rounds"] >= 3 for b in latency)
@@ -77,11 +69,56 @@ def test_gpu_tests_skip_with_a_reason_unless_selected():
     assert "GPU suite: selected only with `pytest -m h100`" in result.stdout
 
 
-def test_gpu_tests_without_a_gpu_say_so(store):
-    result = run_pytest("-m", "h100", "tests/h100/test_latency.py", "-rs", "-q", "--flux-stacks", "bf16",
-                        "--flux-scenarios", "64x64@2", f"--flux-baselines-dir={store / 'baselines'}",
-                        f"--flux-report-dir={store / 'report'}")
-    assert result.returncode == 0
-    assert "no CUDA GPU visible" in result.stdout
+def test_a_gpu_run_without_a_gpu_fails_and_says_why(store):
+    args = ("-m", "h100", "tests/h100/test_latency.py", "-rs", "-q", "--flux-stacks", "bf16",
+            "--flux-scenarios", "64x64@2", f"--flux-baselines-dir={store / 'baselines'}",
+            f"--flux-report-dir={store / 'report'}")
+    result = run_pytest(*args)
+    assert result.returncode == 1, "a required check that measured nothing must not pass"
+    assert "no CUDA GPU visible" in result.stdout and "ran no GPU case" in result.stdout
     skipped = json.loads((store / "report" / "results.json").read_text())["skipped"]
     assert [s["stack"] for s in skipped] == ["bf16"] and "no CUDA GPU visible" in skipped[0]["reason"]
+    allowed = run_pytest(*args, "--flux-allow-no-gpu")
+    assert allowed.returncode == 0 and "no CUDA GPU visible" in allowed.stdout
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--flux-scenarios", ","), "no scenario in ','"),
+    (("--flux-stacks", ","), "no stack to run"),
+    (("--flux-device", "bogus"), "device 'bogus' is not supported"),
+    (("--flux-inject-slowdown", "-1"), "inject-slowdown -1.0: must be a fraction"),
+    (("--flux-report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),
+    (("--flux-update-baselines", "--flux-inject-slowdown", "0.03"), "refusing to record references with an injected"),
+])
+def test_bad_options_are_one_usage_error_before_measuring(store, options, message):
+    result = run_pytest("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",
+                        f"--flux-baselines-dir={store / 'baselines'}", *options)
+    assert result.returncode == 4 and message in result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_updates_refused_under_ci_before_measuring(store):
+    result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16", "--flux-update-baselines"), env_extra={"CI": "1"})
+    assert result.returncode == 4 and "refusing to rewrite baselines under CI=1" in result.stderr
+    assert "[flux-perf] building" not in result.stdout
+
+
+def test_a_bad_budgets_file_is_one_usage_error(store):
+    (store / "baselines" / "budgets.toml").write_text("[fidelity.ssim]\nbf61 = 0.99\n")
+    result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"))
+    assert result.returncode == 4 and "unknown stack or component 'bf61'" in result.stderr
+
+
+def test_the_plugin_stays_out_of_other_projects(tmp_path):
+    """Installed flux-perf registers its plugin in every pytest run of the environment: in an
+    unrelated project it must neither import torch nor change the environment."""
+    (tmp_path / "test_other.py").write_text(
+        "import os, sys\n"
+        "def test_untouched():\n"
+        "    assert 'torch' not in sys.modules, 'flux-perf imported torch'\n"
+        "    for name in ('PYTORCH_CUDA_ALLOC_CONF', 'CUDA_MODULE_LOADING'):\n"
+        "        assert name not in os.environ, name\n")
+    env = {name: "" for name in ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING")}
+    clean = {k: v for k, v in os.environ.items() if k not in env}
+    result = run_pytest("-q", "-p", "flux_perf.plugin", str(tmp_path), cwd=tmp_path, env_extra=None, environ=clean)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "flux-perf" in run_pytest("--help", cwd=tmp_path, environ=clean).stdout, "the plugin was loaded"

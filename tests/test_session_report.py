@@ -9,10 +9,13 @@ import pytest
 import torch
 from helpers import copy_budgets
 
+from flux_perf.baselines import UpdateRefused
+from flux_perf.budgets import LatencyBudget
 from flux_perf.components import REGISTRY
 from flux_perf.components.base import Component
-from flux_perf.config import SuiteConfig
-from flux_perf.measure import MeasureSettings
+from flux_perf.config import ConfigError, SuiteConfig
+from flux_perf.judges import describe_disturbance, judge_latency
+from flux_perf.measure import MEASUREMENT_VERSION, MeasureSettings
 from flux_perf.report import write_report
 from flux_perf.scenarios import Scenario
 from flux_perf.session import FluxSession
@@ -22,7 +25,7 @@ from flux_perf.stats import Verdict
 SCENARIO = Scenario(64, 64, 2)
 
 
-class BrokenDecoder(Component):
+class BrokenDecoder(Component, register=False):
     """Test-only planted regression: halves the VAE's output convolution."""
 
     name = "broken-decoder"
@@ -34,7 +37,7 @@ class BrokenDecoder(Component):
             pipe.vae.decoder.conv_out.weight.mul_(0.5)
 
 
-class OutOfMemory(Component):
+class OutOfMemory(Component, register=False):
     name = "oom"
     summary = "test only"
 
@@ -50,11 +53,11 @@ def session_for(tmp_path, monkeypatch):
     baselines = tmp_path / "baselines"
     copy_budgets(baselines)
 
-    def make(stacks: str, update: bool = False) -> FluxSession:
+    def make(stacks: str, update: bool = False, **settings) -> FluxSession:
         config = SuiteConfig(
             model="tiny", device="cpu", stacks=parse_stacks(stacks), scenarios=(SCENARIO,),
             measure=MeasureSettings(rounds=3, max_rounds=6), strict=False, report_dir=tmp_path / "report",
-            baselines_dir=baselines, update_baselines=update, force_update=False,
+            baselines_dir=baselines, update_baselines=update, force_update=False, **settings,
         )
         return FluxSession(config, log=lambda message: None)
 
@@ -79,7 +82,7 @@ def test_update_then_gate_then_catch_the_planted_regression(session_for, tmp_pat
     evidence = Path(broken.fidelity.evidence)
     assert evidence.exists() and evidence.parent == tmp_path / "report" / "fidelity"
 
-    paths = write_report(session, tmp_path / "report")
+    paths = write_report(session.results(), tmp_path / "report")
     payload = json.loads(paths["results"].read_text())
     records = {r["stack"]: r for r in payload["records"]}
     assert records["bf16"]["wall_s"]["median"] > 0 and len(records["bf16"]["wall_samples_s"]) >= 3
@@ -102,7 +105,66 @@ def test_out_of_memory_is_reported_and_the_session_goes_on(session_for):
     assert bf16.error is None and bf16.timed is not None
 
 
-def test_update_refused_under_ci(session_for, monkeypatch):
-    monkeypatch.setenv("CI", "true")
-    (result,) = run_all(session_for("bf16", update=True))
-    assert "CI=true" in result.error
+def test_update_refused_under_ci_before_measuring(session_for, monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(UpdateRefused, match="CI=1"):
+        session_for("bf16", update=True)
+
+
+def test_update_refused_with_an_injected_slowdown(session_for):
+    with pytest.raises(ConfigError, match="refusing to record references with an injected slow-down"):
+        session_for("bf16", update=True, inject_slowdown=0.03)
+
+
+def test_update_refreshes_every_stack_and_marks_old_references_stale(session_for, tmp_path):
+    run_all(session_for("bf16,fused-qkv", update=True))
+    table = json.loads(next((tmp_path / "baselines").glob("cpu-*/tiny-*/latency.json")).read_text())
+    assert set(table["64x64@2"]) == {"bf16", "fused-qkv"}
+    entry = table["64x64@2"]["fused-qkv"]
+    assert entry["measurement_version"] == MEASUREMENT_VERSION and entry["software"]["torch"]
+    entry["measurement_version"] = 1
+    entry["software"]["torch"] = "1.0.0"
+    next((tmp_path / "baselines").glob("cpu-*/tiny-*/latency.json")).write_text(json.dumps(table))
+    (fused,) = run_all(session_for("fused-qkv"))
+    assert any(s.startswith("torch 1.0.0 ->") for s in fused.latency.stale)
+    assert "timed by measurement method 1, now" in " ".join(fused.latency.stale)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"median_s": -1.0}, "median_s=-1.0 is not a positive number"),
+    ({"median_s": 0.5, "samples_s": [0.5, "x"]}, "samples_s must be a list of positive seconds"),
+    ([1, 2], "is a list, not an object"),
+])
+def test_nonsensical_recorded_latency_is_a_clear_error(session_for, tmp_path, entry, message):
+    run_all(session_for("bf16", update=True))
+    path = next((tmp_path / "baselines").glob("cpu-*/tiny-*/latency.json"))
+    path.write_text(json.dumps({"64x64@2": {"bf16": entry}}))
+    (result,) = run_all(session_for("bf16"))
+    assert message in result.error and str(path) in result.error
+
+
+def test_disturbed_rounds_are_never_a_failure():
+    budget = LatencyBudget(1.0, "relative", "recorded 1.000 s + 3%", 0.03, (1.0,) * 8, reference_clock_mhz=1980)
+    slow = [1.2] * 8
+    assert judge_latency(slow, budget).verdict is Verdict.FAIL
+    why = describe_disturbance(["other-processes"], [{"pid": 4242, "name": "python3", "used_memory_mib": 30000}],
+                               1500, 1980)
+    result = judge_latency(slow, budget, disturbance=why)
+    assert result.verdict is Verdict.DISTURBED and not result.failed
+    assert "pid 4242 python3 (30000 MiB)" in result.disturbance[0] and "SM clock 1500 MHz" in result.disturbance[1]
+    # A fast result on a busy machine is still a pass: the disturbance could only have slowed it.
+    assert judge_latency([0.99] * 8, budget, disturbance=why).verdict is Verdict.PASS
+
+
+def test_an_interrupted_case_is_recorded_as_such(session_for, monkeypatch):
+    session = session_for("bf16", update=True)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(session.runner, "measure", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_all(session)
+    (record,) = session.results().records
+    assert record.error == "interrupted (KeyboardInterrupt) before this case finished"
+    assert session.results().interrupted == record.error

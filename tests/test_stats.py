@@ -52,5 +52,6 @@ def test_relative_budget_uses_the_recorded_rounds():
     assert latency_verdict([3.21, 3.22, 3.20, 3.21, 3.21], budget) is Verdict.PASS
     assert latency_verdict([3.40, 3.41, 3.39, 3.40, 3.42], budget) is Verdict.FAIL  # +6 %
     absolute = LatencyBudget(1.2, "absolute", "budgets.toml")
-    assert latency_verdict([1.8, 1.82, 1.81], absolute) is Verdict.FAIL
+    assert latency_verdict([1.8, 1.82, 1.81, 1.8, 1.83, 1.81], absolute) is Verdict.FAIL
+    assert latency_verdict([1.8, 1.82, 1.81], absolute) is Verdict.INCONCLUSIVE  # 3 rounds: 75 % coverage
     assert latency_verdict([1.0], None) is Verdict.NO_BUDGET

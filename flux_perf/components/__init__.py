@@ -1,29 +1,16 @@
-"""The registry of optimization components, one module each."""
+"""The optimization components, one module each. Every module of this package is imported
+here, and each component class registers itself: a new component is one new file."""
 
 from __future__ import annotations
 
-from . import (
-    attention,
-    compile,
-    context_parallel,
-    cuda_graphs,
-    first_block_cache,
-    fp8_scaled_mm,
-    fp8_torchao,
-    fp8_transformer_engine,
-    fused_qkv,
-    memory,
-    scheduler,
-    slowdown,
-    tensorrt,
-    vae,
-)
-from .base import Capabilities, Component, ComponentError
+import importlib
+import pkgutil
 
-_MODULES = (attention, fused_qkv, compile, cuda_graphs, fp8_torchao, fp8_scaled_mm, fp8_transformer_engine,
-            first_block_cache, scheduler, tensorrt, vae, memory, context_parallel, slowdown)
+from .base import REGISTRY, Capabilities, Component, ComponentError, Phase
 
-REGISTRY: dict[str, type[Component]] = {cls.name: cls for module in _MODULES for cls in module.COMPONENTS}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 class UnknownComponentError(ComponentError):
@@ -40,4 +27,5 @@ def make_component(spec: str) -> Component:
     return REGISTRY[name](param or None)
 
 
-__all__ = ["REGISTRY", "Capabilities", "Component", "ComponentError", "UnknownComponentError", "make_component"]
+__all__ = ["REGISTRY", "Capabilities", "Component", "ComponentError", "Phase", "UnknownComponentError",
+           "make_component"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from .base import Component
+from .base import Component, Phase
 
 
 class AttentionBackend(Component):
     exclusive = "attention"
-    phase = 10
+    phase = Phase.ATTENTION
     lossless = True
     backend: ClassVar[str]
 
@@ -71,5 +71,3 @@ def restore_default_backend(pipe) -> None:
     at 1024). Setting the default explicitly on each new pipeline resets that global too."""
     pipe.transformer.set_attention_backend(os.environ.get("DIFFUSERS_ATTN_BACKEND", "native"))
 
-
-COMPONENTS = (SdpaAttention, CudnnAttention, FlashSdpaAttention, EfficientSdpaAttention, FlashAttn2, FlashAttn3)

@@ -6,6 +6,7 @@ import importlib.util
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import ClassVar
 
 import torch
@@ -55,15 +56,39 @@ class Capabilities:
 ContextFactory = Callable[[], AbstractContextManager]
 
 
+class Phase(IntEnum):
+    """When a component is applied: stacks apply in this order, whatever order the user wrote.
+    Quantization swaps modules before compile traces them; CUDA graphs capture what is compiled."""
+
+    SCHEDULE = 0  # steps, guidance, solvers: change the scenario or the scheduler only
+    INSTRUMENT = 1  # test-only hooks that must see every transformer call
+    NUMERICS = 5  # global math switches (TF32)
+    ATTENTION = 10
+    FUSION = 20  # fused projections, before quantization sees the fused linears
+    QUANTIZATION = 30
+    CACHE = 40  # step caching hooks
+    LAYOUT = 50  # memory format, tiling, slicing
+    PARALLEL = 55  # context parallel hooks, traced with the blocks
+    COMPILER_SETTINGS = 59
+    COMPILE = 60
+    VAE_COMPILE = 61
+    GRAPHS = 70  # captures whatever the earlier phases built
+    OFFLOAD = 90
+
+
+# Every concrete component (a subclass that sets `name`) registers itself here on definition.
+REGISTRY: dict[str, type[Component]] = {}
+
+
 class Component:
-    """One optimization. Subclasses set the class attributes and override `apply`."""
+    """One optimization. Subclasses set the class attributes and override what they need;
+    defining a subclass with a `name` registers it (pass `register=False` for test doubles)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
     # Expected to leave the output as bf16 eager gives it (up to kernel rounding).
     lossless: ClassVar[bool] = True
-    # Stacks apply components in phase order, whatever order the user wrote.
-    phase: ClassVar[int] = 50
+    phase: ClassVar[Phase] = Phase.LAYOUT
     needs_cuda: ClassVar[bool] = False
     min_capability: ClassVar[tuple[int, int] | None] = None
     packages: ClassVar[tuple[str, ...]] = ()  # import names
@@ -75,6 +100,13 @@ class Component:
     conflicts_with: ClassVar[frozenset[str]] = frozenset()
     # Parameter: None means the component takes none.
     default_param: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, register: bool = True, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if register and "name" in cls.__dict__:
+            if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+                raise ComponentError(f"two components named {cls.name!r}: {REGISTRY[cls.name]} and {cls}")
+            REGISTRY[cls.name] = cls
 
     def __init__(self, param: str | None = None):
         if param is not None and self.default_param is None:
@@ -119,7 +151,7 @@ class Component:
 
     # -- effect -------------------------------------------------------------
     def apply(self, pipe) -> None:
-        raise NotImplementedError
+        """Change the pipeline; components that only adjust the scenario or wrap calls leave it."""
 
     def call_context(self, pipe) -> ContextFactory | None:
         """A context entered around every generation, if the component needs one."""
@@ -134,6 +166,16 @@ class Component:
 
     def reset_report(self) -> None:
         """Start counting afresh (a new scenario on the same pipeline)."""
+
+
+class Float8Component(Component):
+    """What every FP8 linear-layer backend shares: one per stack, lossy, Ada/Hopper tensor cores."""
+
+    exclusive = "fp8"
+    phase = Phase.QUANTIZATION
+    lossless = False
+    needs_cuda = True
+    min_capability = (8, 9)
 
 
 def parse_float_param(component: Component, low: float, high: float) -> float:

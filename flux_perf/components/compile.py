@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 
-from .base import Component, ComponentError, parse_choice_param
+from .base import Component, ComponentError, Phase, parse_choice_param
 
 MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 # Modes whose inductor output replays CUDA graphs itself.
@@ -16,16 +16,12 @@ GRAPH_MODES = ("max-autotune", "reduce-overhead")
 
 class _Compile(Component):
     exclusive = "compile"
-    phase = 60
+    phase = Phase.COMPILE
     lossless = True
     default_param = "default"
 
     def validate_param(self) -> None:
         parse_choice_param(self, MODES)
-
-    @property
-    def conflicts_with(self):  # a mode that captures CUDA graphs cannot sit inside our own capture
-        return frozenset({"cuda-graphs"}) if self.param in GRAPH_MODES else frozenset()
 
     def compile_kwargs(self) -> dict:
         # Static shapes: every scenario compiles its own graph instead of one slow dynamic
@@ -64,12 +60,10 @@ class RegionalCompile(_Compile):
 class FullGraphCompile(_Compile):
     name = "compile-full"
     summary = "torch.compile of the whole transformer as one graph (long compile)"
-    # First Block Cache decides on the host between blocks: the graph must break there.
     tags = frozenset({"whole-model-compile"})
-
-    @property
-    def conflicts_with(self):
-        return super().conflicts_with | {"fbc", "cuda-graphs"}
+    # First Block Cache decides on the host between blocks: the graph must break there. Our own
+    # CUDA-graph capture is refused too: the inductor graph modes capture graphs themselves.
+    conflicts_with = frozenset({"fbc", "cuda-graphs"})
 
     def apply(self, pipe) -> None:
         pipe.transformer.compile(**self.compile_kwargs())
@@ -101,7 +95,7 @@ def _has_setting(config, dotted: str) -> bool:
 class InductorTuning(Component):
     name = "inductor-tuning"
     summary = "the guide's inductor settings (coordinate-descent tuning, 1x1 conv as mm, ...)"
-    phase = 59
+    phase = Phase.COMPILER_SETTINGS
     lossless = True
 
     def __init__(self, param=None):
@@ -114,8 +108,6 @@ class InductorTuning(Component):
     def extra_unmet(self, caps):
         return None if self.applied else "none of the guide's inductor settings exist in this torch"
 
-    def apply(self, pipe) -> None:
-        pass  # settings are scoped to each call (compilation happens inside the first call)
 
     def call_context(self, pipe):
         import torch._inductor.config as inductor_config
@@ -129,11 +121,9 @@ class InductorTuning(Component):
 class TF32(Component):
     name = "tf32"
     summary = "TF32 for fp32 matmuls and convolutions (no effect on bf16 weights)"
-    phase = 5
+    phase = Phase.NUMERICS
     lossless = False  # fp32 work is computed in TF32
 
-    def apply(self, pipe) -> None:
-        pass
 
     def call_context(self, pipe):
         @contextlib.contextmanager
@@ -147,5 +137,3 @@ class TF32(Component):
 
         return tf32
 
-
-COMPONENTS = (RegionalCompile, FullGraphCompile, InductorTuning, TF32)

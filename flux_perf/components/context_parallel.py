@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from .base import Component, ComponentError
+from .base import Component, ComponentError, Phase
 
 _PARAM = re.compile(r"^(ulysses|ring)(\d+)$")
 
@@ -15,7 +15,7 @@ _PARAM = re.compile(r"^(ulysses|ring)(\d+)$")
 class ContextParallel(Component):
     name = "cp"
     summary = "diffusers context parallelism; parameter ulyssesN or ringN (N GPUs, one process each)"
-    phase = 55  # before compile: the parallel hooks must be traced with the blocks
+    phase = Phase.PARALLEL  # before compile: the parallel hooks must be traced with the blocks
     lossless = True
     needs_cuda = True
     default_param = "ulysses2"
@@ -43,5 +43,3 @@ class ContextParallel(Component):
                   else ContextParallelConfig(ring_degree=self.degree))
         pipe.transformer.enable_parallelism(config=config)
 
-
-COMPONENTS = (ContextParallel,)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component
+from .base import Component, Phase
 
 
 class _GraphedForward:
@@ -71,7 +71,7 @@ class _GraphedForward:
 class CudaGraphs(Component):
     name = "cuda-graphs"
     summary = "capture the transformer forward in a CUDA graph per shape and replay it each step"
-    phase = 70
+    phase = Phase.GRAPHS
     lossless = True
     needs_cuda = True
     tags = frozenset({"cuda-graphs"})
@@ -90,5 +90,3 @@ class CudaGraphs(Component):
             return {}
         return {"captured_graphs": self.graphed.captures, "replays": self.graphed.replays}
 
-
-COMPONENTS = (CudaGraphs,)

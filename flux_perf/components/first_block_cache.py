@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 
-from .base import Component, parse_float_param
+from .base import Component, Phase, parse_float_param
 
 
 class FirstBlockCache(Component):
     name = "fbc"
     summary = "diffusers First Block Cache; parameter: residual-difference threshold (guide: 0.12)"
-    phase = 40
+    phase = Phase.CACHE
     lossless = False
     tags = frozenset({"syncs-host"})
     default_param = "0.12"
@@ -63,5 +63,3 @@ class FirstBlockCache(Component):
         return {"threshold": float(self.param), "steps_seen": steps, "steps_cached": skipped,
                 "cache_rate": skipped / steps if steps else 0.0}
 
-
-COMPONENTS = (FirstBlockCache,)

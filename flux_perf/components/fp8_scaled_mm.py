@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Component, parse_choice_param
+from .base import Float8Component, parse_choice_param
 from .fp8_torchao import quantizable_block_linear
 
 E4M3 = torch.float8_e4m3fn
@@ -62,14 +62,9 @@ def replace_linears(root: nn.Module, make) -> int:
     return len(targets)
 
 
-class ScaledMMFloat8(Component):
+class ScaledMMFloat8(Float8Component):
     name = "fp8-scaled-mm"
     summary = "block linears on torch._scaled_mm with row-wise e4m3 scales (no extra package)"
-    exclusive = "fp8"
-    phase = 30
-    lossless = False
-    needs_cuda = True
-    min_capability = (8, 9)
     default_param = "rowwise"
 
     def validate_param(self) -> None:
@@ -83,5 +78,3 @@ class ScaledMMFloat8(Component):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-
-COMPONENTS = (ScaledMMFloat8,)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component, parse_choice_param
+from .base import Float8Component, parse_choice_param
 
 GRANULARITIES = ("row", "tensor")
 
@@ -20,14 +20,9 @@ def quantizable_block_linear(module: torch.nn.Module, name: str) -> bool:
     )
 
 
-class TorchaoFloat8(Component):
+class TorchaoFloat8(Float8Component):
     name = "fp8-torchao"
     summary = "torchao Float8DynamicActivationFloat8WeightConfig on the block linears (per-row by default)"
-    exclusive = "fp8"
-    phase = 30
-    lossless = False
-    needs_cuda = True
-    min_capability = (8, 9)
     packages = ("torchao",)
     default_param = "row"
 
@@ -44,5 +39,3 @@ class TorchaoFloat8(Component):
         config = Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
         quantize_(pipe.transformer, config, filter_fn=quantizable_block_linear)
 
-
-COMPONENTS = (TorchaoFloat8,)

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component
+from .base import Float8Component
 from .fp8_scaled_mm import replace_linears
 
 
-class TransformerEngineFloat8(Component):
+class TransformerEngineFloat8(Float8Component):
     name = "fp8-te"
     summary = "Transformer Engine te.Linear under fp8_autocast (DelayedScaling, HYBRID format)"
-    exclusive = "fp8"
-    phase = 30
-    lossless = False
-    needs_cuda = True
-    min_capability = (8, 9)
     packages = ("transformer_engine",)
 
     def apply(self, pipe) -> None:
@@ -43,5 +38,3 @@ class TransformerEngineFloat8(Component):
         recipe = DelayedScaling(fp8_format=Format.HYBRID, amax_history_len=16, amax_compute_algo="max")
         return lambda: te.fp8_autocast(enabled=True, fp8_recipe=recipe)
 
-
-COMPONENTS = (TransformerEngineFloat8,)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component
+from .base import Component, Phase
 
 _UNFUSED = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
 
@@ -12,7 +12,7 @@ _UNFUSED = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
 class FusedQKV(Component):
     name = "fused-qkv"
     summary = "diffusers fuse_qkv_projections(), then frees the unfused copies it keeps (+4.3 GB at full size)"
-    phase = 20
+    phase = Phase.FUSION
     lossless = True
     # torchao/TE/scaled_mm quantise Linear layers; fusing after them would concatenate
     # quantised weights. Phase order (fuse first) makes the stack well defined.
@@ -32,5 +32,3 @@ class FusedQKV(Component):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-
-COMPONENTS = (FusedQKV,)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .base import Component
+from .base import Component, Phase
 
 
 class VaeTiling(Component):
     name = "vae-tiling"
     summary = "decode/encode the VAE in overlapping tiles (lower peak memory at large sizes)"
-    phase = 50
+    phase = Phase.LAYOUT
     lossless = False  # tile seams blend
 
     def apply(self, pipe) -> None:
@@ -18,7 +18,7 @@ class VaeTiling(Component):
 class AttentionSlicing(Component):
     name = "attention-slicing"
     summary = "the guide's attention slicing (pipe.enable_attention_slicing)"
-    phase = 50
+    phase = Phase.LAYOUT
     lossless = True
 
     def extra_unmet(self, caps):
@@ -38,7 +38,7 @@ class AttentionSlicing(Component):
 class ModelCpuOffload(Component):
     name = "model-cpu-offload"
     summary = "keep each model on the CPU until it runs (enable_model_cpu_offload)"
-    phase = 90
+    phase = Phase.OFFLOAD
     lossless = True
     needs_cuda = True
     packages = ("accelerate",)
@@ -48,5 +48,3 @@ class ModelCpuOffload(Component):
     def apply(self, pipe) -> None:
         pipe.enable_model_cpu_offload()
 
-
-COMPONENTS = (VaeTiling, AttentionSlicing, ModelCpuOffload)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import inspect
 
-from .base import Component, ComponentError, parse_float_param
+from .base import Component, ComponentError, Phase, parse_float_param
 
 
 class FewerSteps(Component):
     name = "steps"
     summary = "run N denoising steps instead of the scenario's (judged against the full-step reference)"
     exclusive = "steps"
-    phase = 0
+    phase = Phase.SCHEDULE
     lossless = False
     default_param = "4"
 
@@ -19,8 +19,6 @@ class FewerSteps(Component):
         if not str(self.param).isdigit() or int(self.param) < 1:
             raise ComponentError(f"steps:{self.param}: the number of steps must be a positive integer")
 
-    def apply(self, pipe) -> None:
-        pass
 
     def adjust_scenario(self, scenario):
         return scenario.with_steps(int(self.param))
@@ -30,7 +28,7 @@ class GuidanceScale(Component):
     name = "guidance"
     summary = "another distilled-guidance scale than the scenario's 2.5 (default: the pipeline's own 3.5)"
     exclusive = "guidance"
-    phase = 0
+    phase = Phase.SCHEDULE
     lossless = False
     # Not the scenarios' 2.5: a default equal to it measured a no-op (SSIM 1.0000 on the H100).
     default_param = "3.5"
@@ -38,8 +36,6 @@ class GuidanceScale(Component):
     def validate_param(self) -> None:
         parse_float_param(self, 0.0, 100.0)
 
-    def apply(self, pipe) -> None:
-        pass
 
     def adjust_scenario(self, scenario):
         from dataclasses import replace
@@ -54,7 +50,7 @@ def _accepts_custom_sigmas(scheduler_cls) -> bool:
 
 class _FlowSolver(Component):
     exclusive = "scheduler"
-    phase = 0
+    phase = Phase.SCHEDULE
     lossless = False
     scheduler_class: str
 
@@ -106,12 +102,10 @@ class WrongShift(Component):
     name = "wrong-shift"
     summary = "test-only planted regression: FLUX's dynamic shift switched off (bare flow-match sigmas)"
     exclusive = "scheduler"
-    phase = 0
+    phase = Phase.SCHEDULE
     lossless = False
 
     def apply(self, pipe) -> None:
         config = dict(pipe.scheduler.config)
         pipe.scheduler = type(pipe.scheduler).from_config(config, use_dynamic_shifting=False, shift=1.0)
 
-
-COMPONENTS = (FewerSteps, GuidanceScale, DPMSolver, UniPC, WrongShift)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..clocks import clock_for
-from .base import Component, parse_float_param
+from .base import Component, Phase, parse_float_param
 
 # Large enough (~0.5 ms on an H100) that launch latency does not inflate the probe.
 _PROBE_ROWS = 16384
@@ -22,7 +22,7 @@ _PROBE_ROWS = 16384
 class Slowdown(Component):
     name = "slowdown"
     summary = "test-only: extra matmul work worth FRACTION of each step's time (e.g. slowdown:0.05)"
-    phase = 1
+    phase = Phase.INSTRUMENT
     lossless = True  # the extra work writes only to its own buffer
     default_param = "0.05"
 
@@ -98,5 +98,3 @@ class Slowdown(Component):
     def report(self) -> dict:
         return {"fraction": float(self.param), **self.calibration}
 
-
-COMPONENTS = (Slowdown,)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component
+from .base import Component, Phase
 
 
 class TensorRT(Component):
     name = "tensorrt"
     summary = "torch_tensorrt compile backend on the repeated transformer blocks (bf16 engines)"
     exclusive = "compile"
-    phase = 60
+    phase = Phase.COMPILE
     lossless = True
     needs_cuda = True
     packages = ("torch_tensorrt",)
@@ -25,5 +25,3 @@ class TensorRT(Component):
             options={"enabled_precisions": {torch.bfloat16}, "use_explicit_typing": False, "min_block_size": 1},
         )
 
-
-COMPONENTS = (TensorRT,)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component
+from .base import Component, Phase
 
 
 class VaeChannelsLast(Component):
     name = "vae-channels-last"
     summary = "VAE convolutions in channels-last (NHWC) memory format"
-    phase = 50
+    phase = Phase.LAYOUT
     lossless = True
 
     def apply(self, pipe) -> None:
@@ -20,7 +20,7 @@ class VaeChannelsLast(Component):
 class VaeCompile(Component):
     name = "vae-compile"
     summary = "torch.compile of the VAE encoder and decoder (static shapes)"
-    phase = 61
+    phase = Phase.VAE_COMPILE
     lossless = True
     conflicts_with = frozenset({"vae-tiling"})  # tiling loops over tiles on the host
 
@@ -28,5 +28,3 @@ class VaeCompile(Component):
         pipe.vae.encoder.compile(fullgraph=True, dynamic=False)
         pipe.vae.decoder.compile(fullgraph=True, dynamic=False)
 
-
-COMPONENTS = (VaeChannelsLast, VaeCompile)

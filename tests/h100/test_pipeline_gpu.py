@@ -17,7 +17,7 @@ def released_session(flux_session):
     reason = flux_session.skip_reason(flux_session.config.stacks[0])
     if reason:
         pytest.skip(reason)
-    flux_session.release()  # room for our own full-size builds
+    flux_session.runner.release()  # room for our own full-size builds
     return flux_session
 
 
@@ -26,21 +26,21 @@ def _checksum(model) -> float:
 
 
 def test_synthetic_build_is_fast_and_deterministic(released_session):
-    first = load_model(released_session.source, released_session.config.device)
+    first = load_model(released_session.machine.source, released_session.config.device)
     assert first.build_s < BUILD_SECONDS_MAX, f"building took {first.build_s:.2f} s"
     first_sum = _checksum(first)
     del first
     torch.cuda.empty_cache()
-    second = load_model(released_session.source, released_session.config.device)
+    second = load_model(released_session.machine.source, released_session.config.device)
     assert _checksum(second) == first_sum, "the same seed drew different weights"
 
 
 def test_no_host_sync_inside_the_denoising_loop(released_session):
     """Stage timing records CUDA events only; a synchronising op between the first
     transformer call and the decoder raises under sync-debug mode "error"."""
-    if not released_session.cuda:
+    if not released_session.machine.cuda:
         pytest.skip("sync-debug mode exists only for CUDA devices")
-    model = load_model(released_session.source, released_session.config.device)
+    model = load_model(released_session.machine.source, released_session.config.device)
     on = model.pipe.transformer.register_forward_pre_hook(lambda *_: torch.cuda.set_sync_debug_mode("error"))
     off = model.pipe.vae.decoder.register_forward_pre_hook(lambda *_: torch.cuda.set_sync_debug_mode(0))
     try:

@@ -1,0 +1,231 @@
+"""Interleaved A/B on one machine: the regression gate for pull requests.
+
+Two worker processes, one per checkout (each imports its own flux_perf, so each side's own
+code runs), build and warm the same case; both models stay on the GPU. Then rounds alternate
+A B B A A B ... so drift (clocks, temperature) hits both sides alike, one round at a time,
+never both at once. Each block of pairs gives a paired verdict: the Hodges-Lehmann ratio
+head/base with its Wilcoxon signed-rank interval (stats.paired_comparison), against a
+tolerance band. The plan is fixed (pairs x blocks), so no look inflates the error rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .stats import Change, paired_comparison
+
+WORKER = Path(__file__).with_name("ab_worker.py")
+
+
+class AbError(RuntimeError):
+    """A side that cannot be started, built or timed."""
+
+
+def check_checkout(path: Path, side: str) -> Path:
+    path = Path(path).expanduser().resolve()
+    if not (path / "flux_perf" / "__init__.py").is_file():
+        raise AbError(f"--{side} {path}: not a flux-perf checkout (no flux_perf/__init__.py there)")
+    if not (path / "flux_perf" / "runner.py").is_file():
+        raise AbError(f"--{side} {path}: this flux-perf predates the case runner (flux_perf/runner.py); "
+                      "A/B needs both sides at or after it")
+    return path
+
+
+class Worker:
+    """One side's process."""
+
+    def __init__(self, side: str, checkout: Path, log: Callable[[str], None]):
+        self.side = side
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, str(WORKER)], cwd=checkout, env=env, text=True, bufsize=1,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.tail: list[str] = []
+
+        def forward() -> None:  # progress of a side, live, and the last lines for errors
+            for line in self.process.stderr:
+                self.tail = (self.tail + [line.rstrip()])[-20:]
+                if line.startswith(f"[{side}]"):
+                    log(line.rstrip())
+
+        threading.Thread(target=forward, daemon=True).start()
+
+    def send(self, **request) -> None:
+        try:
+            self.process.stdin.write(json.dumps({**request, "side": self.side}) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reply read next says the worker is gone
+
+    def receive(self) -> dict:
+        try:
+            line = self.process.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            raise AbError(f"{self.side} worker exited (code {self.process.poll()}):\n" + "\n".join(self.tail[-12:]))
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise AbError(f"{self.side}: {reply.get('error')}")
+        return reply
+
+    def ask(self, **request) -> dict:
+        self.send(**request)
+        return self.receive()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.ask(cmd="quit")
+            except AbError:
+                pass
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@dataclass
+class Block:
+    """One verdict: `pairs` interleaved pairs of rounds."""
+
+    base_s: list[float]
+    head_s: list[float]
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    change: str
+
+
+@dataclass
+class AbCase:
+    stack: str
+    scenario: str
+    base: dict  # what each worker said when ready (commit, code folder, first call, warm-up)
+    head: dict
+    blocks: list[Block] = field(default_factory=list)
+    foreign_processes: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def counts(self) -> dict:
+        return {change.value: sum(b.change == change.value for b in self.blocks) for change in Change}
+
+    @property
+    def verdict(self) -> str:
+        """Of the whole case: a change only when every block agrees; disturbed beats all."""
+        if self.error:
+            return "error"
+        if self.foreign_processes:
+            return "disturbed"
+        changes = {b.change for b in self.blocks}
+        return changes.pop() if len(changes) == 1 else Change.INCONCLUSIVE.value
+
+
+def foreign_processes(seen: list[dict], ours: set[int]) -> list[dict]:
+    """GPU processes that are neither side. In a container NVML may name host PIDs that our
+    /proc does not show ("verified": False): each of our two workers may hide behind one."""
+    others = [p for p in seen if p.get("pid") not in ours]
+    unverified = [p for p in others if not p.get("verified", True)]
+    hidden_workers = len(ours) - sum(1 for p in seen if p.get("pid") in ours)
+    if any(p.get("verified", True) for p in others) or len(unverified) > hidden_workers:
+        return others
+    return []
+
+
+def interleaved_order(pairs: int) -> list[tuple[str, str]]:
+    """ABBA ABBA ...: each side goes first as often as second, and linear drift cancels."""
+    return [("base", "head") if i % 2 == 0 else ("head", "base") for i in range(pairs)]
+
+
+def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int = 10, blocks: int = 1,
+           tolerance: float = 0.01, model: str | None = None, device: str = "cuda",
+           inject: dict | None = None, log: Callable[[str], None] = print,
+           on_block: Callable[[list[AbCase]], None] = lambda cases: None) -> list[AbCase]:
+    """A/B every (stack, scenario); `inject` = {"base": fraction, "head": fraction} plants a
+    slow-down on a side (to prove the gate). `on_block` sees the cases after every block (to
+    keep the rounds on disk if the run is cut short)."""
+    from .telemetry import TelemetrySampler
+
+    base, head = check_checkout(base, "base"), check_checkout(head, "head")
+    if pairs < 2 or blocks < 1:
+        raise AbError(f"pairs={pairs}, blocks={blocks}: need at least 2 pairs and 1 block")
+    inject = inject or {}
+    workers = {"base": Worker("base", base, log), "head": Worker("head", head, log)}
+    results = []
+    try:
+        for stack in stacks:
+            for scenario in scenarios:
+                case = AbCase(stack, scenario, {}, {})
+                results.append(case)
+                try:
+                    # Both sides build and warm up at once (compiling is CPU work): rounds come after.
+                    for side, worker in workers.items():
+                        log(f"{side}: preparing {stack} at {scenario} from {base if side == 'base' else head}")
+                        worker.send(cmd="prepare", stack=stack, scenario=scenario, model=model, device=device,
+                                    inject_slowdown=inject.get(side))
+                    for side, worker in workers.items():
+                        setattr(case, side, worker.receive())
+                    if case.base.get("fingerprint") != case.head.get("fingerprint"):
+                        raise AbError(f"the sides built different weights: {case.base.get('fingerprint')} vs "
+                                      f"{case.head.get('fingerprint')}")
+                    ours = {case.base["pid"], case.head["pid"]}
+                    sampler = TelemetrySampler(0, 0.1) if device.startswith("cuda") else None
+                    if sampler:
+                        sampler.start()
+                    try:
+                        for number in range(blocks):
+                            walls: dict[str, list[float]] = {"base": [], "head": []}
+                            for order in interleaved_order(pairs):
+                                for side in order:
+                                    walls[side].append(workers[side].ask(cmd="round")["wall_s"])
+                            comparison = paired_comparison(walls["base"], walls["head"], tolerance)
+                            case.blocks.append(Block(walls["base"], walls["head"], comparison.ratio,
+                                                     comparison.ratio_low, comparison.ratio_high,
+                                                     comparison.change.value))
+                            log(f"{stack} {scenario} block {number + 1}/{blocks}: head/base {comparison.ratio:.4f} "
+                                f"({comparison.ratio_low:.4f}-{comparison.ratio_high:.4f}) {comparison.change.value}")
+                            on_block(results)
+                    finally:
+                        report = sampler.stop() if sampler else None
+                    if report is not None:
+                        case.foreign_processes = foreign_processes(report.other_processes, ours)
+                except AbError as error:
+                    case.error = str(error)
+                    log(f"{stack} {scenario}: ERROR {error}")
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return results
+
+
+def format_cases(cases: list[AbCase], tolerance: float) -> str:
+    lines = [f"{'case':<28} {'base s':>8} {'head s':>8} {'head/base':>10}  95% interval      verdict "
+             f"(tolerance {tolerance:.0%})"]
+    for case in cases:
+        name = f"{case.stack}-{case.scenario}"
+        if case.error:
+            lines.append(f"{name:<28} ERROR: {case.error.splitlines()[0]}")
+            continue
+        for block in case.blocks:
+            lines.append(f"{name:<28} {sorted(block.base_s)[len(block.base_s) // 2]:>8.3f} "
+                         f"{sorted(block.head_s)[len(block.head_s) // 2]:>8.3f} {block.ratio:>10.4f}  "
+                         f"{block.ratio_low:.4f}-{block.ratio_high:.4f}   {block.change}")
+        if len(case.blocks) > 1:
+            counts = ", ".join(f"{k} {v}" for k, v in case.counts.items() if v)
+            lines.append(f"{'':<28} {len(case.blocks)} blocks: {counts}")
+        if case.foreign_processes:
+            named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
+            lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
+    return "\n".join(lines)
+
+
+def cases_to_json(cases: list[AbCase], settings: dict) -> dict:
+    return {"flux_perf_ab": 1, "settings": settings,
+            "cases": [{**asdict(case), "verdict": case.verdict, "counts": case.counts} for case in cases]}

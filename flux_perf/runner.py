@@ -1,0 +1,148 @@
+"""The case runner: build a stack's pipeline, warm it up, time rounds. No pytest here; the
+plugin, the command line and the A/B worker all measure through it.
+
+One pipeline is loaded at a time (a full-size model is 23 GB); asking for another stack
+releases the current one with everything compiled for it.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .flops import scenario_tokens, step_flops_breakdown
+from .generate import Generation, generate_with, reference_pixels
+from .measure import MeasureSettings, Timed, measure
+from .models import ModelSource
+from .pipeline import FluxModel, load_model
+from .scenarios import Scenario
+from .stacks import Stack, parse_stack
+from .stats import Verdict
+
+
+def with_injection(stack: Stack, fraction: float | None) -> Stack:
+    """`stack` plus the test-only planted slow-down, under the same name."""
+    if not fraction:
+        return stack
+    return Stack(stack.name, parse_stack(f"{stack.key}+slowdown:{fraction}").components)
+
+
+@dataclass
+class Prepared:
+    """A built pipeline with a stack applied: what every round of every scenario runs on."""
+
+    key: str
+    model: FluxModel
+    stack: Stack  # live component instances (they keep per-pipeline state)
+    apply_s: float
+
+
+@dataclass
+class Case:
+    """One (stack, scenario) ready to run rounds: `round()` is one timed generation."""
+
+    prepared: Prepared
+    scenario: Scenario  # as asked
+    effective: Scenario  # after components adjusted it (fewer steps, another guidance)
+    round: Callable[[], Generation]
+
+
+@dataclass
+class Measured:
+    """What the runner measured for one (stack, scenario)."""
+
+    stack: Stack
+    scenario: Scenario
+    effective: Scenario
+    timed: Timed
+    build_s: float
+    apply_s: float
+    lossless: bool
+    flops_per_step: dict
+    components: dict = field(default_factory=dict)
+
+
+class CaseRunner:
+    def __init__(self, source: ModelSource, device: str, *, inject_slowdown: float | None = None,
+                 log: Callable[[str], None] = lambda _: None):
+        self.source = source
+        self.device = device
+        self.cuda = torch.device(device).type == "cuda"
+        self.inject_slowdown = inject_slowdown
+        self.log = log
+        self.loaded: Prepared | None = None
+
+    def prepare(self, stack: Stack) -> Prepared:
+        """Build the pipeline and apply `stack` (reusing the loaded one when it is the same)."""
+        stack = with_injection(stack, self.inject_slowdown)
+        if self.loaded and self.loaded.key == stack.key:
+            return self.loaded
+        self.release()
+        self.log(f"building {self.source.label} model for stack {stack.name} [{stack.describe()}]")
+        model = load_model(self.source, self.device)
+        live = stack.fresh()
+        start = time.perf_counter()
+        live.apply(model.pipe)
+        if self.cuda:
+            torch.cuda.synchronize()
+        apply_s = time.perf_counter() - start
+        self.log(f"  built in {model.build_s:.2f} s, components applied in {apply_s:.2f} s")
+        self.loaded = Prepared(stack.key, model, live, apply_s)
+        return self.loaded
+
+    def case(self, stack: Stack, scenario: Scenario) -> Case:
+        prepared = self.prepare(stack)
+        live, model = prepared.stack, prepared.model
+        effective = live.adjust(scenario)
+        contexts = live.call_contexts(model.pipe)
+        live.reset_reports()
+        pixels = reference_pixels(model.pipe, effective, model.device)
+        return Case(prepared, scenario, effective, lambda: generate_with(model, effective, contexts, pixels))
+
+    def measure(self, stack: Stack, scenario: Scenario, settings: MeasureSettings, *,
+                verdict_of: Callable[[list[float]], Verdict] | None = None, benchmark=None) -> Measured:
+        """Warm up and time (stack, scenario); `verdict_of` may ask for more rounds (see measure)."""
+        case = self.case(stack, scenario)
+        timed = measure(case.round, settings, cuda=self.cuda, benchmark=benchmark, verdict_of=verdict_of,
+                        log=lambda m: self.log("  " + m))
+        model = case.prepared.model
+        text_tokens = model.prompt.prompt_embeds.shape[1]
+        tokens = scenario_tokens(case.effective.height, case.effective.width, model.vae_scale_factor)
+        flops = step_flops_breakdown(model.transformer_config, tokens, text_tokens)
+        return Measured(
+            stack=stack, scenario=scenario, effective=case.effective, timed=timed, build_s=model.build_s,
+            apply_s=case.prepared.apply_s, lossless=case.prepared.stack.lossless,
+            flops_per_step={"linear": flops.linear, "attention": flops.attention, "total": flops.total,
+                            "image_tokens": tokens, "text_tokens": text_tokens},
+            components=case.prepared.stack.report(),
+        )
+
+    def profile(self, stack: Stack, scenario: Scenario, path: Path) -> Path:
+        """One more generation under torch.profiler; the trace opens in Perfetto/chrome://tracing.
+        Stage ranges are also NVTX ranges, for `nsys profile` of the same case."""
+        from torch.profiler import ProfilerActivity, profile
+
+        case = self.case(stack, scenario)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with profile(activities=activities, record_shapes=False) as prof:
+            case.round()
+        prof.export_chrome_trace(str(path))
+        return path
+
+    def release(self) -> None:
+        """Drop the current pipeline and everything compiled for it."""
+        if self.loaded is not None:
+            self.loaded = None
+            # A fresh stack must not inherit another stack's compiled graphs (or its recompile budget).
+            torch._dynamo.reset()
+        # Always collect: diffusers pipelines hold reference cycles, so a dropped model keeps its
+        # 23 GB until a collection and would count in the next peak.
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()

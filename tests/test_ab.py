@@ -1,0 +1,81 @@
+"""The interleaved A/B gate: its order, its statistics on planted data, its process plumbing
+on the tiny model (no timing asserted: CPUs here are shared and busy)."""
+
+import json
+import random
+
+import pytest
+from helpers import ROOT, run_flux_perf
+
+from flux_perf.ab import AbError, check_checkout, foreign_processes, interleaved_order
+from flux_perf.stats import Change, paired_comparison
+
+
+def test_rounds_alternate_abba():
+    assert interleaved_order(4) == [("base", "head"), ("head", "base"), ("base", "head"), ("head", "base")]
+
+
+def _pairs(slowdown: float, noise: float, drift: float, n: int, seed: int):
+    """Rounds of a machine whose speed drifts linearly, taken ABBA like the runner takes them."""
+    rng = random.Random(seed)
+    base, head = [], []
+    for i, order in enumerate(interleaved_order(n)):
+        for j, side in enumerate(order):
+            t = 2 * i + j
+            wall = 1.8 * (1 + drift * t) * (1 + rng.gauss(0, noise)) * (slowdown if side == "head" else 1.0)
+            (head if side == "head" else base).append(wall)
+    return base, head
+
+
+def test_paired_verdicts_catch_two_percent_and_stay_quiet_on_none():
+    # Planted data with the spread measured for CUDA-graph stacks (0.5 % per round) and a 2 %
+    # drift over the block: 2 % is called slower every time, no change never is.
+    caught = sum(paired_comparison(*_pairs(1.02, 0.005, 0.001, 10, seed), 0.01).change is Change.SLOWER
+                 for seed in range(200))
+    false = sum(paired_comparison(*_pairs(1.0, 0.005, 0.001, 10, seed), 0.01).change is Change.SLOWER
+                for seed in range(200))
+    assert caught >= 190 and false == 0
+
+
+def test_the_interval_covers_the_truth_at_its_level():
+    misses = 0
+    for seed in range(400):
+        comparison = paired_comparison(*_pairs(1.03, 0.01, 0.0, 10, seed), 0.01)
+        misses += not comparison.ratio_low <= 1.03 <= comparison.ratio_high
+    assert misses / 400 <= 0.07  # 95 % interval (exact Wilcoxon, discrete): about 5 % misses
+
+
+def test_too_few_pairs_are_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_comparison([1.0], [1.0], 0.01)
+
+
+def test_foreign_gpu_processes():
+    ours = {101, 102}
+    assert foreign_processes([{"pid": 101}, {"pid": 102}], ours) == []
+    # In a container NVML may show our workers under host PIDs we cannot see: two such are ours.
+    hidden = [{"pid": 9001, "verified": False}, {"pid": 9002, "verified": False}]
+    assert foreign_processes(hidden, ours) == []
+    third = hidden + [{"pid": 9003, "verified": False, "name": "stress"}]
+    assert len(foreign_processes(third, ours)) == 3
+    assert foreign_processes([{"pid": 101}, {"pid": 555, "name": "python3"}], ours) == [{"pid": 555, "name": "python3"}]
+
+
+def test_a_side_must_be_a_checkout(tmp_path):
+    with pytest.raises(AbError, match="not a flux-perf checkout"):
+        check_checkout(tmp_path, "base")
+    assert check_checkout(ROOT, "head") == ROOT
+
+
+def test_ab_runs_each_side_in_its_own_process_and_keeps_every_round(tmp_path):
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
+                           "64x64@2", "--pairs", "3", "--blocks", "2", "--device", "cpu", "--json",
+                           str(tmp_path / "ab.json"))
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    data = json.loads((tmp_path / "ab.json").read_text())
+    (case,) = data["cases"]
+    assert case["error"] is None and len(case["blocks"]) == 2
+    assert all(len(b["base_s"]) == len(b["head_s"]) == 3 for b in case["blocks"])
+    assert case["base"]["pid"] != case["head"]["pid"], "each side has its own process"
+    assert case["base"]["code"] == case["head"]["code"] == str(ROOT / "flux_perf")
+    assert "[base] first call" in result.stdout and "block 2/2" in result.stdout

@@ -1,0 +1,111 @@
+"""The checkpoint maker: a tiny FLUX.1-Kontext-dev-layout folder, loaded through the suite's real path."""
+
+import json
+
+import pytest
+import torch
+
+from flux_perf.checkpoint import CLIP_FULL, SIZES, T5_FULL, estimate_bytes, main
+from flux_perf.generate import generate_with
+from flux_perf.inputs import DEFAULT_PROMPT
+from flux_perf.models import FLUX_SCHEDULER, FULL, TINY, resolve_model_source
+from flux_perf.pipeline import load_model
+from flux_perf.scenarios import Scenario
+from flux_perf.synthetic_weights import build_on_device
+
+TINY_ARGS = ["--size", "tiny", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    pytest.importorskip("sentencepiece", reason="the T5 tokenizer is trained with sentencepiece")
+    out = tmp_path_factory.mktemp("checkpoint") / "kontext-tiny"
+    # Shards small enough to split the tiny transformer, as 5GB splits the full one.
+    assert main([str(out), *TINY_ARGS, "--shard-size", "200KB"]) == 0
+    return out
+
+
+def test_text_encoders_fit_the_transformer():
+    for size in SIZES.values():
+        assert size.t5["d_model"] == size.arch.transformer["joint_attention_dim"]
+        assert size.clip["hidden_size"] == size.arch.transformer["pooled_projection_dim"]
+    assert SIZES["full"].arch is FULL and SIZES["tiny"].arch is TINY
+    assert (CLIP_FULL["hidden_size"], CLIP_FULL["num_hidden_layers"], CLIP_FULL["num_attention_heads"],
+            CLIP_FULL["intermediate_size"], CLIP_FULL["max_position_embeddings"]) == (768, 12, 12, 3072, 77)
+    assert (T5_FULL["d_model"], T5_FULL["d_ff"], T5_FULL["num_layers"], T5_FULL["num_heads"],
+            T5_FULL["vocab_size"]) == (4096, 10240, 24, 64, 32128)
+
+
+def test_full_size_is_the_real_parameter_count():
+    # transformer 11,901,408,320 + T5-XXL encoder 4,762,310,656 + CLIP-L text 123,060,480 + VAE, in bf16
+    assert 33.6e9 < estimate_bytes(SIZES["full"]) < 33.9e9
+
+
+def test_layout_is_flux_kontext_dev(tiny_checkpoint):
+    index = json.loads((tiny_checkpoint / "model_index.json").read_text())
+    assert index["_class_name"] == "FluxKontextPipeline"
+    for part in ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"):
+        assert index[part][0] in ("diffusers", "transformers") and (tiny_checkpoint / part).is_dir(), part
+    transformer = tiny_checkpoint / "transformer"
+    assert (transformer / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    assert len(list(transformer.glob("*.safetensors"))) > 1
+    assert (tiny_checkpoint / "tokenizer" / "vocab.json").is_file()
+    assert (tiny_checkpoint / "tokenizer" / "merges.txt").is_file()
+    scheduler = json.loads((tiny_checkpoint / "scheduler" / "scheduler_config.json").read_text())
+    assert {k: scheduler[k] for k in FLUX_SCHEDULER} == FLUX_SCHEDULER
+
+
+def test_token_ids_fit_the_encoders(tiny_checkpoint):
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    clip = CLIPTokenizer.from_pretrained(tiny_checkpoint / "tokenizer")
+    t5 = T5TokenizerFast.from_pretrained(tiny_checkpoint / "tokenizer_2")
+    clip_ids = clip(DEFAULT_PROMPT, padding="max_length", max_length=77, truncation=True).input_ids
+    t5_ids = t5(DEFAULT_PROMPT, padding="max_length", max_length=512, truncation=True).input_ids
+    assert len(clip_ids) == 77 and clip_ids[0] == clip.bos_token_id and clip.eos_token_id in clip_ids
+    assert max(clip_ids) < CLIP_FULL["vocab_size"] and 700 < len(clip) < 1200
+    assert len(t5_ids) == 512 and max(t5_ids) < T5_FULL["vocab_size"] and 1000 <= len(t5) < 1200
+    assert t5_ids.count(t5.unk_token_id) < 5, "the made-up vocabulary should still split English"
+
+
+def test_loads_encodes_and_generates_through_the_suite(tiny_checkpoint):
+    source = resolve_model_source(str(tiny_checkpoint), "cpu")
+    model = load_model(source, "cpu")
+    assert model.prompt.source == "text-encoders"
+    assert model.prompt.prompt_embeds.shape == (1, 512, TINY.transformer["joint_attention_dim"])
+    assert model.prompt.pooled_prompt_embeds.shape == (1, TINY.transformer["pooled_projection_dim"])
+    assert model.build_s > 0 and model.encode_prompt_s > 0
+    assert model.text_encoders_released and model.pipe.text_encoder is None and model.pipe.text_encoder_2 is None
+    # The transformer is the suite's synthetic one, bit for bit.
+    synthetic = build_on_device(type(model.pipe.transformer), TINY.transformer, 0, "transformer", "cpu",
+                                torch.float32)
+    for (name, a), (_, b) in zip(synthetic.state_dict().items(), model.pipe.transformer.state_dict().items()):
+        assert torch.equal(a, b), name
+    result = generate_with(model, Scenario(64, 64, 2))
+    assert result.image.shape == (64, 64, 3) and result.image.std() > 1.0
+
+
+def test_refuses_a_non_empty_directory(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([str(tmp_path), *TINY_ARGS]) == 2
+    error = capsys.readouterr().err
+    assert str(tmp_path) in error and "not empty" in error and "--force" in error
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_force_replaces_only_the_checkpoint_parts(tmp_path):
+    pytest.importorskip("sentencepiece", reason="the T5 tokenizer is trained with sentencepiece")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "diffusion_pytorch_model-00001-of-00009.safetensors").write_text("stale")
+    assert main([str(tmp_path), *TINY_ARGS, "--force"]) == 0
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (tmp_path / "transformer").glob("*.safetensors")] == [
+        "diffusion_pytorch_model.safetensors"]
+    assert (tmp_path / "model_index.json").is_file()
+
+
+def test_bad_shard_size_names_the_value(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), *TINY_ARGS, "--shard-size", "5 gigs"])
+    assert "'5 gigs'" in capsys.readouterr().err
