@@ -165,13 +165,13 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                 case = AbCase(stack, scenario, {}, {})
                 results.append(case)
                 try:
-                    # Both sides build and warm up at once (compiling is CPU work): rounds come after.
+                    # One side at a time, on an otherwise idle GPU: warm-up decides when a case is
+                    # steady and the planted slow-down sizes itself from a warm step (measured on the
+                    # H100: built at once, the plant calibrated on a shared GPU and came out 3x too big).
                     for side, worker in workers.items():
                         log(f"{side}: preparing {stack} at {scenario} from {base if side == 'base' else head}")
-                        worker.send(cmd="prepare", stack=stack, scenario=scenario, model=model, device=device,
-                                    inject_slowdown=inject.get(side))
-                    for side, worker in workers.items():
-                        setattr(case, side, worker.receive())
+                        setattr(case, side, worker.ask(cmd="prepare", stack=stack, scenario=scenario, model=model,
+                                                       device=device, inject_slowdown=inject.get(side)))
                     if case.base.get("fingerprint") != case.head.get("fingerprint"):
                         raise AbError(f"the sides built different weights: {case.base.get('fingerprint')} vs "
                                       f"{case.head.get('fingerprint')}")
