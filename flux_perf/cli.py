@@ -290,7 +290,7 @@ def cmd_table(args) -> int:
 
 def _add_model_args(parser) -> None:
     parser.add_argument("--model", default=None,
-                        help="synthetic | tiny | a diffusers pipeline directory | a hub id "
+                        help="synthetic | tiny | a diffusers pipeline directory | hub:OWNER/NAME "
                              "(default: synthetic on a GPU, tiny on a CPU)")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
     parser.add_argument("--baselines-dir", default=None,

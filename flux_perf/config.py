@@ -6,11 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import DEFAULT_REPORT_DIR  # noqa: F401  (re-exported: the command line's default)
 from .measure import MeasureSettings
 from .scenarios import Scenario, parse_scenarios
 from .stacks import BASELINE, Stack, parse_stacks
-
-from . import DEFAULT_REPORT_DIR  # noqa: F401  (re-exported: the command line's default)
 
 
 class ConfigError(ValueError):

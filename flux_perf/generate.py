@@ -22,6 +22,7 @@ from .clocks import clock_for, stage_range
 from .inputs import reference_image
 from .scenarios import Scenario
 
+
 @dataclass(frozen=True)
 class StageTimes:
     encode_ms: float

@@ -19,8 +19,7 @@ from .baselines import BaselineError, BaselineKey, BaselineStore, latency_stale_
 from .budgets import LatencyBudget, load_budgets
 from .config import SuiteConfig
 from .fidelity import compare_images, write_side_by_side
-from .judges import (FidelityResult, LatencyResult, describe_disturbance, judge_fidelity, judge_latency,
-                     judge_target)
+from .judges import FidelityResult, LatencyResult, describe_disturbance, judge_fidelity, judge_latency, judge_target
 from .machine import Machine
 from .models import resolve_model_source
 from .provenance import now_iso

@@ -39,7 +39,7 @@ def run_flux_perf(*args, env_extra=None, cwd=ROOT):
 
 
 def make_results(path: Path, samples: dict, *, gpu="NVIDIA H100 80GB HBM3", fingerprint="synthetic-x",
-                 errors: dict | None = None) -> Path:
+                 errors: dict | None = None, stages_ms: dict | None = None) -> Path:
     """A results.json whose cases have the given wall-time rounds (and errors)."""
     records = []
     for case, rounds in samples.items():
@@ -47,7 +47,8 @@ def make_results(path: Path, samples: dict, *, gpu="NVIDIA H100 80GB HBM3", fing
         records.append(CaseRecord(
             id=case, stack=stack, stack_key=stack, components=stack, lossless=True,
             scenario={"id": scenario}, model="synthetic", fingerprint=fingerprint, gpu=gpu, device="cuda",
-            wall_samples_s=list(rounds), wall_s={"median": sorted(rounds)[len(rounds) // 2]} if rounds else None,
-            error=(errors or {}).get(case)))
+            wall_samples_s=list(rounds), error=(errors or {}).get(case), stages_ms=stages_ms,
+            wall_s={"median": sorted(rounds)[len(rounds) // 2], "ci_low": min(rounds), "ci_high": max(rounds)}
+            if rounds else None))
     machine = {"gpu_name": gpu, "model": {"source": "synthetic", "fingerprint": fingerprint}}
     return write_results(RunResults(machine=machine, records=records), path)

@@ -112,3 +112,22 @@ def test_recorded_latency(store):
     store.record_latency(KEY, "fast", {"median_s": 0.2})
     assert store.recorded_latency(KEY, "bf16")["samples_s"] == [0.5, 0.51]
     assert store.recorded_latency(KEY, "fast")["median_s"] == 0.2
+
+
+def test_provenance_that_is_not_an_object(store):
+    store.paths(KEY)[1].write_text("[1, 2]")
+    with pytest.raises(BaselineCorrupt, match="is a JSON list, not an object"):
+        store.load(KEY, SCENARIO)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "must be an object of scenario -> stack -> entry"),
+    ('{"64x96@2": {"bf16": {"median_s": -0.2}}}', "median_s=-0.2 is not a positive number"),
+    ('{"64x96@2": {"bf16": {"median_s": 0.2, "samples_s": "fast"}}}', "samples_s must be a list"),
+])
+def test_recorded_latencies_that_make_no_sense(store, content, message):
+    path = store.root / KEY.folder / "latency.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    with pytest.raises(BaselineCorrupt, match=message):
+        store.recorded_latency(KEY, "bf16")

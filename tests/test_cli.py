@@ -177,3 +177,37 @@ def test_table_filters_scenarios_and_lists_what_could_not_run():
     as_json = json.loads(flux_perf("table", "docs/results/run1.json", "--stacks", "bf16", "--json").stdout)
     rows = {row["scenario"]: row for row in as_json["rows"]}
     assert rows["1024x1024@8"]["speedup_vs_bf16"] == 1.0 and rows["1024x1024@8"]["latency_s"] > 1.0
+
+
+def test_an_interrupted_run_keeps_what_finished(tmp_path, cli, monkeypatch):
+    from flux_perf.session import FluxSession
+
+    real_case = FluxSession.case
+
+    def case(self, stack, scenario, benchmark=None):
+        if self.records:  # the second scenario: Ctrl-C
+            raise KeyboardInterrupt
+        return real_case(self, stack, scenario, benchmark)
+
+    monkeypatch.setattr(FluxSession, "case", case)
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "latency.png").write_bytes(b"an older run's picture")
+    result = cli("run", "--device", "cpu", "--scenarios", "64x64@2,64x64@1", "--rounds", "2",
+                 "--report-dir", tmp_path / "report")
+    assert result.returncode == 1 and "interrupted" in result.stderr
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert [r["id"] for r in saved["records"]] == ["bf16-64x64@2"] and saved["interrupted"]
+    assert (tmp_path / "report" / "latency.png").read_bytes() != b"an older run's picture"
+
+
+def test_table_keeps_gpus_and_weights_apart(tmp_path, cli):
+    stages = {"step_median": 10.0}
+    h100 = make_results(tmp_path / "h100.json", {"bf16-512x512@6": [0.66] * 3, "fast-512x512@6": [0.34] * 3},
+                        stages_ms=stages)
+    cpu = make_results(tmp_path / "cpu.json", {"bf16-512x512@6": [30.0] * 3}, gpu=None, fingerprint="tiny-x",
+                       stages_ms=stages)
+    result = cli("table", h100, cpu, "--json")
+    rows = {(r["machine"], r["stack"]): r for r in json.loads(result.stdout)["rows"]}
+    assert rows[("NVIDIA H100 80GB HBM3 / synthetic-x", "fast")]["speedup_vs_bf16"] == pytest.approx(0.66 / 0.34)
+    assert rows[("CPU / tiny-x", "bf16")]["speedup_vs_bf16"] == 1.0
+    assert "| machine |" in cli("table", h100, cpu).stdout

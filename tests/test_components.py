@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from flux_perf.components import (REGISTRY, Capabilities, Component, ComponentError, Phase, UnknownComponentError,
-                                  make_component)
+from flux_perf.components import (
+    REGISTRY,
+    Capabilities,
+    Component,
+    ComponentError,
+    Phase,
+    UnknownComponentError,
+    make_component,
+)
 from flux_perf.fidelity import compare_images
 from flux_perf.generate import generate_with
 from flux_perf.scenarios import Scenario
