@@ -111,6 +111,7 @@ class AbCase:
     head: dict
     blocks: list[Block] = field(default_factory=list)
     foreign_processes: list[dict] = field(default_factory=list)
+    card: dict = field(default_factory=dict)  # NVML over the rounds: flags, median SM clock, hottest
     error: str | None = None
 
     @property
@@ -196,6 +197,10 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                         report = sampler.stop() if sampler else None
                     if report is not None:
                         case.foreign_processes = foreign_processes(report.other_processes, ours)
+                        summary = report.summary()
+                        case.card = {"flags": [f for f in report.flags() if f != "other-processes"],
+                                     "sm_clock_mhz": (summary.get("sm_clock_mhz") or {}).get("median"),
+                                     "temperature_c_max": (summary.get("temperature_c") or {}).get("max")}
                 except AbError as error:
                     case.error = str(error)
                     log(f"{stack} {scenario}: ERROR {error}")
@@ -223,6 +228,12 @@ def format_cases(cases: list[AbCase], tolerance: float) -> str:
         if case.foreign_processes:
             named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
             lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
+        slowed = [f for f in case.card.get("flags", []) if f in ("thermal-throttle", "hw-slowdown")]
+        if slowed:
+            # Both sides ran on the same slowed card, so the pairs stay fair; only their spread grows
+            # (measured on a card at 86-92 C: 512x512@6 intervals 2-10 % wide instead of +-0.2 %).
+            lines.append(f"{'':<28} card slowed ({', '.join(slowed)}; SM clock {case.card.get('sm_clock_mhz')} MHz, "
+                         f"up to {case.card.get('temperature_c_max')} C): wider intervals, more inconclusive blocks")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from helpers import ROOT, run_flux_perf
 
-from flux_perf.ab import AbError, check_checkout, foreign_processes, interleaved_order
+from flux_perf.ab import AbCase, AbError, Block, check_checkout, foreign_processes, format_cases, interleaved_order
 from flux_perf.stats import Change, paired_comparison
 
 
@@ -79,3 +79,14 @@ def test_ab_runs_each_side_in_its_own_process_and_keeps_every_round(tmp_path):
     assert case["base"]["pid"] != case["head"]["pid"], "each side has its own process"
     assert case["base"]["code"] == case["head"]["code"] == str(ROOT / "flux_perf")
     assert "[base] first call" in result.stdout and "block 2/2" in result.stdout
+
+
+def test_a_slowed_card_is_named_beside_the_verdict():
+    block = Block([1.0, 1.0], [1.02, 1.02], 1.02, 0.99, 1.05, "inconclusive")
+    hot = AbCase("fast", "512x512@6", {}, {}, [block],
+                 card={"flags": ["thermal-throttle", "power-throttle"], "sm_clock_mhz": 1200, "temperature_c_max": 90})
+    text = format_cases([hot], 0.01)
+    assert "card slowed (thermal-throttle; SM clock 1200 MHz, up to 90 C)" in text
+    cool = AbCase("fast", "512x512@6", {}, {}, [block], card={"flags": ["power-throttle"]})
+    assert "card slowed" not in format_cases([cool], 0.01)
+    assert hot.verdict == "inconclusive"
