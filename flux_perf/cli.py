@@ -10,7 +10,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_REPORT_DIR, default_baselines_dir
+from . import DEFAULT_REPORT_DIR
+from .config import default_baselines_dir
 
 
 def _progress(message: str) -> None:
@@ -21,7 +22,7 @@ def _scenarios(args):
     from .scenarios import Scenario, parse_resolution, parse_scenarios
 
     if args.scenarios is not None:
-        return parse_scenarios(args.scenarios) if args.scenarios.strip() else parse_scenarios(",")
+        return parse_scenarios(args.scenarios)
     if args.resolution is not None:
         height, width = parse_resolution(args.resolution)
         return (Scenario(height, width, args.steps, args.guidance, args.seed),)

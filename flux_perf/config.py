@@ -6,7 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import DEFAULT_REPORT_DIR  # noqa: F401  (re-exported: the command line's default)
 from .measure import MeasureSettings
 from .scenarios import Scenario, parse_scenarios
 from .stacks import BASELINE, Stack, parse_stacks

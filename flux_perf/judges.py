@@ -28,7 +28,11 @@ class LatencyResult:
     verdict: Verdict
     strict: bool
     disturbance: tuple[str, ...] = ()  # what made the rounds unrepresentative, if anything did
-    stale: tuple[str, ...] = ()  # why the recorded reference may no longer hold
+
+    @property
+    def stale(self) -> tuple[str, ...]:
+        """Why the recorded reference judged against may no longer hold."""
+        return self.budget.stale if self.budget else ()
 
     @property
     def failed(self) -> bool:
@@ -65,8 +69,7 @@ def judge_latency(samples: Sequence[float], budget: LatencyBudget | None, *, str
     verdict = latency_verdict(samples, budget, look_confidence(CONFIDENCE, looks))
     if disturbance and verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE):
         verdict = Verdict.DISTURBED
-    stale = tuple(budget.stale) if budget else ()
-    return LatencyResult(budget, verdict, strict, tuple(disturbance) if verdict is Verdict.DISTURBED else (), stale)
+    return LatencyResult(budget, verdict, strict, tuple(disturbance) if verdict is Verdict.DISTURBED else ())
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,6 @@ class FidelityResult:
     evidence: str | None = None  # side-by-side PNG written on failure
     message: str | None = None
     stale: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in ("fail", "error")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

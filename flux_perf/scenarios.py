@@ -98,8 +98,8 @@ def parse_scenario(text: str) -> Scenario:
 
 
 def parse_scenarios(text: str | None) -> tuple[Scenario, ...]:
-    """Comma-separated scenarios; empty or None gives the four built-in ones."""
-    if not text:
+    """Comma-separated scenarios; None gives the four built-in ones, a text naming none is an error."""
+    if text is None:
         return BUILTIN
     scenarios = tuple(parse_scenario(part) for part in text.split(",") if part.strip())
     if not scenarios:

@@ -41,6 +41,9 @@ def test_unreadable_text():
         parse_scenario("big")
 
 
-def test_empty_list_gives_builtins():
-    assert parse_scenarios("") == BUILTIN
+def test_no_list_gives_builtins_and_an_empty_one_is_an_error():
+    assert parse_scenarios(None) == BUILTIN
     assert parse_scenarios("64x64@2,128@1") == (Scenario(64, 64, 2), Scenario(128, 128, 1))
+    for text in ("", ",", " , "):
+        with pytest.raises(ScenarioError, match="no scenario in"):
+            parse_scenarios(text)
