@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ class Block:
     ratio_low: float
     ratio_high: float
     change: str
+    seconds: float = 0.0  # wall clock of the block's rounds, both sides
 
 
 @dataclass
@@ -113,6 +115,7 @@ class AbCase:
     foreign_processes: list[dict] = field(default_factory=list)
     card: dict = field(default_factory=dict)  # NVML over the rounds: flags, median SM clock, hottest
     error: str | None = None
+    prepare_s: float = 0.0  # both sides built, compiled and warmed, one after the other
 
     @property
     def counts(self) -> dict:
@@ -165,6 +168,7 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
             for scenario in scenarios:
                 case = AbCase(stack, scenario, {}, {})
                 results.append(case)
+                started = time.monotonic()
                 try:
                     # One side at a time, on an otherwise idle GPU: warm-up decides when a case is
                     # steady and the planted slow-down sizes itself from a warm step (measured on the
@@ -176,6 +180,7 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                     if case.base.get("fingerprint") != case.head.get("fingerprint"):
                         raise AbError(f"the sides built different weights: {case.base.get('fingerprint')} vs "
                                       f"{case.head.get('fingerprint')}")
+                    case.prepare_s = time.monotonic() - started
                     ours = {case.base["pid"], case.head["pid"]}
                     sampler = TelemetrySampler(0, 0.1) if device.startswith("cuda") else None
                     if sampler:
@@ -183,13 +188,15 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                     try:
                         for number in range(blocks):
                             walls: dict[str, list[float]] = {"base": [], "head": []}
+                            block_started = time.monotonic()
                             for order in interleaved_order(pairs):
                                 for side in order:
                                     walls[side].append(workers[side].ask(cmd="round")["wall_s"])
                             comparison = paired_comparison(walls["base"], walls["head"], tolerance)
                             case.blocks.append(Block(walls["base"], walls["head"], comparison.ratio,
                                                      comparison.ratio_low, comparison.ratio_high,
-                                                     comparison.change.value))
+                                                     comparison.change.value,
+                                                     time.monotonic() - block_started))
                             log(f"{stack} {scenario} block {number + 1}/{blocks}: head/base {comparison.ratio:.4f} "
                                 f"({comparison.ratio_low:.4f}-{comparison.ratio_high:.4f}) {comparison.change.value}")
                             on_block(results)
@@ -225,6 +232,10 @@ def format_cases(cases: list[AbCase], tolerance: float) -> str:
         if len(case.blocks) > 1:
             counts = ", ".join(f"{k} {v}" for k, v in case.counts.items() if v)
             lines.append(f"{'':<28} {len(case.blocks)} blocks: {counts}")
+        if case.blocks:
+            rounds = sum(len(b.base_s) + len(b.head_s) for b in case.blocks)
+            minutes = (case.prepare_s + sum(b.seconds for b in case.blocks)) / 60
+            lines.append(f"{'':<28} {rounds} rounds, {minutes:.1f} min (preparing both sides {case.prepare_s:.0f} s)")
         if case.foreign_processes:
             named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
             lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
@@ -240,3 +251,33 @@ def format_cases(cases: list[AbCase], tolerance: float) -> str:
 def cases_to_json(cases: list[AbCase], settings: dict) -> dict:
     return {"flux_perf_ab": 1, "settings": settings,
             "cases": [{**asdict(case), "verdict": case.verdict, "counts": case.counts} for case in cases]}
+
+
+def verdict_rates(pairs: list[tuple[float, float]], sizes: list[int], tolerance: float, draws: int = 400,
+                  seed: int = 0) -> dict[int, dict[str, float]]:
+    """How often a block of n pairs, drawn with replacement from measured (base, head) pairs,
+    gets each verdict: the pairs a machine needs before its A/B can see a change."""
+    import random
+
+    if len(pairs) < 2:
+        raise AbError(f"{len(pairs)} measured pairs: need at least 2 to resample")
+    rng = random.Random(seed)
+    rates = {}
+    for n in sizes:
+        counts = dict.fromkeys((c.value for c in Change), 0)
+        for _ in range(draws):
+            base, head = zip(*rng.choices(pairs, k=n))
+            counts[paired_comparison(base, head, tolerance).change.value] += 1
+        rates[n] = {change: count / draws for change, count in counts.items()}
+    return rates
+
+
+def measured_pairs(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Every (base, head) pair of rounds of an `ab --json` file, per case."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {f"{c['stack']}-{c['scenario']}": [(b, h) for block in c["blocks"]
+                                                  for b, h in zip(block["base_s"], block["head_s"])]
+                for c in data["cases"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise AbError(f"{path}: not an `flux-perf ab --json` file ({type(error).__name__}: {error})") from None

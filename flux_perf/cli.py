@@ -268,6 +268,24 @@ def cmd_ab(args) -> int:
     return 1 if any(case.verdict == "slower" for case in cases) else 0
 
 
+def cmd_ab_pairs(args) -> int:
+    from .ab import measured_pairs, verdict_rates
+    from .compare import check_tolerance
+
+    check_tolerance(args.tolerance)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    if any(n < 2 for n in sizes):
+        raise ValueError(f"--sizes {args.sizes}: a block needs at least 2 pairs")
+    print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs (tolerance {args.tolerance:.0%})")
+    for path in args.files:
+        for case, pairs in measured_pairs(Path(path)).items():
+            rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
+            cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items() if share)
+                              for n, rate in rates.items())
+            print(f"{path} {case} ({len(pairs)} pairs): {cells}")
+    return 0
+
+
 def cmd_table(args) -> int:
     from .report import component_rows, component_table, load_runs, physics_table, skipped_table
 
@@ -289,7 +307,7 @@ def cmd_table(args) -> int:
     return 0
 
 
-def _add_model_args(parser) -> None:
+def _add_model_args(parser, rounds: int = 3) -> None:
     parser.add_argument("--model", default=None,
                         help="synthetic | tiny | a diffusers pipeline directory | hub:OWNER/NAME "
                              "(default: synthetic on a GPU, tiny on a CPU)")
@@ -297,7 +315,7 @@ def _add_model_args(parser) -> None:
     parser.add_argument("--baselines-dir", default=None,
                         help="baseline store with budgets.toml (default: the checkout's baselines/)")
     parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per scenario (default: 3)")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--guidance", type=float, default=2.5)
     update.add_argument("--seed", type=int, default=0)
     update.add_argument("--force", action="store_true", help="allowed under CI=true")
-    _add_model_args(update)
+    # As many rounds as the gate takes: a reference of 3 rounds made the gate's ratio interval wide.
+    _add_model_args(update, rounds=8)
     update.set_defaults(func=cmd_baselines_update)
     show = baselines.add_parser("show", help="list stored baselines")
     show.add_argument("--baselines-dir", default=None)
@@ -340,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("head")
     compare.add_argument("--tolerance", type=float, default=0.03, help="relative change treated as noise (default 0.03)")
     compare.set_defaults(func=cmd_compare)
+
+    pairs = sub.add_parser("ab-pairs", help="from `ab --json` files: how often a block of n pairs calls each verdict")
+    pairs.add_argument("files", nargs="+")
+    pairs.add_argument("--sizes", default="6,8,10,12,16,20", help="pairs per block to try (default 6,8,10,12,16,20)")
+    pairs.add_argument("--tolerance", type=float, default=0.01)
+    pairs.add_argument("--draws", type=int, default=400)
+    pairs.set_defaults(func=cmd_ab_pairs)
 
     ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is slower")
     ab.add_argument("--base", required=True, help="checkout of the base (e.g. main)")

@@ -44,6 +44,7 @@ class CaseRecord:
     world_size: int = 1
     error: str | None = None
     build_s: float | None = None
+    encode_prompt_s: float | None = None
     apply_s: float | None = None
     # Timing (absent when the case failed before it was timed).
     first_call_s: float | None = None

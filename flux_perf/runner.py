@@ -65,6 +65,7 @@ class Measured:
     lossless: bool
     flops_per_step: dict
     components: dict = field(default_factory=dict)
+    encode_prompt_s: float = 0.0  # the text encoders on the prompt (0 for synthetic embeddings)
 
 
 class CaseRunner:
@@ -91,7 +92,9 @@ class CaseRunner:
         if self.cuda:
             torch.cuda.synchronize()
         apply_s = time.perf_counter() - start
-        self.log(f"  built in {model.build_s:.2f} s, components applied in {apply_s:.2f} s")
+        encoded = (f", prompt encoded in {model.encode_prompt_s:.2f} s, text encoders released"
+                   if model.text_encoders_released else "")
+        self.log(f"  built in {model.build_s:.2f} s{encoded}, components applied in {apply_s:.2f} s")
         self.loaded = Prepared(stack.key, model, live, apply_s)
         return self.loaded
 
@@ -116,6 +119,7 @@ class CaseRunner:
         flops = step_flops_breakdown(model.transformer_config, tokens, text_tokens)
         return Measured(
             stack=stack, scenario=scenario, effective=case.effective, timed=timed, build_s=model.build_s,
+            encode_prompt_s=model.encode_prompt_s,
             apply_s=case.prepared.apply_s, lossless=case.prepared.stack.lossless,
             flops_per_step={"linear": flops.linear, "attention": flops.attention, "total": flops.total,
                             "image_tokens": tokens, "text_tokens": text_tokens},

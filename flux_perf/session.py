@@ -224,6 +224,7 @@ class FluxSession:
         denoise_s = timed.stage_summary("denoise").median
         record.effective_scenario = measured.effective.to_dict()
         record.build_s, record.apply_s = measured.build_s, measured.apply_s
+        record.encode_prompt_s = measured.encode_prompt_s
         record.lossless = measured.lossless
         record.first_call_s, record.compile_s = timed.first_call_s, timed.compile_s
         record.warmup_wall_s, record.rounds, record.attempts = timed.warmup_wall_s, wall.n, timed.attempts

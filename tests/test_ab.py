@@ -2,12 +2,22 @@
 on the tiny model (no timing asserted: CPUs here are shared and busy)."""
 
 import json
+import math
 import random
 
 import pytest
 from helpers import ROOT, run_flux_perf
 
-from flux_perf.ab import AbCase, AbError, Block, check_checkout, foreign_processes, format_cases, interleaved_order
+from flux_perf.ab import (
+    AbCase,
+    AbError,
+    Block,
+    check_checkout,
+    foreign_processes,
+    format_cases,
+    interleaved_order,
+    verdict_rates,
+)
 from flux_perf.stats import Change, paired_comparison
 
 
@@ -79,6 +89,8 @@ def test_ab_runs_each_side_in_its_own_process_and_keeps_every_round(tmp_path):
     assert case["base"]["pid"] != case["head"]["pid"], "each side has its own process"
     assert case["base"]["code"] == case["head"]["code"] == str(ROOT / "flux_perf")
     assert "[base] first call" in result.stdout and "block 2/2" in result.stdout
+    assert case["prepare_s"] > 0 and all(b["seconds"] > 0 for b in case["blocks"])
+    assert "12 rounds" in result.stdout, "the rounds and minutes an A/B cost are printed"
 
 
 def test_a_slowed_card_is_named_beside_the_verdict():
@@ -90,3 +102,29 @@ def test_a_slowed_card_is_named_beside_the_verdict():
     cool = AbCase("fast", "512x512@6", {}, {}, [block], card={"flags": ["power-throttle"]})
     assert "card slowed" not in format_cases([cool], 0.01)
     assert hot.verdict == "inconclusive"
+
+
+def _ab_file(path, pairs):
+    blocks = [{"base_s": [b for b, _ in pairs], "head_s": [h for _, h in pairs]}]
+    path.write_text(json.dumps({"cases": [{"stack": "fast", "scenario": "1024x1024@8", "blocks": blocks}]}))
+    return path
+
+
+def test_verdict_rates_show_how_many_pairs_a_change_needs():
+    rng = random.Random(1)
+    # 2 % slower with 0.8 % spread per pair: few pairs are often inconclusive, many are slower.
+    planted = [(1.0, 1.02 * math.exp(rng.gauss(0, 0.008))) for _ in range(60)]
+    rates = verdict_rates(planted, [3, 20], 0.01)
+    assert rates[20]["slower"] > 0.9 and rates[3]["slower"] < rates[20]["slower"]
+    null = [(1.0, math.exp(rng.gauss(0, 0.008))) for _ in range(60)]
+    assert verdict_rates(null, [20], 0.01)[20]["slower"] < 0.05
+
+
+def test_ab_pairs_reads_ab_files_and_refuses_others(tmp_path):
+    pairs = [(1.0, 1.03), (1.0, 1.031), (1.0, 1.029), (1.0, 1.032)] * 3
+    result = run_flux_perf("ab-pairs", str(_ab_file(tmp_path / "ab.json", pairs)), "--sizes", "8")
+    assert result.returncode == 0, result.stderr
+    assert "fast-1024x1024@8 (12 pairs): 8: slower 100%" in result.stdout
+    (tmp_path / "other.json").write_text("{}")
+    result = run_flux_perf("ab-pairs", str(tmp_path / "other.json"))
+    assert result.returncode == 2 and "not an `flux-perf ab --json` file" in result.stderr

@@ -8,9 +8,12 @@ import torch
 from flux_perf.checkpoint import CLIP_FULL, SIZES, T5_FULL, estimate_bytes, main
 from flux_perf.generate import generate_with
 from flux_perf.inputs import DEFAULT_PROMPT
+from flux_perf.measure import MeasureSettings
 from flux_perf.models import FLUX_SCHEDULER, FULL, TINY, resolve_model_source
 from flux_perf.pipeline import load_model
+from flux_perf.runner import CaseRunner
 from flux_perf.scenarios import Scenario
+from flux_perf.stacks import parse_stack
 from flux_perf.synthetic_weights import build_on_device
 
 TINY_ARGS = ["--size", "tiny", "--device", "cpu"]
@@ -109,3 +112,13 @@ def test_bad_shard_size_names_the_value(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path), *TINY_ARGS, "--shard-size", "5 gigs"])
     assert "'5 gigs'" in capsys.readouterr().err
+
+
+def test_run_reports_load_and_prompt_encoding(tiny_checkpoint, tmp_path):
+    """What a user of real weights wants to see: load time, encoding time, encoders released."""
+    lines = []
+    runner = CaseRunner(resolve_model_source(str(tiny_checkpoint), "cpu"), "cpu", log=lines.append)
+    settings = MeasureSettings(rounds=1, max_rounds=1, max_warmup=1)
+    measured = runner.measure(parse_stack("bf16"), Scenario(64, 64, 2), settings)
+    assert measured.build_s > 0 and measured.encode_prompt_s > 0
+    assert any("prompt encoded in" in line and "text encoders released" in line for line in lines), lines

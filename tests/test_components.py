@@ -89,10 +89,44 @@ def test_requirements_give_reasons(monkeypatch):
     assert "torchrun --nproc-per-node 2" in make_component("cp:ulysses2").unmet(two_gpus)
 
 
-def test_unsupported_guide_features_say_why():
-    assert "set_attention_slice" in make_component("attention-slicing").unmet(SM90)
-    assert "takes no `sigmas`" in make_component("dpm-solver").unmet(SM90)
-    assert make_component("unipc").unmet(CPU) is None
+def test_dpm_solver_cannot_drive_the_kontext_pipeline():
+    """Why there is no dpm-solver (docs/components.md); fails once diffusers lets it, to revisit."""
+    from diffusers import DPMSolverMultistepScheduler
+    from diffusers.pipelines.flux.pipeline_flux_kontext import retrieve_timesteps
+
+    assert "dpm-solver" not in REGISTRY and make_component("unipc").unmet(CPU) is None
+    dpm = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction",
+                                      use_dynamic_shifting=True, time_shift_type="exponential")
+    with pytest.raises(ValueError, match="does not support custom sigmas"):
+        retrieve_timesteps(dpm, 4, "cpu", sigmas=np.linspace(1.0, 0.25, 4), mu=0.8)  # as the pipeline calls it
+
+
+def test_unipc_applies_fluxs_dynamic_shift(tiny_model):
+    """UniPC's sigmas equal FLUX's Euler ones for the same sigmas and mu: the shift is applied, not ignored."""
+    euler = tiny_model.pipe.scheduler
+    make_component("unipc").apply(tiny_model.pipe)
+    unipc = tiny_model.pipe.scheduler
+    sigmas = np.linspace(1.0, 1 / 6, 6)
+    for mu in (0.5, 1.15):
+        euler.set_timesteps(sigmas=sigmas, mu=mu)
+        unipc.set_timesteps(sigmas=sigmas, mu=mu)
+        assert np.allclose(unipc.sigmas.numpy(), euler.sigmas.numpy(), atol=1e-5)
+    assert unipc.sigmas[3] > sigmas[3] + 0.2  # mu = 1.15 shifts the mid-schedule sigmas up
+
+
+def test_attention_slicing_does_not_exist_for_flux(tiny_model):
+    """Why there is no attention-slicing (docs/components.md); fails once diffusers gains it, to revisit."""
+    from diffusers import FluxTransformer2DModel
+
+    assert "attention-slicing" not in REGISTRY
+    transformer = tiny_model.pipe.transformer
+    before = {name: type(p) for name, p in transformer.attn_processors.items()}
+    tiny_model.pipe.enable_attention_slicing()  # finds no module with set_attention_slice: a no-op
+    assert {name: type(p) for name, p in transformer.attn_processors.items()} == before
+    assert not hasattr(FluxTransformer2DModel, "set_attention_slice")
+    assert not hasattr(FluxTransformer2DModel, "enable_forward_chunking")
+    with pytest.raises(AttributeError, match="_get_compatible_processor"):  # no sliced Flux processor
+        transformer.transformer_blocks[0].attn.set_attention_slice(1)
 
 
 CPU_RUNNABLE = sorted(name for name, cls in REGISTRY.items() if cls().unmet(CPU) is None)

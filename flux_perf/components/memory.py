@@ -1,4 +1,6 @@
-"""Memory fallbacks for out-of-memory cases, used only when asked for: they trade speed for memory."""
+"""Memory fallbacks for out-of-memory cases, used only when asked for: they trade speed for memory.
+
+No attention slicing: diffusers 0.42.1 has none that works on FLUX (docs/components.md)."""
 
 from __future__ import annotations
 
@@ -13,26 +15,6 @@ class VaeTiling(Component):
 
     def apply(self, pipe) -> None:
         pipe.vae.enable_tiling()
-
-
-class AttentionSlicing(Component):
-    name = "attention-slicing"
-    summary = "the guide's attention slicing (pipe.enable_attention_slicing)"
-    phase = Phase.LAYOUT
-    lossless = True
-
-    def extra_unmet(self, caps):
-        # Checked for real at apply time too; diffusers' FLUX transformer has no slicing hook,
-        # so enable_attention_slicing() silently does nothing for it.
-        from diffusers import FluxTransformer2DModel
-
-        if not hasattr(FluxTransformer2DModel, "set_attention_slice"):
-            return ("attention-slicing: FluxTransformer2DModel has no set_attention_slice, so "
-                    "pipe.enable_attention_slicing() is a silent no-op for FLUX; use vae-tiling or model-cpu-offload")
-        return None
-
-    def apply(self, pipe) -> None:
-        pipe.enable_attention_slicing()
 
 
 class ModelCpuOffload(Component):

@@ -1,8 +1,6 @@
-"""Fewer steps, another guidance scale, and multistep solvers for flow matching."""
+"""Fewer steps, another guidance scale, and a multistep solver for flow matching."""
 
 from __future__ import annotations
-
-import inspect
 
 from .base import Component, ComponentError, Phase, parse_float_param
 
@@ -43,59 +41,25 @@ class GuidanceScale(Component):
         return replace(scenario, guidance=float(self.param))
 
 
-def _accepts_custom_sigmas(scheduler_cls) -> bool:
-    # FluxKontextPipeline always passes `sigmas=` (and `mu=`) to set_timesteps.
-    return "sigmas" in inspect.signature(scheduler_cls.set_timesteps).parameters
-
-
-class _FlowSolver(Component):
+class UniPC(Component):
+    name = "unipc"
+    summary = "UniPC multistep (DPM-Solver++'s predictor-corrector successor) with flow sigmas"
     exclusive = "scheduler"
     phase = Phase.SCHEDULE
     lossless = False
-    scheduler_class: str
-
-    def _cls(self):
-        import diffusers
-
-        return getattr(diffusers, self.scheduler_class)
-
-    def extra_unmet(self, caps):
-        if not _accepts_custom_sigmas(self._cls()):
-            return (
-                f"{self.name}: diffusers' {self.scheduler_class}.set_timesteps takes no `sigmas`, "
-                "which FluxKontextPipeline always passes; it cannot drive the Kontext pipeline"
-            )
-        return None
+    # No DPM-Solver++ component: in diffusers 0.42.1 DPMSolverMultistepScheduler.set_timesteps takes
+    # no `sigmas`, which FluxKontextPipeline always passes (docs/components.md). UniPC takes both.
 
     def apply(self, pipe) -> None:
+        from diffusers import UniPCMultistepScheduler
+
         # Flow sigmas with FLUX's exponential dynamic shift (mu from the image size), as the
-        # Euler scheduler it replaces; FLUX's own config keys mean nothing to these classes.
-        pipe.scheduler = self._cls()(
+        # Euler scheduler it replaces; FLUX's own config keys mean nothing to this class.
+        pipe.scheduler = UniPCMultistepScheduler(
             num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
             use_flow_sigmas=True, prediction_type="flow_prediction",
-            use_dynamic_shifting=True, time_shift_type="exponential", **self.solver_config(),
+            use_dynamic_shifting=True, time_shift_type="exponential", solver_order=2,
         )
-
-    def solver_config(self) -> dict:
-        return {}
-
-
-class DPMSolver(_FlowSolver):
-    name = "dpm-solver"
-    summary = "DPM-Solver++ (2M) with flow sigmas (DPMSolverMultistepScheduler)"
-    scheduler_class = "DPMSolverMultistepScheduler"
-
-    def solver_config(self) -> dict:
-        return {"algorithm_type": "dpmsolver++", "solver_order": 2}
-
-
-class UniPC(_FlowSolver):
-    name = "unipc"
-    summary = "UniPC multistep (DPM-Solver++'s predictor-corrector successor) with flow sigmas"
-    scheduler_class = "UniPCMultistepScheduler"
-
-    def solver_config(self) -> dict:
-        return {"solver_order": 2}
 
 
 class WrongShift(Component):

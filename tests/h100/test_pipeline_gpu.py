@@ -10,6 +10,9 @@ from flux_perf.scenarios import Scenario
 pytestmark = pytest.mark.h100
 
 BUILD_SECONDS_MAX = 5.0  # measured 0.3 s on the H100; an fp32 detour would take far longer
+# A 31.4 GiB checkpoint from local disk loaded in 5.1-7.0 s on the H100 test machine
+# (docs/real-weights.md); a minute means a slow disk or a CPU detour worth knowing about.
+LOAD_SECONDS_MAX = 60.0
 
 
 @pytest.fixture
@@ -25,14 +28,16 @@ def _checksum(model) -> float:
     return float(sum(p.double().sum() for p in model.pipe.transformer.parameters()))
 
 
-def test_synthetic_build_is_fast_and_deterministic(released_session):
-    first = load_model(released_session.machine.source, released_session.config.device)
-    assert first.build_s < BUILD_SECONDS_MAX, f"building took {first.build_s:.2f} s"
+def test_build_is_fast_and_deterministic(released_session):
+    source = released_session.machine.source
+    limit = LOAD_SECONDS_MAX if source.kind == "pretrained" else BUILD_SECONDS_MAX
+    first = load_model(source, released_session.config.device)
+    assert first.build_s < limit, f"building {source.label} took {first.build_s:.2f} s (limit {limit} s)"
     first_sum = _checksum(first)
     del first
     torch.cuda.empty_cache()
     second = load_model(released_session.machine.source, released_session.config.device)
-    assert _checksum(second) == first_sum, "the same seed drew different weights"
+    assert _checksum(second) == first_sum, f"{source.label}: two loads gave different weights"
 
 
 def test_no_host_sync_inside_the_denoising_loop(released_session):
