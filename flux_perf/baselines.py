@@ -1,7 +1,8 @@
-"""The baseline store: bf16 reference images with provenance, and recorded latencies.
+"""The baseline store: bf16 reference images (and their final latents) with provenance,
+each stack's recorded latency and fidelity, and the fidelity calibration.
 
-Layout: `<root>/<gpu-slug>/<model-fingerprint>/<scenario-id>.png` and `.json`, plus
-`latency.json` per folder. Keyed so an H100 never compares with another GPU's images
+Layout: `<root>/<gpu-slug>/<model-fingerprint>/<scenario-id>.png`, `.json` and `.latents.npy`,
+plus `latency.json`, `fidelity.json` and `calibration.json` per folder. Keyed so an H100 never compares with another GPU's images
 and synthetic weights never with real ones. Only an explicit update writes here.
 """
 
@@ -64,6 +65,7 @@ class Baseline:
     image: np.ndarray
     provenance: dict
     stale: list[str] = field(default_factory=list)  # software that differs from when it was made
+    latents: np.ndarray | None = None  # absent for baselines made before latents were kept
 
 
 def _sha256(data: bytes) -> str:
@@ -74,6 +76,11 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_sha256(image: np.ndarray) -> str:
+    """The hash a stored PNG of `image` would have: tells whether an output changed."""
+    return _sha256(png_bytes(image))
 
 
 def updates_allowed(force: bool) -> None:
@@ -139,21 +146,66 @@ class BaselineStore:
                     f"baseline {meta_path} was made with {name}={recorded[name]}, the scenario has "
                     f"{name}={getattr(scenario, name)}"
                 )
-        return Baseline(image, provenance, stale_reasons(provenance.get("software", {})))
+        return Baseline(image, provenance, stale_reasons(provenance.get("software", {})),
+                        self._load_latents(key, provenance))
 
-    def latency_table(self, key: BaselineKey) -> dict:
-        """scenario id -> stack -> recorded entry, checked so no nonsense can gate anything."""
-        path = self.root / key.folder / "latency.json"
+    def latents_path(self, key: BaselineKey) -> Path:
+        return self.root / key.folder / f"{key.scenario_id}.latents.npy"
+
+    def _load_latents(self, key: BaselineKey, provenance: dict) -> np.ndarray | None:
+        path, expected = self.latents_path(key), provenance.get("latents_sha256")
+        if expected is None:
+            return None
+        if not path.exists():
+            raise BaselineCorrupt(f"baseline {key} names latents {path.name}, which is missing. "
+                                  f"Re-create it with: {UPDATE_HINT}")
+        data = path.read_bytes()
+        if _sha256(data) != expected:
+            raise BaselineCorrupt(f"baseline latents {path} do not match the sha256 in the provenance: edited or "
+                                  f"half-written. Re-create them with: {UPDATE_HINT}")
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+    def _table(self, key: BaselineKey, name: str) -> dict:
+        """A per-folder JSON table of scenario id -> name -> entry (`latency.json`, ...)."""
+        path = self.root / key.folder / name
         if not path.exists():
             return {}
         try:
             table = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BaselineCorrupt(f"recorded latencies {path} are not valid JSON ({error})") from None
+            raise BaselineCorrupt(f"{path} is not valid JSON ({error})") from None
         if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-            raise BaselineCorrupt(f"recorded latencies {path} must be an object of scenario -> stack -> entry. "
-                                  f"Re-record them with: {UPDATE_HINT}")
+            raise BaselineCorrupt(f"{path} must be an object of scenario -> name -> entry. "
+                                  f"Re-record it with: {UPDATE_HINT}")
         return table
+
+    def _write_table_entry(self, key: BaselineKey, name: str, inner: str, entry: dict) -> Path:
+        path = self.root / key.folder / name
+        try:
+            table = self._table(key, name)
+        except BaselineCorrupt:
+            table = {}  # an update on purpose replaces a broken file
+        table.setdefault(key.scenario_id, {})[inner] = entry
+        atomic_write(path, (json.dumps(table, indent=2, sort_keys=True) + "\n").encode())
+        return path
+
+    def latency_table(self, key: BaselineKey) -> dict:
+        """scenario id -> stack -> recorded entry, checked so no nonsense can gate anything."""
+        return self._table(key, "latency.json")
+
+    def recorded_fidelity(self, key: BaselineKey, stack: str) -> dict | None:
+        """The stack's fidelity against the bf16 baseline, as the last sanctioned update measured it."""
+        entry = self._table(key, "fidelity.json").get(key.scenario_id, {}).get(stack)
+        if entry is not None:
+            _check_fidelity_entry(entry, f"{self.root / key.folder / 'fidelity.json'} [{key.scenario_id}][{stack}]")
+        return entry
+
+    def calibration(self, key: BaselineKey) -> dict | None:
+        """The lossless band and tolerances `flux-perf calibrate --write` measured for this scenario."""
+        entry = self._table(key, "calibration.json").get(key.scenario_id, {}).get("fidelity")
+        if entry is not None:
+            _check_calibration(entry, f"{self.root / key.folder / 'calibration.json'} [{key.scenario_id}]")
+        return entry
 
     def recorded_latency(self, key: BaselineKey, stack: str) -> dict | None:
         entry = self.latency_table(key).get(key.scenario_id, {}).get(stack)
@@ -162,12 +214,18 @@ class BaselineStore:
         return entry
 
     # -- writing (only ever on purpose) -----------------------------------------
-    def save(self, key: BaselineKey, image: np.ndarray, provenance: dict, *, force: bool = False) -> Path:
+    def save(self, key: BaselineKey, image: np.ndarray, provenance: dict, *, latents: np.ndarray | None = None,
+             force: bool = False) -> Path:
         updates_allowed(force)
         image_path, meta_path = self.paths(key)
         data = png_bytes(image)
         record = {**provenance, "fingerprint": key.fingerprint, "gpu_slug": key.gpu_slug,
                   "image_sha256": _sha256(data), "image_shape": list(image.shape)}
+        if latents is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, latents.astype(np.float32), allow_pickle=False)
+            atomic_write(self.latents_path(key), buffer.getvalue())
+            record["latents_sha256"] = _sha256(buffer.getvalue())
         # Image first, then the JSON naming its hash: a crash in between leaves a pair that
         # load() reports as half-written rather than a silently wrong baseline.
         atomic_write(image_path, data)
@@ -177,14 +235,17 @@ class BaselineStore:
     def record_latency(self, key: BaselineKey, stack: str, entry: dict, *, force: bool = False) -> Path:
         updates_allowed(force)
         _check_latency_entry(entry, f"new latency entry for {key} {stack}")
-        path = self.root / key.folder / "latency.json"
-        try:
-            table = self.latency_table(key)
-        except BaselineCorrupt:
-            table = {}  # an update on purpose replaces a broken file
-        table.setdefault(key.scenario_id, {})[stack] = entry
-        atomic_write(path, (json.dumps(table, indent=2, sort_keys=True) + "\n").encode())
-        return path
+        return self._write_table_entry(key, "latency.json", stack, entry)
+
+    def record_fidelity(self, key: BaselineKey, stack: str, entry: dict, *, force: bool = False) -> Path:
+        updates_allowed(force)
+        _check_fidelity_entry(entry, f"new fidelity entry for {key} {stack}")
+        return self._write_table_entry(key, "fidelity.json", stack, entry)
+
+    def record_calibration(self, key: BaselineKey, entry: dict, *, force: bool = False) -> Path:
+        updates_allowed(force)
+        _check_calibration(entry, f"new calibration for {key}")
+        return self._write_table_entry(key, "calibration.json", "fidelity", entry)
 
 
 def _positive(value) -> bool:
@@ -201,6 +262,35 @@ def _check_latency_entry(entry, where: str) -> None:
     if samples is not None and not (isinstance(samples, list) and all(_positive(s) for s in samples)):
         raise BaselineCorrupt(f"{where}: samples_s must be a list of positive seconds, got {samples!r:.80}. "
                               f"Re-record with: {UPDATE_HINT}")
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+        -1 <= value <= 1
+
+
+def _check_fidelity_entry(entry, where: str) -> None:
+    if not isinstance(entry, dict) or not _fraction(entry.get("ssim")):
+        raise BaselineCorrupt(f"{where}: needs an ssim in [-1, 1], got {entry!r:.120}. Re-record with: {UPDATE_HINT}")
+    psnr, distance = entry.get("psnr"), entry.get("latent_rel_l2")
+    if psnr is not None and not (_positive(psnr)):
+        raise BaselineCorrupt(f"{where}: psnr={psnr!r} is not a positive number of dB (null: identical)")
+    if distance is not None and not (_positive(distance) or distance == 0):
+        raise BaselineCorrupt(f"{where}: latent_rel_l2={distance!r} is not a distance >= 0")
+
+
+def _check_calibration(entry, where: str) -> None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("band"), dict):
+        raise BaselineCorrupt(f"{where}: needs a `band` object; re-run flux-perf calibrate --write")
+    band, spread = entry["band"], entry.get("spread") or {}
+    if not _fraction(band.get("ssim")):
+        raise BaselineCorrupt(f"{where}: band.ssim={band.get('ssim')!r} is not an SSIM")
+    for name in ("psnr", "latent_rel_l2"):
+        if band.get(name) is not None and not _positive(band[name]):
+            raise BaselineCorrupt(f"{where}: band.{name}={band[name]!r} is not a positive number")
+    if not isinstance(spread, dict) or not all(
+            isinstance(s, dict) and all(_positive(v) or v == 0 for v in s.values()) for s in spread.values()):
+        raise BaselineCorrupt(f"{where}: spread must map stack -> metric -> a number >= 0, got {spread!r:.120}")
 
 
 def stale_reasons(recorded: dict) -> list[str]:

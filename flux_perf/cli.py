@@ -209,6 +209,12 @@ def cmd_baselines_show(args) -> int:
             continue
         if not isinstance(record, dict):
             print(f"{name}: UNREADABLE (a JSON {type(record).__name__}, not an object)")
+        elif meta.name in ("fidelity.json", "calibration.json"):
+            for scenario, entries in record.items():
+                for stack, entry in (entries.items() if isinstance(entries, dict) else ()):
+                    ssim = (entry.get("band") or {}).get("ssim") if meta.name == "calibration.json" else entry.get("ssim")
+                    what = "lossless band SSIM >=" if meta.name == "calibration.json" else "SSIM"
+                    print(f"{name} {scenario} {stack}: {what} {ssim}, recorded {entry.get('recorded_at')}")
         elif meta.name == "latency.json":
             for scenario, stacks in record.items():
                 for stack, entry in (stacks.items() if isinstance(stacks, dict) else ()):
@@ -220,6 +226,58 @@ def cmd_baselines_show(args) -> int:
             latency = (record.get("latency") or {}).get("median") if isinstance(record.get("latency"), dict) else None
             print(f"{name}: {record.get('created_at')} torch {(record.get('software') or {}).get('torch')}"
                   + (f", bf16 median {latency:.3f} s" if isinstance(latency, (int, float)) else ""))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .baselines import BaselineKey, BaselineStore, updates_allowed
+    from .calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, calibrate_scenario, format_calibration, runnable
+    from .files import atomic_write
+    from .machine import Machine
+    from .models import resolve_model_source
+    from .runner import CaseRunner
+    from .stacks import BASELINE, DEFAULT_STACKS
+
+    if args.write:
+        updates_allowed(args.force)  # refuse before minutes of measuring
+    if args.repeats < 1 or not args.margin >= 1:
+        raise ValueError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
+    config = _suite(args, stacks=BASELINE, scenarios=_scenarios(args))
+    machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
+    cuda = config.device.startswith("cuda")
+
+    def listed(text, default):
+        return [s for s in (text.split(",") if text is not None else default) if s]
+
+    lossless, skipped = runnable(listed(args.lossless, LOSSLESS_CUDA if cuda else LOSSLESS_CPU), machine.caps)
+    stacks, more = runnable(listed(args.stacks, [s for s in DEFAULT_STACKS if s != BASELINE]), machine.caps)
+    breaks, rest = runnable(listed(args.breaks, BREAKS), machine.caps)
+    for line in skipped + more + rest:
+        print(f"not measured: {line}", file=sys.stderr)
+    store = BaselineStore(config.baselines_dir)
+    runner = CaseRunner(machine.source, config.device, log=lambda m: _progress("  " + m))
+    results, report = [], {}
+    for scenario in config.scenarios:
+        key = BaselineKey(machine.slug, machine.fingerprint, scenario.id)
+        _progress(f"calibrating {key}: {len(lossless) + 1} lossless, {len(stacks)} stacks x {args.repeats}, "
+                  f"{len(breaks)} breaks")
+        result = calibrate_scenario(runner, store, key, scenario, lossless=lossless, stacks=stacks, breaks=breaks,
+                                    repeats=args.repeats, margin=args.margin, log=_progress)
+        results.append((key, result))
+        report[scenario.id] = result.entry()
+        print(format_calibration(result))
+    if args.json:
+        atomic_write(Path(args.json), (json.dumps({"flux_perf_calibration": 1, "key": str(results[0][0]),
+                                                   "scenarios": report}, indent=1) + "\n").encode())
+        print(f"\nmeasurements and proposal: {args.json}")
+    if not args.write:
+        print("\nnothing written: add --write to store this proposal for these weights on this GPU")
+        return 0
+    for key, result in results:
+        old = store.calibration(key) if (store.root / key.folder / "calibration.json").exists() else None
+        path = store.record_calibration(key, result.entry(), force=args.force)
+        before = f"band SSIM {old['band']['ssim']:.5f} -> " if old else "new: band SSIM "
+        print(f"{key}: {before}{result.band['ssim']:.5f} ({path})")
     return 0
 
 
@@ -353,6 +411,27 @@ def build_parser() -> argparse.ArgumentParser:
     show = baselines.add_parser("show", help="list stored baselines")
     show.add_argument("--baselines-dir", default=None)
     show.set_defaults(func=cmd_baselines_show)
+
+    calibrate = sub.add_parser("calibrate", help="measure the lossless band and fidelity spread for these weights "
+                                                 "on this GPU; propose it, write it with --write")
+    calibrate.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: the guide's four)")
+    calibrate.add_argument("--resolution", default=None)
+    calibrate.add_argument("--steps", type=int, default=6)
+    calibrate.add_argument("--guidance", type=float, default=2.5)
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--lossless", default=None,
+                           help="exact-math variants of bf16 (default on a GPU: attn-cudnn,attn-flash-sdpa,"
+                                "attn-efficient,compile-regional)")
+    calibrate.add_argument("--stacks", default=None, help="stacks whose spread to measure (default: compile,fp8,fast)")
+    calibrate.add_argument("--breaks", default=None, help="planted breaks to locate (default: noise:0.01,wrong-shift)")
+    calibrate.add_argument("--repeats", type=int, default=2, help="fresh builds per stack (default 2)")
+    calibrate.add_argument("--margin", type=float, default=1.5,
+                           help="the band reaches this many times the farthest lossless variant (default 1.5)")
+    calibrate.add_argument("--write", action="store_true", help="store the proposal in the baseline store")
+    calibrate.add_argument("--force", action="store_true", help="allow --write under CI")
+    calibrate.add_argument("--json", default=None, help="write every measurement and the proposal here")
+    _add_model_args(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate)
 
     compare = sub.add_parser("compare", help="compare two results.json files; exit 1 on a real regression")
     compare.add_argument("base")

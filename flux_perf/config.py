@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .measure import MeasureSettings
 from .scenarios import Scenario, parse_scenarios
-from .stacks import BASELINE, Stack, parse_stacks
+from .stacks import BASELINE, Stack, parse_stack, parse_stacks
 
 
 class ConfigError(ValueError):
@@ -34,6 +34,7 @@ class SuiteConfig:
     force_update: bool
     profile: str | None = None
     inject_slowdown: float | None = None
+    plant: str | None = None  # test-only: components added to every stack under its own name
     compile_cache: Path | None = None
     enforce_targets: bool = False  # the guide's targets fail the run (otherwise only reported)
 
@@ -48,6 +49,11 @@ class SuiteConfig:
         if self.update_baselines and self.inject_slowdown:
             raise ConfigError("refusing to record references with an injected slow-down: it would become the "
                               "reference every later run is judged against")
+        if self.plant is not None:
+            parse_stack(self.plant)  # an unknown component is a usage error now, not a failure per test
+            if self.update_baselines:
+                raise ConfigError(f"refusing to record references with planted components ({self.plant}): they "
+                                  "would become the reference every later run is judged against")
         if self.update_baselines:
             from .baselines import updates_allowed
 
@@ -84,6 +90,7 @@ class SuiteConfig:
             force_update=option("flux_force_update"),
             profile=option("flux_profile"),
             inject_slowdown=option("flux_inject_slowdown"),
+            plant=option("flux_plant"),
             compile_cache=Path(option("flux_compile_cache")).expanduser() if option("flux_compile_cache") else None,
             enforce_targets=option("flux_enforce_targets"),
         )

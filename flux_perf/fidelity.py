@@ -1,4 +1,5 @@
-"""Output fidelity against a reference image: SSIM and PSNR (scikit-image), and a
+"""Output fidelity against a reference: SSIM and PSNR of the images (scikit-image), the relative
+L2 distance of the final latents (before the VAE and uint8 rounding blur it), and a
 side-by-side picture (reference | output | SSIM map) for failures."""
 
 from __future__ import annotations
@@ -16,10 +17,22 @@ class Fidelity:
     ssim: float
     psnr: float  # dB; inf for identical images
     ssim_map: np.ndarray  # (H, W), mean over colour channels
+    latent_rel_l2: float | None = None  # ||z - z_ref|| / ||z_ref|| of the final latents, when both are known
 
     def to_dict(self) -> dict:
         return {"ssim": self.ssim, "psnr": None if np.isinf(self.psnr) else self.psnr,
-                "identical": bool(np.isinf(self.psnr))}
+                "identical": bool(np.isinf(self.psnr)), "latent_rel_l2": self.latent_rel_l2}
+
+
+def latent_distance(reference: np.ndarray, latents: np.ndarray) -> float:
+    """Relative L2 distance of two final latents (the VAE decoder's input)."""
+    if reference.shape != latents.shape:
+        raise ValueError(f"latent shapes differ: reference {reference.shape}, output {latents.shape}")
+    reference, latents = reference.astype(np.float64), latents.astype(np.float64)
+    norm = float(np.linalg.norm(reference))
+    if not np.isfinite(norm) or norm == 0:
+        raise ValueError(f"reference latents have norm {norm}: not a usable reference")
+    return float(np.linalg.norm(latents - reference) / norm)
 
 
 def _check_pair(reference: np.ndarray, output: np.ndarray) -> None:
@@ -30,9 +43,11 @@ def _check_pair(reference: np.ndarray, output: np.ndarray) -> None:
         raise ValueError(f"image sizes differ: reference {reference.shape[:2]}, output {output.shape[:2]}")
 
 
-def compare_images(reference: np.ndarray, output: np.ndarray) -> Fidelity:
+def compare_images(reference: np.ndarray, output: np.ndarray, reference_latents: np.ndarray | None = None,
+                   latents: np.ndarray | None = None) -> Fidelity:
     """SSIM over RGB (per channel, then averaged; Gaussian window as in Wang et al. 2004)
-    and PSNR, both with the uint8 data range stated explicitly."""
+    and PSNR, both with the uint8 data range stated explicitly; the latent distance when
+    both latents are given."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     _check_pair(reference, output)
@@ -44,7 +59,10 @@ def compare_images(reference: np.ndarray, output: np.ndarray) -> Fidelity:
         psnr = float("inf")
     else:
         psnr = float(peak_signal_noise_ratio(reference, output, data_range=DATA_RANGE))
-    return Fidelity(float(ssim), psnr, ssim_map.mean(axis=-1))
+    distance = None
+    if reference_latents is not None and latents is not None:
+        distance = latent_distance(reference_latents, latents)
+    return Fidelity(float(ssim), psnr, ssim_map.mean(axis=-1), distance)
 
 
 def write_side_by_side(reference: np.ndarray, output: np.ndarray, fidelity: Fidelity, path: str | Path,

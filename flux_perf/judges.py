@@ -8,6 +8,7 @@ process, thermal or hardware slow-down, clocks far below the reference's) and no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -76,24 +77,111 @@ def judge_latency(samples: Sequence[float], budget: LatencyBudget | None, *, str
 class FidelityResult:
     verdict: str  # "pass" | "fail" | "error" | "updated"
     ssim: float | None = None
-    psnr: float | None = None
+    psnr: float | None = None  # None: identical images
+    latent_rel_l2: float | None = None
     floor: float | None = None
     floor_source: str | None = None
     baseline: str | None = None
     evidence: str | None = None  # side-by-side PNG written on failure
     message: str | None = None
     stale: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why it failed, one line per broken bound
+    recorded: dict | None = None  # the stack's fidelity at the last sanctioned update
+    calibration: dict | None = None  # band and tolerances of `flux-perf calibrate`
+    changed: bool | None = None  # the output differs from the recorded one (None: nothing recorded)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
+def _outside_band(ssim: float, psnr: float | None, distance: float | None, band: dict) -> list[str]:
+    out = []
+    if ssim < band["ssim"]:
+        out.append(f"SSIM {ssim:.5f} < {band['ssim']:.5f}")
+    if band.get("psnr") is not None and psnr is not None and psnr < band["psnr"]:
+        out.append(f"PSNR {psnr:.2f} dB < {band['psnr']:.2f} dB")
+    if band.get("latent_rel_l2") is not None and distance is not None and distance > band["latent_rel_l2"]:
+        out.append(f"latent distance {distance:.2e} > {band['latent_rel_l2']:.2e}")
+    return out
+
+
+def fidelity_tolerance(recorded: dict, band: dict, spread: dict | None = None) -> dict:
+    """How far a lossy stack's fidelity may move from its recorded value: as far as a lossless
+    change (one at the edge of the band) on top of it would move it, or 3x its own run-to-run
+    spread if that is larger. Errors add: SSIM distances roughly, squared latent distances and
+    PSNR's mean squared errors exactly for independent errors."""
+    spread = spread or {}
+    tolerance = {"ssim": max(1 - band["ssim"], 3 * spread.get("ssim", 0))}
+    if band.get("psnr") is not None and recorded.get("psnr") is not None:
+        drop = 10 * math.log10(1 + 10 ** ((recorded["psnr"] - band["psnr"]) / 10))
+        tolerance["psnr"] = max(drop, 3 * spread.get("psnr", 0))
+    if band.get("latent_rel_l2") is not None and recorded.get("latent_rel_l2") is not None:
+        old = recorded["latent_rel_l2"]
+        tolerance["latent_rel_l2"] = max(math.hypot(old, band["latent_rel_l2"]) - old,
+                                         3 * spread.get("latent_rel_l2", 0))
+    return tolerance
+
+
+def _moved(ssim: float, psnr: float | None, distance: float | None, recorded: dict, tolerance: dict) -> list[str]:
+    out = []
+    if tolerance.get("ssim") is not None and recorded["ssim"] - ssim > tolerance["ssim"]:
+        out.append(f"SSIM {recorded['ssim']:.5f} -> {ssim:.5f} (tolerance {tolerance['ssim']:.5f})")
+    old_psnr = recorded.get("psnr")
+    if tolerance.get("psnr") is not None and old_psnr is not None and psnr is not None \
+            and old_psnr - psnr > tolerance["psnr"]:
+        out.append(f"PSNR {old_psnr:.2f} -> {psnr:.2f} dB (tolerance {tolerance['psnr']:.2f} dB)")
+    old_distance = recorded.get("latent_rel_l2")
+    if tolerance.get("latent_rel_l2") is not None and old_distance is not None and distance is not None \
+            and distance - old_distance > tolerance["latent_rel_l2"]:
+        out.append(f"latent distance {old_distance:.2e} -> {distance:.2e} (tolerance {tolerance['latent_rel_l2']:.2e})")
+    return out
+
+
 def judge_fidelity(baseline: np.ndarray, image: np.ndarray, floor: float, floor_source: str, *,
+                   lossless: bool = False, baseline_latents: np.ndarray | None = None,
+                   latents: np.ndarray | None = None, image_sha256: str | None = None,
+                   recorded: dict | None = None, calibration: dict | None = None, stack_name: str | None = None,
                    baseline_path: str | None = None, stale: Sequence[str] = ()) -> FidelityResult:
-    """SSIM of `image` against the bf16 baseline image, against `floor`."""
-    similarity = compare_images(baseline, image)
-    return FidelityResult("pass" if similarity.ssim >= floor else "fail", similarity.ssim,
-                          similarity.to_dict()["psnr"], floor, floor_source, baseline_path, stale=list(stale))
+    """`image` (and its latents) against the bf16 baseline.
+
+    The floor of budgets.toml is the outer bound of every stack. With a calibration of these
+    weights on this GPU, a lossless stack (bf16 included) must stay inside the measured
+    lossless band: a change within it passes and says so, a break outside it fails. A lossy
+    stack must stay within its tolerance of the fidelity recorded by the last sanctioned update.
+    A hand floor tighter than the calibrated band (bf16's 0.9999) yields to the band."""
+    measured = compare_images(baseline, image, baseline_latents, latents)
+    ssim, distance = measured.ssim, measured.latent_rel_l2
+    psnr = measured.to_dict()["psnr"]
+    changed = None
+    if recorded is not None and image_sha256 is not None and recorded.get("image_sha256"):
+        changed = recorded["image_sha256"] != image_sha256
+    band = calibration["band"] if calibration else None
+    if band and lossless and floor > band["ssim"]:
+        floor, floor_source = band["ssim"], f"lossless band of the calibration (tighter {floor_source} set aside)"
+    reasons = [f"SSIM {ssim:.5f} below the floor {floor} ({floor_source})"] if ssim < floor else []
+    notes = []
+    if calibration is None:
+        notes.append("not calibrated for these weights on this GPU: judged against the floor alone "
+                     "(flux-perf calibrate proposes a band and tolerances)")
+    elif lossless:
+        outside = _outside_band(ssim, psnr, distance, band)
+        if outside:
+            reasons.append("outside the lossless band: " + ", ".join(outside))
+        elif changed or (changed is None and psnr is not None and recorded is None):
+            notes.append("output changed within the lossless band; update the baselines on purpose")
+    elif recorded is None:
+        notes.append("no recorded fidelity for this stack: judged against the floor alone "
+                     "(the sanctioned update records it)")
+    else:
+        spread = (calibration.get("spread") or {}).get(stack_name) if stack_name else None
+        moved = _moved(ssim, psnr, distance, recorded, fidelity_tolerance(recorded, band, spread))
+        if moved:
+            reasons.append("fidelity moved beyond its tolerance: " + ", ".join(moved))
+        elif changed:
+            notes.append("output changed within the stack's fidelity tolerance; update the baselines on purpose")
+    return FidelityResult("fail" if reasons else "pass", ssim, psnr, distance, floor, floor_source, baseline_path,
+                          message="; ".join(notes) or None, stale=list(stale), reasons=reasons, recorded=recorded,
+                          calibration=calibration, changed=changed)
 
 
 def judge_target(median_s: float, target_s: float | None) -> dict | None:

@@ -66,6 +66,7 @@ class Timed:
     warmup_wall_s: list[float]
     rounds: list[StageTimes]
     image: np.ndarray  # the last timed round's output: what was timed is what is judged
+    latents: np.ndarray | None  # that round's final latents
     deterministic: bool  # every timed round gave the identical image
     peak_memory_gib: float | None
     telemetry: TelemetryReport | None
@@ -190,6 +191,7 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, verdict_of, benchm
         warmup_wall_s=[],
         rounds=[g.times for g in generations],
         image=generations[-1].image,
+        latents=generations[-1].latents,
         deterministic=all(np.array_equal(reference, g.image) for g in generations[1:]),
         peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         telemetry=telemetry,

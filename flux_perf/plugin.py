@@ -54,6 +54,9 @@ def pytest_addoption(parser):
         help="record a torch.profiler trace (NVTX stage ranges) for cases whose id contains SUBSTRING")
     add("--flux-inject-slowdown", type=float, default=None, metavar="FRACTION",
         help="test-only: add real extra GPU work worth FRACTION of each step's time to every stack")
+    add("--flux-plant", default=None, metavar="COMPONENTS",
+        help="test-only: add components to every stack under its own name, to prove the gates "
+             "(noise:0.01, wrong-shift, attn-flash-sdpa, ...)")
     add("--flux-compile-cache", default=None, metavar="PATH",
         help="load torch.compile cache artifacts from PATH at start and save them there at the end")
 

@@ -41,6 +41,7 @@ class CaseRecord:
     device: str
     effective_scenario: dict | None = None
     injected_slowdown: float | None = None
+    planted: str | None = None  # test-only components added to every stack (--flux-plant)
     world_size: int = 1
     error: str | None = None
     build_s: float | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import BaselineError, BaselineKey, BaselineStore
+from .baselines import BaselineError, BaselineKey, BaselineStore, png_sha256
 from .fidelity import compare_images
 from .measure import MEASUREMENT_VERSION
 from .provenance import git_commit, now_iso, software_versions
@@ -39,9 +39,29 @@ def record_latency(store: BaselineStore, key: BaselineKey, stack_name: str, stac
     return f"{key} {stack_name}: latency {_change((old or {}).get('median_s'), wall.median)}"
 
 
+def record_fidelity(store: BaselineStore, key: BaselineKey, stack_name: str, stack_key: str, *, ssim: float,
+                    psnr: float | None, latent_rel_l2: float | None, image: np.ndarray, lossless: bool,
+                    force: bool) -> str:
+    """Record a stack's fidelity against the bf16 baseline (and its image's hash); return what changed."""
+    try:
+        old = store.recorded_fidelity(key, stack_name)
+    except BaselineError:
+        old = None
+    software = software_versions()
+    store.record_fidelity(key, stack_name, {
+        "ssim": ssim, "psnr": psnr, "latent_rel_l2": latent_rel_l2, "image_sha256": png_sha256(image),
+        "stack": stack_key, "lossless": lossless, "recorded_at": now_iso(), "commit": git_commit(),
+        "software": {name: software.get(name) for name in ("torch", "diffusers", "cuda", "torchao")},
+    }, force=force)
+    distance = "" if latent_rel_l2 is None else f", latent distance {latent_rel_l2:.2e}"
+    before = f"SSIM {old['ssim']:.5f} -> " if old else "new: SSIM "
+    return f"{key} {stack_name}: fidelity {before}{ssim:.5f}{distance}"
+
+
 def record_image(store: BaselineStore, key: BaselineKey, scenario: Scenario, image: np.ndarray, *,
-                 wall: Summary, deterministic: bool, model_label: str, gpu: dict, force: bool) -> tuple[Path, str]:
-    """Write the bf16 reference image with its provenance; return its path and what changed."""
+                 wall: Summary, deterministic: bool, model_label: str, gpu: dict, force: bool,
+                 latents: np.ndarray | None = None) -> tuple[Path, str]:
+    """Write the bf16 reference image (and final latents) with its provenance; return its path and what changed."""
     message = f"{key}: new baseline image"
     try:
         old = store.load(key, scenario)
@@ -53,5 +73,5 @@ def record_image(store: BaselineStore, key: BaselineKey, scenario: Scenario, ima
         "scenario": scenario.to_dict(), "stack": "bf16", "model": model_label, "gpu": gpu,
         "software": software_versions(), "commit": git_commit(), "created_at": now_iso(),
         "latency": wall.to_dict(), "deterministic_across_rounds": deterministic,
-    }, force=force)
+    }, latents=latents, force=force)
     return path, message

@@ -50,12 +50,13 @@ def _ssim_text(record: CaseRecord) -> str:
     fidelity = record.fidelity or {}
     verdict = fidelity.get("verdict")
     if verdict == "fail":
-        return f"**{_fmt(fidelity.get('ssim'), '.4f')} < {fidelity.get('floor')}**"
+        return f"**{_fmt(fidelity.get('ssim'), '.4f')} FAIL**"
     if verdict == "error":
         return "no baseline" if "no baseline" in (fidelity.get("message") or "") else "error"
     if verdict == "updated":
         return "updated"
-    return _fmt(fidelity.get("ssim"), ".4f")
+    # A pass whose output changed (within the lossless band or the stack's tolerance) is marked.
+    return _fmt(fidelity.get("ssim"), ".4f") + (" (changed)" if fidelity.get("changed") else "")
 
 
 def _flags(record: CaseRecord) -> list[str]:
@@ -118,6 +119,16 @@ def summary_markdown(results: RunResults) -> str:
     if disturbed:
         lines += ["", "## Disturbed (not judged)", ""]
         lines += [f"- {r.id}: {'; '.join(r.latency['disturbance'])}" for r in disturbed]
+    judged = [r for r in results.records if (r.fidelity or {}).get("verdict") in ("pass", "fail")]
+    if judged:
+        lines += ["", "## Fidelity against the bf16 baseline", "",
+                  "| scenario | stack | SSIM | PSNR dB | latent distance | verdict | why / note |", "|---|---|---|---|---|---|---|"]
+        for r in judged:
+            f = r.fidelity
+            why = "; ".join(f.get("reasons") or []) or f.get("message") or "-"
+            lines.append(f"| {r.scenario_id} | {r.stack} | {_fmt(f.get('ssim'), '.5f')} | "
+                         f"{_fmt(f.get('psnr'), '.2f') if f.get('psnr') is not None else 'identical'} | "
+                         f"{_fmt(f.get('latent_rel_l2'), '.2e')} | {f['verdict']} | {why} |")
     targets = [r for r in results.records if r.target]
     if targets:
         lines += ["", "## Targets (the guide's table; reported, not a gate)", "",

@@ -25,11 +25,16 @@ from .stacks import Stack, parse_stack
 from .stats import Verdict
 
 
-def with_injection(stack: Stack, fraction: float | None) -> Stack:
-    """`stack` plus the test-only planted slow-down, under the same name."""
-    if not fraction:
+def with_injection(stack: Stack, fraction: float | None, plant: str | None = None) -> Stack:
+    """`stack` plus the test-only planted slow-down and planted components (a break, another
+    kernel), under the same name: the gate judges them against the stack's own references."""
+    extra = ([f"slowdown:{fraction}"] if fraction else []) + ([plant] if plant else [])
+    if not extra:
         return stack
-    return Stack(stack.name, parse_stack(f"{stack.key}+slowdown:{fraction}").components)
+    # A planted attention backend (or scheduler, ...) replaces the stack's own of that kind.
+    replaced = {c.exclusive for c in parse_stack(plant).components if c.exclusive} if plant else set()
+    kept = [c.spec for c in stack.components if not (c.exclusive and c.exclusive in replaced)]
+    return Stack(stack.name, parse_stack("+".join([*kept, *extra])).components)
 
 
 @dataclass
@@ -70,17 +75,18 @@ class Measured:
 
 class CaseRunner:
     def __init__(self, source: ModelSource, device: str, *, inject_slowdown: float | None = None,
-                 log: Callable[[str], None] = lambda _: None):
+                 plant: str | None = None, log: Callable[[str], None] = lambda _: None):
         self.source = source
         self.device = device
         self.cuda = torch.device(device).type == "cuda"
         self.inject_slowdown = inject_slowdown
+        self.plant = plant
         self.log = log
         self.loaded: Prepared | None = None
 
     def prepare(self, stack: Stack) -> Prepared:
         """Build the pipeline and apply `stack` (reusing the loaded one when it is the same)."""
-        stack = with_injection(stack, self.inject_slowdown)
+        stack = with_injection(stack, self.inject_slowdown, self.plant)
         if self.loaded and self.loaded.key == stack.key:
             return self.loaded
         self.release()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import distributed, references
-from .baselines import BaselineError, BaselineKey, BaselineStore, latency_stale_reasons
+from .baselines import BaselineError, BaselineKey, BaselineStore, latency_stale_reasons, png_sha256
 from .budgets import LatencyBudget, load_budgets
 from .config import SuiteConfig
 from .fidelity import compare_images, write_side_by_side
@@ -65,7 +65,8 @@ class FluxSession:
         self.budgets = load_budgets(config.budgets_path)
         self.budgets.check_gpu(self.machine.gpu_name)
         self.store = BaselineStore(config.baselines_dir)
-        self.runner = CaseRunner(source, config.device, inject_slowdown=config.inject_slowdown, log=log)
+        self.runner = CaseRunner(source, config.device, inject_slowdown=config.inject_slowdown, plant=config.plant,
+                                 log=log)
         self.cases: dict[tuple[str, str], CaseResult] = {}
         self.records: dict[tuple[str, str], CaseRecord] = {}
         # (stack, scenario) -> why it cannot run on this machine; reported beside the results.
@@ -78,7 +79,7 @@ class FluxSession:
 
     # -- what can run ------------------------------------------------------------
     def skip_reason(self, stack: Stack) -> str | None:
-        return self.machine.unavailable() or with_injection(stack, self.config.inject_slowdown).unmet(self.machine.caps)
+        return self.machine.unavailable() or with_injection(stack, self.config.inject_slowdown, self.config.plant).unmet(self.machine.caps)
 
     def record_skip(self, stack: Stack, scenario: Scenario, reason: str) -> None:
         """Keep a case that could not run, with its reason, for the report."""
@@ -173,17 +174,25 @@ class FluxSession:
         key = self.key(result.scenario)
         try:
             baseline = self.store.load(key, result.scenario)
+            recorded = self.store.recorded_fidelity(key, result.stack.name)
+            calibration = self.store.calibration(key)
         except BaselineError as error:
             return FidelityResult("error", message=str(error))
-        floor, source = self.budgets.ssim_floor(result.stack.name, result.measured.lossless)
-        image = result.measured.timed.image
-        fidelity = judge_fidelity(baseline.image, image, floor, source,
-                                  baseline_path=str(self.store.paths(key)[0]), stale=baseline.stale)
+        # The stack's own rules, whatever a test planted into it (--flux-plant): a plant is judged as the stack.
+        floor, source = self.budgets.ssim_floor(result.stack.name, result.stack.lossless)
+        timed = result.measured.timed
+        fidelity = judge_fidelity(
+            baseline.image, timed.image, floor, source, lossless=result.stack.lossless,
+            baseline_latents=baseline.latents, latents=timed.latents, image_sha256=png_sha256(timed.image),
+            recorded=recorded, calibration=calibration, stack_name=result.stack.name, baseline_path=str(self.store.paths(key)[0]),
+            stale=baseline.stale)
+        if fidelity.message:
+            self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict == "fail":
             evidence = write_side_by_side(
-                baseline.image, image, compare_images(baseline.image, image),
+                baseline.image, timed.image, compare_images(baseline.image, timed.image),
                 self.config.report_dir / "fidelity" / f"{result.id}.png",
-                f"{result.stack.name} at {result.scenario.id} vs bf16 baseline (floor {floor})")
+                f"{result.stack.name} at {result.scenario.id} vs bf16 baseline: {'; '.join(fidelity.reasons)}"[:160])
             fidelity = replace(fidelity, evidence=str(evidence))
         return fidelity
 
@@ -199,10 +208,22 @@ class FluxSession:
             path, message = references.record_image(
                 self.store, key, result.scenario, timed.image, wall=timed.wall, deterministic=timed.deterministic,
                 model_label=self.machine.source.label,
-                gpu=self.machine.gpu.to_dict() if self.machine.gpu else {"name": self.machine.gpu_name}, force=force)
+                gpu=self.machine.gpu.to_dict() if self.machine.gpu else {"name": self.machine.gpu_name}, force=force,
+                latents=timed.latents)
             self.baseline_updates.append(message)
             self.log(f"  baseline written: {path} ({message})")
             result.fidelity = FidelityResult("updated", baseline=str(path), message=message)
+        try:
+            baseline = self.store.load(key, result.scenario)
+        except BaselineError as error:
+            self.log(f"  fidelity not recorded: {error}")
+            return
+        measured = compare_images(baseline.image, timed.image, baseline.latents, timed.latents)
+        message = references.record_fidelity(
+            self.store, key, result.stack.name, result.stack.key, ssim=measured.ssim, psnr=measured.to_dict()["psnr"],
+            latent_rel_l2=measured.latent_rel_l2, image=timed.image, lossless=result.measured.lossless, force=force)
+        self.baseline_updates.append(message)
+        self.log(f"  reference: {message}")
 
     # -- records ------------------------------------------------------------------
     def _record(self, result: CaseResult) -> CaseRecord:
@@ -211,7 +232,7 @@ class FluxSession:
             id=result.id, stack=result.stack.name, stack_key=result.stack.key, components=result.stack.describe(),
             lossless=result.stack.lossless, scenario=result.scenario.to_dict(), model=machine.source.label,
             fingerprint=machine.fingerprint, gpu=machine.gpu_name, device=self.config.device,
-            injected_slowdown=self.config.inject_slowdown, world_size=distributed.world_size(), error=result.error,
+            injected_slowdown=self.config.inject_slowdown, planted=self.config.plant, world_size=distributed.world_size(), error=result.error,
             latency=result.latency.to_dict() if result.latency else None,
             fidelity=result.fidelity.to_dict() if result.fidelity else None, target=result.target,
             profile_trace=result.profile_trace,

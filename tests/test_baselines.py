@@ -121,7 +121,7 @@ def test_provenance_that_is_not_an_object(store):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("[1, 2]", "must be an object of scenario -> stack -> entry"),
+    ("[1, 2]", "must be an object of scenario -> name -> entry"),
     ('{"64x96@2": {"bf16": {"median_s": -0.2}}}', "median_s=-0.2 is not a positive number"),
     ('{"64x96@2": {"bf16": {"median_s": 0.2, "samples_s": "fast"}}}', "samples_s must be a list"),
 ])

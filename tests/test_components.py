@@ -180,6 +180,7 @@ EFFECT_CHECKS = {
     "wrong-shift": lambda pipe, stack: not pipe.scheduler.config.use_dynamic_shifting,
     "fbc": lambda pipe, stack: stack.report()["fbc"]["steps_seen"] >= 2 * SCENARIO.steps,
     "slowdown": lambda pipe, stack: stack.report()["slowdown"]["rows"] >= 16,
+    "noise": lambda pipe, stack: stack.report()["noise"]["steps_seen"] >= SCENARIO.steps,
     "inductor-tuning": lambda pipe, stack: "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"],
     "steps": lambda pipe, stack: stack.adjust(SCENARIO).steps == 4,
     "guidance": lambda pipe, stack: stack.adjust(SCENARIO).guidance != SCENARIO.guidance,

@@ -1,4 +1,4 @@
-"""Fidelity gates: the image of the timed rounds against the stored bf16 baseline (SSIM floor)."""
+"""Fidelity gates: the timed output against the bf16 baseline: the floor, the lossless band, the recorded fidelity."""
 
 import warnings
 from pathlib import Path
@@ -18,8 +18,10 @@ def test_fidelity_floor(flux_result):
     assert fidelity.verdict != "error", fidelity.message
     stale = f" (baseline stale: {'; '.join(fidelity.stale)})" if fidelity.stale else ""
     assert fidelity.verdict == "pass", (
-        f"{result.id}: SSIM {fidelity.ssim:.4f} below floor {fidelity.floor} ({fidelity.floor_source}), "
-        f"PSNR {fidelity.psnr}; side-by-side: {fidelity.evidence}{stale}"
+        f"{result.id}: {'; '.join(fidelity.reasons)} (SSIM {fidelity.ssim:.5f}, PSNR {fidelity.psnr}, "
+        f"latent distance {fidelity.latent_rel_l2}); side-by-side: {fidelity.evidence}{stale}"
     )
     if stale:
         warnings.warn(f"{result.id}: passed against a stale baseline{stale}", stacklevel=1)
+    if fidelity.changed:
+        warnings.warn(f"{result.id}: {fidelity.message}", stacklevel=1)

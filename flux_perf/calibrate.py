@@ -1,0 +1,184 @@
+"""`flux-perf calibrate`: measure, for the GPU and weights at hand, how far exact-math variants
+move the output (the lossless band), how much each stack's fidelity varies between fresh builds
+(its spread), and where planted breaks land; propose the band, show which metric separates the
+breaks best, and write it to the baseline store only when asked.
+
+Every distance is to the bf16 baseline the gate uses (the stored one; a fresh bf16 output when
+none is stored yet). Distances: 1 - SSIM, the mean squared error behind PSNR, the relative L2 of
+the final latents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .baselines import BaselineError, BaselineKey, BaselineStore
+from .fidelity import Fidelity, compare_images
+from .provenance import git_commit, now_iso, software_versions
+from .runner import CaseRunner, with_injection
+from .scenarios import Scenario
+from .stacks import BASELINE, parse_stack
+
+# Exact-math variants of bf16: other attention kernels and compiled code, same arithmetic.
+LOSSLESS_CUDA = ("attn-cudnn", "attn-flash-sdpa", "attn-efficient", "compile-regional")
+LOSSLESS_CPU = ("fused-qkv",)
+BREAKS = ("noise:0.01", "wrong-shift")
+METRICS = ("ssim", "psnr", "latent_rel_l2")
+MARGIN = 1.5  # the band reaches 1.5x the farthest lossless variant measured
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "lossless" | "stack" | "break"
+    metrics: list[dict] = field(default_factory=list)  # one per build
+    error: str | None = None
+
+    @property
+    def worst(self) -> dict | None:
+        """The build farthest from the reference, metric by metric."""
+        if not self.metrics:
+            return None
+        return {name: max(m[name] for m in self.metrics) for name in METRICS}
+
+    @property
+    def spread(self) -> dict:
+        """Largest minus smallest distance over the builds, per metric."""
+        return {name: max(m[name] for m in self.metrics) - min(m[name] for m in self.metrics) for name in METRICS}
+
+
+def distances(fidelity: Fidelity) -> dict:
+    """Each metric as a distance from the reference: 0 is identical, larger is farther."""
+    return {"ssim": 1.0 - fidelity.ssim,
+            "psnr": 0.0 if math.isinf(fidelity.psnr) else 10 ** (-fidelity.psnr / 10),  # MSE / 255^2
+            "latent_rel_l2": fidelity.latent_rel_l2 or 0.0}
+
+
+def propose_band(lossless: list[Variant], margin: float = MARGIN) -> dict:
+    """The band: `margin` times the farthest lossless variant, per metric; a metric no variant
+    moved (all identical) gets no band (any change of it is outside, which SSIM already judges)."""
+    worst = {name: max((v.worst[name] for v in lossless if v.worst), default=0.0) for name in METRICS}
+    band = {"ssim": 1.0 - margin * worst["ssim"]}
+    band["psnr"] = -10 * math.log10(margin ** 2 * worst["psnr"]) if worst["psnr"] > 0 else None
+    band["latent_rel_l2"] = margin * worst["latent_rel_l2"] if worst["latent_rel_l2"] > 0 else None
+    return band
+
+
+def separation(lossless: list[Variant], breaks: list[Variant]) -> dict:
+    """Per metric: the nearest break's distance over the farthest lossless variant's. Above 1
+    the metric tells every planted break from every exact-math change; the larger, the safer."""
+    out = {}
+    for name in METRICS:
+        far = max((v.worst[name] for v in lossless if v.worst), default=0.0)
+        near = min((min(m[name] for m in v.metrics) for v in breaks if v.metrics), default=None)
+        out[name] = None if near is None else (math.inf if far == 0 and near > 0 else near / far if far else 0.0)
+    return out
+
+
+@dataclass
+class ScenarioCalibration:
+    scenario: Scenario
+    reference: str  # where the bf16 reference came from
+    variants: list[Variant]
+    margin: float
+
+    @property
+    def band(self) -> dict:
+        return propose_band([v for v in self.variants if v.kind == "lossless"], self.margin)
+
+    @property
+    def separation(self) -> dict:
+        return separation([v for v in self.variants if v.kind == "lossless"],
+                          [v for v in self.variants if v.kind == "break"])
+
+    def entry(self) -> dict:
+        software = software_versions()
+        return {"band": self.band, "margin": self.margin,
+                "spread": {v.name: v.spread for v in self.variants if v.kind == "stack" and len(v.metrics) > 1},
+                "separation": self.separation, "reference": self.reference,
+                "variants": {v.name: {"kind": v.kind, "distances": v.metrics, "error": v.error} for v in self.variants},
+                "recorded_at": now_iso(), "commit": git_commit(),
+                "software": {name: software.get(name) for name in ("torch", "diffusers", "cuda", "torchao")}}
+
+
+def _output(runner: CaseRunner, stack_spec: str, scenario: Scenario, plant: str | None = None):
+    """The steady-state output of a fresh build (the first call may compile or capture)."""
+    runner.release()
+    stack = with_injection(parse_stack(stack_spec), None, plant)
+    case = runner.case(stack, scenario)
+    case.round()
+    return case.round()
+
+
+def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKey, scenario: Scenario, *,
+                       lossless: list[str], stacks: list[str], breaks: list[str], repeats: int,
+                       margin: float = MARGIN, log: Callable[[str], None] = print) -> ScenarioCalibration:
+    fresh = _output(runner, BASELINE, scenario)
+    try:
+        stored = store.load(key, scenario)
+        reference_image, reference_latents, reference = stored.image, stored.latents, f"stored baseline {key}"
+        if reference_latents is None:
+            log(f"  the stored baseline of {key} has no latents (made before they were kept): latent distances "
+                "are against a fresh bf16 output; re-record the baselines")
+            reference_latents = fresh.latents
+    except BaselineError as error:
+        log(f"  {error}: calibrating against a fresh bf16 output")
+        reference_image, reference_latents, reference = fresh.image, fresh.latents, "fresh bf16 output"
+
+    def measure(name: str, kind: str, builds: int, stack_spec: str, plant: str | None = None) -> Variant:
+        variant = Variant(name, kind)
+        for build in range(builds):
+            try:
+                generation = fresh if (name, build) == (BASELINE, 0) else _output(runner, stack_spec, scenario, plant)
+            except Exception as error:  # noqa: BLE001 - one variant failing must not end the calibration
+                variant.error = f"{type(error).__name__}: {error}"
+                log(f"  {name}: FAILED {variant.error}")
+                runner.release()
+                return variant
+            variant.metrics.append(distances(compare_images(reference_image, generation.image, reference_latents,
+                                                            generation.latents)))
+        worst = variant.worst
+        log(f"  {kind:<8} {name:<28} 1-SSIM {worst['ssim']:.2e}  MSE {worst['psnr']:.2e}  "
+            f"latent {worst['latent_rel_l2']:.2e}" + (f"  ({builds} builds)" if builds > 1 else ""))
+        return variant
+
+    variants = [measure(BASELINE, "lossless", 2, BASELINE)]  # bf16 against itself: determinism
+    variants += [measure(spec, "lossless", 1, spec) for spec in lossless]
+    variants += [measure(spec, "stack", repeats, spec) for spec in stacks]
+    variants += [measure(spec, "break", 1, BASELINE, plant=spec) for spec in breaks]
+    runner.release()
+    return ScenarioCalibration(scenario, reference, variants, margin)
+
+
+def format_calibration(result: ScenarioCalibration) -> str:
+    band, sep = result.band, result.separation
+    lines = [f"{result.scenario.id} (against the {result.reference}):",
+             f"  proposed lossless band: SSIM >= {band['ssim']:.5f}"
+             + (f", PSNR >= {band['psnr']:.2f} dB" if band["psnr"] else "")
+             + (f", latent distance <= {band['latent_rel_l2']:.2e}" if band["latent_rel_l2"] else "")
+             + f" ({result.margin}x the farthest exact-math variant)"]
+    named = {"ssim": "SSIM", "psnr": "PSNR", "latent_rel_l2": "latent distance"}
+    known = {k: v for k, v in sep.items() if v is not None}
+    if known:
+        best = max(known, key=lambda k: known[k])
+        lines.append("  separation (nearest break / farthest lossless variant): "
+                     + ", ".join(f"{named[k]} {v:.1f}x" for k, v in known.items())
+                     + f"; best: {named[best]}" + ("" if known[best] > 1 else " (NO metric separates them)"))
+    for variant in result.variants:
+        if variant.kind == "stack" and variant.metrics and len(variant.metrics) > 1:
+            spread = variant.spread
+            lines.append(f"  {variant.name}: spread over {len(variant.metrics)} builds: 1-SSIM {spread['ssim']:.1e}, "
+                         f"latent {spread['latent_rel_l2']:.1e}")
+    return "\n".join(lines)
+
+
+def runnable(specs: list[str], caps) -> tuple[list[str], list[str]]:
+    """The specs this machine can run, and why the others cannot."""
+    kept, skipped = [], []
+    for spec in specs:
+        reason = parse_stack(spec).unmet(caps)
+        (skipped.append(f"{spec}: {reason}") if reason else kept.append(spec))
+    return kept, skipped
+
