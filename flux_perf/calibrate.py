@@ -155,7 +155,7 @@ def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKe
 def format_calibration(result: ScenarioCalibration) -> str:
     band, sep = result.band, result.separation
     lines = [f"{result.scenario.id} (against the {result.reference}):",
-             f"  proposed lossless band: SSIM >= {band['ssim']:.5f}"
+             f"  proposed lossless band: SSIM >= {band['ssim']:.6f}"
              + (f", PSNR >= {band['psnr']:.2f} dB" if band["psnr"] else "")
              + (f", latent distance <= {band['latent_rel_l2']:.2e}" if band["latent_rel_l2"] else "")
              + f" ({result.margin}x the farthest exact-math variant)"]
