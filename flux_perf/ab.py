@@ -39,12 +39,27 @@ def check_checkout(path: Path, side: str) -> Path:
     return path
 
 
+CORES_VARIABLE = "FLUX_PERF_AB_CORES"
+
+
+def split_cores(available: set[int]) -> tuple[list[int], list[int]]:
+    """Cores for the two workers (the same ones: only one side runs at a time, so neither gets
+    cores the other did not) and the rest for the orchestrator and its telemetry thread."""
+    cores = sorted(available)
+    if len(cores) < 4:
+        return cores, cores  # too few to keep apart
+    workers = cores[-min(4, len(cores) // 2):]
+    return workers, [c for c in cores if c not in workers]
+
+
 class Worker:
     """One side's process."""
 
-    def __init__(self, side: str, checkout: Path, log: Callable[[str], None]):
+    def __init__(self, side: str, checkout: Path, log: Callable[[str], None], cores: list[int] | None = None):
         self.side = side
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+        if cores:
+            env[CORES_VARIABLE] = ",".join(map(str, cores))  # the worker pins itself first thing
         self.process = subprocess.Popen([sys.executable, str(WORKER)], cwd=checkout, env=env, text=True, bufsize=1,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.tail: list[str] = []
@@ -150,7 +165,7 @@ def interleaved_order(pairs: int) -> list[tuple[str, str]]:
 
 def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int = 10, blocks: int = 1,
            tolerance: float = 0.01, model: str | None = None, device: str = "cuda",
-           inject: dict | None = None, log: Callable[[str], None] = print,
+           inject: dict | None = None, log: Callable[[str], None] = print, pin: bool = True,
            on_block: Callable[[list[AbCase]], None] = lambda cases: None) -> list[AbCase]:
     """A/B every (stack, scenario); `inject` = {"base": fraction, "head": fraction} plants a
     slow-down on a side (to prove the gate). `on_block` sees the cases after every block (to
@@ -161,7 +176,14 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
     if pairs < 2 or blocks < 1:
         raise AbError(f"pairs={pairs}, blocks={blocks}: need at least 2 pairs and 1 block")
     inject = inject or {}
-    workers = {"base": Worker("base", base, log), "head": Worker("head", head, log)}
+    worker_cores, before = None, None
+    if pin and hasattr(os, "sched_setaffinity"):
+        # Host-bound rounds moved with the scheduler's choice of core (512: single rounds 5-10 % slow).
+        before = os.sched_getaffinity(0)
+        worker_cores, own = split_cores(before)
+        os.sched_setaffinity(0, own)
+        log(f"workers pinned to cores {worker_cores}, this process to {own}")
+    workers = {side: Worker(side, path, log, worker_cores) for side, path in (("base", base), ("head", head))}
     results = []
     try:
         for stack in stacks:
@@ -214,6 +236,8 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
     finally:
         for worker in workers.values():
             worker.close()
+        if before is not None:
+            os.sched_setaffinity(0, before)
     return results
 
 

@@ -15,6 +15,9 @@ import traceback
 
 
 def main() -> int:
+    cores = os.environ.get("FLUX_PERF_AB_CORES")  # ab.CORES_VARIABLE; set by the orchestrator
+    if cores:
+        os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
     # The script's own folder is sys.path[0]; it holds flux_perf's modules as top-level names.
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

@@ -305,7 +305,7 @@ def cmd_ab(args) -> int:
     stacks = [s.name for s in parse_stacks(args.stacks)]
     scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
-    settings = {"base": args.base, "head": args.head, "pairs": args.pairs, "blocks": args.blocks,
+    settings = {"base": args.base, "head": args.head, "pairs": args.pairs, "blocks": args.blocks, "pinned": not args.no_pin,
                 "tolerance": args.tolerance, "inject": inject, "command": shlex.join(["flux-perf", *sys.argv[1:]])}
 
     def save(cases) -> None:  # after every block: a run cut short keeps its rounds
@@ -316,7 +316,7 @@ def cmd_ab(args) -> int:
         check_writable_dir(Path(args.json).parent, "--json folder")
     cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
                    tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
-                   log=_progress, on_block=save)
+                   log=_progress, pin=not args.no_pin, on_block=save)
     save(cases)
     print(format_cases(cases, args.tolerance))
     if args.json:
@@ -459,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--model", default=None, help="as for `run` (default: synthetic)")
     ab.add_argument("--device", default=None, help="cuda or cuda:N (default: cuda)")
     ab.add_argument("--json", default=None, help="write every round and verdict here")
+    ab.add_argument("--no-pin", action="store_true",
+                    help="leave the workers unpinned (default: both on the same few cores, this process on the rest)")
     ab.add_argument("--base-inject-slowdown", type=float, default=None, metavar="FRACTION",
                     help="test-only: plant a slow-down on the base side")
     ab.add_argument("--head-inject-slowdown", type=float, default=None, metavar="FRACTION",

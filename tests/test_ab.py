@@ -16,6 +16,7 @@ from flux_perf.ab import (
     foreign_processes,
     format_cases,
     interleaved_order,
+    split_cores,
     verdict_rates,
 )
 from flux_perf.stats import Change, paired_comparison
@@ -128,3 +129,11 @@ def test_ab_pairs_reads_ab_files_and_refuses_others(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     result = run_flux_perf("ab-pairs", str(tmp_path / "other.json"))
     assert result.returncode == 2 and "not an `flux-perf ab --json` file" in result.stderr
+
+
+def test_workers_share_their_cores_and_the_orchestrator_keeps_the_rest():
+    workers, own = split_cores(set(range(16)))
+    assert workers == [12, 13, 14, 15] and own == list(range(12))
+    assert split_cores({0, 1}) == ([0, 1], [0, 1]), "too few cores to keep apart: nobody is squeezed"
+    workers, own = split_cores(set(range(6)))
+    assert workers == [3, 4, 5] and own == [0, 1, 2]
