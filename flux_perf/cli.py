@@ -281,6 +281,19 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_account(args) -> int:
+    from .account import account, account_to_json, format_account, load_context, read_trace
+    from .files import atomic_write
+
+    trace_path = Path(args.trace)
+    steps, flops, ceilings, source = load_context(trace_path, Path(args.results) if args.results else None)
+    result = account(read_trace(trace_path), steps, flops, ceilings)
+    print(format_account(result, source))
+    if args.json:
+        atomic_write(Path(args.json), (json.dumps(account_to_json(result, source), indent=1) + "\n").encode())
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import compare_files, format_rows, has_regression
 
@@ -432,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--json", default=None, help="write every measurement and the proposal here")
     _add_model_args(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
+
+    account = sub.add_parser("account", help="where a denoising step's time goes, from a --flux-profile trace")
+    account.add_argument("trace", help="a chrome trace written by --flux-profile (report/profiles/<case>.json)")
+    account.add_argument("--results", default=None,
+                         help="the run's results.json for steps, FLOPs and ceilings (default: the report's own)")
+    account.add_argument("--json", default=None, help="write the account here")
+    account.set_defaults(func=cmd_account)
 
     compare = sub.add_parser("compare", help="compare two results.json files; exit 1 on a real regression")
     compare.add_argument("base")

@@ -1,0 +1,70 @@
+"""`flux-perf account`: a step's GPU time by kernel family, from a torch.profiler trace."""
+
+import json
+
+import pytest
+from helpers import run_flux_perf
+
+from flux_perf.account import AccountError, account, family_of
+from flux_perf.models import resolve_model_source
+from flux_perf.runner import CaseRunner
+from flux_perf.scenarios import Scenario
+from flux_perf.stacks import parse_stack
+
+
+def _kernel(name, ts, dur, cat="kernel"):
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 7}
+
+
+# Two denoising steps in one 2000 us range, as torch.profiler writes them for --flux-profile.
+TRACE = {"traceEvents": [
+    {"ph": "X", "cat": "gpu_user_annotation", "name": "denoise", "ts": 1000, "dur": 2000, "pid": 0, "tid": 7},
+    _kernel("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NTT", 1000, 800),
+    _kernel("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7", 1850, 400),
+    _kernel("triton_red_fused_abs_amax_clamp_0", 2300, 100),
+    _kernel("triton_per_fused_native_layer_norm_1", 2400, 100),
+    _kernel("Memcpy DtoD (Device -> Device)", 2550, 50, cat="gpu_memcpy"),
+    _kernel("my_new_kernel", 2700, 50),
+    _kernel("triton_poi_fused_gelu_2", 900, 50),  # before the range: decode or encode, not a step
+]}
+
+
+def test_families_gaps_and_throughput_of_a_step():
+    flops = {"linear": 400e9, "attention": 100e9}  # per step
+    result = account(TRACE, steps=2, flops=flops, ceilings={"bf16_tflops": 800.0, "fp8_tflops": 1600.0})
+    ms = {name: result.per_step_ms(f.us) for name, f in result.families.items() if f.us}
+    assert ms == {"gemm": 0.4, "attention": 0.2, "activation quantization": 0.05, "norms": 0.05, "copies": 0.025,
+                  "other": 0.025}
+    assert result.per_step_ms(result.window_us) == 1.0
+    assert result.per_step_ms(result.gaps_us) == pytest.approx(0.25)  # 2000 - 1500 us busy, over 2 steps
+    tflops, share = result.reached("gemm")
+    assert tflops == pytest.approx(1000) and share == pytest.approx(125)  # 400 GFLOP in 0.4 ms
+    assert result.reached("attention")[0] == pytest.approx(500)
+    assert result.largest[-1][0] == "my_new_kernel", "an unnamed kernel is listed, never hidden"
+
+
+@pytest.mark.parametrize("name, family", [
+    ("sm90_xmma_gemm_e4m3e4m3_bf16f32_f32_tn_n_tilesize128x128x128", "fp8 gemm"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "gemm"),
+    ("flash_fwd_kernel", "attention"),
+    ("triton_poi_fused_mul_add_3", "elementwise (RoPE, modulation, residuals)"),
+])
+def test_kernel_names_map_to_families(name, family):
+    assert family_of(name) == family
+
+
+def test_account_command_reads_a_trace_and_refuses_a_cpu_one(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    trace = tmp_path / "profiles" / "fast-512x512@6.json"
+    trace.write_text(json.dumps(TRACE))
+    result = run_flux_perf("account", str(trace), "--json", str(tmp_path / "account.json"))
+    assert result.returncode == 0, result.stderr
+    assert "no " in result.stdout and "times are per denoising range" in result.stdout  # no results.json beside
+    assert json.loads((tmp_path / "account.json").read_text())["families"]["gemm"]["ms_per_step"] == 0.8
+    # A trace of a CPU run holds no kernels: said plainly.
+    cpu_trace = tmp_path / "cpu.json"
+    CaseRunner(resolve_model_source("tiny", "cpu"), "cpu").profile(parse_stack("bf16"), Scenario(64, 64, 2), cpu_trace)
+    with pytest.raises(AccountError, match="no GPU kernels"):
+        account(json.loads(cpu_trace.read_text()))
+    result = run_flux_perf("account", str(tmp_path / "missing.json"))
+    assert result.returncode == 2 and "cannot read a chrome trace" in result.stderr
