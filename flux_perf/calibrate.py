@@ -45,8 +45,14 @@ class Variant:
 
     @property
     def spread(self) -> dict:
-        """Largest minus smallest distance over the builds, per metric."""
-        return {name: max(m[name] for m in self.metrics) - min(m[name] for m in self.metrics) for name in METRICS}
+        """How far the metrics moved between builds, in the gate's units: SSIM, PSNR dB, latent distance."""
+        def width(values):
+            return max(values) - min(values)
+
+        psnrs = [-10 * math.log10(m["psnr"]) for m in self.metrics if m["psnr"] > 0]
+        return {"ssim": width([m["ssim"] for m in self.metrics]),
+                "psnr": width(psnrs) if len(psnrs) == len(self.metrics) else 0.0,
+                "latent_rel_l2": width([m["latent_rel_l2"] for m in self.metrics])}
 
 
 def distances(fidelity: Fidelity) -> dict:

@@ -230,7 +230,7 @@ def cmd_baselines_show(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .baselines import BaselineKey, BaselineStore, updates_allowed
+    from .baselines import BaselineError, BaselineKey, BaselineStore, updates_allowed
     from .calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, calibrate_scenario, format_calibration, runnable
     from .files import atomic_write
     from .machine import Machine
@@ -274,7 +274,11 @@ def cmd_calibrate(args) -> int:
         print("\nnothing written: add --write to store this proposal for these weights on this GPU")
         return 0
     for key, result in results:
-        old = store.calibration(key) if (store.root / key.folder / "calibration.json").exists() else None
+        try:
+            old = store.calibration(key)
+        except BaselineError as error:
+            print(f"{key}: replacing an unusable calibration ({error})")
+            old = None
         path = store.record_calibration(key, result.entry(), force=args.force)
         before = f"band SSIM {old['band']['ssim']:.5f} -> " if old else "new: band SSIM "
         print(f"{key}: {before}{result.band['ssim']:.5f} ({path})")

@@ -153,3 +153,11 @@ def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path):
     assert any(r.startswith("outside the lossless band") for r in results["bf16"]["reasons"])
     assert any(r.startswith("fidelity moved beyond its tolerance") for r in results["guidance:3.0"]["reasons"])
     assert "## Fidelity against the bf16 baseline" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_spread_between_builds_is_in_the_gates_units():
+    builds = Variant("fp8", "stack", [{"ssim": 1e-3, "psnr": 1e-5, "latent_rel_l2": 0.02},
+                                      {"ssim": 1.5e-3, "psnr": 2e-5, "latent_rel_l2": 0.021}])
+    spread = builds.spread
+    assert spread["ssim"] == pytest.approx(5e-4) and spread["latent_rel_l2"] == pytest.approx(1e-3)
+    assert spread["psnr"] == pytest.approx(10 * np.log10(2)), "dB, as the tolerance compares PSNR"
