@@ -46,13 +46,19 @@ def synthetic_prompt_embeddings(
     return _PROMPT_CACHE[key]
 
 
-def encoded_prompt_embeddings(pipe, prompt: str, device: str, cache_key: str) -> PromptEmbeddings:
+def prompt_token_count(pipe, prompt: str) -> int:
+    """T5 tokens the prompt takes, end-of-sequence included, before padding."""
+    return len(pipe.tokenizer_2(prompt, truncation=False).input_ids)
+
+
+def encoded_prompt_embeddings(pipe, prompt: str, device: str, cache_key: str,
+                              max_tokens: int = 512) -> PromptEmbeddings:
     """Run the pipeline's own text encoders once; later calls reuse the result."""
-    key = ("encoded", cache_key, prompt, str(device))
+    key = ("encoded", cache_key, prompt, str(device), max_tokens)
     if key not in _PROMPT_CACHE:
         with torch.no_grad():
             prompt_embeds, pooled, _ = pipe.encode_prompt(
-                prompt=prompt, prompt_2=None, device=device, max_sequence_length=512
+                prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_tokens
             )
         _PROMPT_CACHE[key] = PromptEmbeddings(prompt_embeds, pooled, "text-encoders")
     return _PROMPT_CACHE[key]

@@ -14,6 +14,7 @@ from .inputs import (
     DEFAULT_PROMPT,
     PromptEmbeddings,
     encoded_prompt_embeddings,
+    prompt_token_count,
     synthetic_prompt_embeddings,
 )
 from .models import ModelSource
@@ -124,8 +125,11 @@ class FluxModel:
 
 
 def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = None,
-               prompt: str = DEFAULT_PROMPT) -> FluxModel:
-    """Build the pipeline and its (cached) prompt embeddings; time the build and the encoding."""
+               prompt: str = DEFAULT_PROMPT, prompt_tokens: int | str | None = None) -> FluxModel:
+    """Build the pipeline and its (cached) prompt embeddings; time the build and the encoding.
+    `prompt_tokens` is the T5 length to encode to (components/text_tokens.py); None: 512."""
+    from .components.text_tokens import resolve_prompt_tokens
+
     check_device(device)
     dtype = dtype or resolve_dtype(None, source, device)
     # Import the pipeline classes before the clock starts (FluxKontextPipeline pulls in the text
@@ -140,8 +144,9 @@ def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = Non
     fingerprint = source.fingerprint()
     encode_prompt_s, released = 0.0, False
     if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "text_encoder_2", None) is not None:
+        tokens = resolve_prompt_tokens(prompt_tokens, prompt_token_count(pipe, prompt))
         start = time.perf_counter()
-        embeddings = encoded_prompt_embeddings(pipe, prompt, device, fingerprint)
+        embeddings = encoded_prompt_embeddings(pipe, prompt, device, fingerprint, tokens)
         _sync(device)
         encode_prompt_s = time.perf_counter() - start
         release_text_encoders(pipe, device)
@@ -149,6 +154,8 @@ def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = Non
     else:
         config = pipe.transformer.config
         tokens = source.architecture.text_tokens if source.architecture else 512
+        if prompt_tokens is not None:
+            tokens = min(tokens, resolve_prompt_tokens(prompt_tokens, None))
         embeddings = synthetic_prompt_embeddings(
             tokens, config.joint_attention_dim, config.pooled_projection_dim, source.seed, device, dtype
         )

@@ -91,7 +91,7 @@ class CaseRunner:
             return self.loaded
         self.release()
         self.log(f"building {self.source.label} model for stack {stack.name} [{stack.describe()}]")
-        model = load_model(self.source, self.device)
+        model = load_model(self.source, self.device, prompt_tokens=stack.prompt_tokens())
         live = stack.fresh()
         start = time.perf_counter()
         live.apply(model.pipe)

@@ -73,6 +73,9 @@ class Stack:
     def call_contexts(self, pipe) -> list:
         return [f for f in (c.call_context(pipe) for c in self.components) if f is not None]
 
+    def prompt_tokens(self) -> int | str | None:
+        return next((t for t in (c.prompt_tokens() for c in self.components) if t is not None), None)
+
     def adjust(self, scenario: Scenario) -> Scenario:
         for component in self.components:
             scenario = component.adjust_scenario(scenario)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flux_perf.checkpoint import CLIP_FULL, SIZES, T5_FULL, estimate_bytes, main
+from flux_perf.components import ComponentError
 from flux_perf.generate import generate_with
 from flux_perf.inputs import DEFAULT_PROMPT
 from flux_perf.measure import MeasureSettings
@@ -122,3 +123,18 @@ def test_run_reports_load_and_prompt_encoding(tiny_checkpoint, tmp_path):
     measured = runner.measure(parse_stack("bf16"), Scenario(64, 64, 2), settings)
     assert measured.build_s > 0 and measured.encode_prompt_s > 0
     assert any("prompt encoded in" in line and "text encoders released" in line for line in lines), lines
+
+
+def test_text_tokens_encode_the_prompt_to_its_own_length(tiny_checkpoint):
+    """`text-tokens`: the real encoders on the prompt's own length, rounded up to 128; a length
+    that would cut the prompt is refused, naming what it needs."""
+    source = resolve_model_source(str(tiny_checkpoint), "cpu")
+    full = load_model(source, "cpu")
+    short = load_model(source, "cpu", prompt_tokens=parse_stack("text-tokens").prompt_tokens())
+    assert full.prompt.prompt_embeds.shape[1] == 512 and short.prompt.prompt_embeds.shape[1] == 128
+    assert not torch.equal(full.prompt.prompt_embeds[:, :128], short.prompt.prompt_embeds), \
+        "T5 attends over the padding: a shorter encoding is another conditioning (hence lossy)"
+    result = generate_with(short, Scenario(64, 64, 2))
+    assert result.image.shape == (64, 64, 3)
+    with pytest.raises(ComponentError, match=r"text-tokens:16: the prompt needs \d+ T5 tokens; 16 would cut it"):
+        load_model(source, "cpu", prompt_tokens=16)

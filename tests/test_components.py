@@ -181,6 +181,8 @@ EFFECT_CHECKS = {
     "fbc": lambda pipe, stack: stack.report()["fbc"]["steps_seen"] >= 2 * SCENARIO.steps,
     "slowdown": lambda pipe, stack: stack.report()["slowdown"]["rows"] >= 16,
     "noise": lambda pipe, stack: stack.report()["noise"]["steps_seen"] >= SCENARIO.steps,
+    # The tiny model has 16 text tokens already; the shortening itself: tests/test_checkpoint.py.
+    "text-tokens": lambda pipe, stack: stack.prompt_tokens() == "auto",
     "inductor-tuning": lambda pipe, stack: "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"],
     "steps": lambda pipe, stack: stack.adjust(SCENARIO).steps == 4,
     "guidance": lambda pipe, stack: stack.adjust(SCENARIO).guidance != SCENARIO.guidance,

@@ -160,6 +160,11 @@ class Component:
     def adjust_scenario(self, scenario: Scenario) -> Scenario:
         return scenario
 
+    def prompt_tokens(self) -> int | str | None:
+        """How many T5 tokens the prompt is encoded to ("auto": its own length, rounded up);
+        None leaves the pipeline's 512."""
+        return None
+
     def report(self) -> dict:
         """What the component saw while running (e.g. cache hit rate)."""
         return {}
