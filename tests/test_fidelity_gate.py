@@ -102,7 +102,7 @@ def test_separation_names_the_metric_that_tells_breaks_from_kernels():
 
 def test_latents_are_stored_with_their_hash_and_checked(tmp_path):
     store, key = BaselineStore(tmp_path), BaselineKey("cpu", "tiny-x", "64x64@2")
-    store.save(key, BASE, {"scenario": Scenario(64, 64, 2).to_dict()}, latents=LATENTS)
+    store.save(key, BASE, {"scenario": Scenario(64, 64, 2).to_dict()}, latents=LATENTS, force=True)  # CI=true too
     assert np.array_equal(store.load(key, Scenario(64, 64, 2)).latents, LATENTS)
     store.latents_path(key).write_bytes(b"not numpy")
     with pytest.raises(BaselineCorrupt, match="do not match the sha256"):
