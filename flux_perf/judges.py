@@ -46,7 +46,7 @@ class LatencyResult:
 
 
 def describe_disturbance(flags: Sequence[str], processes: Sequence[dict], sm_clock_mhz: float | None,
-                         reference_clock_mhz: float | None) -> list[str]:
+                         reference_clock_mhz: float | None, host_stall: float | None = None) -> list[str]:
     """What made the timed rounds unlike the card the reference was made on, in words."""
     reasons = []
     if "other-processes" in flags:
@@ -56,6 +56,9 @@ def describe_disturbance(flags: Sequence[str], processes: Sequence[dict], sm_clo
     for flag, words in (("thermal-throttle", "thermal slow-down"), ("hw-slowdown", "hardware slow-down")):
         if flag in flags:
             reasons.append(words)
+    if "cpu-contention" in flags:
+        reasons.append(f"host CPU contention: runnable tasks waited for a CPU {host_stall or 0:.0%} of the timed "
+                       "rounds (/proc/pressure/cpu)")
     if sm_clock_mhz and reference_clock_mhz and sm_clock_mhz < (1 - CLOCK_DROP) * reference_clock_mhz:
         reasons.append(f"SM clock {sm_clock_mhz:.0f} MHz, {1 - sm_clock_mhz / reference_clock_mhz:.0%} under the "
                        f"reference's {reference_clock_mhz:.0f} MHz")

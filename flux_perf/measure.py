@@ -18,6 +18,7 @@ import torch
 
 from . import distributed
 from .generate import Generation, StageTimes
+from .host import CONTENTION, HostPressure
 from .stats import Summary, Verdict, summarize
 from .telemetry import TelemetryReport, TelemetrySampler
 
@@ -72,6 +73,7 @@ class Timed:
     telemetry: TelemetryReport | None
     attempts: int = 1
     notes: list[str] = field(default_factory=list)
+    host_stall: float | None = None  # share of the timed rounds in which tasks waited for a CPU (PSI)
 
     @property
     def compile_s(self) -> float:
@@ -92,7 +94,10 @@ class Timed:
 
     @property
     def disturbed(self) -> list[str]:
-        return [f for f in (self.telemetry.flags() if self.telemetry else []) if f in DISTURBED]
+        flags = [f for f in (self.telemetry.flags() if self.telemetry else []) if f in DISTURBED]
+        if self.host_stall is not None and self.host_stall > CONTENTION:
+            flags.append("cpu-contention")
+        return flags
 
 
 @contextlib.contextmanager
@@ -168,6 +173,7 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, verdict_of, benchm
     sampler = TelemetrySampler(torch.cuda.current_device(), settings.telemetry_interval_s) if cuda else None
     if sampler:
         sampler.start()
+    pressure = HostPressure()
     try:
         with no_recompile(), quiet_host():
             if benchmark is not None and not getattr(benchmark, "disabled", False):
@@ -195,4 +201,5 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, verdict_of, benchm
         deterministic=all(np.array_equal(reference, g.image) for g in generations[1:]),
         peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         telemetry=telemetry,
+        host_stall=pressure.stall_fraction(),
     )

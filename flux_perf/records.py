@@ -59,6 +59,7 @@ class CaseRecord:
     rounds_detail: list[dict] = field(default_factory=list)
     deterministic: bool | None = None
     peak_memory_gib: float | None = None
+    host_cpu_stall: float | None = None  # share of the timed rounds tasks waited for a CPU (Linux PSI)
     # Verdicts.
     latency: dict | None = None  # judges.LatencyResult.to_dict()
     fidelity: dict | None = None  # judges.FidelityResult.to_dict()

@@ -148,7 +148,7 @@ class FluxSession:
         clock = (telemetry.get("sm_clock_mhz") or {}).get("median")
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
         disturbance = describe_disturbance(timed.disturbed, telemetry.get("other_processes") or [], clock,
-                                           reference_clock)
+                                           reference_clock, timed.host_stall)
         result.latency = self._judge(samples, budgets, disturbance)
         result.target = judge_target(timed.wall.median, self.budgets.target(self.machine.gpu_name, scenario.id,
                                                                             stack.name))
@@ -259,11 +259,14 @@ class FluxSession:
         record.rounds_detail = [r.to_dict() for r in timed.rounds]
         record.deterministic, record.peak_memory_gib = timed.deterministic, timed.peak_memory_gib
         record.component_reports, record.notes = measured.components, timed.notes
+        record.host_cpu_stall = timed.host_stall
         if timed.telemetry is not None:
             record.telemetry = timed.telemetry.summary()
             record.telemetry_samples = [s.__dict__ for s in timed.telemetry.samples]
             record.energy_per_image_j = timed.telemetry.energy_per_image_j(wall.n)
             record.flags = timed.telemetry.flags()
+        if "cpu-contention" in timed.disturbed:
+            record.flags = [*(record.flags or []), "cpu-contention"]
         record.flops_per_step = measured.flops_per_step
         achieved = measured.effective.steps * measured.flops_per_step["total"] / denoise_s / 1e12
         record.transformer_tflops = achieved

@@ -97,6 +97,7 @@ def test_baselines_update_records_every_stack_and_show(tmp_path):
     assert "64x64@2 bf16: latency new" in update.stdout and "64x64@2 fused-qkv: latency new" in update.stdout
     show = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
     assert "64x64@2.json" in show.stdout and "bf16 median" in show.stdout and "fused-qkv:" in show.stdout
+    assert "fidelity.json 64x64@2 fused-qkv: SSIM" in show.stdout, "each stack's recorded fidelity is listed"
     (next(tmp_path.glob("cpu-*/*/64x64@2.json"))).write_text("[1, 2]")
     broken = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
     assert broken.returncode == 0 and "UNREADABLE (a JSON list, not an object)" in broken.stdout

@@ -91,3 +91,21 @@ def test_a_recompile_while_timing_is_an_error():
 def test_bad_settings():
     with pytest.raises(ValueError, match="rounds=5, max_rounds=2"):
         MeasureSettings(rounds=5, max_rounds=2)
+
+
+def test_cpu_pressure_marks_rounds_disturbed(tmp_path):
+    """Linux PSI: tasks waiting for a CPU during the timed rounds make them `cpu-contention`,
+    and a slow verdict on them `disturbed` (judges.describe_disturbance names the share)."""
+    from flux_perf.host import HostPressure, cpu_stall_us
+    from flux_perf.judges import describe_disturbance
+
+    psi = tmp_path / "cpu"
+    psi.write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\nfull avg10=0.00 total=0\n")
+    assert cpu_stall_us(psi) == 1_000_000
+    pressure = HostPressure(psi)
+    psi.write_text("some avg10=50.0 avg60=0.00 avg300=0.00 total=901000000\nfull avg10=0.00 total=0\n")
+    assert pressure.stall_fraction() > 1.0  # 900 s of waiting in a few microseconds: clearly contended
+    assert cpu_stall_us(tmp_path / "missing") is None and HostPressure(tmp_path / "missing").stall_fraction() is None
+    reasons = describe_disturbance(["cpu-contention"], [], None, None, host_stall=0.5)
+    assert reasons == ["host CPU contention: runnable tasks waited for a CPU 50% of the timed rounds "
+                       "(/proc/pressure/cpu)"]

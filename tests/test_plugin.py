@@ -36,9 +36,16 @@ def test_gpu_suite_on_cpu_update_then_gate(store):
     assert "| 64x64@2 | cudnn | attn-cudnn | attn-cudnn needs a CUDA GPU" in (store / "report" / "summary.md").read_text()
     second = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv", "--benchmark-json",
                                    str(store / "bench.json")))
-    assert second.returncode == 0, second.stdout[-3000:]
     results = json.loads((store / "report" / "results.json").read_text())
-    # The plumbing only: a CPU's speed is never asserted (the tolerance is 1000 %).
+    # The plumbing only: a CPU's speed is never asserted. The tolerance is 1000 %, and on a host
+    # so busy that even that is missed (seen: CI with two CPU burners, 20x slower), the case is
+    # `disturbed` with the measured CPU pressure, never failed.
+    verdicts = {r["latency"]["verdict"] for r in results["records"]}
+    assert verdicts <= {"pass", "inconclusive", "disturbed"}, second.stdout[-3000:]
+    disturbed = "disturbed" in verdicts
+    assert second.returncode == (1 if disturbed else 0), second.stdout[-3000:]
+    if disturbed:
+        assert "host CPU contention" in second.stdout and " failed" not in second.stdout.splitlines()[-1]
     assert {r["latency"]["budget"]["kind"] for r in results["records"]} == {"relative"}
     assert all(r["latency"]["budget"]["recorded_rounds"] == 3 for r in results["records"])
     bench = json.loads((store / "bench.json").read_text())
