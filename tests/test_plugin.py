@@ -96,6 +96,8 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store):
     (("--flux-inject-slowdown", "-1"), "inject-slowdown -1.0: must be a fraction"),
     (("--flux-report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),
     (("--flux-update-baselines", "--flux-inject-slowdown", "0.03"), "refusing to record references with an injected"),
+    (("--flux-plant", "warp-drive"), "unknown stack or component 'warp-drive'"),
+    (("--flux-update-baselines", "--flux-plant", "noise:0.01"), "refusing to record references with planted"),
 ])
 def test_bad_options_are_one_usage_error_before_measuring(store, options, message):
     result = run_pytest("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",
