@@ -264,6 +264,10 @@ def _check_latency_entry(entry, where: str) -> None:
                               f"Re-record with: {UPDATE_HINT}")
 
 
+def _non_negative(value) -> bool:
+    return _positive(value) or value == 0
+
+
 def _fraction(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
         -1 <= value <= 1
@@ -273,9 +277,9 @@ def _check_fidelity_entry(entry, where: str) -> None:
     if not isinstance(entry, dict) or not _fraction(entry.get("ssim")):
         raise BaselineCorrupt(f"{where}: needs an ssim in [-1, 1], got {entry!r:.120}. Re-record with: {UPDATE_HINT}")
     psnr, distance = entry.get("psnr"), entry.get("latent_rel_l2")
-    if psnr is not None and not (_positive(psnr)):
+    if psnr is not None and not _positive(psnr):
         raise BaselineCorrupt(f"{where}: psnr={psnr!r} is not a positive number of dB (null: identical)")
-    if distance is not None and not (_positive(distance) or distance == 0):
+    if distance is not None and not _non_negative(distance):
         raise BaselineCorrupt(f"{where}: latent_rel_l2={distance!r} is not a distance >= 0")
 
 
@@ -289,7 +293,7 @@ def _check_calibration(entry, where: str) -> None:
         if band.get(name) is not None and not _positive(band[name]):
             raise BaselineCorrupt(f"{where}: band.{name}={band[name]!r} is not a positive number")
     if not isinstance(spread, dict) or not all(
-            isinstance(s, dict) and all(_positive(v) or v == 0 for v in s.values()) for s in spread.values()):
+            isinstance(s, dict) and all(_non_negative(v) for v in s.values()) for s in spread.values()):
         raise BaselineCorrupt(f"{where}: spread must map stack -> metric -> a number >= 0, got {spread!r:.120}")
 
 

@@ -25,7 +25,9 @@ from .stacks import BASELINE, parse_stack
 LOSSLESS_CUDA = ("attn-cudnn", "attn-flash-sdpa", "attn-efficient", "compile-regional")
 LOSSLESS_CPU = ("fused-qkv",)
 BREAKS = ("noise:0.01", "wrong-shift")
-METRICS = ("ssim", "psnr", "latent_rel_l2")
+# Each metric as a distance from the reference (0: identical): 1 - SSIM, PSNR's mean squared
+# error (over 255^2), the latent distance. The band turns them back into the gate's units.
+DISTANCES = ("1-ssim", "mse", "latent_rel_l2")
 MARGIN = 1.5  # the band reaches 1.5x the farthest lossless variant measured
 
 
@@ -41,7 +43,7 @@ class Variant:
         """The build farthest from the reference, metric by metric."""
         if not self.metrics:
             return None
-        return {name: max(m[name] for m in self.metrics) for name in METRICS}
+        return {name: max(m[name] for m in self.metrics) for name in DISTANCES}
 
     @property
     def spread(self) -> dict:
@@ -49,25 +51,25 @@ class Variant:
         def width(values):
             return max(values) - min(values)
 
-        psnrs = [-10 * math.log10(m["psnr"]) for m in self.metrics if m["psnr"] > 0]
-        return {"ssim": width([m["ssim"] for m in self.metrics]),
+        psnrs = [-10 * math.log10(m["mse"]) for m in self.metrics if m["mse"] > 0]
+        return {"ssim": width([m["1-ssim"] for m in self.metrics]),
                 "psnr": width(psnrs) if len(psnrs) == len(self.metrics) else 0.0,
                 "latent_rel_l2": width([m["latent_rel_l2"] for m in self.metrics])}
 
 
 def distances(fidelity: Fidelity) -> dict:
-    """Each metric as a distance from the reference: 0 is identical, larger is farther."""
-    return {"ssim": 1.0 - fidelity.ssim,
-            "psnr": 0.0 if math.isinf(fidelity.psnr) else 10 ** (-fidelity.psnr / 10),  # MSE / 255^2
+    """Each metric as a distance from the reference (DISTANCES)."""
+    return {"1-ssim": 1.0 - fidelity.ssim,
+            "mse": 0.0 if math.isinf(fidelity.psnr) else 10 ** (-fidelity.psnr / 10),
             "latent_rel_l2": fidelity.latent_rel_l2 or 0.0}
 
 
 def propose_band(lossless: list[Variant], margin: float = MARGIN) -> dict:
     """The band: `margin` times the farthest lossless variant, per metric; a metric no variant
     moved (all identical) gets no band (any change of it is outside, which SSIM already judges)."""
-    worst = {name: max((v.worst[name] for v in lossless if v.worst), default=0.0) for name in METRICS}
-    band = {"ssim": 1.0 - margin * worst["ssim"]}
-    band["psnr"] = -10 * math.log10(margin ** 2 * worst["psnr"]) if worst["psnr"] > 0 else None
+    worst = {name: max((v.worst[name] for v in lossless if v.worst), default=0.0) for name in DISTANCES}
+    band = {"ssim": 1.0 - margin * worst["1-ssim"]}
+    band["psnr"] = -10 * math.log10(margin ** 2 * worst["mse"]) if worst["mse"] > 0 else None
     band["latent_rel_l2"] = margin * worst["latent_rel_l2"] if worst["latent_rel_l2"] > 0 else None
     return band
 
@@ -76,10 +78,15 @@ def separation(lossless: list[Variant], breaks: list[Variant]) -> dict:
     """Per metric: the nearest break's distance over the farthest lossless variant's. Above 1
     the metric tells every planted break from every exact-math change; the larger, the safer."""
     out = {}
-    for name in METRICS:
+    for name in DISTANCES:
         far = max((v.worst[name] for v in lossless if v.worst), default=0.0)
         near = min((min(m[name] for m in v.metrics) for v in breaks if v.metrics), default=None)
-        out[name] = None if near is None else (math.inf if far == 0 and near > 0 else near / far if far else 0.0)
+        if near is None:
+            out[name] = None  # no break measured
+        elif far > 0:
+            out[name] = near / far
+        else:  # every lossless variant was identical: any break that moved this metric stands out
+            out[name] = math.inf if near > 0 else 0.0
     return out
 
 
@@ -146,7 +153,7 @@ def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKe
             variant.metrics.append(distances(compare_images(reference_image, generation.image, reference_latents,
                                                             generation.latents)))
         worst = variant.worst
-        log(f"  {kind:<8} {name:<28} 1-SSIM {worst['ssim']:.2e}  MSE {worst['psnr']:.2e}  "
+        log(f"  {kind:<8} {name:<28} 1-SSIM {worst['1-ssim']:.2e}  MSE {worst['mse']:.2e}  "
             f"latent {worst['latent_rel_l2']:.2e}" + (f"  ({builds} builds)" if builds > 1 else ""))
         return variant
 
@@ -165,7 +172,7 @@ def format_calibration(result: ScenarioCalibration) -> str:
              + (f", PSNR >= {band['psnr']:.2f} dB" if band["psnr"] else "")
              + (f", latent distance <= {band['latent_rel_l2']:.2e}" if band["latent_rel_l2"] else "")
              + f" ({result.margin}x the farthest exact-math variant)"]
-    named = {"ssim": "SSIM", "psnr": "PSNR", "latent_rel_l2": "latent distance"}
+    named = {"1-ssim": "SSIM", "mse": "PSNR", "latent_rel_l2": "latent distance"}
     known = {k: v for k, v in sep.items() if v is not None}
     if known:
         best = max(known, key=lambda k: known[k])
@@ -185,6 +192,9 @@ def runnable(specs: list[str], caps) -> tuple[list[str], list[str]]:
     kept, skipped = [], []
     for spec in specs:
         reason = parse_stack(spec).unmet(caps)
-        (skipped.append(f"{spec}: {reason}") if reason else kept.append(spec))
+        if reason:
+            skipped.append(f"{spec}: {reason}")
+        else:
+            kept.append(spec)
     return kept, skipped
 

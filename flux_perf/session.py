@@ -218,6 +218,8 @@ class FluxSession:
         except BaselineError as error:
             self.log(f"  fidelity not recorded: {error}")
             return
+        # Recorded before the case is judged, so the update judges against what it just wrote
+        # (an update on purpose accepts the new output); in update runs only, the SSIM is computed twice.
         measured = compare_images(baseline.image, timed.image, baseline.latents, timed.latents)
         message = references.record_fidelity(
             self.store, key, result.stack.name, result.stack.key, ssim=measured.ssim, psnr=measured.to_dict()["psnr"],
