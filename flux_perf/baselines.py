@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .files import atomic_write
+from .files import atomic_write, write_json
 from .provenance import minor, software_versions
 from .scenarios import Scenario
 
@@ -186,7 +186,7 @@ class BaselineStore:
         except BaselineCorrupt:
             table = {}  # an update on purpose replaces a broken file
         table.setdefault(key.scenario_id, {})[inner] = entry
-        atomic_write(path, (json.dumps(table, indent=2, sort_keys=True) + "\n").encode())
+        write_json(path, table, indent=2, sort_keys=True)
         return path
 
     def latency_table(self, key: BaselineKey) -> dict:
@@ -229,7 +229,7 @@ class BaselineStore:
         # Image first, then the JSON naming its hash: a crash in between leaves a pair that
         # load() reports as half-written rather than a silently wrong baseline.
         atomic_write(image_path, data)
-        atomic_write(meta_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        write_json(meta_path, record, indent=2, sort_keys=True)
         return image_path
 
     def record_latency(self, key: BaselineKey, stack: str, entry: dict, *, force: bool = False) -> Path:

@@ -232,7 +232,7 @@ def cmd_baselines_show(args) -> int:
 def cmd_calibrate(args) -> int:
     from .baselines import BaselineError, BaselineKey, BaselineStore, updates_allowed
     from .calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, calibrate_scenario, format_calibration, runnable
-    from .files import atomic_write
+    from .files import write_json
     from .machine import Machine
     from .models import resolve_model_source
     from .runner import CaseRunner
@@ -267,8 +267,7 @@ def cmd_calibrate(args) -> int:
         report[scenario.id] = result.entry()
         print(format_calibration(result))
     if args.json:
-        atomic_write(Path(args.json), (json.dumps({"flux_perf_calibration": 1, "key": str(results[0][0]),
-                                                   "scenarios": report}, indent=1) + "\n").encode())
+        write_json(Path(args.json), {"flux_perf_calibration": 1, "key": str(results[0][0]), "scenarios": report})
         print(f"\nmeasurements and proposal: {args.json}")
     if not args.write:
         print("\nnothing written: add --write to store this proposal for these weights on this GPU")
@@ -287,14 +286,14 @@ def cmd_calibrate(args) -> int:
 
 def cmd_account(args) -> int:
     from .account import account, account_to_json, format_account, load_context, read_trace
-    from .files import atomic_write
+    from .files import write_json
 
     trace_path = Path(args.trace)
     steps, flops, ceilings, source = load_context(trace_path, Path(args.results) if args.results else None)
     result = account(read_trace(trace_path), steps, flops, ceilings)
     print(format_account(result, source))
     if args.json:
-        atomic_write(Path(args.json), (json.dumps(account_to_json(result, source), indent=1) + "\n").encode())
+        write_json(Path(args.json), account_to_json(result, source))
     return 0
 
 
@@ -314,7 +313,7 @@ def cmd_ab(args) -> int:
     from .ab import cases_to_json, format_cases, run_ab
     from .compare import check_tolerance
     from .config import check_writable_dir
-    from .files import atomic_write
+    from .files import write_json
     from .scenarios import parse_scenarios
     from .stacks import parse_stacks
 
@@ -327,7 +326,7 @@ def cmd_ab(args) -> int:
 
     def save(cases) -> None:  # after every block: a run cut short keeps its rounds
         if args.json:
-            atomic_write(Path(args.json), (json.dumps(cases_to_json(cases, settings), indent=1) + "\n").encode())
+            write_json(Path(args.json), cases_to_json(cases, settings))
 
     if args.json:
         check_writable_dir(Path(args.json).parent, "--json folder")

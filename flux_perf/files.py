@@ -17,3 +17,10 @@ def atomic_write(path: Path, data: bytes) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json(path: Path, data, *, indent: int = 1, sort_keys: bool = False) -> Path:
+    """`data` as JSON (one trailing newline), written atomically."""
+    import json
+
+    return atomic_write(path, (json.dumps(data, indent=indent, sort_keys=sort_keys, default=str) + "\n").encode())

@@ -28,14 +28,15 @@ class DeviceError(RuntimeError):
 
 
 def check_device(device: str) -> str:
-    kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_available():
+    """A supported device name (config.check_device_name) that exists on this machine."""
+    from .config import check_device_name
+
+    check_device_name(device)
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(
             f"device {device!r} asked for, but no CUDA GPU is visible to PyTorch "
             f"(torch {torch.__version__}, CUDA build {torch.version.cuda})"
         )
-    if kind not in ("cuda", "cpu"):
-        raise DeviceError(f"device {device!r} is not supported: use 'cuda', 'cuda:N' or 'cpu'")
     return device
 
 

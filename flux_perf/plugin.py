@@ -225,7 +225,8 @@ def pytest_report_header(config):
     lines = [f"flux-perf: stacks {', '.join(s.name for s in suite.stacks)}; "
              f"scenarios {', '.join(c.id for c in suite.scenarios)}; rounds {suite.measure.rounds}"
              f" (max {suite.measure.max_rounds}); report -> {suite.report_dir}"]
-    gpu = gpu_identity()
+    flux = _session(config, create=False)
+    gpu = flux.machine.gpu if flux is not None else gpu_identity()  # the card this run uses, not card 0
     if gpu:
         lines.append(
             f"flux-perf GPU: {gpu.name}, driver {gpu.driver_version}, CUDA {gpu.cuda_driver_version}, "
@@ -239,12 +240,10 @@ def pytest_report_header(config):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    if _session(config, create=False) is None:
+    flux = _session(config, create=False)
+    if flux is None:
         return
-    from .telemetry import gpu_identity
-
-    gpu = gpu_identity()
-    machine_info["gpu"] = gpu.to_dict() if gpu else None
+    machine_info["gpu"] = flux.machine.gpu.to_dict() if flux.machine.gpu else None
 
 
 def _write(flux, plots: bool) -> dict:
@@ -271,7 +270,9 @@ def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
     if flux is None:
         return
-    if _gpu_selected(session.config) and not flux.records and not session.config.getoption("flux_allow_no_gpu"):
+    # Collecting only is not a run that lost its GPU.
+    if _gpu_selected(session.config) and not flux.records and not session.config.getoption("flux_allow_no_gpu") \
+            and not session.config.option.collectonly:
         reasons = sorted({s["reason"] for s in flux.skipped.values()}) or ["no GPU case was collected"]
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_write
+from .files import write_json
 
 SCHEMA_VERSION = 2
 # Version 1 files (written before the records were typed) hold the same keys; nothing newer is
@@ -161,7 +161,7 @@ class RunResults:
 
 
 def write_results(results: RunResults, path: Path) -> Path:
-    return atomic_write(path, (json.dumps(results.to_dict(), indent=1, default=str) + "\n").encode())
+    return write_json(path, results.to_dict())
 
 
 def read_results(path: str | Path) -> RunResults:

@@ -27,10 +27,16 @@ def test_run_prints_the_stage_table(tmp_path):
 
 
 @pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
+def cli(capsys, monkeypatch):
     """`flux-perf ARGS` in this process (a subprocess costs seconds of imports): (code, out, err)."""
-    for name in ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING"):  # main() sets them; keep this process clean
-        monkeypatch.setenv(name, os.environ.get(name, ""))
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING"):
+        # main() sets them: restore each afterwards as it was, absent included (an empty value
+        # would read as user-set and change the path main() takes).
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.setenv(name, "unset")  # registers the variable's absence for teardown
+            monkeypatch.delenv(name)
 
     def run(*args):
         code = main([str(a) for a in args])

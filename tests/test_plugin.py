@@ -131,3 +131,9 @@ def test_the_plugin_stays_out_of_other_projects(tmp_path):
     result = run_pytest("-q", "-p", "flux_perf.plugin", str(tmp_path), cwd=tmp_path, env_extra=None, environ=clean)
     assert result.returncode == 0, result.stdout[-2000:]
     assert "flux-perf" in run_pytest("--help", cwd=tmp_path, environ=clean).stdout, "the plugin was loaded"
+
+
+def test_collect_only_is_not_a_run_that_lost_its_gpu(store):
+    result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"), "--collect-only", "-q")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "ran no GPU case" not in result.stdout and "test_latency_budget[bf16-64x64@2]" in result.stdout
