@@ -98,7 +98,8 @@ class CaseRunner:
         if self.cuda:
             torch.cuda.synchronize()
         apply_s = time.perf_counter() - start
-        encoded = (f", prompt encoded in {model.encode_prompt_s:.2f} s, text encoders released"
+        reused = " (earlier in this session; reused)" if model.prompt_reused else ""
+        encoded = (f", prompt encoded in {model.encode_prompt_s:.2f} s{reused}, text encoders released"
                    if model.text_encoders_released else "")
         self.log(f"  built in {model.build_s:.2f} s{encoded}, components applied in {apply_s:.2f} s")
         self.loaded = Prepared(stack.key, model, live, apply_s)
