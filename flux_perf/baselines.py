@@ -2,7 +2,8 @@
 each stack's recorded latency and fidelity, and the fidelity calibration.
 
 Layout: `<root>/<gpu-slug>/<model-fingerprint>/<scenario-id>.png`, `.json` and `.latents.npy`,
-plus `latency.json`, `fidelity.json` and `calibration.json` per folder. Keyed so an H100 never compares with another GPU's images
+each other stack's own `<scenario-id>.<stack>.latents.npy`, plus `latency.json`, `fidelity.json`
+and `calibration.json` per folder. Keyed so an H100 never compares with another GPU's images
 and synthetic weights never with real ones. Only an explicit update writes here.
 """
 
@@ -13,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,17 +155,19 @@ class BaselineStore:
         return self.root / key.folder / f"{key.scenario_id}.latents.npy"
 
     def _load_latents(self, key: BaselineKey, provenance: dict) -> np.ndarray | None:
-        path, expected = self.latents_path(key), provenance.get("latents_sha256")
-        if expected is None:
+        return _read_latents(self.latents_path(key), provenance.get("latents_sha256"), f"baseline {key}")
+
+    def stack_latents_path(self, key: BaselineKey, stack: str) -> Path:
+        """A stack's own recorded final latents (bf16's are the baseline's)."""
+        return self.root / key.folder / f"{key.scenario_id}.{re.sub(r'[^A-Za-z0-9._-]', '_', stack)}.latents.npy"
+
+    def recorded_latents(self, key: BaselineKey, stack: str, recorded: dict | None) -> np.ndarray | None:
+        """The final latents the last sanctioned update recorded for this stack, checked against
+        the sha256 its fidelity entry names; None when none were recorded."""
+        if not recorded or not recorded.get("latents_sha256"):
             return None
-        if not path.exists():
-            raise BaselineCorrupt(f"baseline {key} names latents {path.name}, which is missing. "
-                                  f"Re-create it with: {UPDATE_HINT}")
-        data = path.read_bytes()
-        if _sha256(data) != expected:
-            raise BaselineCorrupt(f"baseline latents {path} do not match the sha256 in the provenance: edited or "
-                                  f"half-written. Re-create them with: {UPDATE_HINT}")
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return _read_latents(self.stack_latents_path(key, stack), recorded["latents_sha256"],
+                             f"the recorded fidelity of {key} {stack}")
 
     def _table(self, key: BaselineKey, name: str) -> dict:
         """A per-folder JSON table of scenario id -> name -> entry (`latency.json`, ...)."""
@@ -222,10 +226,9 @@ class BaselineStore:
         record = {**provenance, "fingerprint": key.fingerprint, "gpu_slug": key.gpu_slug,
                   "image_sha256": _sha256(data), "image_shape": list(image.shape)}
         if latents is not None:
-            buffer = io.BytesIO()
-            np.save(buffer, latents.astype(np.float32), allow_pickle=False)
-            atomic_write(self.latents_path(key), buffer.getvalue())
-            record["latents_sha256"] = _sha256(buffer.getvalue())
+            latent_bytes = _npy_bytes(latents)
+            atomic_write(self.latents_path(key), latent_bytes)
+            record["latents_sha256"] = _sha256(latent_bytes)
         # Image first, then the JSON naming its hash: a crash in between leaves a pair that
         # load() reports as half-written rather than a silently wrong baseline.
         atomic_write(image_path, data)
@@ -237,15 +240,41 @@ class BaselineStore:
         _check_latency_entry(entry, f"new latency entry for {key} {stack}")
         return self._write_table_entry(key, "latency.json", stack, entry)
 
-    def record_fidelity(self, key: BaselineKey, stack: str, entry: dict, *, force: bool = False) -> Path:
+    def record_fidelity(self, key: BaselineKey, stack: str, entry: dict, *, latents: np.ndarray | None = None,
+                        force: bool = False) -> Path:
+        """A stack's fidelity entry, and its own final latents beside it (the gate measures how far a
+        later output moved from them)."""
         updates_allowed(force)
         _check_fidelity_entry(entry, f"new fidelity entry for {key} {stack}")
+        entry = dict(entry)
+        if latents is not None:
+            data = _npy_bytes(latents)
+            atomic_write(self.stack_latents_path(key, stack), data)
+            entry["latents_sha256"] = _sha256(data)
         return self._write_table_entry(key, "fidelity.json", stack, entry)
 
     def record_calibration(self, key: BaselineKey, entry: dict, *, force: bool = False) -> Path:
         updates_allowed(force)
         _check_calibration(entry, f"new calibration for {key}")
         return self._write_table_entry(key, "calibration.json", "fidelity", entry)
+
+
+def _npy_bytes(latents: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, latents.astype(np.float32), allow_pickle=False)  # bf16 values are exact in fp32
+    return buffer.getvalue()
+
+
+def _read_latents(path: Path, expected_sha256: str | None, owner: str) -> np.ndarray | None:
+    if expected_sha256 is None:
+        return None
+    if not path.exists():
+        raise BaselineCorrupt(f"{owner} names latents {path.name}, which is missing. Re-create it with: {UPDATE_HINT}")
+    data = path.read_bytes()
+    if _sha256(data) != expected_sha256:
+        raise BaselineCorrupt(f"latents {path} do not match the sha256 {owner} names: edited or half-written. "
+                              f"Re-create them with: {UPDATE_HINT}")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _positive(value) -> bool:

@@ -28,7 +28,7 @@ BREAKS = ("noise:0.01", "wrong-shift")
 # Each metric as a distance from the reference (0: identical): 1 - SSIM, PSNR's mean squared
 # error (over 255^2), the latent distance. The band turns them back into the gate's units.
 DISTANCES = ("1-ssim", "mse", "latent_rel_l2")
-MARGIN = 1.5  # the band reaches 1.5x the farthest lossless variant measured
+MARGIN = 1.5  # the band reaches 1.5x the farthest lossless variant, or less where a break lies closer
 
 
 @dataclass
@@ -64,13 +64,36 @@ def distances(fidelity: Fidelity) -> dict:
             "latent_rel_l2": fidelity.latent_rel_l2 or 0.0}
 
 
-def propose_band(lossless: list[Variant], margin: float = MARGIN) -> dict:
-    """The band: `margin` times the farthest lossless variant, per metric; a metric no variant
-    moved (all identical) gets no band (any change of it is outside, which SSIM already judges)."""
-    worst = {name: max((v.worst[name] for v in lossless if v.worst), default=0.0) for name in DISTANCES}
-    band = {"ssim": 1.0 - margin * worst["1-ssim"]}
-    band["psnr"] = -10 * math.log10(margin ** 2 * worst["mse"]) if worst["mse"] > 0 else None
-    band["latent_rel_l2"] = margin * worst["latent_rel_l2"] if worst["latent_rel_l2"] > 0 else None
+def band_edges(lossless: list[Variant], breaks: list[Variant] = (), margin: float = MARGIN) -> dict:
+    """Per metric, the band's edge as a distance: `margin` times the farthest lossless variant,
+    or, where the planted breaks lie closer than that, the geometric middle between the farthest
+    variant and the nearest break, so that both sit the same factor away from the edge. (On the
+    synthetic weights the H100 put 1 % noise only 1.3x beyond a compiled bf16: a 1.5x margin let
+    it through.) 0: no variant moved the metric."""
+    return {name: edge for name, (edge, _) in _edges(lossless, breaks, margin).items()}
+
+
+def _edges(lossless: list[Variant], breaks: list[Variant], margin: float) -> dict:
+    """metric -> (edge, "middle" | "margin")."""
+    far = {name: max((v.worst[name] for v in lossless if v.worst), default=0.0) for name in DISTANCES}
+    edges = {}
+    for name in DISTANCES:
+        near = min((min(m[name] for m in v.metrics) for v in breaks if v.metrics), default=None)
+        edge = (margin ** 2 if name == "mse" else margin) * far[name]  # a squared error scales as margin^2
+        if near is not None and far[name] > 0 and far[name] < near < edge * edge / far[name]:
+            edges[name] = (math.sqrt(far[name] * near), "middle")
+        else:
+            edges[name] = (edge, "margin")
+    return edges
+
+
+def propose_band(lossless: list[Variant], margin: float = MARGIN, breaks: list[Variant] = ()) -> dict:
+    """The band in the gate's units (band_edges); a metric no variant moved (all identical) gets
+    no band (any change of it is outside, which SSIM already judges)."""
+    edge = band_edges(lossless, breaks, margin)
+    band = {"ssim": 1.0 - edge["1-ssim"]}
+    band["psnr"] = -10 * math.log10(edge["mse"]) if edge["mse"] > 0 else None
+    band["latent_rel_l2"] = edge["latent_rel_l2"] if edge["latent_rel_l2"] > 0 else None
     return band
 
 
@@ -99,7 +122,15 @@ class ScenarioCalibration:
 
     @property
     def band(self) -> dict:
-        return propose_band([v for v in self.variants if v.kind == "lossless"], self.margin)
+        return propose_band([v for v in self.variants if v.kind == "lossless"], self.margin,
+                            [v for v in self.variants if v.kind == "break"])
+
+    @property
+    def band_rule(self) -> dict:
+        """Per metric, how the band's edge was placed: "middle" (between lossless and breaks) or "margin"."""
+        return {name: rule for name, (_, rule) in _edges([v for v in self.variants if v.kind == "lossless"],
+                                                         [v for v in self.variants if v.kind == "break"],
+                                                         self.margin).items()}
 
     @property
     def separation(self) -> dict:
@@ -108,7 +139,7 @@ class ScenarioCalibration:
 
     def entry(self) -> dict:
         software = software_versions()
-        return {"band": self.band, "margin": self.margin,
+        return {"band": self.band, "margin": self.margin, "band_rule": self.band_rule,
                 "spread": {v.name: v.spread for v in self.variants if v.kind == "stack" and len(v.metrics) > 1},
                 "separation": self.separation, "reference": self.reference,
                 "variants": {v.name: {"kind": v.kind, "distances": v.metrics, "error": v.error} for v in self.variants},
@@ -165,13 +196,34 @@ def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKe
     return ScenarioCalibration(scenario, reference, variants, margin)
 
 
+def restated(entry: dict, scenario: Scenario, margin: float) -> ScenarioCalibration:
+    """A stored calibration re-proposed from the distances it holds (no GPU): for a changed
+    margin or rule of the band, without measuring again."""
+    variants = [Variant(name, v["kind"], [dict(m) for m in v.get("distances") or []], v.get("error"))
+                for name, v in (entry.get("variants") or {}).items()]
+    if not any(v.kind == "lossless" and v.metrics for v in variants):
+        raise ValueError(f"the stored calibration of {scenario.id} holds no lossless measurements to restate")
+    return ScenarioCalibration(scenario, entry.get("reference", "stored calibration"), variants, margin)
+
+
+def _rule_text(result: ScenarioCalibration) -> str:
+    named = {"1-ssim": "SSIM", "mse": "PSNR", "latent_rel_l2": "latent distance"}
+    middle = [named[k] for k, rule in result.band_rule.items() if rule == "middle"]
+    text = f"{result.margin}x the farthest exact-math variant"
+    if not middle:
+        return text
+    if len(middle) == len(named):
+        return "each edge midway (geometric) between the farthest exact-math variant and the nearest planted break"
+    return f"{', '.join(middle)}: midway between the farthest exact-math variant and the nearest break; else {text}"
+
+
 def format_calibration(result: ScenarioCalibration) -> str:
     band, sep = result.band, result.separation
     lines = [f"{result.scenario.id} (against the {result.reference}):",
              f"  proposed lossless band: SSIM >= {band['ssim']:.6f}"
              + (f", PSNR >= {band['psnr']:.2f} dB" if band["psnr"] else "")
              + (f", latent distance <= {band['latent_rel_l2']:.2e}" if band["latent_rel_l2"] else "")
-             + f" ({result.margin}x the farthest exact-math variant)"]
+             + f" ({_rule_text(result)})"]
     named = {"1-ssim": "SSIM", "mse": "PSNR", "latent_rel_l2": "latent distance"}
     known = {k: v for k, v in sep.items() if v is not None}
     if known:

@@ -242,6 +242,8 @@ def cmd_calibrate(args) -> int:
         updates_allowed(args.force)  # refuse before minutes of measuring
     if args.repeats < 1 or not args.margin >= 1:
         raise ValueError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
+    if args.restate:
+        return _restate_calibration(args)
     config = _suite(args, stacks=BASELINE, scenarios=_scenarios(args))
     machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
     cuda = config.device.startswith("cuda")
@@ -281,6 +283,33 @@ def cmd_calibrate(args) -> int:
         path = store.record_calibration(key, result.entry(), force=args.force)
         before = f"band SSIM {old['band']['ssim']:.5f} -> " if old else "new: band SSIM "
         print(f"{key}: {before}{result.band['ssim']:.5f} ({path})")
+    return 0
+
+
+def _restate_calibration(args) -> int:
+    """`calibrate --restate FOLDER`: re-propose each stored calibration of a baseline folder
+    from the distances it holds, print it, and write it back only with --write."""
+    from .baselines import BaselineKey, BaselineStore
+    from .calibrate import format_calibration, restated
+    from .scenarios import parse_scenario
+
+    folder = Path(args.restate)
+    path = folder / "calibration.json"
+    if not path.is_file():
+        raise ValueError(f"--restate {folder}: no calibration.json there (a baseline folder: "
+                         "<baselines>/<gpu>/<model fingerprint>)")
+    store = BaselineStore(folder.parent.parent)
+    for scenario_id in sorted(json.loads(path.read_text())):
+        key = BaselineKey(folder.parent.name, folder.name, scenario_id)
+        old = store.calibration(key)
+        result = restated(old, parse_scenario(scenario_id), args.margin)
+        print(format_calibration(result))
+        if args.write:
+            entry = {**result.entry(), "restated_from": {k: old.get(k) for k in ("recorded_at", "commit", "band")}}
+            store.record_calibration(key, entry, force=args.force)
+            print(f"{key}: band SSIM {old['band']['ssim']:.6f} -> {result.band['ssim']:.6f} ({path})")
+    if not args.write:
+        print("\nnothing written: add --write to store the restated proposal")
     return 0
 
 
@@ -446,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--write", action="store_true", help="store the proposal in the baseline store")
     calibrate.add_argument("--force", action="store_true", help="allow --write under CI")
     calibrate.add_argument("--json", default=None, help="write every measurement and the proposal here")
+    calibrate.add_argument("--restate", default=None, metavar="FOLDER",
+                           help="no measuring: re-propose the calibrations stored in this baseline folder "
+                                "from the distances they hold (for a new --margin or band rule)")
     _add_model_args(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
 

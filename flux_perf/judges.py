@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .budgets import LatencyBudget
-from .fidelity import compare_images
+from .fidelity import compare_images, latent_distance
 from .stats import Verdict, latency_verdict, look_confidence
 
 CONFIDENCE = 0.95
@@ -92,6 +92,7 @@ class FidelityResult:
     recorded: dict | None = None  # the stack's fidelity at the last sanctioned update
     calibration: dict | None = None  # band and tolerances of `flux-perf calibrate`
     changed: bool | None = None  # the output differs from the recorded one (None: nothing recorded)
+    own_latent_moved: float | None = None  # latent distance to the stack's own recorded output
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -143,7 +144,8 @@ def _moved(ssim: float, psnr: float | None, distance: float | None, recorded: di
 def judge_fidelity(baseline: np.ndarray, image: np.ndarray, floor: float, floor_source: str, *,
                    lossless: bool = False, baseline_latents: np.ndarray | None = None,
                    latents: np.ndarray | None = None, image_sha256: str | None = None,
-                   recorded: dict | None = None, calibration: dict | None = None, stack_name: str | None = None,
+                   recorded: dict | None = None, recorded_latents: np.ndarray | None = None,
+                   calibration: dict | None = None, stack_name: str | None = None,
                    baseline_path: str | None = None, stale: Sequence[str] = ()) -> FidelityResult:
     """`image` (and its latents) against the bf16 baseline.
 
@@ -151,7 +153,13 @@ def judge_fidelity(baseline: np.ndarray, image: np.ndarray, floor: float, floor_
     weights on this GPU, a lossless stack (bf16 included) must stay inside the measured
     lossless band: a change within it passes and says so, a break outside it fails. A lossy
     stack must stay within its tolerance of the fidelity recorded by the last sanctioned update.
-    A hand floor tighter than the calibrated band (bf16's 0.9999) yields to the band."""
+    A hand floor tighter than the calibrated band (bf16's 0.9999) yields to the band.
+
+    Where the update recorded the stack's own final latents (`recorded_latents`; bf16's are the
+    baseline's), the latent criterion is how far the output moved from them, held to the band:
+    a change on top of a stack moves it from where it was by about what the change moves bf16,
+    while distances to bf16 add up and blur (an exact attention-kernel change on a compiled stack
+    lands as far from bf16 as 1 % noise on eager bf16; H100, docs/fidelity.md)."""
     measured = compare_images(baseline, image, baseline_latents, latents)
     ssim, distance = measured.ssim, measured.latent_rel_l2
     psnr = measured.to_dict()["psnr"]
@@ -159,32 +167,43 @@ def judge_fidelity(baseline: np.ndarray, image: np.ndarray, floor: float, floor_
     if recorded is not None and image_sha256 is not None and recorded.get("image_sha256"):
         changed = recorded["image_sha256"] != image_sha256
     band = calibration["band"] if calibration else None
+    own_moved = (latent_distance(recorded_latents, latents)
+                 if recorded_latents is not None and latents is not None else None)
+    # The own-output distance replaces the distance to bf16 in the latent criterion.
+    own_rule = own_moved is not None and band is not None and band.get("latent_rel_l2") is not None
+    to_bf16 = None if own_rule else distance
     if band and lossless and floor > band["ssim"]:
         floor, floor_source = band["ssim"], f"lossless band of the calibration (tighter {floor_source} set aside)"
     reasons = [f"SSIM {ssim:.5f} below the floor {floor} ({floor_source})"] if ssim < floor else []
     notes = []
+    own_line = (f"latents moved {own_moved:.2e} from this stack's recorded output; an exact-math change moves "
+                f"them at most {band['latent_rel_l2']:.2e}") if own_rule else None
+    own_out = own_rule and own_moved > band["latent_rel_l2"]
     if calibration is None:
         notes.append("not calibrated for these weights on this GPU: judged against the floor alone "
                      "(flux-perf calibrate proposes a band and tolerances)")
     elif lossless:
-        outside = _outside_band(ssim, psnr, distance, band)
+        outside = _outside_band(ssim, psnr, to_bf16, band) + ([own_line] if own_out else [])
         if outside:
             reasons.append("outside the lossless band: " + ", ".join(outside))
-        elif changed or (changed is None and psnr is not None and recorded is None):
-            notes.append("output changed within the lossless band; update the baselines on purpose")
+        elif changed or (changed is None and psnr is not None and recorded is None) or (own_moved or 0) > 0:
+            notes.append("output changed within the lossless band; update the baselines on purpose"
+                         + (f" ({own_line})" if own_rule else ""))
     elif recorded is None:
         notes.append("no recorded fidelity for this stack: judged against the floor alone "
                      "(the sanctioned update records it)")
     else:
         spread = (calibration.get("spread") or {}).get(stack_name) if stack_name else None
-        moved = _moved(ssim, psnr, distance, recorded, fidelity_tolerance(recorded, band, spread))
+        moved = _moved(ssim, psnr, to_bf16, recorded, fidelity_tolerance(recorded, band, spread))
+        moved += [own_line] if own_out else []
         if moved:
             reasons.append("fidelity moved beyond its tolerance: " + ", ".join(moved))
-        elif changed:
-            notes.append("output changed within the stack's fidelity tolerance; update the baselines on purpose")
+        elif changed or (own_moved or 0) > 0:
+            notes.append("output changed within the stack's fidelity tolerance; update the baselines on purpose"
+                         + (f" ({own_line})" if own_rule else ""))
     return FidelityResult("fail" if reasons else "pass", ssim, psnr, distance, floor, floor_source, baseline_path,
                           message="; ".join(notes) or None, stale=list(stale), reasons=reasons, recorded=recorded,
-                          calibration=calibration, changed=changed)
+                          calibration=calibration, changed=changed, own_latent_moved=own_moved)
 
 
 def judge_target(median_s: float, target_s: float | None) -> dict | None:

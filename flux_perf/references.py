@@ -12,6 +12,7 @@ from .fidelity import compare_images
 from .measure import MEASUREMENT_VERSION
 from .provenance import git_commit, now_iso, software_versions
 from .scenarios import Scenario
+from .stacks import BASELINE
 from .stats import Summary, summarize
 
 
@@ -41,8 +42,9 @@ def record_latency(store: BaselineStore, key: BaselineKey, stack_name: str, stac
 
 def record_fidelity(store: BaselineStore, key: BaselineKey, stack_name: str, stack_key: str, *, ssim: float,
                     psnr: float | None, latent_rel_l2: float | None, image: np.ndarray, lossless: bool,
-                    force: bool) -> str:
-    """Record a stack's fidelity against the bf16 baseline (and its image's hash); return what changed."""
+                    force: bool, latents: np.ndarray | None = None) -> str:
+    """Record a stack's fidelity against the bf16 baseline, its image's hash and (but for bf16,
+    whose latents are the baseline's) its own final latents; return what changed."""
     try:
         old = store.recorded_fidelity(key, stack_name)
     except BaselineError:
@@ -52,7 +54,7 @@ def record_fidelity(store: BaselineStore, key: BaselineKey, stack_name: str, sta
         "ssim": ssim, "psnr": psnr, "latent_rel_l2": latent_rel_l2, "image_sha256": png_sha256(image),
         "stack": stack_key, "lossless": lossless, "recorded_at": now_iso(), "commit": git_commit(),
         "software": {name: software.get(name) for name in ("torch", "diffusers", "cuda", "torchao")},
-    }, force=force)
+    }, latents=None if stack_name == BASELINE else latents, force=force)
     distance = "" if latent_rel_l2 is None else f", latent distance {latent_rel_l2:.2e}"
     before = f"SSIM {old['ssim']:.5f} -> " if old else "new: SSIM "
     return f"{key} {stack_name}: fidelity {before}{ssim:.5f}{distance}"

@@ -175,6 +175,8 @@ class FluxSession:
         try:
             baseline = self.store.load(key, result.scenario)
             recorded = self.store.recorded_fidelity(key, result.stack.name)
+            own_latents = (baseline.latents if result.stack.name == BASELINE
+                           else self.store.recorded_latents(key, result.stack.name, recorded))
             calibration = self.store.calibration(key)
         except BaselineError as error:
             return FidelityResult("error", message=str(error))
@@ -184,8 +186,8 @@ class FluxSession:
         fidelity = judge_fidelity(
             baseline.image, timed.image, floor, source, lossless=result.stack.lossless,
             baseline_latents=baseline.latents, latents=timed.latents, image_sha256=png_sha256(timed.image),
-            recorded=recorded, calibration=calibration, stack_name=result.stack.name, baseline_path=str(self.store.paths(key)[0]),
-            stale=baseline.stale)
+            recorded=recorded, recorded_latents=own_latents, calibration=calibration, stack_name=result.stack.name,
+            baseline_path=str(self.store.paths(key)[0]), stale=baseline.stale)
         if fidelity.message:
             self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict == "fail":
@@ -223,7 +225,8 @@ class FluxSession:
         measured = compare_images(baseline.image, timed.image, baseline.latents, timed.latents)
         message = references.record_fidelity(
             self.store, key, result.stack.name, result.stack.key, ssim=measured.ssim, psnr=measured.to_dict()["psnr"],
-            latent_rel_l2=measured.latent_rel_l2, image=timed.image, lossless=result.measured.lossless, force=force)
+            latent_rel_l2=measured.latent_rel_l2, image=timed.image, lossless=result.measured.lossless, force=force,
+            latents=timed.latents)
         self.baseline_updates.append(message)
         self.log(f"  reference: {message}")
 

@@ -8,7 +8,7 @@ import pytest
 from helpers import copy_budgets, run_flux_perf, run_pytest
 
 from flux_perf.baselines import BaselineCorrupt, BaselineKey, BaselineStore, png_sha256
-from flux_perf.calibrate import Variant, distances, propose_band, separation
+from flux_perf.calibrate import Variant, band_edges, distances, propose_band, restated, separation
 from flux_perf.fidelity import compare_images
 from flux_perf.judges import fidelity_tolerance, judge_fidelity
 from flux_perf.scenarios import Scenario
@@ -95,6 +95,110 @@ def test_separation_names_the_metric_that_tells_breaks_from_kernels():
     assert ratios["latent_rel_l2"] == pytest.approx(50) and ratios["1-ssim"] == pytest.approx(1.2)
     identical = [Variant("bf16", "lossless", [{"1-ssim": 0.0, "mse": 0.0, "latent_rel_l2": 0.0}])]
     assert separation(identical, breaks)["mse"] == float("inf") and separation(identical, [])["mse"] is None
+
+
+def test_the_band_edge_sits_midway_between_kernels_and_breaks_when_a_break_is_close():
+    """H100, synthetic weights, 512x512@6: compiled bf16 moved the latents 5.61e-3, 1 % noise 7.36e-3.
+    A 1.5x margin (8.42e-3) let the noise through; the geometric middle (6.43e-3) does not."""
+    lossless = [Variant("compile-regional", "lossless", [{"1-ssim": 7.02e-4, "mse": 1.67e-5, "latent_rel_l2": 5.61e-3}])]
+    noise = Variant("noise:0.01", "break", [{"1-ssim": 7.57e-4, "mse": 1.83e-5, "latent_rel_l2": 7.36e-3}])
+    shift = Variant("wrong-shift", "break", [{"1-ssim": 1.84e-3, "mse": 4.97e-5, "latent_rel_l2": 2.33e-2}])
+    edge = band_edges(lossless, [noise, shift])
+    assert edge["latent_rel_l2"] == pytest.approx(np.sqrt(5.61e-3 * 7.36e-3)) and 5.61e-3 < edge["latent_rel_l2"] < 7.36e-3
+    assert edge["mse"] == pytest.approx(np.sqrt(1.67e-5 * 1.83e-5))
+    assert band_edges(lossless)["latent_rel_l2"] == pytest.approx(1.5 * 5.61e-3), "no breaks: the margin"
+    assert band_edges(lossless)["mse"] == pytest.approx(1.5 ** 2 * 1.67e-5), "a squared error scales as margin^2"
+    far_break = Variant("far", "break", [{"1-ssim": 1e-2, "mse": 1e-3, "latent_rel_l2": 1.0}])
+    assert band_edges(lossless, [far_break])["latent_rel_l2"] == pytest.approx(1.5 * 5.61e-3), "margin if narrower"
+    inside = Variant("inside", "break", [{"1-ssim": 1e-4, "mse": 1e-6, "latent_rel_l2": 1e-3}])
+    assert band_edges(lossless, [inside])["latent_rel_l2"] == pytest.approx(1.5 * 5.61e-3), "no separation: margin"
+    band = propose_band(lossless, 1.5, [noise, shift])
+    assert band["ssim"] == pytest.approx(1 - np.sqrt(7.02e-4 * 7.57e-4))
+
+
+def test_restating_a_stored_calibration_reproposes_from_its_distances():
+    stored = {"reference": "stored baseline", "band": {"ssim": 0.99},
+              "variants": {"bf16": {"kind": "lossless", "distances": [{"1-ssim": 0.0, "mse": 0.0, "latent_rel_l2": 0.0}]},
+                           "compile-regional": {"kind": "lossless",
+                                                "distances": [{"1-ssim": 7e-4, "mse": 1.7e-5, "latent_rel_l2": 5.6e-3}]},
+                           "noise:0.01": {"kind": "break",
+                                          "distances": [{"1-ssim": 7.6e-4, "mse": 1.8e-5, "latent_rel_l2": 7.4e-3}]}}}
+    result = restated(stored, Scenario(512, 512, 6), 1.5)
+    assert result.band["latent_rel_l2"] == pytest.approx(np.sqrt(5.6e-3 * 7.4e-3))
+    assert result.band_rule == {"1-ssim": "middle", "mse": "middle", "latent_rel_l2": "middle"}
+    with pytest.raises(ValueError, match="no lossless measurements"):
+        restated({"variants": {}}, Scenario(512, 512, 6), 1.5)
+
+
+def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path):
+    folder = tmp_path / "nvidia-h100-80gb-hbm3" / "synthetic-x"
+    folder.mkdir(parents=True)
+    distances_of = {"lossless": {"1-ssim": 7e-4, "mse": 1.7e-5, "latent_rel_l2": 5.6e-3},
+                    "break": {"1-ssim": 7.6e-4, "mse": 1.8e-5, "latent_rel_l2": 7.4e-3}}
+    entry = {"band": {"ssim": 0.99895, "psnr": 44.2, "latent_rel_l2": 8.4e-3}, "margin": 1.5, "spread": {},
+             "recorded_at": "2026-11-25T21:47:00+00:00",
+             "variants": {"compile-regional": {"kind": "lossless", "distances": [distances_of["lossless"]]},
+                          "noise:0.01": {"kind": "break", "distances": [distances_of["break"]]}}}
+    (folder / "calibration.json").write_text(json.dumps({"512x512@6": {"fidelity": entry}}))
+    shown = run_flux_perf("calibrate", "--restate", str(folder))
+    assert shown.returncode == 0, shown.stderr
+    assert "latent distance <= 6.44e-03" in shown.stdout and "nothing written" in shown.stdout
+    assert json.loads((folder / "calibration.json").read_text())["512x512@6"]["fidelity"]["band"] == entry["band"]
+    written = run_flux_perf("calibrate", "--restate", str(folder), "--write", "--force")
+    assert written.returncode == 0, written.stderr
+    stored = json.loads((folder / "calibration.json").read_text())["512x512@6"]["fidelity"]
+    assert stored["band"]["latent_rel_l2"] == pytest.approx(np.sqrt(5.6e-3 * 7.4e-3))
+    assert stored["restated_from"]["band"] == entry["band"]
+    assert {name: v["distances"] for name, v in stored["variants"].items()} == \
+        {name: v["distances"] for name, v in entry["variants"].items()}, "the measurements are kept"
+    missing = run_flux_perf("calibrate", "--restate", str(tmp_path))
+    assert missing.returncode != 0 and "no calibration.json there" in missing.stderr
+
+
+def test_the_latent_criterion_is_the_move_from_the_stacks_own_recorded_output():
+    """A lossless change on top of a stack that is itself far from bf16 lands farther from bf16
+    than the band allows, yet moves the stack's own output by only the change: it passes. A break
+    of the same stack moves its own output beyond the band: it fails, though SSIM and PSNR stay."""
+    stack_image, stack_latents = _perturbed(0.01, seed=3)  # a stack already 1 % away from bf16
+    recorded = {**compare_images(BASE, stack_image, LATENTS, stack_latents).to_dict(),
+                "image_sha256": png_sha256(stack_image)}
+    band = {"ssim": 0.0, "psnr": 1.0, "latent_rel_l2": 0.012}  # only the latent criterion can fail here
+    calibration = {"band": band}
+    rng = np.random.default_rng(11)
+
+    def on_top(scale):
+        return stack_latents + scale * np.linalg.norm(stack_latents) / np.sqrt(stack_latents.size) \
+            * rng.standard_normal(stack_latents.shape).astype(np.float32)
+
+    kernel = on_top(0.008)  # a change smaller than the band, on top of the stack
+    assert compare_images(BASE, stack_image, LATENTS, kernel).latent_rel_l2 > 0.012, "far from bf16..."
+    for lossless in (True, False):
+        result = judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=lossless, baseline_latents=LATENTS,
+                                latents=kernel, image_sha256=png_sha256(stack_image), recorded=recorded,
+                                recorded_latents=stack_latents, calibration=calibration, stack_name="stack")
+        assert result.verdict == "pass", result.reasons  # ...but close to where the stack was
+        assert 0.006 < result.own_latent_moved < 0.012 and "from this stack's recorded output" in result.message
+        broken = judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=lossless, baseline_latents=LATENTS,
+                                latents=on_top(0.02), image_sha256=png_sha256(stack_image), recorded=recorded,
+                                recorded_latents=stack_latents, calibration=calibration, stack_name="stack")
+        assert broken.verdict == "fail" and "from this stack's recorded output" in broken.reasons[0]
+
+
+def test_a_stacks_own_latents_are_recorded_with_their_hash_and_checked(tmp_path):
+    store, key = BaselineStore(tmp_path), BaselineKey("cpu", "tiny-x", "64x64@2")
+    entry = {"ssim": 0.999, "psnr": 50.0, "latent_rel_l2": 1e-3}
+    store.record_fidelity(key, "fp8+fbc:0.2", entry, latents=LATENTS, force=True)
+    recorded = store.recorded_fidelity(key, "fp8+fbc:0.2")
+    path = store.stack_latents_path(key, "fp8+fbc:0.2")
+    assert path.name == "64x64@2.fp8_fbc_0.2.latents.npy" and recorded["latents_sha256"]
+    assert np.array_equal(store.recorded_latents(key, "fp8+fbc:0.2", recorded), LATENTS)
+    assert store.recorded_latents(key, "fp8+fbc:0.2", {"ssim": 1.0}) is None, "recorded before latents were kept"
+    path.write_bytes(b"edited")
+    with pytest.raises(BaselineCorrupt, match="do not match the sha256"):
+        store.recorded_latents(key, "fp8+fbc:0.2", recorded)
+    path.unlink()
+    with pytest.raises(BaselineCorrupt, match="which is missing"):
+        store.recorded_latents(key, "fp8+fbc:0.2", recorded)
 
 
 def test_latents_are_stored_with_their_hash_and_checked(tmp_path):
