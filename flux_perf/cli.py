@@ -214,7 +214,8 @@ def cmd_baselines_show(args) -> int:
                 for stack, entry in (entries.items() if isinstance(entries, dict) else ()):
                     ssim = (entry.get("band") or {}).get("ssim") if meta.name == "calibration.json" else entry.get("ssim")
                     what = "lossless band SSIM >=" if meta.name == "calibration.json" else "SSIM"
-                    print(f"{name} {scenario} {stack}: {what} {ssim}, recorded {entry.get('recorded_at')}")
+                    own = ", own latents kept" if isinstance(entry, dict) and entry.get("latents_sha256") else ""
+                    print(f"{name} {scenario} {stack}: {what} {ssim}{own}, recorded {entry.get('recorded_at')}")
         elif meta.name == "latency.json":
             for scenario, stacks in record.items():
                 for stack, entry in (stacks.items() if isinstance(stacks, dict) else ()):

@@ -104,6 +104,8 @@ def test_baselines_update_records_every_stack_and_show(tmp_path):
     show = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
     assert "64x64@2.json" in show.stdout and "bf16 median" in show.stdout and "fused-qkv:" in show.stdout
     assert "fidelity.json 64x64@2 fused-qkv: SSIM" in show.stdout, "each stack's recorded fidelity is listed"
+    assert "own latents kept" in show.stdout.split("fused-qkv: SSIM")[1].splitlines()[0]
+    assert next(tmp_path.glob("cpu-*/*/64x64@2.fused-qkv.latents.npy")).stat().st_size > 0
     (next(tmp_path.glob("cpu-*/*/64x64@2.json"))).write_text("[1, 2]")
     broken = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
     assert broken.returncode == 0 and "UNREADABLE (a JSON list, not an object)" in broken.stdout
