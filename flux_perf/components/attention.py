@@ -1,11 +1,12 @@
-"""Attention kernels, through diffusers' own attention backends (`set_attention_backend`)."""
+"""Attention kernels, through diffusers' own attention backends (`set_attention_backend`);
+FlashAttention-4 through the same dispatch, served locally (flash_attn4.py)."""
 
 from __future__ import annotations
 
 import os
 from typing import ClassVar
 
-from .base import Component, Phase
+from .base import Capabilities, Component, Phase
 
 
 class AttentionBackend(Component):
@@ -47,13 +48,53 @@ class EfficientSdpaAttention(AttentionBackend):
     needs_cuda = True
 
 
-class FlashAttn2(AttentionBackend):
+class FlashAttn(AttentionBackend):
+    """The flash-attn family's best kernel installed for this GPU. On Hopper that is FA3 (a
+    source build of flash-attn's hopper folder) or FA4 (`pip install flash-attn-4`, wheels);
+    FlashAttention-2 elsewhere. `report()` names the one that ran."""
+
     name = "attn-flash-attn"
-    summary = "the flash-attn package's FlashAttention-2 (diffusers 'flash')"
-    backend = "flash"
+    summary = "flash-attn's kernel for this GPU: FA3 or FA4 on Hopper and newer, else FlashAttention-2"
     needs_cuda = True
     min_capability = (8, 0)
-    packages = ("flash_attn",)
+
+    def __init__(self, param: str | None = None):
+        super().__init__(param)
+        self.kernel: str | None = None
+        self.delegate: Component | None = None
+
+    @staticmethod
+    def pick(caps: Capabilities) -> str | None:
+        hopper = caps.capability is not None and caps.capability >= (9, 0)
+        if hopper and caps.has_package("flash_attn_interface"):
+            return "fa3"
+        if hopper and caps.has_package("flash_attn.cute"):
+            return "fa4"
+        if caps.has_package("flash_attn.flash_attn_interface"):
+            return "fa2"
+        return None
+
+    def extra_unmet(self, caps: Capabilities) -> str | None:
+        if self.pick(caps) is None:
+            return ("attn-flash-attn needs a flash-attn kernel: FA4 (pip install flash-attn-4) or FA3 on Hopper, "
+                    "FlashAttention-2 (flash-attn) elsewhere; none is installed here")
+        return None
+
+    def apply(self, pipe) -> None:
+        from .flash_attn4 import FlashAttn4
+
+        device = next(pipe.transformer.parameters()).device
+        self.kernel = self.pick(Capabilities.detect(str(device)))
+        if self.kernel == "fa4":
+            self.delegate = FlashAttn4()
+            self.delegate.apply(pipe)
+        elif self.kernel in ("fa3", "fa2"):
+            pipe.transformer.set_attention_backend({"fa3": "_flash_3", "fa2": "flash"}[self.kernel])
+        else:
+            raise RuntimeError(self.extra_unmet(Capabilities.detect(str(device))))
+
+    def report(self) -> dict:
+        return {"kernel": self.kernel, **(self.delegate.report() if self.delegate else {})}
 
 
 class FlashAttn3(AttentionBackend):

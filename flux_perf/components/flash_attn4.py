@@ -1,0 +1,91 @@
+"""FlashAttention-4 (the flash-attn-4 package: CuTe DSL kernels for Hopper and Blackwell,
+`flash_attn.cute`) inside diffusers' attention dispatch.
+
+diffusers 0.42 knows FA4 only as `flash_4_hub`, a kernel fetched from the Hugging Face hub at
+run time through the `kernels` package; no machine of this suite can reach a hub. This component
+serves that dispatch slot from the locally installed package instead, and sets it on the
+transformer's attention processors directly (diffusers' `set_attention_backend` would insist on
+`kernels`). The kernel runs as a torch custom op, so torch.compile keeps it inside the compiled
+graph instead of breaking the graph at every attention call.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Capabilities, Component, Phase
+
+OP_NAME = "flux_perf::flash_attn_4"
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def flash_attn_4(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """Non-causal attention on (batch, tokens, heads, head_dim) tensors, as diffusers lays them out."""
+    from flash_attn.cute import flash_attn_func
+
+    out = flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
+    return out[0] if isinstance(out, (tuple, list)) else out  # FA4 returns (out, lse)
+
+
+@flash_attn_4.register_fake
+def _flash_attn_4_shape(query, key, value, scale):
+    return query.new_empty(*query.shape[:-1], value.shape[-1])
+
+
+def fa4_dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                 scale: float | None = None, is_causal: bool = False, return_lse: bool = False,
+                 _parallel_config=None) -> torch.Tensor:
+    """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
+    if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
+        raise ValueError("attn-fa4 serves plain non-causal attention only: no mask, causal, lse or context parallel")
+    return torch.ops.flux_perf.flash_attn_4(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
+
+
+def serve_fa4_slot():
+    """Point diffusers' `flash_4_hub` dispatch slot at the local package; return the slot."""
+    import inspect
+
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    slot = AttentionBackendName.FLASH_4_HUB
+    _AttentionBackendRegistry._backends[slot] = fa4_dispatch
+    _AttentionBackendRegistry._supported_arg_names[slot] = set(inspect.signature(fa4_dispatch).parameters)
+    return slot
+
+
+def set_processor_backend(transformer, slot) -> int:
+    """What `set_attention_backend` does once its checks pass: every attention processor uses `slot`."""
+    count = 0
+    for module in transformer.modules():
+        processor = getattr(module, "processor", None)
+        if processor is not None and hasattr(processor, "_attention_backend"):
+            processor._attention_backend = slot
+            count += 1
+    return count
+
+
+class FlashAttn4(Component):
+    name = "attn-fa4"
+    summary = "FlashAttention-4 from the local flash-attn-4 package (flash_attn.cute), in diffusers' dispatch"
+    exclusive = "attention"
+    phase = Phase.ATTENTION
+    lossless = True
+    needs_cuda = True
+    min_capability = (9, 0)  # FA4's kernels are for Hopper (sm90) and Blackwell (sm100)
+    packages = ("flash_attn.cute",)
+
+    def __init__(self, param: str | None = None):
+        super().__init__(param)
+        self.processors = 0
+
+    def apply(self, pipe) -> None:
+        self.processors = set_processor_backend(pipe.transformer, serve_fa4_slot())
+        if not self.processors:
+            raise RuntimeError("attn-fa4 found no attention processor with a dispatch backend to set")
+
+    def report(self) -> dict:
+        return {"kernel": "flash-attn-4", "attention_processors": self.processors}
+
+
+def fa4_installed(caps: Capabilities) -> bool:
+    return caps.has_package("flash_attn.cute")

@@ -1,0 +1,96 @@
+"""FlashAttention-4 in diffusers' dispatch, proved on the CPU with a stand-in `flash_attn.cute`
+that computes attention with PyTorch (the real kernels need Hopper): the routing, the custom op
+torch.compile keeps in its graph, the capability and package checks, and which kernel
+`attn-flash-attn` picks."""
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flux_perf.components import Capabilities
+from flux_perf.components.attention import FlashAttn
+from flux_perf.components.flash_attn4 import FlashAttn4, fa4_dispatch
+from flux_perf.generate import generate_with
+from flux_perf.scenarios import Scenario
+from flux_perf.stacks import parse_stack
+
+HOPPER = Capabilities("cuda", (9, 0), "NVIDIA H100 80GB HBM3", 1)
+AMPERE = Capabilities("cuda", (8, 0), "NVIDIA A100", 1)
+
+
+@pytest.fixture
+def stand_in_fa4(monkeypatch):
+    """`flash_attn.cute.flash_attn_func` on (batch, tokens, heads, dim), returning (out, lse) like FA4."""
+    calls = []
+
+    def flash_attn_func(q, k, v, softmax_scale=None, causal=False):
+        calls.append((tuple(q.shape), softmax_scale, causal))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             scale=softmax_scale, is_causal=causal)
+        return out.transpose(1, 2).contiguous(), torch.zeros(q.shape[0], q.shape[2], q.shape[1])
+
+    package = types.ModuleType("flash_attn")
+    package.__path__ = []
+    cute = types.ModuleType("flash_attn.cute")
+    cute.flash_attn_func = flash_attn_func
+    package.cute = cute
+    monkeypatch.setitem(sys.modules, "flash_attn", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    return calls
+
+
+def test_the_transformer_attends_through_fa4_and_gets_the_same_output(tiny_model, stand_in_fa4):
+    scenario = Scenario(64, 64, 2)
+    reference = generate_with(tiny_model, scenario)
+    component = FlashAttn4()
+    component.apply(tiny_model.pipe)
+    routed = generate_with(tiny_model, scenario)
+    layers = len(tiny_model.pipe.transformer.transformer_blocks) + len(tiny_model.pipe.transformer.single_transformer_blocks)
+    assert len(stand_in_fa4) >= layers * scenario.steps, "every attention call went to FA4"
+    assert all(not causal and scale == pytest.approx(shape[-1] ** -0.5) for shape, scale, causal in stand_in_fa4)
+    assert component.report() == {"kernel": "flash-attn-4", "attention_processors": layers}
+    np.testing.assert_allclose(routed.latents, reference.latents, rtol=1e-4, atol=1e-5)
+    # A new stack starts from diffusers' default again (stacks.restore_default_backend).
+    stand_in_fa4.clear()
+    parse_stack("bf16").apply(tiny_model.pipe)
+    generate_with(tiny_model, scenario)
+    assert not stand_in_fa4
+
+
+def test_the_custom_op_stays_in_a_compiled_graph(stand_in_fa4):
+    q, k, v = (torch.randn(1, 24, 2, 16) for _ in range(3))
+    torch.library.opcheck(torch.ops.flux_perf.flash_attn_4.default, (q, k, v, 0.25))
+    compiled = torch.compile(lambda q, k, v: fa4_dispatch(q, k, v) * 2, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(q, k, v), 2 * fa4_dispatch(q, k, v))  # fullgraph: no graph break
+    with pytest.raises(ValueError, match="no mask, causal"):
+        fa4_dispatch(q, k, v, is_causal=True)
+
+
+def test_fa4_needs_hopper_cuda_and_the_package(monkeypatch):
+    assert "needs a CUDA GPU" in FlashAttn4().unmet(Capabilities("cpu"))
+    assert "needs compute capability >= 9.0" in FlashAttn4().unmet(AMPERE)
+    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: False))
+    assert "flash_attn.cute" in FlashAttn4().unmet(HOPPER)
+    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: name == "flash_attn.cute"))
+    assert FlashAttn4().unmet(HOPPER) is None
+
+
+@pytest.mark.parametrize("installed, caps, kernel", [
+    ({"flash_attn.cute"}, HOPPER, "fa4"),
+    ({"flash_attn_interface", "flash_attn.cute"}, HOPPER, "fa3"),
+    ({"flash_attn.flash_attn_interface", "flash_attn.cute"}, HOPPER, "fa4"),
+    ({"flash_attn.flash_attn_interface"}, AMPERE, "fa2"),
+    ({"flash_attn.cute"}, AMPERE, None),  # FA4 is for Hopper and newer
+    (set(), HOPPER, None),
+])
+def test_attn_flash_attn_picks_the_best_installed_kernel(monkeypatch, installed, caps, kernel):
+    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: name in installed))
+    assert FlashAttn.pick(caps) == kernel
+    reason = FlashAttn().unmet(caps)
+    assert (reason is None) == (kernel is not None)
+    if kernel is None:
+        assert "pip install flash-attn-4" in reason
