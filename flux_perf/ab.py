@@ -6,6 +6,10 @@ A B B A A B ... so drift (clocks, temperature) hits both sides alike, one round 
 never both at once. Each block of pairs gives a paired verdict: the Hodges-Lehmann ratio
 head/base with its Wilcoxon signed-rank interval (stats.paired_comparison), against a
 tolerance band. The plan is fixed (pairs x blocks), so no look inflates the error rate.
+
+With `control`, a third worker runs the head's code with a planted slow-down, interleaved with
+the other two: a positive control. A block that cannot see it slower cannot vouch that nothing
+changed either, so its `same` becomes `inconclusive`.
 """
 
 from __future__ import annotations
@@ -117,7 +121,10 @@ class Block:
     ratio_low: float
     ratio_high: float
     change: str
-    seconds: float = 0.0  # wall clock of the block's rounds, both sides
+    seconds: float = 0.0  # wall clock of the block's rounds, every side
+    # The positive control against base, when the run has one: rounds, ratio, interval, change.
+    control: dict | None = None
+    why: str | None = None  # why the verdict is not the paired comparison's own
 
 
 @dataclass
@@ -127,10 +134,11 @@ class AbCase:
     base: dict  # what each worker said when ready (commit, code folder, first call, warm-up)
     head: dict
     blocks: list[Block] = field(default_factory=list)
+    control: dict | None = None  # what the control worker said when ready
     foreign_processes: list[dict] = field(default_factory=list)
     card: dict = field(default_factory=dict)  # NVML over the rounds: flags, median SM clock, hottest
     error: str | None = None
-    prepare_s: float = 0.0  # both sides built, compiled and warmed, one after the other
+    prepare_s: float = 0.0  # every side built, compiled and warmed, one after the other
 
     @property
     def counts(self) -> dict:
@@ -158,24 +166,38 @@ def foreign_processes(seen: list[dict], ours: set[int]) -> list[dict]:
     return []
 
 
-def interleaved_order(pairs: int) -> list[tuple[str, str]]:
-    """ABBA ABBA ...: each side goes first as often as second, and linear drift cancels."""
-    return [("base", "head") if i % 2 == 0 else ("head", "base") for i in range(pairs)]
+def interleaved_order(pairs: int, sides: tuple[str, ...] = ("base", "head")) -> list[tuple[str, ...]]:
+    """ABBA ABBA ... (ABC CBA with a control): each side goes first as often as last, so linear
+    drift cancels in every comparison with base."""
+    return [tuple(sides) if i % 2 == 0 else tuple(reversed(sides)) for i in range(pairs)]
+
+
+def controlled(change: Change, control: Change) -> tuple[Change, str | None]:
+    """The block's verdict given its positive control: `same` needs the control seen slower."""
+    if change is Change.SAME and control is not Change.SLOWER:
+        return Change.INCONCLUSIVE, f"the planted control was not seen slower ({control.value}): 'same' unproven"
+    return change, None
 
 
 def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int = 10, blocks: int = 1,
            tolerance: float = 0.01, model: str | None = None, device: str = "cuda",
            inject: dict | None = None, log: Callable[[str], None] = print, pin: bool = True,
+           control: float | None = None,
            on_block: Callable[[list[AbCase]], None] = lambda cases: None) -> list[AbCase]:
     """A/B every (stack, scenario); `inject` = {"base": fraction, "head": fraction} plants a
-    slow-down on a side (to prove the gate). `on_block` sees the cases after every block (to
-    keep the rounds on disk if the run is cut short)."""
+    slow-down on a side (to prove the gate); `control` adds the head's code with that planted
+    slow-down as a third side (module docstring). `on_block` sees the cases after every block
+    (to keep the rounds on disk if the run is cut short)."""
     from .telemetry import TelemetrySampler
 
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
     if pairs < 2 or blocks < 1:
         raise AbError(f"pairs={pairs}, blocks={blocks}: need at least 2 pairs and 1 block")
     inject = inject or {}
+    if control is not None and not 0 < control < 1:
+        raise AbError(f"control={control}: the planted slow-down must be a fraction in (0, 1), e.g. 0.02")
+    sides = {"base": base, "head": head, **({"control": head} if control else {})}
+    inject = {**inject, **({"control": control} if control else {})}
     worker_cores, before = None, None
     if pin and hasattr(os, "sched_setaffinity"):
         # Host-bound rounds moved with the scheduler's choice of core (512: single rounds 5-10 % slow).
@@ -183,7 +205,8 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
         worker_cores, own = split_cores(before)
         os.sched_setaffinity(0, own)
         log(f"workers pinned to cores {worker_cores}, this process to {own}")
-    workers = {side: Worker(side, path, log, worker_cores) for side, path in (("base", base), ("head", head))}
+    workers = {side: Worker(side, path, log, worker_cores) for side, path in sides.items()}
+    readiness: dict[str, dict] = {}
     results = []
     try:
         for stack in stacks:
@@ -196,31 +219,40 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                     # steady and the planted slow-down sizes itself from a warm step (measured on the
                     # H100: built at once, the plant calibrated on a shared GPU and came out 3x too big).
                     for side, worker in workers.items():
-                        log(f"{side}: preparing {stack} at {scenario} from {base if side == 'base' else head}")
-                        setattr(case, side, worker.ask(cmd="prepare", stack=stack, scenario=scenario, model=model,
-                                                       device=device, inject_slowdown=inject.get(side)))
-                    if case.base.get("fingerprint") != case.head.get("fingerprint"):
-                        raise AbError(f"the sides built different weights: {case.base.get('fingerprint')} vs "
-                                      f"{case.head.get('fingerprint')}")
+                        log(f"{side}: preparing {stack} at {scenario} from {sides[side]}")
+                        readiness[side] = worker.ask(cmd="prepare", stack=stack, scenario=scenario, model=model,
+                                                     device=device, inject_slowdown=inject.get(side))
+                    case.base, case.head = readiness["base"], readiness["head"]
+                    case.control = readiness.get("control")
+                    prints = {side: ready.get("fingerprint") for side, ready in readiness.items()}
+                    if len(set(prints.values())) > 1:
+                        raise AbError(f"the sides built different weights: {prints}")
                     case.prepare_s = time.monotonic() - started
-                    ours = {case.base["pid"], case.head["pid"]}
+                    ours = {ready["pid"] for ready in readiness.values()}
                     sampler = TelemetrySampler(0, 0.1) if device.startswith("cuda") else None
                     if sampler:
                         sampler.start()
                     try:
                         for number in range(blocks):
-                            walls: dict[str, list[float]] = {"base": [], "head": []}
+                            walls: dict[str, list[float]] = {side: [] for side in workers}
                             block_started = time.monotonic()
-                            for order in interleaved_order(pairs):
+                            for order in interleaved_order(pairs, tuple(workers)):
                                 for side in order:
                                     walls[side].append(workers[side].ask(cmd="round")["wall_s"])
                             comparison = paired_comparison(walls["base"], walls["head"], tolerance)
+                            change, why, seen = comparison.change, None, None
+                            if control:
+                                against = paired_comparison(walls["base"], walls["control"], tolerance)
+                                seen = {"control_s": walls["control"], "ratio": against.ratio,
+                                        "ratio_low": against.ratio_low, "ratio_high": against.ratio_high,
+                                        "change": against.change.value}
+                                change, why = controlled(change, against.change)
                             case.blocks.append(Block(walls["base"], walls["head"], comparison.ratio,
-                                                     comparison.ratio_low, comparison.ratio_high,
-                                                     comparison.change.value,
-                                                     time.monotonic() - block_started))
+                                                     comparison.ratio_low, comparison.ratio_high, change.value,
+                                                     time.monotonic() - block_started, seen, why))
+                            shown = f"; control/base {seen['ratio']:.4f} {seen['change']}" if seen else ""
                             log(f"{stack} {scenario} block {number + 1}/{blocks}: head/base {comparison.ratio:.4f} "
-                                f"({comparison.ratio_low:.4f}-{comparison.ratio_high:.4f}) {comparison.change.value}")
+                                f"({comparison.ratio_low:.4f}-{comparison.ratio_high:.4f}) {change.value}{shown}")
                             on_block(results)
                     finally:
                         report = sampler.stop() if sampler else None
@@ -253,13 +285,18 @@ def format_cases(cases: list[AbCase], tolerance: float) -> str:
             lines.append(f"{name:<28} {sorted(block.base_s)[len(block.base_s) // 2]:>8.3f} "
                          f"{sorted(block.head_s)[len(block.head_s) // 2]:>8.3f} {block.ratio:>10.4f}  "
                          f"{block.ratio_low:.4f}-{block.ratio_high:.4f}   {block.change}")
+            if block.control:
+                lines.append(f"{'':<28} {'control':>17} {block.control['ratio']:>10.4f}  "
+                             f"{block.control['ratio_low']:.4f}-{block.control['ratio_high']:.4f}   "
+                             f"{block.control['change']}" + (f" ({block.why})" if block.why else ""))
         if len(case.blocks) > 1:
             counts = ", ".join(f"{k} {v}" for k, v in case.counts.items() if v)
             lines.append(f"{'':<28} {len(case.blocks)} blocks: {counts}")
         if case.blocks:
-            rounds = sum(len(b.base_s) + len(b.head_s) for b in case.blocks)
+            rounds = sum(len(b.base_s) + len(b.head_s) + len((b.control or {}).get("control_s", ()))
+                         for b in case.blocks)
             minutes = (case.prepare_s + sum(b.seconds for b in case.blocks)) / 60
-            lines.append(f"{'':<28} {rounds} rounds, {minutes:.1f} min (preparing both sides {case.prepare_s:.0f} s)")
+            lines.append(f"{'':<28} {rounds} rounds, {minutes:.1f} min (preparing the sides {case.prepare_s:.0f} s)")
         if case.foreign_processes:
             named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
             lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
@@ -300,8 +337,14 @@ def measured_pairs(path: Path) -> dict[str, list[tuple[float, float]]]:
     """Every (base, head) pair of rounds of an `ab --json` file, per case."""
     try:
         data = json.loads(Path(path).read_text())
-        return {f"{c['stack']}-{c['scenario']}": [(b, h) for block in c["blocks"]
-                                                  for b, h in zip(block["base_s"], block["head_s"])]
-                for c in data["cases"]}
+        pairs = {}
+        for c in data["cases"]:
+            name = f"{c['stack']}-{c['scenario']}"
+            pairs[name] = [(b, h) for block in c["blocks"] for b, h in zip(block["base_s"], block["head_s"])]
+            control = [(b, k) for block in c["blocks"] if block.get("control")
+                       for b, k in zip(block["base_s"], block["control"]["control_s"])]
+            if control:
+                pairs[f"{name} control"] = control
+        return pairs
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise AbError(f"{path}: not an `flux-perf ab --json` file ({type(error).__name__}: {error})") from None

@@ -352,7 +352,8 @@ def cmd_ab(args) -> int:
     scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs, "blocks": args.blocks, "pinned": not args.no_pin,
-                "tolerance": args.tolerance, "inject": inject, "command": shlex.join(["flux-perf", *sys.argv[1:]])}
+                "tolerance": args.tolerance, "inject": inject, "control": args.control,
+                "command": shlex.join(["flux-perf", *sys.argv[1:]])}
 
     def save(cases) -> None:  # after every block: a run cut short keeps its rounds
         if args.json:
@@ -362,7 +363,7 @@ def cmd_ab(args) -> int:
         check_writable_dir(Path(args.json).parent, "--json folder")
     cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
                    tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
-                   log=_progress, pin=not args.no_pin, on_block=save)
+                   log=_progress, pin=not args.no_pin, control=args.control, on_block=save)
     save(cases)
     print(format_cases(cases, args.tolerance))
     if args.json:
@@ -521,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="test-only: plant a slow-down on the base side")
     ab.add_argument("--head-inject-slowdown", type=float, default=None, metavar="FRACTION",
                     help="test-only: plant a slow-down on the head side (proves the gate)")
+    ab.add_argument("--control", type=float, default=None, metavar="FRACTION",
+                    help="a positive control: a third worker runs the head's code with this slow-down planted "
+                         "(e.g. 0.02), interleaved with the others; a block that does not see it slower says "
+                         "inconclusive instead of same. Costs half as many rounds again")
     ab.set_defaults(func=cmd_ab)
     table = sub.add_parser("table", help="merge results.json files into one Markdown table")
     table.add_argument("results", nargs="+")

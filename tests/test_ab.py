@@ -13,9 +13,11 @@ from flux_perf.ab import (
     AbError,
     Block,
     check_checkout,
+    controlled,
     foreign_processes,
     format_cases,
     interleaved_order,
+    measured_pairs,
     split_cores,
     verdict_rates,
 )
@@ -24,6 +26,35 @@ from flux_perf.stats import Change, paired_comparison
 
 def test_rounds_alternate_abba():
     assert interleaved_order(4) == [("base", "head"), ("head", "base"), ("base", "head"), ("head", "base")]
+    # With a control: ABC CBA, so each side is first as often as last against base.
+    assert interleaved_order(2, ("base", "head", "control")) == [("base", "head", "control"),
+                                                                 ("control", "head", "base")]
+
+
+def test_same_needs_the_control_seen_slower():
+    assert controlled(Change.SAME, Change.SLOWER) == (Change.SAME, None)
+    change, why = controlled(Change.SAME, Change.INCONCLUSIVE)
+    assert change is Change.INCONCLUSIVE and "control was not seen slower (inconclusive)" in why
+    assert controlled(Change.SLOWER, Change.SAME) == (Change.SLOWER, None), "a regression stands on its own"
+    assert controlled(Change.INCONCLUSIVE, Change.SLOWER) == (Change.INCONCLUSIVE, None)
+
+
+def test_a_control_worker_runs_the_heads_code_with_the_planted_slowdown(tmp_path):
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
+                           "64x64@2", "--pairs", "3", "--blocks", "1", "--device", "cpu", "--control", "0.5",
+                           "--json", str(tmp_path / "ab.json"))
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
+    data = json.loads((tmp_path / "ab.json").read_text())
+    (case,) = data["cases"]
+    assert case["error"] is None and data["settings"]["control"] == 0.5
+    assert len({case["base"]["pid"], case["head"]["pid"], case["control"]["pid"]}) == 3
+    assert case["control"]["code"] == case["head"]["code"], "the control runs the head's code"
+    (block,) = case["blocks"]
+    assert len(block["control"]["control_s"]) == len(block["base_s"]) == 3
+    assert "control" in result.stdout and "9 rounds" in result.stdout
+    assert set(measured_pairs(tmp_path / "ab.json")) == {"bf16-64x64@2", "bf16-64x64@2 control"}
+    refused = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--control", "2", "--device", "cpu")
+    assert refused.returncode != 0 and "control=2.0" in refused.stderr
 
 
 def _pairs(slowdown: float, noise: float, drift: float, n: int, seed: int):
