@@ -16,7 +16,6 @@ Pictures made from it are noise; its latencies are real.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import json
 import random
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .models import FULL, TINY, Architecture
+from .pipeline import free_memory
 from .synthetic_weights import build_on_device
 
 # CLIP ViT-L/14 text tower, as FLUX.1 ships it. FLUX uses its pooled output (hidden_size wide).
@@ -260,11 +260,6 @@ def _save(name: str, model, folder: Path, shard_size: str, built_s: float) -> No
         f"written in {time.perf_counter() - start:.1f} s")
 
 
-def _release(device: str) -> None:
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
-
 
 def _prepare_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
@@ -318,14 +313,14 @@ def make_checkpoint(out: str | Path, size: str = "tiny", device: str = "cpu", sh
         model = _text_encoder(kind, config, tokenizer, device, spec.dtype, seed)
         _save(name, model, out / name, shard_size, time.perf_counter() - built)
         del model
-        _release(device)
+        free_memory(device)
     for name, cls, config in (("vae", AutoencoderKL, spec.arch.vae),
                               ("transformer", FluxTransformer2DModel, spec.arch.transformer)):
         built = time.perf_counter()
         model = build_on_device(cls, config, seed, name, device, spec.dtype)
         _save(name, model, out / name, shard_size, time.perf_counter() - built)
         del model
-        _release(device)
+        free_memory(device)
 
     FlowMatchEulerDiscreteScheduler(**spec.arch.scheduler).save_pretrained(out / "scheduler")
     # Written last: an interrupted run leaves a folder the suite refuses ("no model_index.json").

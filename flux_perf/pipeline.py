@@ -165,13 +165,19 @@ def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = Non
                      prompt_reused)
 
 
+def free_memory(device: str) -> None:
+    """Return dropped models' memory now: diffusers pipelines hold reference cycles, so a dropped
+    model keeps its GPU memory until a collection (and would count in the next peak)."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def release_text_encoders(pipe, device: str) -> None:
     """Drop the text encoders and tokenizers (T5-XXL alone is 9.5 GB): the pipeline then
     looks like the synthetic one, and memory-sensitive components (offload, ...) see the same."""
     pipe.register_modules(text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
-    gc.collect()
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
+    free_memory(device)
 
 
 def _sync(device: str) -> None:

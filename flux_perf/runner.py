@@ -7,7 +7,6 @@ releases the current one with everything compiled for it.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from .flops import scenario_tokens, step_flops_breakdown
 from .generate import Generation, generate_with, reference_pixels
 from .measure import MeasureSettings, Timed, measure
 from .models import ModelSource
-from .pipeline import FluxModel, load_model
+from .pipeline import FluxModel, free_memory, load_model
 from .scenarios import Scenario
 from .stacks import Stack, parse_stack
 from .stats import Verdict
@@ -152,8 +151,4 @@ class CaseRunner:
             self.loaded = None
             # A fresh stack must not inherit another stack's compiled graphs (or its recompile budget).
             torch._dynamo.reset()
-        # Always collect: diffusers pipelines hold reference cycles, so a dropped model keeps its
-        # 23 GB until a collection and would count in the next peak.
-        gc.collect()
-        if self.cuda:
-            torch.cuda.empty_cache()
+        free_memory(self.device)  # always: a model dropped earlier may still hold its 23 GB
