@@ -206,7 +206,6 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
         os.sched_setaffinity(0, own)
         log(f"workers pinned to cores {worker_cores}, this process to {own}")
     workers = {side: Worker(side, path, log, worker_cores) for side, path in sides.items()}
-    readiness: dict[str, dict] = {}
     results = []
     try:
         for stack in stacks:
@@ -218,6 +217,7 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                     # One side at a time, on an otherwise idle GPU: warm-up decides when a case is
                     # steady and the planted slow-down sizes itself from a warm step (measured on the
                     # H100: built at once, the plant calibrated on a shared GPU and came out 3x too big).
+                    readiness: dict[str, dict] = {}  # what each side said when ready
                     for side, worker in workers.items():
                         log(f"{side}: preparing {stack} at {scenario} from {sides[side]}")
                         readiness[side] = worker.ask(cmd="prepare", stack=stack, scenario=scenario, model=model,

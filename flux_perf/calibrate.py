@@ -28,6 +28,7 @@ BREAKS = ("noise:0.01", "wrong-shift")
 # Each metric as a distance from the reference (0: identical): 1 - SSIM, PSNR's mean squared
 # error (over 255^2), the latent distance. The band turns them back into the gate's units.
 DISTANCES = ("1-ssim", "mse", "latent_rel_l2")
+METRIC_NAMES = {"1-ssim": "SSIM", "mse": "PSNR", "latent_rel_l2": "latent distance"}  # as users read them
 MARGIN = 1.5  # the band reaches 1.5x the farthest lossless variant, or less where a break lies closer
 
 
@@ -64,24 +65,24 @@ def distances(fidelity: Fidelity) -> dict:
             "latent_rel_l2": fidelity.latent_rel_l2 or 0.0}
 
 
+def _extremes(lossless: list[Variant], breaks: list[Variant]) -> dict:
+    """metric -> (farthest lossless variant, nearest break or None when no break was measured)."""
+    return {name: (max((v.worst[name] for v in lossless if v.worst), default=0.0),
+                   min((min(m[name] for m in v.metrics) for v in breaks if v.metrics), default=None))
+            for name in DISTANCES}
+
+
 def band_edges(lossless: list[Variant], breaks: list[Variant] = (), margin: float = MARGIN) -> dict:
-    """Per metric, the band's edge as a distance: `margin` times the farthest lossless variant,
-    or, where the planted breaks lie closer than that, the geometric middle between the farthest
-    variant and the nearest break, so that both sit the same factor away from the edge. (On the
-    synthetic weights the H100 put 1 % noise only 1.3x beyond a compiled bf16: a 1.5x margin let
-    it through.) 0: no variant moved the metric."""
-    return {name: edge for name, (edge, _) in _edges(lossless, breaks, margin).items()}
-
-
-def _edges(lossless: list[Variant], breaks: list[Variant], margin: float) -> dict:
-    """metric -> (edge, "middle" | "margin")."""
-    far = {name: max((v.worst[name] for v in lossless if v.worst), default=0.0) for name in DISTANCES}
+    """metric -> (edge as a distance, "middle" | "margin"). The edge is `margin` times the
+    farthest lossless variant or, where the planted breaks lie closer than that, the geometric
+    middle between the farthest variant and the nearest break, so both sit the same factor from
+    it. (On the synthetic weights the H100 put 1 % noise only 1.3x beyond a compiled bf16: a 1.5x
+    margin let it through.) An edge of 0: no variant moved the metric."""
     edges = {}
-    for name in DISTANCES:
-        near = min((min(m[name] for m in v.metrics) for v in breaks if v.metrics), default=None)
-        edge = (margin ** 2 if name == "mse" else margin) * far[name]  # a squared error scales as margin^2
-        if near is not None and far[name] > 0 and far[name] < near < edge * edge / far[name]:
-            edges[name] = (math.sqrt(far[name] * near), "middle")
+    for name, (far, near) in _extremes(lossless, breaks).items():
+        edge = (margin ** 2 if name == "mse" else margin) * far  # a squared error scales as margin^2
+        if near is not None and 0 < far < near < edge * edge / far:
+            edges[name] = (math.sqrt(far * near), "middle")
         else:
             edges[name] = (edge, "margin")
     return edges
@@ -90,7 +91,7 @@ def _edges(lossless: list[Variant], breaks: list[Variant], margin: float) -> dic
 def propose_band(lossless: list[Variant], margin: float = MARGIN, breaks: list[Variant] = ()) -> dict:
     """The band in the gate's units (band_edges); a metric no variant moved (all identical) gets
     no band (any change of it is outside, which SSIM already judges)."""
-    edge = band_edges(lossless, breaks, margin)
+    edge = {name: value for name, (value, _) in band_edges(lossless, breaks, margin).items()}
     band = {"ssim": 1.0 - edge["1-ssim"]}
     band["psnr"] = -10 * math.log10(edge["mse"]) if edge["mse"] > 0 else None
     band["latent_rel_l2"] = edge["latent_rel_l2"] if edge["latent_rel_l2"] > 0 else None
@@ -101,9 +102,7 @@ def separation(lossless: list[Variant], breaks: list[Variant]) -> dict:
     """Per metric: the nearest break's distance over the farthest lossless variant's. Above 1
     the metric tells every planted break from every exact-math change; the larger, the safer."""
     out = {}
-    for name in DISTANCES:
-        far = max((v.worst[name] for v in lossless if v.worst), default=0.0)
-        near = min((min(m[name] for m in v.metrics) for v in breaks if v.metrics), default=None)
+    for name, (far, near) in _extremes(lossless, breaks).items():
         if near is None:
             out[name] = None  # no break measured
         elif far > 0:
@@ -120,22 +119,22 @@ class ScenarioCalibration:
     variants: list[Variant]
     margin: float
 
+    def of_kind(self, kind: str) -> list[Variant]:
+        return [v for v in self.variants if v.kind == kind]
+
     @property
     def band(self) -> dict:
-        return propose_band([v for v in self.variants if v.kind == "lossless"], self.margin,
-                            [v for v in self.variants if v.kind == "break"])
+        return propose_band(self.of_kind("lossless"), self.margin, self.of_kind("break"))
 
     @property
     def band_rule(self) -> dict:
         """Per metric, how the band's edge was placed: "middle" (between lossless and breaks) or "margin"."""
-        return {name: rule for name, (_, rule) in _edges([v for v in self.variants if v.kind == "lossless"],
-                                                         [v for v in self.variants if v.kind == "break"],
-                                                         self.margin).items()}
+        return {name: rule for name, (_, rule) in band_edges(self.of_kind("lossless"), self.of_kind("break"),
+                                                             self.margin).items()}
 
     @property
     def separation(self) -> dict:
-        return separation([v for v in self.variants if v.kind == "lossless"],
-                          [v for v in self.variants if v.kind == "break"])
+        return separation(self.of_kind("lossless"), self.of_kind("break"))
 
     def entry(self) -> dict:
         software = software_versions()
@@ -207,12 +206,11 @@ def restated(entry: dict, scenario: Scenario, margin: float) -> ScenarioCalibrat
 
 
 def _rule_text(result: ScenarioCalibration) -> str:
-    named = {"1-ssim": "SSIM", "mse": "PSNR", "latent_rel_l2": "latent distance"}
-    middle = [named[k] for k, rule in result.band_rule.items() if rule == "middle"]
+    middle = [METRIC_NAMES[k] for k, rule in result.band_rule.items() if rule == "middle"]
     text = f"{result.margin}x the farthest exact-math variant"
     if not middle:
         return text
-    if len(middle) == len(named):
+    if len(middle) == len(METRIC_NAMES):
         return "each edge midway (geometric) between the farthest exact-math variant and the nearest planted break"
     return f"{', '.join(middle)}: midway between the farthest exact-math variant and the nearest break; else {text}"
 
@@ -224,13 +222,12 @@ def format_calibration(result: ScenarioCalibration) -> str:
              + (f", PSNR >= {band['psnr']:.2f} dB" if band["psnr"] else "")
              + (f", latent distance <= {band['latent_rel_l2']:.2e}" if band["latent_rel_l2"] else "")
              + f" ({_rule_text(result)})"]
-    named = {"1-ssim": "SSIM", "mse": "PSNR", "latent_rel_l2": "latent distance"}
     known = {k: v for k, v in sep.items() if v is not None}
     if known:
         best = max(known, key=lambda k: known[k])
         lines.append("  separation (nearest break / farthest lossless variant): "
-                     + ", ".join(f"{named[k]} {v:.1f}x" for k, v in known.items())
-                     + f"; best: {named[best]}" + ("" if known[best] > 1 else " (NO metric separates them)"))
+                     + ", ".join(f"{METRIC_NAMES[k]} {v:.1f}x" for k, v in known.items())
+                     + f"; best: {METRIC_NAMES[best]}" + ("" if known[best] > 1 else " (NO metric separates them)"))
     for variant in result.variants:
         if variant.kind == "stack" and variant.metrics and len(variant.metrics) > 1:
             spread = variant.spread

@@ -300,7 +300,11 @@ def _restate_calibration(args) -> int:
         raise ValueError(f"--restate {folder}: no calibration.json there (a baseline folder: "
                          "<baselines>/<gpu>/<model fingerprint>)")
     store = BaselineStore(folder.parent.parent)
-    for scenario_id in sorted(json.loads(path.read_text())):
+    try:
+        scenario_ids = sorted(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+        raise ValueError(f"--restate: {path} is not a calibration table ({error})") from None
+    for scenario_id in scenario_ids:
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
         old = store.calibration(key)
         result = restated(old, parse_scenario(scenario_id), args.margin)

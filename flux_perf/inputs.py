@@ -57,7 +57,7 @@ def encoded_prompt_embeddings(pipe, prompt: str, device: str, cache_key: str,
                               max_tokens: int = 512) -> PromptEmbeddings:
     """Run the pipeline's own text encoders once; later calls reuse the result, which keeps the
     encoding's own time (`encode_s`): a model built again in the session reports what encoding took."""
-    key = ("encoded", cache_key, prompt, str(device), max_tokens)
+    key = _encoded_key(prompt, device, cache_key, max_tokens)
     if key not in _PROMPT_CACHE:
         start = time.perf_counter()
         with torch.no_grad():
@@ -70,8 +70,12 @@ def encoded_prompt_embeddings(pipe, prompt: str, device: str, cache_key: str,
     return _PROMPT_CACHE[key]
 
 
+def _encoded_key(prompt: str, device: str, cache_key: str, max_tokens: int) -> tuple:
+    return ("encoded", cache_key, prompt, str(device), max_tokens)
+
+
 def prompt_is_cached(prompt: str, device: str, cache_key: str, max_tokens: int = 512) -> bool:
-    return ("encoded", cache_key, prompt, str(device), max_tokens) in _PROMPT_CACHE
+    return _encoded_key(prompt, device, cache_key, max_tokens) in _PROMPT_CACHE
 
 
 @functools.lru_cache(maxsize=16)

@@ -104,14 +104,17 @@ def test_the_band_edge_sits_midway_between_kernels_and_breaks_when_a_break_is_cl
     noise = Variant("noise:0.01", "break", [{"1-ssim": 7.57e-4, "mse": 1.83e-5, "latent_rel_l2": 7.36e-3}])
     shift = Variant("wrong-shift", "break", [{"1-ssim": 1.84e-3, "mse": 4.97e-5, "latent_rel_l2": 2.33e-2}])
     edge = band_edges(lossless, [noise, shift])
-    assert edge["latent_rel_l2"] == pytest.approx(np.sqrt(5.61e-3 * 7.36e-3)) and 5.61e-3 < edge["latent_rel_l2"] < 7.36e-3
-    assert edge["mse"] == pytest.approx(np.sqrt(1.67e-5 * 1.83e-5))
-    assert band_edges(lossless)["latent_rel_l2"] == pytest.approx(1.5 * 5.61e-3), "no breaks: the margin"
-    assert band_edges(lossless)["mse"] == pytest.approx(1.5 ** 2 * 1.67e-5), "a squared error scales as margin^2"
+    assert edge["latent_rel_l2"] == (pytest.approx(np.sqrt(5.61e-3 * 7.36e-3)), "middle")
+    assert 5.61e-3 < edge["latent_rel_l2"][0] < 7.36e-3
+    assert edge["mse"] == (pytest.approx(np.sqrt(1.67e-5 * 1.83e-5)), "middle")
+    assert band_edges(lossless)["latent_rel_l2"] == (pytest.approx(1.5 * 5.61e-3), "margin"), "no breaks: the margin"
+    assert band_edges(lossless)["mse"][0] == pytest.approx(1.5 ** 2 * 1.67e-5), "a squared error scales as margin^2"
     far_break = Variant("far", "break", [{"1-ssim": 1e-2, "mse": 1e-3, "latent_rel_l2": 1.0}])
-    assert band_edges(lossless, [far_break])["latent_rel_l2"] == pytest.approx(1.5 * 5.61e-3), "margin if narrower"
+    assert band_edges(lossless, [far_break])["latent_rel_l2"] == (pytest.approx(1.5 * 5.61e-3), "margin"), \
+        "the margin where it is narrower"
     inside = Variant("inside", "break", [{"1-ssim": 1e-4, "mse": 1e-6, "latent_rel_l2": 1e-3}])
-    assert band_edges(lossless, [inside])["latent_rel_l2"] == pytest.approx(1.5 * 5.61e-3), "no separation: margin"
+    assert band_edges(lossless, [inside])["latent_rel_l2"] == (pytest.approx(1.5 * 5.61e-3), "margin"), \
+        "no separation: the margin"
     band = propose_band(lossless, 1.5, [noise, shift])
     assert band["ssim"] == pytest.approx(1 - np.sqrt(7.02e-4 * 7.57e-4))
 
@@ -153,6 +156,10 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path):
         {name: v["distances"] for name, v in entry["variants"].items()}, "the measurements are kept"
     missing = run_flux_perf("calibrate", "--restate", str(tmp_path))
     assert missing.returncode != 0 and "no calibration.json there" in missing.stderr
+    (folder / "calibration.json").write_text("{half written")
+    corrupt = run_flux_perf("calibrate", "--restate", str(folder), "--write", "--force")
+    assert corrupt.returncode != 0 and f"{folder / 'calibration.json'} is not a calibration table" in corrupt.stderr
+    assert (folder / "calibration.json").read_text() == "{half written", "nothing rewritten"
 
 
 def test_the_latent_criterion_is_the_move_from_the_stacks_own_recorded_output():

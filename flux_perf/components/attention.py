@@ -83,15 +83,15 @@ class FlashAttn(AttentionBackend):
     def apply(self, pipe) -> None:
         from .flash_attn4 import FlashAttn4
 
-        device = next(pipe.transformer.parameters()).device
-        self.kernel = self.pick(Capabilities.detect(str(device)))
+        caps = Capabilities.detect(str(next(pipe.transformer.parameters()).device))
+        self.kernel = self.pick(caps)
         if self.kernel == "fa4":
             self.delegate = FlashAttn4()
             self.delegate.apply(pipe)
         elif self.kernel in ("fa3", "fa2"):
             pipe.transformer.set_attention_backend({"fa3": "_flash_3", "fa2": "flash"}[self.kernel])
         else:
-            raise RuntimeError(self.extra_unmet(Capabilities.detect(str(device))))
+            raise RuntimeError(self.extra_unmet(caps))
 
     def report(self) -> dict:
         return {"kernel": self.kernel, **(self.delegate.report() if self.delegate else {})}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Capabilities, Component, Phase
+from .base import Component, Phase
 
 OP_NAME = "flux_perf::flash_attn_4"
 
@@ -85,7 +85,3 @@ class FlashAttn4(Component):
 
     def report(self) -> dict:
         return {"kernel": "flash-attn-4", "attention_processors": self.processors}
-
-
-def fa4_installed(caps: Capabilities) -> bool:
-    return caps.has_package("flash_attn.cute")
