@@ -5,7 +5,9 @@ code runs), build and warm the same case; both models stay on the GPU. Then roun
 A B B A A B ... so drift (clocks, temperature) hits both sides alike, one round at a time,
 never both at once. Each block of pairs gives a paired verdict: the Hodges-Lehmann ratio
 head/base with its Wilcoxon signed-rank interval (stats.paired_comparison), against a
-tolerance band. The plan is fixed (pairs x blocks), so no look inflates the error rate.
+tolerance band. The plan is fixed (pairs x blocks) before the first timed round, so no look
+inflates the error rate; by default the pairs fill about a minute of rounds per block, sized
+from the warm-up's round time (a short case gets more pairs).
 
 With `control`, a third worker runs the head's code with a planted slow-down, interleaved with
 the other two: a positive control. A block that cannot see it slower cannot vouch that nothing
@@ -15,7 +17,9 @@ changed either, so its `same` becomes `inconclusive`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -27,6 +31,8 @@ from pathlib import Path
 from .stats import Change, paired_comparison
 
 WORKER = Path(__file__).with_name("ab_worker.py")
+BLOCK_SECONDS = 60.0  # of rounds per block, all sides together, when the pairs are not given
+MIN_PAIRS, MAX_PAIRS = 10, 200
 
 
 class AbError(RuntimeError):
@@ -139,6 +145,7 @@ class AbCase:
     card: dict = field(default_factory=dict)  # NVML over the rounds: flags, median SM clock, hottest
     error: str | None = None
     prepare_s: float = 0.0  # every side built, compiled and warmed, one after the other
+    pairs: int = 0  # per block: given, or sized from the warm-up's round time
 
     @property
     def counts(self) -> dict:
@@ -179,7 +186,19 @@ def controlled(change: Change, control: Change) -> tuple[Change, str | None]:
     return change, None
 
 
-def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int = 10, blocks: int = 1,
+def pairs_for(round_s: float, sides: int, block_seconds: float, minimum: int = MIN_PAIRS,
+              maximum: int = MAX_PAIRS) -> int:
+    """Pairs that fill `block_seconds` of rounds on every side: a short case gets more pairs for
+    the same minute. H100, fast: single rounds spread 2-4 % at 512x512@6, where resampling the
+    measured pairs calls a 2 % plant slower in 35 % of 10-pair blocks and 96 % of 60-pair ones;
+    at 1024x1024@8, 10 pairs call it slower in 95 % (docs/measurement.md)."""
+    if not (round_s > 0 and math.isfinite(round_s)):
+        raise AbError(f"round time {round_s!r} s: cannot size the blocks from it")
+    return max(minimum, min(maximum, math.ceil(block_seconds / (sides * round_s))))
+
+
+def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int | None = None,
+           blocks: int = 1, block_seconds: float = BLOCK_SECONDS,
            tolerance: float = 0.01, model: str | None = None, device: str = "cuda",
            inject: dict | None = None, log: Callable[[str], None] = print, pin: bool = True,
            control: float | None = None,
@@ -191,8 +210,9 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
     from .telemetry import TelemetrySampler
 
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
-    if pairs < 2 or blocks < 1:
-        raise AbError(f"pairs={pairs}, blocks={blocks}: need at least 2 pairs and 1 block")
+    if (pairs is not None and pairs < 2) or blocks < 1 or not block_seconds > 0:
+        raise AbError(f"pairs={pairs}, blocks={blocks}, block_seconds={block_seconds}: need at least 2 pairs, "
+                      "1 block and a positive block time")
     inject = inject or {}
     if control is not None and not 0 < control < 1:
         raise AbError(f"control={control}: the planted slow-down must be a fraction in (0, 1), e.g. 0.02")
@@ -228,6 +248,12 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                     if len(set(prints.values())) > 1:
                         raise AbError(f"the sides built different weights: {prints}")
                     case.prepare_s = time.monotonic() - started
+                    warm = [ready["warmup_s"][-1] for ready in readiness.values() if ready.get("warmup_s")]
+                    case.pairs = pairs or pairs_for(statistics.median(warm) if warm else float("nan"), len(workers),
+                                                    block_seconds)
+                    if not pairs:
+                        log(f"{stack} {scenario}: {case.pairs} pairs a block (~{block_seconds:.0f} s of rounds at "
+                            f"{statistics.median(warm):.3f} s a round, {len(workers)} sides)")
                     ours = {ready["pid"] for ready in readiness.values()}
                     sampler = TelemetrySampler(0, 0.1) if device.startswith("cuda") else None
                     if sampler:
@@ -236,7 +262,7 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                         for number in range(blocks):
                             walls: dict[str, list[float]] = {side: [] for side in workers}
                             block_started = time.monotonic()
-                            for order in interleaved_order(pairs, tuple(workers)):
+                            for order in interleaved_order(case.pairs, tuple(workers)):
                                 for side in order:
                                     walls[side].append(workers[side].ask(cmd="round")["wall_s"])
                             comparison = paired_comparison(walls["base"], walls["head"], tolerance)
@@ -296,7 +322,8 @@ def format_cases(cases: list[AbCase], tolerance: float) -> str:
             rounds = sum(len(b.base_s) + len(b.head_s) + len((b.control or {}).get("control_s", ()))
                          for b in case.blocks)
             minutes = (case.prepare_s + sum(b.seconds for b in case.blocks)) / 60
-            lines.append(f"{'':<28} {rounds} rounds, {minutes:.1f} min (preparing the sides {case.prepare_s:.0f} s)")
+            lines.append(f"{'':<28} {rounds} rounds ({case.pairs} pairs a block), {minutes:.1f} min "
+                         f"(preparing the sides {case.prepare_s:.0f} s)")
         if case.foreign_processes:
             named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
             lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")

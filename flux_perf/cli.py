@@ -355,7 +355,8 @@ def cmd_ab(args) -> int:
     stacks = [s.name for s in parse_stacks(args.stacks)]
     scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
-    settings = {"base": args.base, "head": args.head, "pairs": args.pairs, "blocks": args.blocks, "pinned": not args.no_pin,
+    settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
+                "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
                 "tolerance": args.tolerance, "inject": inject, "control": args.control,
                 "command": shlex.join(["flux-perf", *sys.argv[1:]])}
 
@@ -366,6 +367,7 @@ def cmd_ab(args) -> int:
     if args.json:
         check_writable_dir(Path(args.json).parent, "--json folder")
     cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
+                   block_seconds=args.block_seconds,
                    tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
                    log=_progress, pin=not args.no_pin, control=args.control, on_block=save)
     save(cases)
@@ -512,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--head", required=True, help="checkout of the change")
     ab.add_argument("--stacks", default="bf16,fast", help="comma-separated stacks (default: bf16,fast)")
     ab.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8)")
-    ab.add_argument("--pairs", type=int, default=10, help="interleaved pairs of rounds per verdict (default 10)")
+    ab.add_argument("--pairs", type=int, default=None,
+                    help="interleaved pairs of rounds per verdict (default: enough for --block-seconds, at least 10)")
+    ab.add_argument("--block-seconds", type=float, default=60.0,
+                    help="without --pairs: seconds of rounds per block, all sides together (default 60); a short "
+                         "case gets more pairs, since its rounds spread more")
     ab.add_argument("--blocks", type=int, default=1,
                     help="independent verdicts per case on the same warm workers (default 1)")
     ab.add_argument("--tolerance", type=float, default=0.01,

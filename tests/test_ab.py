@@ -18,6 +18,7 @@ from flux_perf.ab import (
     format_cases,
     interleaved_order,
     measured_pairs,
+    pairs_for,
     split_cores,
     verdict_rates,
 )
@@ -87,6 +88,17 @@ def test_the_interval_covers_the_truth_at_its_level():
     assert misses / 400 <= 0.07  # 95 % interval (exact Wilcoxon, discrete): about 5 % misses
 
 
+def test_pairs_fill_the_block_time_so_short_cases_get_more():
+    # H100 fast: 0.335 s rounds at 512x512@6, 1.8 s at 1024x1024@8; three sides with a control.
+    assert pairs_for(0.335, 3, 60.0) == 60
+    assert pairs_for(1.8, 3, 60.0) == 12
+    assert pairs_for(1.8, 2, 60.0) == 17
+    assert pairs_for(30.0, 2, 60.0) == 10, "never fewer than 10 pairs"
+    assert pairs_for(0.001, 2, 60.0) == 200, "capped"
+    with pytest.raises(AbError, match="round time nan"):
+        pairs_for(float("nan"), 2, 60.0)
+
+
 def test_too_few_pairs_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
         paired_comparison([1.0], [1.0], 0.01)
@@ -116,7 +128,7 @@ def test_ab_runs_each_side_in_its_own_process_and_keeps_every_round(tmp_path):
     assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
     data = json.loads((tmp_path / "ab.json").read_text())
     (case,) = data["cases"]
-    assert case["error"] is None and len(case["blocks"]) == 2
+    assert case["error"] is None and len(case["blocks"]) == 2 and case["pairs"] == 3
     assert all(len(b["base_s"]) == len(b["head_s"]) == 3 for b in case["blocks"])
     assert case["base"]["pid"] != case["head"]["pid"], "each side has its own process"
     assert case["base"]["code"] == case["head"]["code"] == str(ROOT / "flux_perf")

@@ -41,7 +41,7 @@ def test_a_change_inside_the_lossless_band_passes_and_says_so():
     calibration = _band_around(0.01)
     result = _judge(*_perturbed(0.008), lossless=True, calibration=calibration)
     assert result.verdict == "pass", result.reasons
-    assert "output changed within the lossless band; update the baselines on purpose" in result.message
+    assert "output changed within the lossless band; if the change is yours, update the baselines on purpose" in result.message
 
 
 def test_a_break_outside_the_lossless_band_fails_naming_the_metrics():
@@ -274,7 +274,7 @@ def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path):
     assert {f["changed"] for f in fidelity().values()} == {False}
     kernel_change = suite("--flux-plant", "noise:0.0002")
     assert kernel_change.returncode == 0, kernel_change.stdout[-3000:]
-    assert "output changed within the lossless band; update the baselines on purpose" in kernel_change.stdout, kernel_change.stdout[-4000:]
+    assert "output changed within the lossless band; if the change is yours, update the baselines on purpose" in kernel_change.stdout, kernel_change.stdout[-4000:]
     assert fidelity()["guidance:3.0"]["changed"] is True
     broken = suite("--flux-plant", "noise:0.01")
     assert broken.returncode == 1, broken.stdout[-3000:]
