@@ -249,11 +249,11 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
                         raise AbError(f"the sides built different weights: {prints}")
                     case.prepare_s = time.monotonic() - started
                     warm = [ready["warmup_s"][-1] for ready in readiness.values() if ready.get("warmup_s")]
-                    case.pairs = pairs or pairs_for(statistics.median(warm) if warm else float("nan"), len(workers),
-                                                    block_seconds)
+                    round_s = statistics.median(warm) if warm else float("nan")
+                    case.pairs = pairs or pairs_for(round_s, len(workers), block_seconds)
                     if not pairs:
                         log(f"{stack} {scenario}: {case.pairs} pairs a block (~{block_seconds:.0f} s of rounds at "
-                            f"{statistics.median(warm):.3f} s a round, {len(workers)} sides)")
+                            f"{round_s:.3f} s a round, {len(workers)} sides)")
                     ours = {ready["pid"] for ready in readiness.values()}
                     sampler = TelemetrySampler(0, 0.1) if device.startswith("cuda") else None
                     if sampler:

@@ -42,7 +42,7 @@ def test_same_needs_the_control_seen_slower():
 
 def test_a_control_worker_runs_the_heads_code_with_the_planted_slowdown(tmp_path):
     result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
-                           "64x64@2", "--pairs", "3", "--blocks", "1", "--device", "cpu", "--control", "0.5",
+                           "64x64@2", "--block-seconds", "0.001", "--blocks", "1", "--device", "cpu", "--control", "0.5",
                            "--json", str(tmp_path / "ab.json"))
     assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
     data = json.loads((tmp_path / "ab.json").read_text())
@@ -51,8 +51,10 @@ def test_a_control_worker_runs_the_heads_code_with_the_planted_slowdown(tmp_path
     assert len({case["base"]["pid"], case["head"]["pid"], case["control"]["pid"]}) == 3
     assert case["control"]["code"] == case["head"]["code"], "the control runs the head's code"
     (block,) = case["blocks"]
-    assert len(block["control"]["control_s"]) == len(block["base_s"]) == 3
-    assert "control" in result.stdout and "9 rounds" in result.stdout
+    # No --pairs: sized from the warm-up's round time, here the floor of 10 pairs.
+    assert case["pairs"] == 10 and data["settings"]["pairs"] == "auto"
+    assert len(block["control"]["control_s"]) == len(block["base_s"]) == 10
+    assert "10 pairs a block (~0 s of rounds" in result.stdout and "30 rounds" in result.stdout
     assert set(measured_pairs(tmp_path / "ab.json")) == {"bf16-64x64@2", "bf16-64x64@2 control"}
     refused = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--control", "2", "--device", "cpu")
     assert refused.returncode != 0 and "control=2.0" in refused.stderr
