@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from .baselines import BaselineError, BaselineKey, BaselineStore
@@ -118,6 +119,7 @@ class ScenarioCalibration:
     reference: str  # where the bf16 reference came from
     variants: list[Variant]
     margin: float
+    cold_compiles: bool = False  # each stack build compiled from scratch (its spread includes the compiler's)
 
     def of_kind(self, kind: str) -> list[Variant]:
         return [v for v in self.variants if v.kind == kind]
@@ -140,24 +142,40 @@ class ScenarioCalibration:
         software = software_versions()
         return {"band": self.band, "margin": self.margin, "band_rule": self.band_rule,
                 "spread": {v.name: v.spread for v in self.variants if v.kind == "stack" and len(v.metrics) > 1},
+                "cold_compiles": self.cold_compiles,
                 "separation": self.separation, "reference": self.reference,
                 "variants": {v.name: {"kind": v.kind, "distances": v.metrics, "error": v.error} for v in self.variants},
                 "recorded_at": now_iso(), "commit": git_commit(),
                 "software": {name: software.get(name) for name in ("torch", "diffusers", "cuda", "torchao")}}
 
 
-def _output(runner: CaseRunner, stack_spec: str, scenario: Scenario, plant: str | None = None):
+@contextmanager
+def compiled_from_scratch():
+    """No compiled code or compile cache from an earlier build: inductor traces, compiles and
+    autotunes again. (H100: compiled stacks rebuilt on another machine moved their latents
+    3.7-5.6e-3 where rebuilds in one process, caches warm, moved them by 3e-5 at most.)"""
+    import torch
+
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(force_disable_caches=True):
+        yield
+
+
+def _output(runner: CaseRunner, stack_spec: str, scenario: Scenario, plant: str | None = None, *,
+            cold: bool = False):
     """The steady-state output of a fresh build (the first call may compile or capture)."""
     runner.release()
     stack = with_injection(parse_stack(stack_spec), None, plant)
-    case = runner.case(stack, scenario)
-    case.round()
+    with compiled_from_scratch() if cold else nullcontext():
+        case = runner.case(stack, scenario)
+        case.round()
     return case.round()
 
 
 def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKey, scenario: Scenario, *,
                        lossless: list[str], stacks: list[str], breaks: list[str], repeats: int,
-                       margin: float = MARGIN, log: Callable[[str], None] = print) -> ScenarioCalibration:
+                       margin: float = MARGIN, log: Callable[[str], None] = print,
+                       cold_compiles: bool = False) -> ScenarioCalibration:
     fresh = _output(runner, BASELINE, scenario)
     try:
         stored = store.load(key, scenario)
@@ -174,7 +192,8 @@ def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKe
         variant = Variant(name, kind)
         for build in range(builds):
             try:
-                generation = fresh if (name, build) == (BASELINE, 0) else _output(runner, stack_spec, scenario, plant)
+                generation = (fresh if (name, build) == (BASELINE, 0) else
+                              _output(runner, stack_spec, scenario, plant, cold=cold_compiles and kind == "stack"))
             except Exception as error:  # noqa: BLE001 - one variant failing must not end the calibration
                 variant.error = f"{type(error).__name__}: {error}"
                 log(f"  {name}: FAILED {variant.error}")
@@ -192,7 +211,7 @@ def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKe
     variants += [measure(spec, "stack", repeats, spec) for spec in stacks]
     variants += [measure(spec, "break", 1, BASELINE, plant=spec) for spec in breaks]
     runner.release()
-    return ScenarioCalibration(scenario, reference, variants, margin)
+    return ScenarioCalibration(scenario, reference, variants, margin, cold_compiles)
 
 
 def restated(entry: dict, scenario: Scenario, margin: float) -> ScenarioCalibration:
@@ -202,7 +221,8 @@ def restated(entry: dict, scenario: Scenario, margin: float) -> ScenarioCalibrat
                 for name, v in (entry.get("variants") or {}).items()]
     if not any(v.kind == "lossless" and v.metrics for v in variants):
         raise ValueError(f"the stored calibration of {scenario.id} holds no lossless measurements to restate")
-    return ScenarioCalibration(scenario, entry.get("reference", "stored calibration"), variants, margin)
+    return ScenarioCalibration(scenario, entry.get("reference", "stored calibration"), variants, margin,
+                               bool(entry.get("cold_compiles")))
 
 
 def _rule_text(result: ScenarioCalibration) -> str:
@@ -231,7 +251,8 @@ def format_calibration(result: ScenarioCalibration) -> str:
     for variant in result.variants:
         if variant.kind == "stack" and variant.metrics and len(variant.metrics) > 1:
             spread = variant.spread
-            lines.append(f"  {variant.name}: spread over {len(variant.metrics)} builds: 1-SSIM {spread['ssim']:.1e}, "
+            how = " compiled from scratch" if result.cold_compiles else ""
+            lines.append(f"  {variant.name}: spread over {len(variant.metrics)} builds{how}: 1-SSIM {spread['ssim']:.1e}, "
                          f"latent {spread['latent_rel_l2']:.1e}")
     return "\n".join(lines)
 

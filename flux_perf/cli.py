@@ -265,7 +265,8 @@ def cmd_calibrate(args) -> int:
         _progress(f"calibrating {key}: {len(lossless) + 1} lossless, {len(stacks)} stacks x {args.repeats}, "
                   f"{len(breaks)} breaks")
         result = calibrate_scenario(runner, store, key, scenario, lossless=lossless, stacks=stacks, breaks=breaks,
-                                    repeats=args.repeats, margin=args.margin, log=_progress)
+                                    repeats=args.repeats, margin=args.margin, log=_progress,
+                                    cold_compiles=args.cold_compiles)
         results.append((key, result))
         report[scenario.id] = result.entry()
         print(format_calibration(result))
@@ -478,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--stacks", default=None, help="stacks whose spread to measure (default: compile,fp8,fast)")
     calibrate.add_argument("--breaks", default=None, help="planted breaks to locate (default: noise:0.01,wrong-shift)")
     calibrate.add_argument("--repeats", type=int, default=2, help="fresh builds per stack (default 2)")
+    calibrate.add_argument("--cold-compiles", action="store_true",
+                           help="compile every stack build from scratch (no dynamo state, inductor caches off), so "
+                                "the spread includes the compiler's own choices, as on another machine; slower")
     calibrate.add_argument("--margin", type=float, default=1.5,
                            help="the band reaches this many times the farthest lossless variant (default 1.5)")
     calibrate.add_argument("--write", action="store_true", help="store the proposal in the baseline store")

@@ -290,3 +290,27 @@ def test_spread_between_builds_is_in_the_gates_units():
     spread = builds.spread
     assert spread["ssim"] == pytest.approx(5e-4) and spread["latent_rel_l2"] == pytest.approx(1e-3)
     assert spread["psnr"] == pytest.approx(10 * np.log10(2)), "dB, as the tolerance compares PSNR"
+
+
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")  # torch says so when its caches are off
+def test_cold_compiles_start_from_no_compiled_code_and_no_caches():
+    """calibrate --cold-compiles: a rebuild traces and compiles again, with inductor's caches off,
+    and leaves the settings as they were."""
+    import torch
+
+    from flux_perf.calibrate import compiled_from_scratch
+
+    compiles = []
+
+    def counting_backend(graph, inputs):
+        compiles.append(torch._inductor.config.force_disable_caches)
+        return graph.forward
+
+    double = torch.compile(lambda x: x * 2 + 1, backend=counting_backend)
+    double(torch.ones(2))
+    double(torch.ones(2))
+    assert compiles == [False], "compiled once, then reused"
+    with compiled_from_scratch():
+        double(torch.ones(2))
+    assert compiles == [False, True], "compiled again, caches off"
+    assert torch._inductor.config.force_disable_caches is False
