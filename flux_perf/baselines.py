@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .files import atomic_write, write_json
+from .files import atomic_write, finite_number, write_json
 from .provenance import minor, software_versions
 from .scenarios import Scenario
 
@@ -278,7 +277,7 @@ def _read_latents(path: Path, expected_sha256: str | None, owner: str) -> np.nda
 
 
 def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return finite_number(value) and value > 0
 
 
 def _check_latency_entry(entry, where: str) -> None:
@@ -298,8 +297,7 @@ def _non_negative(value) -> bool:
 
 
 def _fraction(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
-        -1 <= value <= 1
+    return finite_number(value) and -1 <= value <= 1
 
 
 def _check_fidelity_entry(entry, where: str) -> None:

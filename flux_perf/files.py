@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -24,3 +25,9 @@ def write_json(path: Path, data, *, indent: int = 1, sort_keys: bool = False) ->
     import json
 
     return atomic_write(path, (json.dumps(data, indent=indent, sort_keys=sort_keys, default=str) + "\n").encode())
+
+
+def finite_number(value) -> bool:
+    """A JSON value that is a real, finite number (not a bool, NaN or infinity): what every
+    stored reference and result must hold before arithmetic trusts it."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import write_json
+from .files import finite_number, write_json
 
 SCHEMA_VERSION = 2
 # Version 1 files (written before the records were typed) hold the same keys; nothing newer is
@@ -120,15 +119,11 @@ class CaseRecord:
         if missing:
             raise ResultsError(f"{where} lacks {', '.join(missing)}")
         record = cls(**{k: v for k, v in data.items() if k in names})
-        if record.wall_samples_s and not all(_finite_number(x) for x in record.wall_samples_s):
+        if record.wall_samples_s and not all(finite_number(x) for x in record.wall_samples_s):
             raise ResultsError(f"{where} ({record.id}): wall_samples_s holds something other than finite numbers")
-        if record.wall_s is not None and not _finite_number(record.wall_s.get("median")):
+        if record.wall_s is not None and not finite_number(record.wall_s.get("median")):
             raise ResultsError(f"{where} ({record.id}): wall_s has no finite median")
         return record
-
-
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
