@@ -210,9 +210,12 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
     from .telemetry import TelemetrySampler
 
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
-    if (pairs is not None and pairs < 2) or blocks < 1 or not block_seconds > 0:
-        raise AbError(f"pairs={pairs}, blocks={blocks}, block_seconds={block_seconds}: need at least 2 pairs, "
-                      "1 block and a positive block time")
+    if pairs is not None and pairs < 2:
+        raise AbError(f"pairs={pairs}: need at least 2 pairs a block")
+    if blocks < 1:
+        raise AbError(f"blocks={blocks}: need at least 1 block")
+    if not (block_seconds > 0 and math.isfinite(block_seconds)):
+        raise AbError(f"block_seconds={block_seconds}: must be a positive, finite number of seconds")
     inject = inject or {}
     if control is not None and not 0 < control < 1:
         raise AbError(f"control={control}: the planted slow-down must be a fraction in (0, 1), e.g. 0.02")

@@ -260,7 +260,6 @@ def _save(name: str, model, folder: Path, shard_size: str, built_s: float) -> No
         f"written in {time.perf_counter() - start:.1f} s")
 
 
-
 def _prepare_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out} exists and is not a directory")

@@ -101,6 +101,16 @@ def test_pairs_fill_the_block_time_so_short_cases_get_more():
         pairs_for(float("nan"), 2, 60.0)
 
 
+@pytest.mark.parametrize("option, value, named", [("--pairs", "1", "pairs=1"), ("--blocks", "0", "blocks=0"),
+                                                   ("--block-seconds", "inf", "block_seconds=inf"),
+                                                   ("--block-seconds", "-5", "block_seconds=-5.0")])
+def test_bad_ab_plans_are_refused_naming_the_value(option, value, named):
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
+                           "64x64@2", "--device", "cpu", option, value)
+    assert result.returncode != 0 and named in result.stderr, result.stderr[-2000:]
+    assert "preparing" not in result.stdout + result.stderr, "refused before any worker started"
+
+
 def test_too_few_pairs_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
         paired_comparison([1.0], [1.0], 0.01)

@@ -210,6 +210,14 @@ def test_a_move_within_the_stacks_build_to_build_spread_is_not_a_change():
     assert quiet.verdict == "pass" and quiet.changed is False and quiet.message is None
     moved = judged(stack_latents * (1 + 2e-3))
     assert moved.verdict == "pass" and moved.changed and "update the baselines on purpose" in moved.message
+    # A stack other than bf16 may be compiled code, which moves between machines (H100): said so.
+    assert "compiled stacks also move from one machine to another" in moved.message
+    bf16 = judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=True, baseline_latents=LATENTS,
+                          latents=stack_latents * (1 + 2e-3), image_sha256=png_sha256(stack_image),
+                          recorded=recorded, recorded_latents=stack_latents, calibration=calibration,
+                          stack_name="bf16")
+    assert bf16.changed and "update the baselines on purpose" in bf16.message
+    assert "compiled stacks" not in bf16.message
 
 
 def test_a_stacks_own_latents_are_recorded_with_their_hash_and_checked(tmp_path):
