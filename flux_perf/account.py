@@ -15,8 +15,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# First match wins: the order matters (an FP8 GEMM is a GEMM; a quantize kernel may contain "mul").
-FAMILIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in (
+
+def _rules(*pairs: tuple[str, str]) -> tuple[tuple[str, re.Pattern], ...]:
+    return tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in pairs)
+
+
+# Library kernels (cuBLAS/cuBLASLt/CUTLASS, cuDNN, flash, ATen): first match wins, so the order
+# matters (an FP8 GEMM is a GEMM).
+LIBRARY_FAMILIES = _rules(
     ("attention", r"sdpa|fmha|flash|attention|attn"),
     ("fp8 gemm", r"e4m3|e5m2|fp8|f8f6f4|scaled_mm|_qq"),
     ("gemm", r"gemm|nvjet|xmma|cutlass|matmul|cublas|splitk"),
@@ -24,8 +30,23 @@ FAMILIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern, 
     ("norms", r"layer_norm|rms_norm|group_norm|native_norm|_norm_"),
     ("activations", r"gelu|silu|tanh|sigmoid"),
     ("copies", r"memcpy|memset|copy|cat_|catarray|transpose|permute|contiguous"),
-    ("elementwise (RoPE, modulation, residuals)", r"triton_|elementwise|vectorized|reduce"),
-))
+    ("elementwise (RoPE, modulation, residuals)", r"elementwise|vectorized|reduce"),
+)
+# Inductor's Triton kernels are named after every op fused into them, including the GEMM or
+# attention they feed (`triton_red_fused__scaled_mm_..._amax_..._gelu`), so those names never make
+# one a GEMM or attention: only its templates (`triton_tem_`, max-autotune) are matmuls. A kernel
+# that quantizes counts as quantization even when a norm or activation is fused into it: without
+# the quantization that work would ride along in another kernel.
+TRITON_FAMILIES = _rules(
+    ("fp8 gemm", r"^triton_tem_.*(scaled_mm|fp8|e4m3)"),
+    ("gemm", r"^triton_tem_"),
+    ("activation quantization", r"amax|clamp|float8|fp8"),
+    ("norms", r"layer_norm|rms_norm|group_norm"),
+    ("activations", r"gelu|silu|tanh|sigmoid"),
+    ("elementwise (RoPE, modulation, residuals)", r"."),
+)
+FP8_KERNEL = re.compile(r"_f8_|fp8|e4m3", re.IGNORECASE)  # cuDNN's FP8 attention: ..._wgmma_f8_knob_...
+FAMILY_NAMES = tuple(dict.fromkeys(name for name, _ in LIBRARY_FAMILIES + TRITON_FAMILIES))
 GAPS = "idle between kernels (launch, host)"
 
 
@@ -50,6 +71,7 @@ class Account:
     largest: list[tuple[str, float, int]] = field(default_factory=list)  # name, us, count
     flops: dict | None = None  # per step: linear, attention
     ceilings: dict | None = None  # TFLOP/s: bf16, fp8
+    fp8_attention_us: float = 0.0  # attention kernels that compute in FP8 (judged against the fp8 ceiling)
 
     def per_step_ms(self, us: float) -> float:
         return us / 1000.0 / self.steps
@@ -59,8 +81,9 @@ class Account:
         if not self.flops or not self.ceilings:
             return None
         if family == "attention":
-            flops, ceiling = self.flops.get("attention"), self.ceilings.get("bf16_tflops")
             time_us = self.families[family].us
+            fp8 = self.fp8_attention_us > time_us / 2
+            flops, ceiling = self.flops.get("attention"), self.ceilings.get("fp8_tflops" if fp8 else "bf16_tflops")
         elif family in ("gemm", "fp8 gemm"):
             # The linear layers' FLOPs ran in both GEMM families together (FP8 stacks keep a few bf16).
             flops = self.flops.get("linear")
@@ -90,7 +113,7 @@ def _union_us(intervals: list[tuple[float, float]]) -> float:
 
 
 def family_of(kernel: str) -> str:
-    for name, pattern in FAMILIES:
+    for name, pattern in TRITON_FAMILIES if kernel.startswith("triton_") else LIBRARY_FAMILIES:
         if pattern.search(kernel):
             return name
     return "other"
@@ -115,13 +138,16 @@ def account(trace: dict, steps: int = 1, flops: dict | None = None, ceilings: di
         clipped = [(max(start, a), min(stop, b)) for a, b in windows if start < b and stop > a]
         if clipped:
             inside.append((k["name"], clipped))
-    families = {name: Family(name) for name, _ in FAMILIES}
+    families = {name: Family(name) for name in FAMILY_NAMES}
     families["other"] = Family("other")
     by_name: dict[str, list[float]] = {}
+    fp8_attention_us = 0.0
     for name, parts in inside:
         us = sum(b - a for a, b in parts)
         family = families[family_of(name)]
         family.us += us
+        if family.name == "attention" and FP8_KERNEL.search(name):
+            fp8_attention_us += us
         family.kernels += 1
         entry = by_name.setdefault(name, [0.0, 0])
         entry[0] += us
@@ -129,7 +155,8 @@ def account(trace: dict, steps: int = 1, flops: dict | None = None, ceilings: di
     window_us = sum(b - a for a, b in windows)
     busy = _union_us([part for _, parts in inside for part in parts])
     largest = sorted(((n, v[0], int(v[1])) for n, v in by_name.items()), key=lambda x: -x[1])[:12]
-    return Account(window_us, windowed, max(1, steps), families, max(0.0, window_us - busy), largest, flops, ceilings)
+    return Account(window_us, windowed, max(1, steps), families, max(0.0, window_us - busy), largest, flops, ceilings,
+                   fp8_attention_us)
 
 
 def load_context(trace_path: Path, results_path: Path | None) -> tuple[int, dict | None, dict | None, str]:

@@ -335,9 +335,20 @@ def stale_reasons(recorded: dict) -> list[str]:
     return reasons
 
 
-def latency_stale_reasons(entry: dict, driver_version: str | None) -> list[str]:
+def components_changed(entry: dict | None, stack_key: str) -> list[str]:
+    """A named stack whose definition changed since its reference was recorded (e.g. `fast` gained
+    a component): the reference describes other code, so say so beside the verdict."""
+    recorded = entry.get("stack") if isinstance(entry, dict) else None
+    if isinstance(recorded, str) and recorded != stack_key:
+        return [f"recorded for the components {recorded}, the stack is now {stack_key}: "
+                "record it again on purpose (--flux-update-baselines)"]
+    return []
+
+
+def latency_stale_reasons(entry: dict, driver_version: str | None, stack_key: str | None = None) -> list[str]:
     """Why a recorded latency may no longer describe this machine's software: other torch,
-    diffusers or CUDA, another driver, or rounds timed by an older measurement method."""
+    diffusers or CUDA, another driver, rounds timed by an older measurement method, or a named
+    stack whose components changed."""
     from .measure import MEASUREMENT_VERSION
 
     software = entry.get("software")
@@ -349,4 +360,4 @@ def latency_stale_reasons(entry: dict, driver_version: str | None) -> list[str]:
         reasons.append(f"driver {old_driver} -> {driver_version}")
     if entry.get("measurement_version") != MEASUREMENT_VERSION:
         reasons.append(f"timed by measurement method {entry.get('measurement_version')}, now {MEASUREMENT_VERSION}")
-    return reasons
+    return reasons + (components_changed(entry, stack_key) if stack_key else [])

@@ -22,6 +22,7 @@ _ENV_KEY = pytest.StashKey["list"]()
 _NO_GPU_KEY = pytest.StashKey["str"]()
 _WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files already
 _PATHS_KEY = pytest.StashKey["dict"]()
+_GPU_PASSED_KEY = pytest.StashKey["int"]()  # h100 tests that passed outside the measured cases (kernel checks)
 
 
 def pytest_addoption(parser):
@@ -265,13 +266,23 @@ def pytest_runtest_teardown(item, nextitem):
         item.config.stash[_WRITTEN_KEY] = written
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.passed and item.get_closest_marker(MARKER):
+        item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
     if flux is None:
         return
     # Collecting only is not a run that lost its GPU.
-    if _gpu_selected(session.config) and not flux.records and not session.config.getoption("flux_allow_no_gpu") \
+    # A GPU test that passed outside the cases (the attention kernel checks) did run on the GPU.
+    ran_on_gpu = flux.records or session.config.stash.get(_GPU_PASSED_KEY, 0)
+    if _gpu_selected(session.config) and not ran_on_gpu and not session.config.getoption("flux_allow_no_gpu") \
             and not session.config.option.collectonly:
         reasons = sorted({s["reason"] for s in flux.skipped.values()}) or ["no GPU case was collected"]
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)

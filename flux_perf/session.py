@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import distributed, references
-from .baselines import BaselineError, BaselineKey, BaselineStore, latency_stale_reasons, png_sha256
+from .baselines import BaselineError, BaselineKey, BaselineStore, components_changed, latency_stale_reasons, png_sha256
 from .budgets import LatencyBudget, load_budgets
 from .config import SuiteConfig
 from .fidelity import compare_images, write_side_by_side
@@ -95,7 +95,7 @@ class FluxSession:
             recorded = self.store.recorded_latency(self.key(scenario), stack.name)
             if recorded:
                 driver = self.machine.gpu.driver_version if self.machine.gpu else None
-                stale = tuple(latency_stale_reasons(recorded, driver))
+                stale = tuple(latency_stale_reasons(recorded, driver, stack.key))
         return self.budgets.latency_budgets(self.machine.gpu_name, scenario.id, stack.name, recorded, stale)
 
     # -- one case -----------------------------------------------------------------
@@ -187,7 +187,8 @@ class FluxSession:
             baseline.image, timed.image, floor, source, lossless=result.stack.lossless,
             baseline_latents=baseline.latents, latents=timed.latents, image_sha256=png_sha256(timed.image),
             recorded=recorded, recorded_latents=own_latents, calibration=calibration, stack_name=result.stack.name,
-            baseline_path=str(self.store.paths(key)[0]), stale=baseline.stale)
+            baseline_path=str(self.store.paths(key)[0]),
+            stale=[*baseline.stale, *components_changed(recorded, result.stack.key)])
         if fidelity.message:
             self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict == "fail":

@@ -43,11 +43,33 @@ def test_families_gaps_and_throughput_of_a_step():
     assert result.largest[-1][0] == "my_new_kernel", "an unnamed kernel is listed, never hidden"
 
 
+def test_fp8_attention_is_judged_against_the_fp8_ceiling():
+    fp8_trace = {"traceEvents": [
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "denoise", "ts": 0, "dur": 1000, "pid": 0, "tid": 7},
+        _kernel("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f8_knob_32_64x256x128", 0, 500),
+    ]}
+    ceilings = {"bf16_tflops": 800.0, "fp8_tflops": 1600.0}
+    result = account(fp8_trace, steps=1, flops={"linear": 0.0, "attention": 400e9}, ceilings=ceilings)
+    assert result.reached("attention") == pytest.approx((800.0, 50.0))  # not 100 % of the bf16 ceiling
+    bf16 = account(TRACE, steps=2, flops={"linear": 0.0, "attention": 100e9}, ceilings=ceilings)
+    assert bf16.reached("attention")[1] == pytest.approx(500 / 800 * 100)
+
+
 @pytest.mark.parametrize("name, family", [
     ("sm90_xmma_gemm_e4m3e4m3_bf16f32_f32_tn_n_tilesize128x128x128", "fp8 gemm"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "gemm"),
     ("flash_fwd_kernel", "attention"),
     ("triton_poi_fused_mul_add_3", "elementwise (RoPE, modulation, residuals)"),
+    # Seen in `fast` on the H100: inductor names a kernel after the GEMM or attention it feeds.
+    ("nvjet_sm90_qqtst_128x128_128x6_1x2_h_bz_ovscale_bias_TNT", "fp8 gemm"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f8_knob_32_64x256x128_4x1x1_cga1x1", "attention"),
+    ("triton_red_fused__scaled_mm__to_copy__unsafe_view_abs_amax_cat_clamp_clone_div_gelu_permute_t_1",
+     "activation quantization"),
+    ("triton_red_fused__fused_rms_norm__scaled_dot_product_cudnn_attention__to_copy_add_clone_mul_2", "norms"),
+    ("triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy_add_cat_clone_mul_neg_permute_3",
+     "elementwise (RoPE, modulation, residuals)"),
+    ("triton_poi_fused_add_cat_mul_split_unsqueeze_view_5", "elementwise (RoPE, modulation, residuals)"),
+    ("triton_tem_fused__scaled_mm_4", "fp8 gemm"),
 ])
 def test_kernel_names_map_to_families(name, family):
     assert family_of(name) == family

@@ -131,3 +131,16 @@ def test_recorded_latencies_that_make_no_sense(store, content, message):
     path.write_text(content)
     with pytest.raises(BaselineCorrupt, match=message):
         store.recorded_latency(KEY, "bf16")
+
+
+def test_a_reference_of_a_redefined_stack_says_so():
+    from flux_perf.baselines import components_changed, latency_stale_reasons
+    from flux_perf.measure import MEASUREMENT_VERSION
+    from flux_perf.provenance import software_versions
+
+    entry = {"stack": "attn-cudnn+fp8-torchao", "software": software_versions(),
+             "measurement_version": MEASUREMENT_VERSION}
+    assert latency_stale_reasons(entry, None, "attn-cudnn+fp8-torchao") == []
+    reasons = latency_stale_reasons(entry, None, "attn-fp8+fp8-torchao")
+    assert len(reasons) == 1 and "attn-cudnn+fp8-torchao" in reasons[0] and "now attn-fp8+fp8-torchao" in reasons[0]
+    assert components_changed(None, "attn-fp8") == [] and components_changed({"stack": 3}, "attn-fp8") == []

@@ -139,13 +139,13 @@ def test_run_reports_load_and_prompt_encoding(tiny_checkpoint, tmp_path):
 
 
 def test_text_tokens_encode_the_prompt_to_its_own_length(tiny_checkpoint):
-    """`text-tokens`: the real encoders on the prompt's own length, rounded up to 128; a length
+    """`text-tokens`: the real encoders on the prompt's own length, rounded up to 256; a length
     that would cut the prompt is refused, naming what it needs."""
     source = resolve_model_source(str(tiny_checkpoint), "cpu")
     full = load_model(source, "cpu")
     short = load_model(source, "cpu", prompt_tokens=parse_stack("text-tokens").prompt_tokens())
-    assert full.prompt.prompt_embeds.shape[1] == 512 and short.prompt.prompt_embeds.shape[1] == 128
-    assert not torch.equal(full.prompt.prompt_embeds[:, :128], short.prompt.prompt_embeds), \
+    assert full.prompt.prompt_embeds.shape[1] == 512 and short.prompt.prompt_embeds.shape[1] == 256
+    assert not torch.equal(full.prompt.prompt_embeds[:, :256], short.prompt.prompt_embeds), \
         "T5 attends over the padding: a shorter encoding is another conditioning (hence lossy)"
     result = generate_with(short, Scenario(64, 64, 2))
     assert result.image.shape == (64, 64, 3)

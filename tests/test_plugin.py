@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from helpers import copy_budgets, run_pytest
+from helpers import ROOT, copy_budgets, run_pytest
 
 
 @pytest.fixture
@@ -137,3 +137,17 @@ def test_collect_only_is_not_a_run_that_lost_its_gpu(store):
     result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"), "--collect-only", "-q")
     assert result.returncode == 0, result.stdout[-2000:]
     assert "ran no GPU case" not in result.stdout and "test_latency_budget[bf16-64x64@2]" in result.stdout
+
+
+def test_a_gpu_check_outside_the_cases_that_passed_counts_as_gpu_work(tmp_path):
+    """`pytest -m h100 tests/h100/test_attention_kernels_gpu.py` measures kernels, not cases: when
+    its tests pass they ran on the GPU, and the run must not fail for "no GPU case"; when they
+    all skip, it still fails."""
+    checks = tmp_path / "test_checks.py"
+    checks.write_text("import pytest\n\n@pytest.mark.h100\ndef test_kernel():\n    assert True\n")
+    options = (f"--flux-report-dir={tmp_path / 'r'}", f"--flux-baselines-dir={ROOT / 'baselines'}", "-q")
+    ran = run_pytest("-m", "h100", str(checks), *options, cwd=tmp_path)
+    assert ran.returncode == 0 and "ran no GPU case" not in ran.stdout, ran.stdout
+    checks.write_text("import pytest\n\n@pytest.mark.h100\ndef test_kernel():\n    pytest.skip('no Hopper GPU')\n")
+    skipped = run_pytest("-m", "h100", str(checks), *options, cwd=tmp_path)
+    assert skipped.returncode == 1 and "ran no GPU case" in skipped.stdout, skipped.stdout

@@ -1,0 +1,102 @@
+"""FP8 attention (`attn-fp8`) proved on the CPU: the per-tensor quantization, the output scale,
+the routing through diffusers' dispatch and the custom op torch.compile keeps in its graph. The
+cuDNN kernel itself needs Hopper; here a stand-in does what it does (dequantize, attend in float32,
+quantize the output with scale_o), and tests/h100/test_attention_kernels_gpu.py runs the real one."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flux_perf.components import Capabilities, attention_fp8
+from flux_perf.components.attention_fp8 import E4M3_MAX, CudnnFp8Attention, fp8_attention, quantize_e4m3
+from flux_perf.generate import generate_with
+from flux_perf.scenarios import Scenario
+from flux_perf.stacks import parse_stack
+
+HOPPER = Capabilities("cuda", (9, 0), "NVIDIA H100 80GB HBM3", 1)
+ADA = Capabilities("cuda", (8, 9), "NVIDIA L40S", 1)
+
+
+@pytest.fixture
+def stand_in_kernel(monkeypatch):
+    calls = []
+
+    def kernel(q, k, v, descale_q, descale_k, descale_v, scale_o, output, attn_scale, softmax_scale):
+        calls.append((tuple(q.shape), attn_scale))
+        q, k, v = (t.float() * d for t, d in ((q, descale_q), (k, descale_k), (v, descale_v)))
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=attn_scale)
+        scaled = o.transpose(1, 2) * scale_o
+        calls[-1] += (scaled.abs().max().item(),)
+        output.copy_(scaled.clamp(-E4M3_MAX, E4M3_MAX).to(output.dtype))
+
+    monkeypatch.setattr(attention_fp8, "cudnn_kernel", kernel)
+    return calls
+
+
+def _relative(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def test_per_tensor_quantization_uses_the_whole_e4m3_range():
+    x = torch.randn(1, 300, 4, 32) * 7
+    q8, descale = quantize_e4m3(x)
+    assert q8.dtype == torch.float8_e4m3fn and descale.shape == (1, 1, 1, 1)
+    assert q8.float().abs().max() == E4M3_MAX  # the largest value lands on e4m3's largest
+    assert descale.item() == pytest.approx(x.abs().max().item() / E4M3_MAX)
+    assert _relative(q8.float() * descale, x) < 0.04  # 3 mantissa bits
+
+
+def test_the_output_scale_of_v_never_saturates_and_attention_stays_close(stand_in_kernel):
+    q, k = torch.randn(1, 256, 4, 64), torch.randn(1, 256, 4, 64)
+    v = torch.randn(1, 256, 4, 64) * 30
+    v[0, 7, 2, 5] = 400.0  # one large value: it sets V's scale, and bounds every output
+    out = fp8_attention(q, k, v)
+    reference = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    (_, attn_scale, largest), = stand_in_kernel
+    assert attn_scale == pytest.approx(64 ** -0.5)
+    assert largest <= E4M3_MAX * (1 + 1e-3), "|O| <= max|V| keeps the output inside e4m3"
+    assert out.dtype == q.dtype and out.shape == reference.shape
+    assert _relative(out, reference) < 0.1
+    with pytest.raises(ValueError, match="no mask, causal"):
+        fp8_attention(q, k, v, is_causal=True)
+
+
+def test_the_transformer_attends_in_fp8_and_stays_near_bf16(tiny_model, stand_in_kernel):
+    scenario = Scenario(64, 64, 2)
+    reference = generate_with(tiny_model, scenario)
+    component = CudnnFp8Attention()
+    component.apply(tiny_model.pipe)
+    routed = generate_with(tiny_model, scenario)
+    blocks = tiny_model.pipe.transformer
+    layers = len(blocks.transformer_blocks) + len(blocks.single_transformer_blocks)
+    assert len(stand_in_kernel) >= layers * scenario.steps, "every attention call went to the FP8 kernel"
+    assert component.report()["attention_processors"] == layers
+    assert not np.array_equal(routed.latents, reference.latents), "FP8 is lossy: the output must move"
+    moved = np.linalg.norm(routed.latents - reference.latents) / np.linalg.norm(reference.latents)
+    assert moved < 0.05
+    stand_in_kernel.clear()
+    parse_stack("bf16").apply(tiny_model.pipe)  # a new stack starts from diffusers' default again
+    generate_with(tiny_model, scenario)
+    assert not stand_in_kernel
+
+
+def test_the_custom_op_stays_in_a_compiled_graph(stand_in_kernel):
+    q8, dq = quantize_e4m3(torch.randn(1, 24, 2, 16))
+    args = (q8, q8.clone(), q8.clone(), dq, dq.clone(), dq.clone(), 1 / dq, 0.25, 256.0)
+    # test_schema compares outputs with arithmetic CPU float8 lacks; the fake kernel and registration are checked
+    torch.library.opcheck(torch.ops.flux_perf.cudnn_sdpa_fp8.default, args,
+                          test_utils=("test_faketensor", "test_autograd_registration"))
+    q, k, v = (torch.randn(1, 24, 2, 16) for _ in range(3))
+    compiled = torch.compile(lambda q, k, v: fp8_attention(q, k, v) * 2, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(q, k, v), 2 * fp8_attention(q, k, v))  # fullgraph: no graph break
+
+
+def test_fp8_attention_needs_hopper_cuda_and_cudnn_frontend(monkeypatch):
+    assert "needs a CUDA GPU" in CudnnFp8Attention().unmet(Capabilities("cpu"))
+    assert "needs compute capability >= 9.0" in CudnnFp8Attention().unmet(ADA)
+    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: False))
+    assert "cudnn" in CudnnFp8Attention().unmet(HOPPER)
+    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: name == "cudnn"))
+    assert CudnnFp8Attention().unmet(HOPPER) is None
+    assert not parse_stack("attn-fp8+compile-regional").lossless
