@@ -76,7 +76,10 @@ def test_update_then_gate_then_catch_the_planted_regression(session_for, tmp_pat
     session = session_for("bf16,fused-qkv,broken-decoder")
     good, fused, broken = run_all(session)
     assert good.fidelity.verdict == "pass" and good.fidelity.ssim == pytest.approx(1.0)
-    assert good.latency.budget.kind == "relative" and good.latency.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE)
+    # Never a regression; on a busy CI machine a slow round is honestly `disturbed` (seen beside a
+    # multi-core compression job), which is not a failure either.
+    assert good.latency.budget.kind == "relative" and not good.latency.failed
+    assert good.latency.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.DISTURBED)
     assert fused.fidelity.verdict == "pass"
     assert broken.fidelity.verdict == "fail" and broken.fidelity.ssim < 0.999
     evidence = Path(broken.fidelity.evidence)
