@@ -399,7 +399,7 @@ def cmd_ab_pairs(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .report import component_rows, component_table, load_runs, physics_table, skipped_table
+    from .report import component_rows, component_table, failed_cases, load_runs, physics_table, skipped_table
 
     stacks = set(args.stacks.split(",")) if args.stacks else None
     scenarios = set(args.scenarios.split(",")) if args.scenarios else None
@@ -409,6 +409,7 @@ def cmd_table(args) -> int:
 
     runs = load_runs(args.results)
     skipped = [dict(s, run=run.name) for run in runs for s in run.results.skipped if kept(s["stack"], s["scenario"])]
+    skipped += failed_cases(runs, kept)
     if args.json:
         print(json.dumps({"sources": args.results, "rows": component_rows(runs, kept), "not_run": skipped}, indent=1))
         return 0

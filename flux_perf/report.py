@@ -264,9 +264,18 @@ def skipped_table(skipped: list[dict]) -> str:
 
 
 def _rows(runs: list[Run], keep) -> list[tuple[Run, CaseRecord]]:
-    rows = [(run, r) for run in runs for r in run.results.records if r.timed and keep(r.stack, r.scenario_id)]
+    # A case that raised keeps whatever rounds it timed before, but its numbers are not a result.
+    rows = [(run, r) for run in runs for r in run.results.records
+            if r.timed and not r.error and keep(r.stack, r.scenario_id)]
     add_speedups([r for _, r in rows])
     return sorted(rows, key=lambda row: (row[1].gpu or "", row[1].fingerprint, row[1].scenario_id, row[1].median_s))
+
+
+def failed_cases(runs: list[Run], keep=lambda stack, scenario: True) -> list[dict]:
+    """Cases that raised, in the shape of the skipped list (their error as the reason)."""
+    return [{"scenario": r.scenario_id, "stack": r.stack, "components": r.components,
+             "reason": "failed: " + " ".join(r.error.split())[:160], "run": run.name}
+            for run in runs for r in run.results.records if r.error and keep(r.stack, r.scenario_id)]
 
 
 def _machine_label(record: CaseRecord) -> str:

@@ -220,3 +220,16 @@ def test_table_keeps_gpus_and_weights_apart(tmp_path, cli):
     assert rows[("NVIDIA H100 80GB HBM3 / synthetic-x", "fast")]["speedup_vs_bf16"] == pytest.approx(0.66 / 0.34)
     assert rows[("CPU / tiny-x", "bf16")]["speedup_vs_bf16"] == 1.0
     assert "| machine |" in cli("table", h100, cpu).stdout
+
+
+def test_table_lists_a_case_that_raised_with_its_error_not_its_numbers(tmp_path, cli):
+    """Seen on the H100: a case timed its rounds, then raised (a cuDNN version clash); its rounds
+    are not a result, so the table names the error instead."""
+    run = make_results(tmp_path / "te.json", {"fp8-512x512@6": [1.18] * 3, "bf16-512x512@6": [0.66] * 3},
+                       errors={"fp8-512x512@6": "RuntimeError: cuDNN version incompatibility"},
+                       stages_ms={"step_median": 10.0})
+    result = cli("table", run)
+    assert "| 512x512@6 | bf16 |" in result.stdout and "| 512x512@6 | fp8 | fp8 | 1.180" not in result.stdout
+    assert "| 512x512@6 | fp8 | fp8 | failed: RuntimeError: cuDNN version incompatibility | te |" in result.stdout
+    rows = json.loads(cli("table", run, "--json").stdout)
+    assert [r["stack"] for r in rows["rows"]] == ["bf16"] and rows["not_run"][0]["reason"].startswith("failed:")

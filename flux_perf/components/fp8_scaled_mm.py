@@ -53,9 +53,11 @@ class ScaledMMLinear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-def replace_linears(root: nn.Module, make) -> int:
-    """Swap every quantizable block linear of `root` for `make(linear)`; returns the count."""
-    targets = [(name, mod) for name, mod in root.named_modules() if quantizable_block_linear(mod, name)]
+def replace_linears(root: nn.Module, make, keep=lambda name: False) -> int:
+    """Swap every quantizable block linear of `root` (but those `keep` names) for `make(linear)`;
+    returns the count."""
+    targets = [(name, mod) for name, mod in root.named_modules()
+               if quantizable_block_linear(mod, name) and not keep(name)]
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(root.get_submodule(parent_name), child, make(linear))
