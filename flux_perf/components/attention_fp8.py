@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Component, Phase
-from .flash_attn4 import set_processor_backend
+from .local_attention import LocalAttentionKernel
 
 OP_NAME = "flux_perf::cudnn_sdpa_fp8"
 E4M3_MAX = 448.0
@@ -139,40 +138,17 @@ def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, a
     return (o8.float() * descale_v).to(query.dtype)
 
 
-def serve_fp8_slot():
-    """diffusers' backend names are a closed Enum, so this local kernel borrows a dispatch slot no
-    machine of this suite can use: AMD's hub kernel (no hub is reachable, and these are NVIDIA GPUs)."""
-    import inspect
-
-    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
-
-    slot = AttentionBackendName.AITER_FA2_HUB
-    _AttentionBackendRegistry._backends[slot] = fp8_attention
-    _AttentionBackendRegistry._supported_arg_names[slot] = set(inspect.signature(fp8_attention).parameters)
-    _AttentionBackendRegistry._constraints[slot] = []
-    return slot
-
-
-class CudnnFp8Attention(Component):
+class CudnnFp8Attention(LocalAttentionKernel):
     name = "attn-fp8"
     summary = ("cuDNN's per-tensor FP8 attention (nvidia-cudnn-frontend); Q/K/V quantized in torch code that "
                "torch.compile fuses into the norm and RoPE before it")
-    exclusive = "attention"
-    phase = Phase.ATTENTION
     lossless = False
-    needs_cuda = True
     min_capability = (9, 0)  # FP8 tensor cores of Hopper (Ada's are not served by this cuDNN path)
     packages = ("cudnn",)
-
-    def __init__(self, param: str | None = None):
-        super().__init__(param)
-        self.processors = 0
-
-    def apply(self, pipe) -> None:
-        self.processors = set_processor_backend(pipe.transformer, serve_fp8_slot())
-        if not self.processors:
-            raise RuntimeError("attn-fp8 found no attention processor with a dispatch backend to set")
+    # A slot no machine here can use: AMD's hub kernel (no hub is reachable, and these are NVIDIA GPUs).
+    slot_name = "AITER_FA2_HUB"
+    kernel = "cudnn sdpa_fp8 (per-tensor e4m3)"
+    dispatch = staticmethod(fp8_attention)
 
     def report(self) -> dict:
-        return {"kernel": "cudnn sdpa_fp8 (per-tensor e4m3)", "attention_processors": self.processors,
-                "softmax_scale": SOFTMAX_SCALE}
+        return {**super().report(), "softmax_scale": SOFTMAX_SCALE}

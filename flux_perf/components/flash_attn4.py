@@ -3,17 +3,16 @@
 
 diffusers 0.42 knows FA4 only as `flash_4_hub`, a kernel fetched from the Hugging Face hub at
 run time through the `kernels` package; no machine of this suite can reach a hub. This component
-serves that dispatch slot from the locally installed package instead, and sets it on the
-transformer's attention processors directly (diffusers' `set_attention_backend` would insist on
-`kernels`). The kernel runs as a torch custom op, so torch.compile keeps it inside the compiled
-graph instead of breaking the graph at every attention call.
+serves that dispatch slot from the locally installed package instead (local_attention.py). The
+kernel runs as a torch custom op, so torch.compile keeps it inside the compiled graph instead of
+breaking the graph at every attention call.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import Component, Phase
+from .local_attention import LocalAttentionKernel
 
 OP_NAME = "flux_perf::flash_attn_4"
 
@@ -41,47 +40,12 @@ def fa4_dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, at
     return torch.ops.flux_perf.flash_attn_4(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
 
 
-def serve_fa4_slot():
-    """Point diffusers' `flash_4_hub` dispatch slot at the local package; return the slot."""
-    import inspect
-
-    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
-
-    slot = AttentionBackendName.FLASH_4_HUB
-    _AttentionBackendRegistry._backends[slot] = fa4_dispatch
-    _AttentionBackendRegistry._supported_arg_names[slot] = set(inspect.signature(fa4_dispatch).parameters)
-    return slot
-
-
-def set_processor_backend(transformer, slot) -> int:
-    """What `set_attention_backend` does once its checks pass: every attention processor uses `slot`."""
-    count = 0
-    for module in transformer.modules():
-        processor = getattr(module, "processor", None)
-        if processor is not None and hasattr(processor, "_attention_backend"):
-            processor._attention_backend = slot
-            count += 1
-    return count
-
-
-class FlashAttn4(Component):
+class FlashAttn4(LocalAttentionKernel):
     name = "attn-fa4"
     summary = "FlashAttention-4 from the local flash-attn-4 package (flash_attn.cute), in diffusers' dispatch"
-    exclusive = "attention"
-    phase = Phase.ATTENTION
     lossless = True
-    needs_cuda = True
     min_capability = (9, 0)  # FA4's kernels are for Hopper (sm90) and Blackwell (sm100)
     packages = ("flash_attn.cute",)
-
-    def __init__(self, param: str | None = None):
-        super().__init__(param)
-        self.processors = 0
-
-    def apply(self, pipe) -> None:
-        self.processors = set_processor_backend(pipe.transformer, serve_fa4_slot())
-        if not self.processors:
-            raise RuntimeError("attn-fa4 found no attention processor with a dispatch backend to set")
-
-    def report(self) -> dict:
-        return {"kernel": "flash-attn-4", "attention_processors": self.processors}
+    slot_name = "FLASH_4_HUB"  # diffusers' own name for FA4, fetched from the hub there
+    kernel = "flash-attn-4"
+    dispatch = staticmethod(fa4_dispatch)
