@@ -183,7 +183,7 @@ EFFECT_CHECKS = {
     "slowdown": lambda pipe, stack: stack.report()["slowdown"]["rows"] >= 16,
     "noise": lambda pipe, stack: stack.report()["noise"]["steps_seen"] >= SCENARIO.steps,
     # The tiny model has only 16 text tokens, so nothing to shorten here: this checks the rounding
-    # (a 300-token prompt encodes to 384); the shortening itself is tested in test_checkpoint.py.
+    # (a 200-token prompt encodes to 256); the shortening itself is tested in test_checkpoint.py.
     "text-tokens": lambda pipe, stack: resolve_prompt_tokens(stack.prompt_tokens(), 200) == 256,
     "inductor-tuning": lambda pipe, stack: "coordinate_descent_tuning" in stack.report()["inductor-tuning"]["applied"],
     "steps": lambda pipe, stack: stack.adjust(SCENARIO).steps == 4,

@@ -70,15 +70,6 @@ def test_the_custom_op_stays_in_a_compiled_graph(stand_in_fa4):
         fa4_dispatch(q, k, v, is_causal=True)
 
 
-def test_fa4_needs_hopper_cuda_and_the_package(monkeypatch):
-    assert "needs a CUDA GPU" in FlashAttn4().unmet(Capabilities("cpu"))
-    assert "needs compute capability >= 9.0" in FlashAttn4().unmet(AMPERE)
-    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: False))
-    assert "flash_attn.cute" in FlashAttn4().unmet(HOPPER)
-    monkeypatch.setattr(Capabilities, "has_package", staticmethod(lambda name: name == "flash_attn.cute"))
-    assert FlashAttn4().unmet(HOPPER) is None
-
-
 @pytest.mark.parametrize("installed, caps, kernel", [
     ({"flash_attn.cute"}, HOPPER, "fa4"),
     ({"flash_attn_interface", "flash_attn.cute"}, HOPPER, "fa3"),

@@ -171,3 +171,19 @@ def test_an_interrupted_case_is_recorded_as_such(session_for, monkeypatch):
     (record,) = session.results().records
     assert record.error == "interrupted (KeyboardInterrupt) before this case finished"
     assert session.results().interrupted == record.error
+
+
+def test_a_named_stack_redefined_since_its_reference_says_so_in_both_gates(session_for, monkeypatch):
+    """`fast` gained FP8 attention in issue 17: its old references described other components.
+    Both the latency and the fidelity verdict must name what was recorded and what runs now."""
+    from flux_perf import stacks
+
+    monkeypatch.setitem(stacks.NAMED_STACKS, "mine", ("fused-qkv",))
+    run_all(session_for("bf16,mine", update=True))
+    (same,) = run_all(session_for("mine"))
+    assert not same.latency.stale and not same.fidelity.stale
+    monkeypatch.setitem(stacks.NAMED_STACKS, "mine", ("fused-qkv", "tf32"))
+    (redefined,) = run_all(session_for("mine"))
+    for stale in (redefined.latency.stale, redefined.fidelity.stale):
+        assert len(stale) == 1 and "recorded for the components fused-qkv" in stale[0]
+        assert "now fused-qkv+tf32" in stale[0] or "now tf32+fused-qkv" in stale[0]
