@@ -93,7 +93,14 @@ class CaseRunner:
         model = load_model(self.source, self.device, prompt_tokens=stack.prompt_tokens())
         live = stack.fresh()
         start = time.perf_counter()
-        live.apply(model.pipe)
+
+        def calibrate(scenario: Scenario, contexts: list) -> None:
+            began = time.perf_counter()
+            self.log(f"  calibrating on one generation at {scenario.id} ...")
+            generate_with(model, scenario, contexts, reference_pixels(model.pipe, scenario, model.device))
+            self.log(f"  calibrated in {time.perf_counter() - began:.2f} s")
+
+        live.apply(model.pipe, calibrate)
         if self.cuda:
             torch.cuda.synchronize()
         apply_s = time.perf_counter() - start

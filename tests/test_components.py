@@ -143,7 +143,7 @@ def reference_image(tiny_source):
 def test_cpu_runnable_set_is_what_we_expect():
     expected = {"attn-sdpa", "fused-qkv", "compile-regional", "compile-full", "inductor-tuning", "tf32", "fbc",
                 "steps", "guidance", "unipc", "wrong-shift", "vae-channels-last", "vae-compile", "vae-tiling",
-                "slowdown"}
+                "slowdown", "fp8-static"}
     assert expected <= set(CPU_RUNNABLE)
 
 
@@ -189,6 +189,9 @@ EFFECT_CHECKS = {
     "steps": lambda pipe, stack: stack.adjust(SCENARIO).steps == 4,
     "guidance": lambda pipe, stack: stack.adjust(SCENARIO).guidance != SCENARIO.guidance,
     "tf32": _check_tf32,
+    "fp8-static": lambda pipe, stack: (
+        type(pipe.transformer.transformer_blocks[0].ff.net[2].weight).__name__ == "PrototypeFloat8Tensor"
+        and stack.report()["fp8-static:64x64@2-s1"]["calibrated_linears"] > 0),
 }
 
 
@@ -197,10 +200,14 @@ def test_every_cpu_component_has_an_effect_check():
     assert not missing, f"components without a check of their effect on the tiny pipeline: {missing}"
 
 
+# Parameters that keep a component's own work small on the tiny model (a calibration at 64x64).
+TINY_SPECS = {"fp8-static": "fp8-static:64x64@2-s1"}
+
+
 @pytest.mark.parametrize("name", CPU_RUNNABLE)
 def test_component_really_applies_on_the_tiny_pipeline(name, tiny_model, reference_image):
-    stack = parse_stack(name)
-    stack.apply(tiny_model.pipe)
+    stack = parse_stack(TINY_SPECS.get(name, name))
+    stack.apply(tiny_model.pipe, calibrate=lambda scenario, contexts: generate_with(tiny_model, scenario, contexts))
     scenario = stack.adjust(SCENARIO)
     contexts = stack.call_contexts(tiny_model.pipe)
     generate_with(tiny_model, scenario, contexts)  # warm-up (compiles, calibrates)

@@ -153,6 +153,14 @@ class Component:
     def apply(self, pipe) -> None:
         """Change the pipeline; components that only adjust the scenario or wrap calls leave it."""
 
+    def calibration_scenario(self) -> Scenario | None:
+        """A component that learns from one generation (static FP8 scales) names its scenario here;
+        the stack runs it right after this component's `apply`, then calls `after_calibration`."""
+        return None
+
+    def after_calibration(self, pipe) -> None:
+        """Use what the calibration generation showed (e.g. turn observers into fixed scales)."""
+
     def call_context(self, pipe) -> ContextFactory | None:
         """A context entered around every generation, if the component needs one."""
         return None
