@@ -28,11 +28,11 @@ NAMED_STACKS: dict[str, tuple[str, ...]] = {
     "fp8": ("attn-cudnn", "fp8-torchao", "compile-regional"),
     "fp8+fbc": ("attn-cudnn", "fp8-torchao", "compile-regional", "fbc"),
     # The fastest stack from compute alone (issues 7 and 17; docs/fast-stack.md has the measurements).
-    # Its attention is cuDNN's FP8 kernel (8.7 % faster at 1024x1024@8 than the bf16 one) and its
-    # linears take static activation scales calibrated at build (4-8 % faster than per-row dynamic).
-    "fast": ("attn-fp8", "fused-qkv", "fp8-static", "compile-regional", "cuda-graphs",
+    # Its attention is cuDNN's FP8 kernel (8.7 % faster at 1024x1024@8 than the bf16 one); the
+    # attention's and the linears' FP8 scales are static, calibrated on one generation at build.
+    "fast": ("attn-fp8:static", "fused-qkv", "fp8-static", "compile-regional", "cuda-graphs",
              "vae-channels-last", "vae-compile"),
-    # `fast` with per-row dynamic activation scales, as it was before static scales.
+    # `fast` with per-call FP8 scales (per-tensor attention, per-row linears), as it was before.
     "fast-dynamic": ("attn-fp8", "fused-qkv", "fp8-torchao", "compile-regional", "cuda-graphs",
                      "vae-channels-last", "vae-compile"),
     # `fast` as it was before issue 17, with bf16 attention: where nvidia-cudnn-frontend is missing.
@@ -78,22 +78,22 @@ class Stack:
         return None
 
     def apply(self, pipe, calibrate: Calibrate | None = None) -> None:
-        """Apply every component in phase order. A component that calibrates gets its generation
-        run by `calibrate(scenario, call_contexts)` right after its own `apply`, on the pipeline as
-        built so far (before compile and CUDA graphs see it)."""
+        """Apply every component in phase order. Components that calibrate (static FP8 scales) get
+        their generations run by `calibrate(scenario, call_contexts)` once, right after the last of
+        them is applied: on the pipeline as it will run, before compile and CUDA graphs see it."""
         restore_default_backend(pipe)  # every stack starts from diffusers' default attention
-        applied: list[Component] = []
-        for component in self.components:
+        calibrating = [c for c in self.components if c.calibration_scenario() is not None]
+        if calibrating and calibrate is None:
+            raise StackError(f"{calibrating[0].spec} calibrates on one generation: build the stack through "
+                             "the case runner, which runs it")
+        for index, component in enumerate(self.components):
             component.apply(pipe)
-            applied.append(component)
-            scenario = component.calibration_scenario()
-            if scenario is None:
-                continue
-            if calibrate is None:
-                raise StackError(f"{component.spec} calibrates on one generation: build the stack through the "
-                                 "case runner, which runs it")
-            calibrate(scenario, [f for f in (c.call_context(pipe) for c in applied) if f is not None])
-            component.after_calibration(pipe)
+            if calibrating and component is calibrating[-1]:
+                contexts = [f for f in (c.call_context(pipe) for c in self.components[:index + 1]) if f is not None]
+                for scenario in dict.fromkeys(c.calibration_scenario() for c in calibrating):
+                    calibrate(scenario, contexts)  # one generation serves every component asking for it
+                for waiting in calibrating:
+                    waiting.after_calibration(pipe)
 
     def call_contexts(self, pipe) -> list:
         return [f for f in (c.call_context(pipe) for c in self.components) if f is not None]

@@ -88,3 +88,43 @@ def test_the_custom_op_stays_in_a_compiled_graph(stand_in_kernel):
     q, k, v = (torch.randn(1, 24, 2, 16) for _ in range(3))
     compiled = torch.compile(lambda q, k, v: fp8_attention(q, k, v) * 2, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(q, k, v), 2 * fp8_attention(q, k, v))  # fullgraph: no graph break
+
+
+def test_static_scales_are_each_layers_calibrated_maxima_and_compile_once_for_all_blocks(
+        tiny_source, stand_in_kernel, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    from flux_perf.runner import CaseRunner
+
+    monkeypatch.setattr(attention_fp8, "CALIBRATION_SCENARIO", "64x64@2-s1")  # small, for the tiny model
+    descales = []
+    kernel = attention_fp8.cudnn_kernel
+    monkeypatch.setattr(attention_fp8, "cudnn_kernel",
+                        lambda q, k, v, dq, dk, dv, *rest: (descales.append((dq.item(), dk.item(), dv.item())),
+                                                            kernel(q, k, v, dq, dk, dv, *rest)))
+    runner = CaseRunner(tiny_source, "cpu")
+    counters.clear()
+    dynamic = runner.case(parse_stack("attn-fp8+compile-regional"), Scenario(64, 64, 2)).round()
+    graphs_dynamic = counters["stats"]["unique_graphs"]
+    counters.clear()
+    case = runner.case(parse_stack("attn-fp8:static+compile-regional"), Scenario(64, 64, 2))
+    transformer = case.prepared.model.pipe.transformer
+    maxima = [m.fp8_qkv_amax for m in transformer.modules() if hasattr(m, attention_fp8.AMAX_BUFFER)]
+    layers = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+    assert len(maxima) == layers and all(bool((m > 0).all()) for m in maxima)
+    descales.clear()
+    static = case.round()
+    # Every call ran on one of the calibrated layers' fixed scales, not on its own amax.
+    calibrated = {tuple((m / E4M3_MAX).tolist()) for m in maxima}
+    assert len(descales) == layers * 2 and all(
+        any(np.allclose(d, c, rtol=1e-5) for c in calibrated) for d in descales)
+    # The buffers are graph inputs: no graph per layer, as many graphs as with per-call scales.
+    assert counters["stats"]["unique_graphs"] == graphs_dynamic
+    assert not np.array_equal(static.latents, dynamic.latents)
+    moved = np.linalg.norm(static.latents - dynamic.latents) / np.linalg.norm(dynamic.latents)
+    assert moved < 0.02, f"calibrated scales stay close to per-call ones on the tiny model; moved {moved:.2e}"
+
+
+def test_static_scales_need_the_calibration_run(tiny_model):
+    with pytest.raises(Exception, match="attn-fp8:static calibrates on one generation"):
+        parse_stack("attn-fp8:static").apply(tiny_model.pipe)

@@ -9,12 +9,18 @@ as a torch custom op, so the compiled graph keeps it instead of breaking at ever
 
 On Hopper cuDNN writes the output in FP8 too. V's scale fits it: every output row is a convex
 combination of V's rows (the softmax weights sum to 1), so |O| <= max|V|.
+
+`attn-fp8:static` fixes each layer's Q/K/V scales at the largest |Q|, |K|, |V| that layer saw in the
+calibration generation: the quantization is then one pass fused into RMSNorm and RoPE, instead of
+an amax reduction followed by a cast (about a third of what remained of the quantization's share).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..scenarios import Scenario, parse_scenario
+from .base import CALIBRATION_SCENARIO, parse_choice_param
 from .local_attention import LocalAttentionKernel
 
 OP_NAME = "flux_perf::cudnn_sdpa_fp8"
@@ -34,6 +40,37 @@ def quantize_e4m3(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = E4M3_MAX / amax
     quantized = (tensor.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return quantized, (1.0 / scale).reshape(1, 1, 1, 1)
+
+
+def quantize_e4m3_static(tensor: torch.Tensor, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_e4m3 with a calibrated absolute maximum (a 0-d float32 tensor): one pointwise pass;
+    larger values saturate at e4m3's largest."""
+    scale = E4M3_MAX / amax.clamp(min=1e-6)
+    quantized = (tensor.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return quantized, (1.0 / scale).reshape(1, 1, 1, 1)
+
+
+# Static scales: each attention layer keeps its calibrated max |Q|, |K|, |V| in this buffer; its
+# processor hands the buffer to the dispatch function through `_layer_amax` (dynamo follows the
+# global store, so regional compile still traces one block for all: the buffers are graph inputs).
+AMAX_BUFFER = "fp8_qkv_amax"
+_layer_amax: torch.Tensor | None = None
+_observing = False  # calibrating: quantize dynamically and record each layer's maxima
+
+
+def _static_processor_class():
+    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+    class LayerScalesProcessor(FluxAttnProcessor):
+        """FLUX's processor, handing its layer's Q/K/V maxima to the FP8 kernel."""
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                     image_rotary_emb=None):
+            global _layer_amax
+            _layer_amax = getattr(attn, AMAX_BUFFER)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+    return LayerScalesProcessor
 
 
 def _constant(value: float, device: torch.device) -> torch.Tensor:
@@ -129,9 +166,17 @@ def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, a
     """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
     if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
         raise ValueError("attn-fp8 serves plain non-causal attention only: no mask, causal, lse or context parallel")
-    q8, descale_q = quantize_e4m3(query)
-    k8, descale_k = quantize_e4m3(key)
-    v8, descale_v = quantize_e4m3(value)
+    amax = _layer_amax
+    if amax is not None and not _observing:
+        (q8, descale_q), (k8, descale_k), (v8, descale_v) = (
+            quantize_e4m3_static(t, amax[i]) for i, t in enumerate((query, key, value)))
+    else:
+        q8, descale_q = quantize_e4m3(query)
+        k8, descale_k = quantize_e4m3(key)
+        v8, descale_v = quantize_e4m3(value)
+        if amax is not None:
+            seen = torch.cat([descale_q, descale_k, descale_v]).flatten() * E4M3_MAX
+            amax.copy_(torch.maximum(amax, seen))
     attn_scale = scale if scale is not None else query.shape[-1] ** -0.5
     o8 = torch.ops.flux_perf.cudnn_sdpa_fp8(q8, k8, v8, descale_q, descale_k, descale_v, 1.0 / descale_v,
                                             attn_scale, SOFTMAX_SCALE)
@@ -149,6 +194,37 @@ class CudnnFp8Attention(LocalAttentionKernel):
     slot_name = "AITER_FA2_HUB"
     kernel = "cudnn sdpa_fp8 (per-tensor e4m3)"
     dispatch = staticmethod(fp8_attention)
+    default_param = "dynamic"
+
+    def validate_param(self) -> None:
+        parse_choice_param(self, ("dynamic", "static"))
+
+    def apply(self, pipe) -> None:
+        global _layer_amax, _observing
+        _layer_amax, _observing = None, self.param == "static"
+        super().apply(pipe)
+        if self.param == "static":
+            processor_class = _static_processor_class()
+            for module in pipe.transformer.modules():
+                processor = getattr(module, "processor", None)
+                if processor is not None and hasattr(processor, "_attention_backend"):
+                    static = processor_class()
+                    static._attention_backend = processor._attention_backend
+                    module.set_processor(static)
+                    weight = next(module.parameters())
+                    module.register_buffer(AMAX_BUFFER, torch.zeros(3, dtype=torch.float32, device=weight.device))
+
+    def calibration_scenario(self) -> Scenario | None:
+        return parse_scenario(CALIBRATION_SCENARIO) if self.param == "static" else None
+
+    def after_calibration(self, pipe) -> None:
+        global _observing
+        _observing = False
+        maxima = [getattr(m, AMAX_BUFFER) for m in pipe.transformer.modules() if hasattr(m, AMAX_BUFFER)]
+        unseen = sum(1 for m in maxima if not bool((m > 0).all()))
+        if unseen:
+            raise RuntimeError(f"{self.spec}: the calibration generation left {unseen} of {len(maxima)} attention "
+                               "layers without Q/K/V maxima")
 
     def report(self) -> dict:
-        return {**super().report(), "softmax_scale": SOFTMAX_SCALE}
+        return {**super().report(), "softmax_scale": SOFTMAX_SCALE, "scales": self.param}

@@ -76,6 +76,10 @@ class Phase(IntEnum):
     OFFLOAD = 90
 
 
+# What components that calibrate (static FP8 scales) run by default: the largest built-in scenario,
+# with another noise draw than the measured one (seed 0), on the suite's prompt and reference image.
+CALIBRATION_SCENARIO = "1024x1024@8-s1"
+
 # Every concrete component (a subclass that sets `name`) registers itself here on definition.
 REGISTRY: dict[str, type[Component]] = {}
 

@@ -14,7 +14,7 @@ measured one), on the suite's prompt and reference image.
 from __future__ import annotations
 
 from ..scenarios import Scenario, ScenarioError, parse_scenario
-from .base import Capabilities, ComponentError, Float8Component
+from .base import CALIBRATION_SCENARIO, Capabilities, ComponentError, Float8Component
 from .fp8_torchao import quantizable_block_linear
 
 
@@ -31,7 +31,7 @@ class TorchaoStaticFloat8(Float8Component):
     summary = ("torchao Float8StaticActivationFloat8WeightConfig on the block linears: per-tensor scales, "
                "activations' calibrated on one generation (parameter: its scenario)")
     packages = ("torchao",)
-    default_param = "1024x1024@8-s1"
+    default_param = CALIBRATION_SCENARIO
     # torch's _scaled_mm has a CPU kernel for per-tensor scales: the tiny model proves the path on CPU.
     needs_cuda = False
     min_capability = None
