@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,13 @@ def test_the_guides_table_is_a_target_not_a_budget():
     budgets = load_budgets(COMMITTED)
     assert {s: budgets.target(H100, s, "fast") for s in SCENARIOS} == {
         "512x512@6": 0.5, "768x768@6": 0.8, "1024x1024@8": 1.2, "512x512@4": 0.3}
-    # The committed budgets sit above what `fast` measured (1.81-1.84 s at 1024), or main is red.
-    absolute = {s: budgets.latency_budgets(H100, s, "fast", None)[0].seconds for s in SCENARIOS}
-    assert absolute["1024x1024@8"] > 1.85 and all(absolute[s] > budgets.target(H100, s, "fast") * 0.75
-                                                  for s in SCENARIOS)
+    # The committed budgets sit above what `fast` recorded on the H100 (by its margin), or main is red,
+    # and follow it (within 25 %), or they would miss a regression the performance work made visible.
+    recorded = json.loads(next(COMMITTED.parent.glob("nvidia-h100-80gb-hbm3/synthetic-*/latency.json")).read_text())
+    for scenario in SCENARIOS:
+        (absolute,) = budgets.latency_budgets(H100, scenario, "fast", None)
+        measured = recorded[scenario]["fast"]["median_s"]
+        assert 1.10 * measured < absolute.seconds < 1.25 * measured, (scenario, measured, absolute.seconds)
 
 
 def test_relative_absolute_and_missing_budgets():
