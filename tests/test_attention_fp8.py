@@ -128,3 +128,27 @@ def test_static_scales_are_each_layers_calibrated_maxima_and_compile_once_for_al
 def test_static_scales_need_the_calibration_run(tiny_model):
     with pytest.raises(Exception, match="attn-fp8:static calibrates on one generation"):
         parse_stack("attn-fp8:static").apply(tiny_model.pipe)
+
+
+@pytest.mark.parametrize("linear_calibration, generations", [("64x64@2-s1", 1), ("96x64@2-s2", 2)])
+def test_one_calibration_generation_serves_every_component_that_asks_for_the_same_scenario(
+        tiny_model, stand_in_kernel, monkeypatch, linear_calibration, generations):
+    pytest.importorskip("torchao.prototype.quantization.quant_api")
+    monkeypatch.setattr(attention_fp8, "CALIBRATION_SCENARIO", "64x64@2-s1")
+    stack = parse_stack(f"attn-fp8:static+fp8-static:{linear_calibration}+compile-regional")
+    ran = []
+
+    def calibrate(scenario, contexts):
+        transformer = tiny_model.pipe.transformer
+        # Calibration sees the stack before compile, with the observers of both components in place.
+        assert transformer.transformer_blocks[0]._compiled_call_impl is None
+        assert type(transformer.transformer_blocks[0].ff.net[2]).__name__ == "Float8ObservedLinear"
+        ran.append(scenario.id)
+        generate_with(tiny_model, scenario, contexts)
+
+    stack.apply(tiny_model.pipe, calibrate)
+    assert len(ran) == generations == len(set(ran))
+    report = stack.report()
+    assert report[f"fp8-static:{linear_calibration}"]["calibrated_linears"] > 0
+    assert report["attn-fp8:static"]["scales"] == "static"
+    assert tiny_model.pipe.transformer.transformer_blocks[0]._compiled_call_impl is not None
