@@ -151,3 +151,17 @@ def test_text_tokens_encode_the_prompt_to_its_own_length(tiny_checkpoint):
     assert result.image.shape == (64, 64, 3)
     with pytest.raises(ComponentError, match=r"text-tokens:16: the prompt needs \d+ T5 tokens; 16 would cut it"):
         load_model(source, "cpu", prompt_tokens=16)
+
+
+def test_static_fp8_scales_calibrate_on_loaded_weights_after_the_encoders_are_released(tiny_checkpoint):
+    """Calibration is a generation on the built pipeline: with real weights it runs on them, with
+    the prompt encoded once before the text encoders were let go."""
+    pytest.importorskip("torchao.prototype.quantization.quant_api")
+    logs = []
+    runner = CaseRunner(resolve_model_source(str(tiny_checkpoint), "cpu"), "cpu", log=logs.append)
+    case = runner.case(parse_stack("fp8-static:64x64@2-s1"), Scenario(64, 64, 2))
+    assert case.prepared.model.text_encoders_released
+    result = case.round()
+    assert result.image.shape == (64, 64, 3) and result.image.std() > 1.0
+    assert case.prepared.stack.report()["fp8-static:64x64@2-s1"]["calibrated_linears"] > 0
+    assert any("calibrated in" in line for line in logs)
