@@ -82,17 +82,17 @@ class Stack:
         their generations run by `calibrate(scenario, call_contexts)` once, right after the last of
         them is applied: on the pipeline as it will run, before compile and CUDA graphs see it."""
         restore_default_backend(pipe)  # every stack starts from diffusers' default attention
-        calibrating = [c for c in self.components if c.calibration_scenario() is not None]
-        if calibrating and calibrate is None:
-            raise StackError(f"{calibrating[0].spec} calibrates on one generation: build the stack through "
-                             "the case runner, which runs it")
+        scenarios = {c: s for c in self.components if (s := c.calibration_scenario()) is not None}
+        if scenarios and calibrate is None:
+            raise StackError(f"{next(iter(scenarios)).spec} calibrates on one generation: build the stack "
+                             "through the case runner, which runs it")
         for index, component in enumerate(self.components):
             component.apply(pipe)
-            if calibrating and component is calibrating[-1]:
+            if scenarios and component is list(scenarios)[-1]:
                 contexts = [f for f in (c.call_context(pipe) for c in self.components[:index + 1]) if f is not None]
-                for scenario in dict.fromkeys(c.calibration_scenario() for c in calibrating):
+                for scenario in dict.fromkeys(scenarios.values()):
                     calibrate(scenario, contexts)  # one generation serves every component asking for it
-                for waiting in calibrating:
+                for waiting in scenarios:
                     waiting.after_calibration(pipe)
 
     def call_contexts(self, pipe) -> list:

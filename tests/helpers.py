@@ -52,3 +52,27 @@ def make_results(path: Path, samples: dict, *, gpu="NVIDIA H100 80GB HBM3", fing
             if rounds else None))
     machine = {"gpu_name": gpu, "model": {"source": "synthetic", "fingerprint": fingerprint}}
     return write_results(RunResults(machine=machine, records=records), path)
+
+
+def attend_through(tiny_model, component, scenario):
+    """Generate on the tiny model, apply an attention `component`, generate again:
+    (output before, output after, number of attention layers)."""
+    from flux_perf.generate import generate_with
+
+    reference = generate_with(tiny_model, scenario)
+    component.apply(tiny_model.pipe)
+    routed = generate_with(tiny_model, scenario)
+    transformer = tiny_model.pipe.transformer
+    return reference, routed, len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+
+
+def assert_a_new_stack_leaves_the_kernel(tiny_model, calls, scenario):
+    """A new stack starts from diffusers' default attention (stacks.restore_default_backend):
+    the local kernel, whose `calls` were recorded, sees no call any more."""
+    from flux_perf.generate import generate_with
+    from flux_perf.stacks import parse_stack
+
+    calls.clear()
+    parse_stack("bf16").apply(tiny_model.pipe)
+    generate_with(tiny_model, scenario)
+    assert not calls

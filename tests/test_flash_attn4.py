@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_a_new_stack_leaves_the_kernel, attend_through
 
 from flux_perf.components import Capabilities
 from flux_perf.components.attention import FlashAttn
 from flux_perf.components.flash_attn4 import FlashAttn4, fa4_dispatch
-from flux_perf.generate import generate_with
 from flux_perf.scenarios import Scenario
-from flux_perf.stacks import parse_stack
 
 HOPPER = Capabilities("cuda", (9, 0), "NVIDIA H100 80GB HBM3", 1)
 AMPERE = Capabilities("cuda", (8, 0), "NVIDIA A100", 1)
@@ -45,20 +44,13 @@ def stand_in_fa4(monkeypatch):
 
 def test_the_transformer_attends_through_fa4_and_gets_the_same_output(tiny_model, stand_in_fa4):
     scenario = Scenario(64, 64, 2)
-    reference = generate_with(tiny_model, scenario)
     component = FlashAttn4()
-    component.apply(tiny_model.pipe)
-    routed = generate_with(tiny_model, scenario)
-    layers = len(tiny_model.pipe.transformer.transformer_blocks) + len(tiny_model.pipe.transformer.single_transformer_blocks)
+    reference, routed, layers = attend_through(tiny_model, component, scenario)
     assert len(stand_in_fa4) >= layers * scenario.steps, "every attention call went to FA4"
     assert all(not causal and scale == pytest.approx(shape[-1] ** -0.5) for shape, scale, causal in stand_in_fa4)
     assert component.report() == {"kernel": "flash-attn-4", "attention_processors": layers}
     np.testing.assert_allclose(routed.latents, reference.latents, rtol=1e-4, atol=1e-5)
-    # A new stack starts from diffusers' default again (stacks.restore_default_backend).
-    stand_in_fa4.clear()
-    parse_stack("bf16").apply(tiny_model.pipe)
-    generate_with(tiny_model, scenario)
-    assert not stand_in_fa4
+    assert_a_new_stack_leaves_the_kernel(tiny_model, stand_in_fa4, scenario)
 
 
 def test_the_custom_op_stays_in_a_compiled_graph(stand_in_fa4):

@@ -21,7 +21,7 @@ import torch
 
 from ..scenarios import Scenario, parse_scenario
 from .base import CALIBRATION_SCENARIO, parse_choice_param
-from .local_attention import LocalAttentionKernel
+from .local_attention import LocalAttentionKernel, attention_modules
 
 OP_NAME = "flux_perf::cudnn_sdpa_fp8"
 E4M3_MAX = 448.0
@@ -34,17 +34,12 @@ _handles: dict = {}
 _constants: dict = {}
 
 
-def quantize_e4m3(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(e4m3 tensor, descale as a (1, 1, 1, 1) float32 tensor): per-tensor amax scaling."""
-    amax = tensor.detach().abs().amax().float().clamp(min=1e-6)
-    scale = E4M3_MAX / amax
-    quantized = (tensor.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    return quantized, (1.0 / scale).reshape(1, 1, 1, 1)
-
-
-def quantize_e4m3_static(tensor: torch.Tensor, amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """quantize_e4m3 with a calibrated absolute maximum (a 0-d float32 tensor): one pointwise pass;
-    larger values saturate at e4m3's largest."""
+def quantize_e4m3(tensor: torch.Tensor, amax: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e4m3 tensor, descale as a (1, 1, 1, 1) float32 tensor), scaled so that `amax` (a 0-d
+    float32 tensor; the tensor's own absolute maximum when None) lands on e4m3's largest value.
+    A calibrated `amax` makes it one pointwise pass; larger values saturate."""
+    if amax is None:
+        amax = tensor.detach().abs().amax().float()
     scale = E4M3_MAX / amax.clamp(min=1e-6)
     quantized = (tensor.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return quantized, (1.0 / scale).reshape(1, 1, 1, 1)
@@ -166,17 +161,12 @@ def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, a
     """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
     if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
         raise ValueError("attn-fp8 serves plain non-causal attention only: no mask, causal, lse or context parallel")
-    amax = _layer_amax
-    if amax is not None and not _observing:
-        (q8, descale_q), (k8, descale_k), (v8, descale_v) = (
-            quantize_e4m3_static(t, amax[i]) for i, t in enumerate((query, key, value)))
-    else:
-        q8, descale_q = quantize_e4m3(query)
-        k8, descale_k = quantize_e4m3(key)
-        v8, descale_v = quantize_e4m3(value)
-        if amax is not None:
-            seen = torch.cat([descale_q, descale_k, descale_v]).flatten() * E4M3_MAX
-            amax.copy_(torch.maximum(amax, seen))
+    calibrated = _layer_amax is not None and not _observing
+    (q8, descale_q), (k8, descale_k), (v8, descale_v) = (
+        quantize_e4m3(t, _layer_amax[i] if calibrated else None) for i, t in enumerate((query, key, value)))
+    if _observing and _layer_amax is not None:  # calibrating: keep each layer's largest |Q|, |K|, |V|
+        seen = torch.cat([descale_q, descale_k, descale_v]).flatten() * E4M3_MAX
+        _layer_amax.copy_(torch.maximum(_layer_amax, seen))
     attn_scale = scale if scale is not None else query.shape[-1] ** -0.5
     o8 = torch.ops.flux_perf.cudnn_sdpa_fp8(q8, k8, v8, descale_q, descale_k, descale_v, 1.0 / descale_v,
                                             attn_scale, SOFTMAX_SCALE)
@@ -202,17 +192,13 @@ class CudnnFp8Attention(LocalAttentionKernel):
     def apply(self, pipe) -> None:
         global _layer_amax, _observing
         _layer_amax, _observing = None, self.param == "static"
-        super().apply(pipe)
         if self.param == "static":
             processor_class = _static_processor_class()
-            for module in pipe.transformer.modules():
-                processor = getattr(module, "processor", None)
-                if processor is not None and hasattr(processor, "_attention_backend"):
-                    static = processor_class()
-                    static._attention_backend = processor._attention_backend
-                    module.set_processor(static)
-                    weight = next(module.parameters())
-                    module.register_buffer(AMAX_BUFFER, torch.zeros(3, dtype=torch.float32, device=weight.device))
+            for module in attention_modules(pipe.transformer):
+                module.set_processor(processor_class())
+                device = next(module.parameters()).device
+                module.register_buffer(AMAX_BUFFER, torch.zeros(3, dtype=torch.float32, device=device))
+        super().apply(pipe)  # points every processor, the new ones included, at the FP8 kernel
 
     def calibration_scenario(self) -> Scenario | None:
         return parse_scenario(CALIBRATION_SCENARIO) if self.param == "static" else None

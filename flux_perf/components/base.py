@@ -159,7 +159,8 @@ class Component:
 
     def calibration_scenario(self) -> Scenario | None:
         """A component that learns from one generation (static FP8 scales) names its scenario here;
-        the stack runs it right after this component's `apply`, then calls `after_calibration`."""
+        the stack runs it once every calibrating component is applied (before compile and CUDA
+        graphs), then calls `after_calibration`."""
         return None
 
     def after_calibration(self, pipe) -> None:

@@ -71,12 +71,12 @@ class TorchaoStaticFloat8(Float8Component):
         from torchao.quantization import quantize_
 
         observed = {name: m for name, m in pipe.transformer.named_modules() if isinstance(m, Float8ObservedLinear)}
+        if not observed:
+            raise ComponentError(f"{self.spec}: no block linear was prepared for calibration")
         unseen = [name for name, module in observed.items() if not hasattr(module.input_act_obs, "min_val")]
-        if not observed or unseen:
-            raise ComponentError(
-                f"{self.spec}: the calibration generation never reached {len(unseen)} of {len(observed)} "
-                f"observed linears (first: {unseen[0] if unseen else 'none were observed'})"
-            )
+        if unseen:
+            raise ComponentError(f"{self.spec}: the calibration generation never reached {len(unseen)} of "
+                                 f"{len(observed)} observed linears (first: {unseen[0]})")
         quantize_(pipe.transformer, _static_config("convert"), filter_fn=lambda m, _: isinstance(m, Float8ObservedLinear))
         self.calibrated_linears = len(observed)
 

@@ -26,14 +26,20 @@ def serve_slot(slot_name: str, dispatch: Callable):
     return slot
 
 
-def set_processor_backend(transformer, slot) -> int:
-    """What `set_attention_backend` does once its checks pass: every attention processor uses `slot`."""
-    count = 0
+def attention_modules(transformer):
+    """The attention modules whose processor dispatches through diffusers' backend registry."""
     for module in transformer.modules():
         processor = getattr(module, "processor", None)
         if processor is not None and hasattr(processor, "_attention_backend"):
-            processor._attention_backend = slot
-            count += 1
+            yield module
+
+
+def set_processor_backend(transformer, slot) -> int:
+    """What `set_attention_backend` does once its checks pass: every attention processor uses `slot`."""
+    count = 0
+    for module in attention_modules(transformer):
+        module.processor._attention_backend = slot
+        count += 1
     return count
 
 
