@@ -1,9 +1,26 @@
-"""Statistics and verdicts on synthetic samples: clear pass, clear fail, inconclusive."""
+"""The statistics, checked against scipy's exact tests: an interval off by one rank fails here."""
 
+import itertools
+import math
+
+import numpy as np
 import pytest
+import scipy.stats
 
-from flux_perf.budgets import LatencyBudget
-from flux_perf.stats import Change, Verdict, compare_samples, gate, latency_verdict, median_ci, summarize
+from flux_perf.stats import (
+    Change,
+    RatioInterval,
+    change_of,
+    holm,
+    look_confidence,
+    median_ci,
+    paired_p_slower,
+    paired_ratio,
+    rank_sum_cdf,
+    signed_rank_cdf,
+    summarize,
+    two_sample_ratio,
+)
 
 
 def test_median_interval_uses_order_statistics():
@@ -22,36 +39,104 @@ def test_summary_figures():
         summarize([])
 
 
-@pytest.mark.parametrize("samples, budget, verdict", [
-    ([0.40, 0.41, 0.40, 0.42, 0.41, 0.40, 0.41], 0.50, Verdict.PASS),
-    ([0.60, 0.61, 0.62, 0.60, 0.61, 0.60, 0.61], 0.50, Verdict.FAIL),
-    ([0.45, 0.52, 0.48, 0.55, 0.47, 0.53, 0.49], 0.50, Verdict.INCONCLUSIVE),
-    ([0.45], None, Verdict.NO_BUDGET),
-])
-def test_gate(samples, budget, verdict):
-    assert gate(summarize(samples), budget) is verdict
+@pytest.mark.parametrize("n", [1, 2, 5, 9])
+def test_signed_rank_distribution_is_the_enumerated_one(n):
+    sums = [sum(r + 1 for r, sign in enumerate(signs) if sign) for signs in itertools.product((0, 1), repeat=n)]
+    counts = np.bincount(sums, minlength=n * (n + 1) // 2 + 1)
+    assert np.array_equal(np.cumsum(counts) / 2**n, signed_rank_cdf(n))
 
 
-@pytest.mark.parametrize("head_scale, change", [(1.10, Change.SLOWER), (0.90, Change.FASTER), (1.0, Change.SAME)])
-def test_compare_clear_cases(head_scale, change):
-    base = [1.000, 1.002, 0.998, 1.001, 0.999, 1.000, 1.003]
-    assert compare_samples(base, [x * head_scale for x in base], tolerance=0.03).change is change
+@pytest.mark.parametrize("n, m", [(1, 4), (3, 5), (6, 6), (7, 4)])
+def test_rank_sum_distribution_is_the_enumerated_one(n, m):
+    u = [sum(y > x for x in first for y in set(range(n + m)) - set(first))
+         for first in itertools.combinations(range(n + m), n)]
+    counts = np.bincount(u, minlength=n * m + 1)
+    assert np.allclose(np.cumsum(counts) / math.comb(n + m, n), rank_sum_cdf(n, m), rtol=0, atol=1e-15)
 
 
-def test_compare_noisy_is_inconclusive_and_deterministic():
-    base = [1.0, 1.2, 0.9, 1.1, 1.05]
-    head = [1.1, 0.95, 1.25, 1.0, 1.15]
-    first = compare_samples(base, head)
-    assert first.change is Change.INCONCLUSIVE
-    assert compare_samples(base, head) == first  # fixed bootstrap seed
+def _inside(p_value: float, confidence: float) -> bool:
+    return p_value > 1 - confidence
 
 
-def test_relative_budget_uses_the_recorded_rounds():
-    recorded = (3.20, 3.21, 3.22, 3.20, 3.21)
-    budget = LatencyBudget(3.21 * 1.03, "relative", "recorded", 0.03, recorded)
-    assert latency_verdict([3.21, 3.22, 3.20, 3.21, 3.21], budget) is Verdict.PASS
-    assert latency_verdict([3.40, 3.41, 3.39, 3.40, 3.42], budget) is Verdict.FAIL  # +6 %
-    absolute = LatencyBudget(1.2, "absolute", "budgets.toml")
-    assert latency_verdict([1.8, 1.82, 1.81, 1.8, 1.83, 1.81], absolute) is Verdict.FAIL
-    assert latency_verdict([1.8, 1.82, 1.81], absolute) is Verdict.INCONCLUSIVE  # 3 rounds: 75 % coverage
-    assert latency_verdict([1.0], None) is Verdict.NO_BUDGET
+@pytest.mark.parametrize("seed", range(40))
+def test_paired_interval_is_the_exact_wilcoxon_test_inverted(seed):
+    """Just inside each end the exact two-sided test keeps the ratio; just outside it rejects it.
+    An interval one Walsh average too narrow or too wide fails one of the four checks."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(8, 16))  # 8 pairs: the fewest with a 99 % interval (1/256 <= 0.005)
+    base = np.exp(rng.normal(0, 0.02, n))
+    head = base * np.exp(rng.normal(0.01, 0.02, n))
+    for confidence in (0.95, 0.99):
+        interval = paired_ratio(base, head, confidence)
+        assert interval.reached
+        logs = np.log(head) - np.log(base)
+        for end, step in ((interval.low, -1), (interval.high, 1)):
+            outside = scipy.stats.wilcoxon(logs - (math.log(end) + step * 1e-9), method="exact").pvalue
+            inside = scipy.stats.wilcoxon(logs - (math.log(end) - step * 1e-9), method="exact").pvalue
+            assert not _inside(outside, confidence) and _inside(inside, confidence), (n, confidence, end)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_two_sample_interval_is_the_exact_mann_whitney_test_inverted(seed):
+    rng = np.random.default_rng(100 + seed)
+    n, m = int(rng.integers(4, 14)), int(rng.integers(4, 14))
+    reference = np.exp(rng.normal(0, 0.02, m))
+    samples = np.exp(rng.normal(0.02, 0.02, n))
+    for confidence in (0.95, 0.99):
+        interval = two_sample_ratio(reference, samples, confidence)
+        if not interval.reached:
+            continue
+        for end, step in ((interval.low, -1), (interval.high, 1)):
+            def p(shift):
+                return scipy.stats.mannwhitneyu(np.log(samples) - shift, np.log(reference), method="exact").pvalue
+            assert not _inside(p(math.log(end) + step * 1e-9), confidence)
+            assert _inside(p(math.log(end) - step * 1e-9), confidence), (n, m, confidence, end)
+
+
+def test_too_few_rounds_for_the_level_say_so():
+    # 5 pairs: P(T <= 0) = 1/32 > 0.025, no 95 % interval exists; 6 pairs: 1/64, one does.
+    assert not paired_ratio([1.0] * 5, [1.1, 1.2, 1.3, 1.4, 1.5]).reached
+    assert paired_ratio([1.0] * 6, [1.1, 1.2, 1.3, 1.4, 1.5, 1.6]).reached
+    assert not two_sample_ratio([1.0, 1.01], [1.1, 1.2]).reached  # 1/6 of arrangements: none at 95 %
+    assert change_of(RatioInterval(1.5, 1.1, 1.6, 0.95, reached=False), 0.01) is Change.INCONCLUSIVE
+
+
+def test_one_sided_p_matches_scipy_and_the_interval():
+    rng = np.random.default_rng(7)
+    base = np.exp(rng.normal(0, 0.01, 12))
+    head = base * 1.03 * np.exp(rng.normal(0, 0.01, 12))
+    for threshold in (1.0, 1.01, 1.03, 1.05):
+        logs = np.log(head) - np.log(base) - math.log(threshold)
+        expected = scipy.stats.wilcoxon(logs, method="exact", alternative="greater").pvalue
+        assert paired_p_slower(base, head, threshold) == pytest.approx(expected, abs=1e-12)
+        # below alpha/2 exactly when the interval at 1 - alpha lies above the threshold
+        assert (paired_p_slower(base, head, threshold) <= 0.025) == (paired_ratio(base, head).low > threshold)
+
+
+def test_holm_steps_down_and_stops():
+    assert holm([0.01, 0.04, 0.03], 0.05) == [True, False, False]  # 0.01 <= 0.05/3; 0.03 > 0.05/2
+    assert holm([0.01, 0.02, 0.04], 0.05) == [True, True, True]  # 0.01, 0.02 <= 0.025, 0.04 <= 0.05
+    assert holm([0.2], 0.05) == [False] and holm([], 0.05) == []
+
+
+def test_changes_of_an_interval():
+    def interval(low, high):
+        return RatioInterval((low + high) / 2, low, high, 0.95)
+
+    assert change_of(interval(1.02, 1.04), 0.01) is Change.SLOWER
+    assert change_of(interval(0.90, 0.95), 0.01) is Change.FASTER
+    assert change_of(interval(0.995, 1.005), 0.01) is Change.SAME
+    assert change_of(interval(0.995, 1.02), 0.01) is Change.INCONCLUSIVE
+
+
+def test_looks_share_the_error():
+    assert look_confidence(0.95, 1) == 0.95 and look_confidence(0.95, 5) == pytest.approx(0.99)
+    with pytest.raises(ValueError, match="looks=0"):
+        look_confidence(0.95, 0)
+
+
+def test_bad_rounds_are_refused_by_name():
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_ratio([1.0], [1.0])
+    with pytest.raises(ValueError, match="samples: rounds must be positive"):
+        two_sample_ratio([1.0, 1.0], [1.0, float("nan")])
