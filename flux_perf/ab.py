@@ -28,7 +28,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .stats import Change, paired_comparison
+from .gate.stats import Change, change_of, paired_ratio
+
+
+def paired_comparison(base, head, tolerance):  # until the pooled A/B verdict lands
+    interval = paired_ratio(base, head)
+    from types import SimpleNamespace
+    return SimpleNamespace(ratio=interval.ratio, ratio_low=interval.low, ratio_high=interval.high,
+                           change=change_of(interval, tolerance))
 
 WORKER = Path(__file__).with_name("ab_worker.py")
 BLOCK_SECONDS = 60.0  # of rounds per block, all sides together, when the pairs are not given
@@ -207,7 +214,7 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
     slow-down on a side (to prove the gate); `control` adds the head's code with that planted
     slow-down as a third side (module docstring). `on_block` sees the cases after every block
     (to keep the rounds on disk if the run is cut short)."""
-    from .telemetry import TelemetrySampler
+    from .instrument.telemetry import TelemetrySampler
 
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
     if pairs is not None and pairs < 2:

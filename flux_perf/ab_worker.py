@@ -26,16 +26,16 @@ def main() -> int:
     def reply(**message) -> None:
         protocol.write(json.dumps(message) + "\n")
 
-    from flux_perf.environment import apply_guide_environment
+    from flux_perf.instrument.environment import apply_guide_environment
 
     apply_guide_environment()
     import flux_perf
-    from flux_perf.measure import MeasureSettings, no_recompile, quiet_host, warm_up
-    from flux_perf.models import resolve_model_source
-    from flux_perf.provenance import git_commit
-    from flux_perf.runner import CaseRunner
-    from flux_perf.scenarios import parse_scenario
-    from flux_perf.stacks import parse_stack
+    from flux_perf.instrument.measure import MeasureSettings, no_recompile, quiet_host, warm_up
+    from flux_perf.model.models import resolve_model_source
+    from flux_perf.store.provenance import git_commit
+    from flux_perf.instrument.runner import CaseRunner
+    from flux_perf.model.scenarios import parse_scenario
+    from flux_perf.components.stacks import parse_stack
 
     runner, case = None, None
     for line in sys.stdin:

@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .measure import MeasureSettings
-from .scenarios import Scenario, parse_scenarios
-from .stacks import BASELINE, Stack, parse_stack, parse_stacks
+from .instrument.measure import MeasureSettings
+from .model.scenarios import Scenario, parse_scenarios
+from .components.stacks import BASELINE, Stack, parse_stack, parse_stacks
+from .model.pipeline import DeviceNameError, check_device_name
 
 
 class ConfigError(ValueError):
@@ -37,9 +38,13 @@ class SuiteConfig:
     plant: str | None = None  # test-only: components added to every stack under its own name
     compile_cache: Path | None = None
     enforce_targets: bool = False  # the guide's targets fail the run (otherwise only reported)
+    scripted_clock: float | None = None  # test-only: every round takes this many scripted seconds
 
     def __post_init__(self):
-        check_device_name(self.device)
+        try:
+            check_device_name(self.device)
+        except DeviceNameError as error:
+            raise ConfigError(str(error)) from None
         if not self.stacks:
             raise ConfigError("no stack to run")
         if not self.scenarios:
@@ -54,8 +59,11 @@ class SuiteConfig:
             if self.update_baselines:
                 raise ConfigError(f"refusing to record references with planted components ({self.plant}): they "
                                   "would become the reference every later run is judged against")
+        if self.scripted_clock is not None and (not self.scripted_clock > 0 or self.device != "cpu"):
+            raise ConfigError(f"scripted clock {self.scripted_clock}: a positive number of seconds, and only on the "
+                              "CPU (it tests the gate's logic; a GPU's rounds are measured)")
         if self.update_baselines:
-            from .baselines import updates_allowed
+            from .store.baselines import updates_allowed
 
             updates_allowed(self.force_update)  # refuse before minutes of measuring, not after
 
@@ -77,12 +85,14 @@ class SuiteConfig:
             # Updating means regenerating the bf16 references: always measure that stack, first.
             stacks = (*parse_stacks(BASELINE), *stacks)
         rounds = option("flux_rounds")
+        settings = MeasureSettings(rounds=rounds, max_rounds=max(rounds, option("flux_max_rounds")),
+                                   max_case_seconds=option("flux_max_case_seconds"))
         return cls(
             model=option("flux_model"),
             device=option("flux_device"),
             stacks=stacks,
             scenarios=parse_scenarios(option("flux_scenarios")),
-            measure=MeasureSettings(rounds=rounds, max_rounds=max(rounds, option("flux_max_rounds"))),
+            measure=settings,
             strict=option("flux_strict"),
             report_dir=Path(option("flux_report_dir")).expanduser(),
             baselines_dir=_resolve(option("flux_baselines_dir") or "baselines", root),
@@ -93,18 +103,8 @@ class SuiteConfig:
             plant=option("flux_plant"),
             compile_cache=Path(option("flux_compile_cache")).expanduser() if option("flux_compile_cache") else None,
             enforce_targets=option("flux_enforce_targets"),
+            scripted_clock=option("flux_scripted_clock"),
         )
-
-
-def check_device_name(device: str) -> None:
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        kind = None
-    if kind not in ("cuda", "cpu"):
-        raise ConfigError(f"device {device!r} is not supported: use 'cuda', 'cuda:N' or 'cpu'")
 
 
 def check_writable_dir(folder: Path, what: str) -> None:

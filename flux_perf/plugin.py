@@ -37,10 +37,14 @@ def pytest_addoption(parser):
              "(default: bf16,compile,fp8,fast; `flux-perf stacks` lists them)")
     add("--flux-scenarios", default=None,
         help="comma-separated HxW@STEPS scenarios (default: the guide's four)")
-    add("--flux-rounds", type=int, default=8, help="timed rounds per test (default: 8)")
-    add("--flux-max-rounds", type=int, default=16,
-        help="cap on rounds when an inconclusive verdict asks for more (default: 16)")
-    add("--flux-strict", action="store_true", help="an inconclusive latency verdict fails the test")
+    add("--flux-rounds", type=int, default=8, help="timed rounds per test before the first look (default: 8)")
+    add("--flux-max-rounds", type=int, default=32,
+        help="while a verdict is undecided the rounds double, up to this many (default: 32)")
+    add("--flux-max-case-seconds", type=float, default=90.0,
+        help="no more rounds once a case's timed rounds would pass this many seconds (default: 90)")
+    add("--flux-strict", action="store_true",
+        help="a case that could not be judged fails: an inconclusive latency verdict, a fidelity gap (no "
+             "calibration, or no recorded fidelity of a lossy stack). CI passes it")
     add("--flux-enforce-targets", action="store_true",
         help="the guide's targets (budgets.toml [latency.targets]) fail the test when missed; "
              "otherwise they are only reported")
@@ -58,6 +62,9 @@ def pytest_addoption(parser):
     add("--flux-plant", default=None, metavar="COMPONENTS",
         help="test-only: add components to every stack under its own name, to prove the gates "
              "(noise:0.01, wrong-shift, attn-flash-sdpa, ...)")
+    add("--flux-scripted-clock", type=float, default=None, metavar="SECONDS",
+        help="test-only, CPU only: every round takes SECONDS of scripted wall time, so the gate's logic is "
+             "tested without the machine's speed")
     add("--flux-compile-cache", default=None, metavar="PATH",
         help="load torch.compile cache artifacts from PATH at start and save them there at the end")
 
@@ -72,7 +79,7 @@ def _flux_options_given(config) -> bool:
 
 
 def _rank() -> int:
-    from .distributed import rank
+    from .instrument.distributed import rank
 
     return rank()
 
@@ -83,7 +90,7 @@ def pytest_configure(config):
     )
     if not (_gpu_selected(config) or _flux_options_given(config)):
         return  # inert: flux_suite_config() builds the settings if a flux case is collected after all
-    from .environment import apply_guide_environment
+    from .instrument.environment import apply_guide_environment
 
     # Before anything initialises CUDA: allocator settings are read once.
     config.stash[_ENV_KEY] = apply_guide_environment()
@@ -102,10 +109,10 @@ def flux_suite_config(config):
     """The frozen settings of this run, built on first use; bad values are a usage error."""
     suite = config.stash.get(_CONFIG_KEY, None)
     if suite is None:
-        from .baselines import BaselineError
+        from .store.baselines import BaselineError
         from .components import ComponentError
         from .config import ConfigError, SuiteConfig
-        from .scenarios import ScenarioError
+        from .model.scenarios import ScenarioError
 
         try:
             suite = SuiteConfig.from_pytest(config)
@@ -118,8 +125,8 @@ def flux_suite_config(config):
 def _session(config, create: bool = True):
     session = config.stash.get(_SESSION_KEY, None)
     if session is None and create:
-        from .budgets import BudgetsError
-        from .models import ModelSourceError
+        from .gate.budgets import BudgetsError
+        from .model.models import ModelSourceError
         from .session import FluxSession
 
         def log(message: str) -> None:
@@ -140,7 +147,7 @@ def _session(config, create: bool = True):
         except (BudgetsError, ModelSourceError) as error:
             raise pytest.UsageError(f"flux-perf: {error}") from None
         if suite.compile_cache:
-            from . import compile_cache
+            from .instrument import compile_cache
 
             compile_cache.load(suite.compile_cache, log)
         config.stash[_SESSION_KEY] = session
@@ -182,6 +189,15 @@ class MachineDisturbed(Exception):
     """The timed rounds ran on a machine unlike the reference's; the code is not judged."""
 
 
+class Inconclusive(pytest.skip.Exception):
+    """A case the run could not judge: its own outcome (`INCONCLUSIVE`, yellow), never a pass.
+    --flux-strict turns it into a failure."""
+
+
+def _inconclusive_report(report) -> bool:
+    return getattr(report, "flux_inconclusive", False)
+
+
 @pytest.fixture(scope="session")
 def flux_session(request):
     """The measuring session shared by every GPU test (one pipeline at a time, results cached)."""
@@ -208,7 +224,7 @@ def flux_result(flux_session, flux_case, request):
 def flux_latency(flux_result):
     """This case's latency verdict. A disturbed machine is an error of the run (pytest ERROR),
     never a failure of the code."""
-    from .stats import Verdict
+    from .gate.latency import Verdict
 
     latency = flux_result.latency
     if latency is not None and latency.verdict is Verdict.DISTURBED:
@@ -220,7 +236,7 @@ def flux_latency(flux_result):
 def pytest_report_header(config):
     if not _gpu_selected(config):
         return None
-    from .telemetry import gpu_identity, nvml_unavailable_reason
+    from .instrument.telemetry import gpu_identity, nvml_unavailable_reason
 
     suite = flux_suite_config(config)
     lines = [f"flux-perf: stacks {', '.join(s.name for s in suite.stacks)}; "
@@ -248,7 +264,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def _write(flux, plots: bool) -> dict:
-    from .report import write_report
+    from .report.summary import write_report
 
     return write_report(flux.results(), flux.config.report_dir, plots=plots, log=flux.log)
 
@@ -270,8 +286,17 @@ def pytest_runtest_teardown(item, nextitem):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
+        report.flux_inconclusive = True
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
+
+
+def pytest_report_teststatus(report, config):
+    """An undecided case has its own outcome in the progress line and the final count, in yellow."""
+    if _inconclusive_report(report):
+        return "inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -292,7 +317,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     session.config.stash[_PATHS_KEY] = _write(flux, plots=True)
     if flux.config.compile_cache:
-        from . import compile_cache
+        from .instrument import compile_cache
 
         compile_cache.save(flux.config.compile_cache, flux.log)
 
@@ -309,7 +334,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     paths = config.stash.get(_PATHS_KEY, None)
     if not paths:
         return
+    undecided = terminalreporter.stats.get("inconclusive", [])
     terminalreporter.section("flux-perf")
+    if flux.unrecorded:
+        terminalreporter.write_line(f"NO REFERENCES: {flux.unrecorded}", red=True)
+    for report in undecided:
+        terminalreporter.write_line(f"INCONCLUSIVE {report.nodeid}: {report.longrepr[2]}", yellow=True)
     for line in paths["summary"].read_text().splitlines():
         terminalreporter.write_line(line)
     for message in flux.baseline_updates:

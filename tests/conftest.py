@@ -2,8 +2,8 @@
 
 import pytest
 
-from flux_perf.models import resolve_model_source
-from flux_perf.pipeline import load_model
+from flux_perf.model.models import resolve_model_source
+from flux_perf.model.pipeline import load_model
 
 
 @pytest.fixture(scope="session")

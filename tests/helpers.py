@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flux_perf.records import CaseRecord, RunResults, write_results
+from flux_perf.report.records import CaseRecord, RunResults, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_BUDGETS = ROOT / "baselines" / "budgets.toml"
@@ -57,7 +57,7 @@ def make_results(path: Path, samples: dict, *, gpu="NVIDIA H100 80GB HBM3", fing
 def attend_through(tiny_model, component, scenario):
     """Generate on the tiny model, apply an attention `component`, generate again:
     (output before, output after, number of attention layers)."""
-    from flux_perf.generate import generate_with
+    from flux_perf.model.generate import generate_with
 
     reference = generate_with(tiny_model, scenario)
     component.apply(tiny_model.pipe)
@@ -69,8 +69,8 @@ def attend_through(tiny_model, component, scenario):
 def assert_a_new_stack_leaves_the_kernel(tiny_model, calls, scenario):
     """A new stack starts from diffusers' default attention (stacks.restore_default_backend):
     the local kernel, whose `calls` were recorded, sees no call any more."""
-    from flux_perf.generate import generate_with
-    from flux_perf.stacks import parse_stack
+    from flux_perf.model.generate import generate_with
+    from flux_perf.components.stacks import parse_stack
 
     calls.clear()
     parse_stack("bf16").apply(tiny_model.pipe)

@@ -22,7 +22,7 @@ from flux_perf.ab import (
     split_cores,
     verdict_rates,
 )
-from flux_perf.stats import Change, paired_comparison
+from flux_perf.gate.stats import Change, paired_comparison
 
 
 def test_rounds_alternate_abba():

@@ -5,11 +5,11 @@ import json
 import pytest
 from helpers import run_flux_perf
 
-from flux_perf.account import AccountError, account, family_of
-from flux_perf.models import resolve_model_source
-from flux_perf.runner import CaseRunner
-from flux_perf.scenarios import Scenario
-from flux_perf.stacks import parse_stack
+from flux_perf.report.account import AccountError, account, family_of
+from flux_perf.model.models import resolve_model_source
+from flux_perf.instrument.runner import CaseRunner
+from flux_perf.model.scenarios import Scenario
+from flux_perf.components.stacks import parse_stack
 
 
 def _kernel(name, ts, dur, cat="kernel"):

@@ -11,9 +11,9 @@ from helpers import assert_a_new_stack_leaves_the_kernel, attend_through
 
 from flux_perf.components import attention_fp8
 from flux_perf.components.attention_fp8 import E4M3_MAX, CudnnFp8Attention, fp8_attention, quantize_e4m3
-from flux_perf.generate import generate_with
-from flux_perf.scenarios import Scenario
-from flux_perf.stacks import StackError, parse_stack
+from flux_perf.model.generate import generate_with
+from flux_perf.model.scenarios import Scenario
+from flux_perf.components.stacks import StackError, parse_stack
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_static_scales_are_each_layers_calibrated_maxima_and_compile_once_for_al
         tiny_source, stand_in_kernel, monkeypatch):
     from torch._dynamo.utils import counters
 
-    from flux_perf.runner import CaseRunner
+    from flux_perf.instrument.runner import CaseRunner
 
     monkeypatch.setattr(attention_fp8, "CALIBRATION_SCENARIO", "64x64@2-s1")  # small, for the tiny model
     descales = []

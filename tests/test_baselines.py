@@ -1,24 +1,45 @@
-"""The baseline store: keys, provenance, atomic updates, refusals, and every broken-file case."""
+"""The baseline store and a case's references: keys, typed entries, provenance and staleness,
+atomic updates, refusals, the schema version, and every broken-file case."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from flux_perf.baselines import (
+from flux_perf.components.stacks import parse_stack
+from flux_perf.instrument.measure import MEASUREMENT_VERSION
+from flux_perf.model.scenarios import Scenario
+from flux_perf.store.baselines import BaselineKey, BaselineMismatch, BaselineMissing, BaselineStore
+from flux_perf.store.entries import (
+    Band,
     BaselineCorrupt,
-    BaselineKey,
-    BaselineMismatch,
-    BaselineMissing,
-    BaselineStore,
+    CalibrationEntry,
+    FidelityEntry,
+    LatencyEntry,
+    SchemaError,
+    Spread,
     UpdateRefused,
-    stale_reasons,
 )
-from flux_perf.provenance import software_versions
-from flux_perf.scenarios import Scenario
+from flux_perf.store.migrate import migrate_folder
+from flux_perf.store.provenance import Provenance, component_code, software_versions, stale_reasons
+from flux_perf.store.references import load_references
 
 SCENARIO = Scenario(64, 96, 2)
 KEY = BaselineKey("nvidia-h100-80gb-hbm3", "synthetic-abc", SCENARIO.id)
+
+
+def now(stack="bf16", driver="580.1"):
+    return Provenance.now(driver, component_code(parse_stack(stack).components))
+
+
+def command(stack, scenario):
+    return f"flux-perf baselines update --stacks {stack} --scenarios {scenario}"
+
+
+def references(store, stack="bf16", provenance=None):
+    return load_references(store, KEY, SCENARIO, parse_stack(stack), provenance or now(stack),
+                           measurement_version=MEASUREMENT_VERSION, record_command=command)
 
 
 @pytest.fixture
@@ -30,46 +51,54 @@ def image():
 def store(tmp_path, monkeypatch, image):
     monkeypatch.delenv("CI", raising=False)
     store = BaselineStore(tmp_path)
-    store.save(KEY, image, {"scenario": SCENARIO.to_dict(), "software": software_versions()})
+    record = {"scenario": SCENARIO.to_dict(), "provenance": now().to_json()}
+    store.write_baseline(KEY, image, np.ones((4, 8, 12), np.float32), record, force=False)
     return store
+
+
+def latency(median=0.5, stack="bf16", provenance=None):
+    return LatencyEntry(median, (median, median * 1.01), parse_stack(stack).key, provenance or now(stack),
+                        measurement_version=MEASUREMENT_VERSION)
 
 
 def test_layout_and_round_trip(store, tmp_path, image):
     png, meta = store.paths(KEY)
     assert png == tmp_path / "nvidia-h100-80gb-hbm3" / "synthetic-abc" / "64x96@2.png"
-    baseline = store.load(KEY, SCENARIO)
-    assert np.array_equal(baseline.image, image) and baseline.stale == []
+    baseline = store.load_baseline(KEY, SCENARIO)
+    assert np.array_equal(baseline.image, image) and baseline.latents.shape == (4, 8, 12)
     assert json.loads(meta.read_text())["fingerprint"] == "synthetic-abc"
     assert not list(tmp_path.rglob(".*tmp-*")), "atomic writes must not leave temporaries"
 
 
-def test_missing_names_the_command(tmp_path):
-    with pytest.raises(BaselineMissing, match="--flux-update-baselines"):
-        BaselineStore(tmp_path).load(KEY, SCENARIO)
+def test_a_case_is_loaded_once_with_what_is_missing_and_the_command_that_records_it(store):
+    refs = references(store, "fast")
+    assert refs.baseline is not None and refs.latency is None and refs.calibration is None
+    assert refs.problems["latency"] == ("no recorded latency for fast at 64x96@2 on nvidia-h100-80gb-hbm3 with "
+                                        "weights synthetic-abc: record it with "
+                                        "`flux-perf baselines update --stacks fast --scenarios 64x96@2`")
+    store.write_latency(KEY, "fast", latency(0.2, "fast"), force=False)
+    assert references(store, "fast").latency.median_s == 0.2 and "latency" not in references(store, "fast").problems
 
 
-def test_other_weights_on_this_gpu_are_pointed_out(store):
-    with pytest.raises(BaselineMissing, match="other weights: synthetic-abc"):
-        store.load(BaselineKey(KEY.gpu_slug, "pretrained-123", SCENARIO.id), SCENARIO)
+def test_no_baseline_image_is_a_problem_naming_bf16s_command(tmp_path):
+    refs = references(BaselineStore(tmp_path), "fast")
+    assert refs.baseline is None and "record it with `flux-perf baselines update --stacks bf16" in \
+        refs.problems["baseline"]
+    assert not BaselineStore(tmp_path).has_references(KEY.gpu_slug, KEY.fingerprint)
 
 
-def test_corrupt_json(store):
-    store.paths(KEY)[1].write_text("{not json")
-    with pytest.raises(BaselineCorrupt, match="not valid JSON"):
-        store.load(KEY, SCENARIO)
-
-
-def test_edited_image_is_detected(store):
-    png = store.paths(KEY)[0]
-    png.write_bytes(png.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(BaselineCorrupt, match="does not match the sha256"):
-        store.load(KEY, SCENARIO)
-
-
-def test_half_written_pair(store):
-    store.paths(KEY)[0].unlink()
-    with pytest.raises(BaselineCorrupt, match="incomplete"):
-        store.load(KEY, SCENARIO)
+@pytest.mark.parametrize("damage, problem, message", [
+    (lambda s: s.paths(KEY)[1].write_text("{not json"), "baseline", "not valid JSON"),
+    (lambda s: s.paths(KEY)[0].write_bytes(s.paths(KEY)[0].read_bytes()[:-10] + b"0123456789"), "baseline",
+     "does not match the sha256"),
+    (lambda s: s.paths(KEY)[0].unlink(), "baseline", "incomplete"),
+    (lambda s: s.paths(KEY)[1].write_text("[1, 2]"), "baseline", "is a JSON list, not an object"),
+    (lambda s: s.latents_path(KEY).write_bytes(b"edited"), "baseline", "do not match the sha256"),
+])
+def test_broken_files_are_problems_never_references(store, damage, problem, message):
+    damage(store)
+    refs = references(store)
+    assert refs.baseline is None and message in refs.problems[problem]
 
 
 def test_mismatches_say_which(store):
@@ -77,70 +106,99 @@ def test_mismatches_say_which(store):
     record = json.loads(meta.read_text())
     meta.write_text(json.dumps({**record, "fingerprint": "synthetic-other"}))
     with pytest.raises(BaselineMismatch, match="made with weights 'synthetic-other'"):
-        store.load(KEY, SCENARIO)
+        store.load_baseline(KEY, SCENARIO)
     meta.write_text(json.dumps(record))
     with pytest.raises(BaselineMismatch, match="is 64x96, the scenario asks for 64x128"):
-        store.load(KEY, Scenario(64, 128, 2))
+        store.load_baseline(KEY, Scenario(64, 128, 2))
     with pytest.raises(BaselineMismatch, match="steps=2, the scenario has steps=3"):
-        store.load(KEY, Scenario(64, 96, 3))
+        store.load_baseline(KEY, Scenario(64, 96, 3))
+    with pytest.raises(BaselineMissing):
+        store.load_baseline(BaselineKey(KEY.gpu_slug, KEY.fingerprint, "64x96@3"), Scenario(64, 96, 3))
 
 
-def test_stale_software_is_reported(store):
-    meta = store.paths(KEY)[1]
-    record = json.loads(meta.read_text())
-    record["software"]["torch"] = "1.13.1"
-    meta.write_text(json.dumps(record))
-    assert store.load(KEY, SCENARIO).stale == [f"torch 1.13.1 -> {software_versions()['torch']}"]
-    assert stale_reasons({}) == []
+@pytest.mark.parametrize("content, message", [
+    ('{"flux_perf_store": 2, "entries": [1, 2]}', "must be an object of scenario -> name -> entry"),
+    ('{"flux_perf_store": 2, "entries": {"64x96@2": {"bf16": {"median_s": -0.2}}}}', "median_s=-0.2 is not a positive"),
+    ('{"flux_perf_store": 2, "entries": {"64x96@2": {"bf16": {"median_s": 0.2, "samples_s": "fast"}}}}',
+     "samples_s must be a list"),
+    ('{"64x96@2": {"bf16": {"median_s": 0.2}}}', "no schema version (written before flux-perf versioned its store"),
+    ('{"flux_perf_store": 9, "entries": {}}', "schema version 9; this flux-perf reads version 2"),
+])
+def test_recorded_latencies_that_make_no_sense(store, content, message):
+    (store.folder(KEY) / "latency.json").write_text(content)
+    refs = references(store)
+    assert refs.latency is None and message in refs.problems["latency"]
+    with pytest.raises(BaselineCorrupt):
+        store.table(KEY, "latency.json")
+
+
+def test_an_old_schema_names_the_migration(store):
+    (store.folder(KEY) / "fidelity.json").write_text('{"64x96@2": {"bf16": {"ssim": 1.0}}}')
+    with pytest.raises(SchemaError, match=r"flux-perf baselines migrate .*synthetic-abc"):
+        store.table(KEY, "fidelity.json")
+
+
+def test_migration_keeps_every_value_and_regroups_the_provenance(tmp_path):
+    folder = tmp_path / "gpu" / "weights"
+    folder.mkdir(parents=True)
+    old = {"median_s": 0.3, "samples_s": [0.3, 0.31], "stack": "attn-cudnn", "commit": "abc-dirty",
+           "driver_version": "580.1", "software": {"torch": "2.11.0"}, "recorded_at": "2026-11-26",
+           "measurement_version": 2}
+    (folder / "latency.json").write_text(json.dumps({"64x96@2": {"cudnn": old}}))
+    assert migrate_folder(folder) == [f"{folder / 'latency.json'}: schema 1 -> 2"]
+    entry = BaselineStore(tmp_path).table(BaselineKey("gpu", "weights", "64x96@2"), "latency.json")["cudnn"]
+    assert entry.median_s == 0.3 and entry.samples_s == (0.3, 0.31) and entry.measurement_version == 2
+    assert (entry.provenance.commit, entry.provenance.driver, entry.provenance.software) == \
+        ("abc", "580.1", {"torch": "2.11.0"})
+    assert "not hashed" in entry.provenance.uncommitted
+    assert migrate_folder(folder) == [f"{folder / 'latency.json'}: already schema 2"]
+
+
+def test_staleness_sees_software_driver_and_a_components_own_code(store):
+    recorded = now("fast")
+    older = replace(recorded, software={**recorded.software, "torch": "1.13.1", "cudnn": "8.9.7"},
+                    driver="570.0", components={**recorded.components, "fused-qkv": "000000000000"})
+    reasons = stale_reasons(older, recorded)
+    assert f"torch 1.13.1 -> {software_versions()['torch']}" in reasons
+    assert "driver 570.0 -> 580.1" in reasons
+    assert any(r.startswith("the code of component fused-qkv changed (000000000000 -> ") for r in reasons)
+    assert stale_reasons(recorded, recorded) == []
+    store.write_latency(KEY, "fast", latency(0.2, "fast", older), force=False)
+    assert any("fused-qkv" in r for r in references(store, "fast").stale["latency"])
+
+
+def test_a_reference_of_a_redefined_stack_or_older_method_says_so(store):
+    entry = replace(latency(0.2, "fast"), stack="attn-cudnn+fp8-torchao", measurement_version=1)
+    store.write_latency(KEY, "fast", entry, force=False)
+    stale = references(store, "fast").stale["latency"]
+    assert f"timed by measurement method 1, now {MEASUREMENT_VERSION}" in stale
+    assert any("recorded for the components attn-cudnn+fp8-torchao, the stack is now" in r for r in stale)
+
+
+def test_a_calibration_spread_measured_on_other_components_is_stale(store):
+    calibration = CalibrationEntry(Band(0.999, 47.0, 6e-3), {"fast": Spread(0.0, 0.0, 1e-5)},
+                                   {"fast": "attn-cudnn+fp8-torchao"}, now("fast"))
+    store.write_calibration(KEY, calibration, force=False)
+    refs = references(store, "fast")
+    assert refs.calibration.band.ssim == 0.999 and refs.spread == Spread(0.0, 0.0, 1e-5)
+    assert any("measured fast's spread on the components attn-cudnn+fp8-torchao" in r
+               for r in refs.stale["calibration"])
 
 
 def test_updates_refused_under_ci_unless_forced(store, monkeypatch, image):
     monkeypatch.setenv("CI", "true")
     before = store.paths(KEY)[0].read_bytes()
     with pytest.raises(UpdateRefused, match="CI=true"):
-        store.save(KEY, image[::-1].copy(), {})
+        store.write_baseline(KEY, image[::-1].copy(), None, {}, force=False)
     with pytest.raises(UpdateRefused):
-        store.record_latency(KEY, "bf16", {"median_s": 1.0})
+        store.write_latency(KEY, "bf16", latency(), force=False)
     assert store.paths(KEY)[0].read_bytes() == before, "a refused update must leave the file alone"
-    store.save(KEY, image[::-1].copy(), {"scenario": SCENARIO.to_dict()}, force=True)
-    assert np.array_equal(store.load(KEY, SCENARIO).image, image[::-1])
+    store.write_baseline(KEY, image[::-1].copy(), None, {"scenario": SCENARIO.to_dict()}, force=True)
+    assert np.array_equal(store.load_baseline(KEY, SCENARIO).image, image[::-1])
 
 
-def test_recorded_latency(store):
-    assert store.recorded_latency(KEY, "bf16") is None
-    store.record_latency(KEY, "bf16", {"median_s": 0.5, "samples_s": [0.5, 0.51]})
-    store.record_latency(KEY, "fast", {"median_s": 0.2})
-    assert store.recorded_latency(KEY, "bf16")["samples_s"] == [0.5, 0.51]
-    assert store.recorded_latency(KEY, "fast")["median_s"] == 0.2
-
-
-def test_provenance_that_is_not_an_object(store):
-    store.paths(KEY)[1].write_text("[1, 2]")
-    with pytest.raises(BaselineCorrupt, match="is a JSON list, not an object"):
-        store.load(KEY, SCENARIO)
-
-
-@pytest.mark.parametrize("content, message", [
-    ("[1, 2]", "must be an object of scenario -> name -> entry"),
-    ('{"64x96@2": {"bf16": {"median_s": -0.2}}}', "median_s=-0.2 is not a positive number"),
-    ('{"64x96@2": {"bf16": {"median_s": 0.2, "samples_s": "fast"}}}', "samples_s must be a list"),
-])
-def test_recorded_latencies_that_make_no_sense(store, content, message):
-    path = store.root / KEY.folder / "latency.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(content)
-    with pytest.raises(BaselineCorrupt, match=message):
-        store.recorded_latency(KEY, "bf16")
-
-
-def test_a_reference_of_a_redefined_stack_says_so():
-    from flux_perf.baselines import components_changed, latency_stale_reasons
-    from flux_perf.measure import MEASUREMENT_VERSION
-    from flux_perf.provenance import software_versions
-
-    entry = {"stack": "attn-cudnn+fp8-torchao", "software": software_versions(),
-             "measurement_version": MEASUREMENT_VERSION}
-    assert latency_stale_reasons(entry, None, "attn-cudnn+fp8-torchao") == []
-    reasons = latency_stale_reasons(entry, None, "attn-fp8+fp8-torchao")
-    assert len(reasons) == 1 and "attn-cudnn+fp8-torchao" in reasons[0] and "now attn-fp8+fp8-torchao" in reasons[0]
-    assert components_changed(None, "attn-fp8") == [] and components_changed({"stack": 3}, "attn-fp8") == []
+def test_nonsense_never_lands(store):
+    with pytest.raises(BaselineCorrupt, match="median_s=nan"):
+        store.write_latency(KEY, "bf16", latency(float("nan")), force=False)
+    with pytest.raises(BaselineCorrupt, match="needs an ssim"):
+        store.write_fidelity(KEY, "fast", FidelityEntry(2.0, None, None, None, "x", False, now()), None, force=False)

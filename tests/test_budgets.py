@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_perf.budgets import BudgetsError, load_budgets
+from flux_perf.gate.budgets import BudgetsError, load_budgets
 
 COMMITTED = Path(__file__).resolve().parent.parent / "baselines" / "budgets.toml"
 H100 = "NVIDIA H100 80GB HBM3"

@@ -5,17 +5,17 @@ import json
 import pytest
 import torch
 
-from flux_perf.checkpoint import CLIP_FULL, SIZES, T5_FULL, estimate_bytes, main
+from flux_perf.model.checkpoint import CLIP_FULL, SIZES, T5_FULL, estimate_bytes, main
 from flux_perf.components import ComponentError
-from flux_perf.generate import generate_with
-from flux_perf.inputs import DEFAULT_PROMPT
-from flux_perf.measure import MeasureSettings
-from flux_perf.models import FLUX_SCHEDULER, FULL, TINY, resolve_model_source
-from flux_perf.pipeline import load_model
-from flux_perf.runner import CaseRunner
-from flux_perf.scenarios import Scenario
-from flux_perf.stacks import parse_stack
-from flux_perf.synthetic_weights import build_on_device
+from flux_perf.model.generate import generate_with
+from flux_perf.model.inputs import DEFAULT_PROMPT
+from flux_perf.instrument.measure import MeasureSettings
+from flux_perf.model.models import FLUX_SCHEDULER, FULL, TINY, resolve_model_source
+from flux_perf.model.pipeline import load_model
+from flux_perf.instrument.runner import CaseRunner
+from flux_perf.model.scenarios import Scenario
+from flux_perf.components.stacks import parse_stack
+from flux_perf.model.synthetic_weights import build_on_device
 
 TINY_ARGS = ["--size", "tiny", "--device", "cpu"]
 
@@ -90,7 +90,7 @@ def test_loads_encodes_and_generates_through_the_suite(tiny_checkpoint):
 
 
 def test_a_second_build_reuses_the_prompt_and_reports_the_first_encoding_time(tiny_checkpoint, monkeypatch):
-    from flux_perf import inputs
+    from flux_perf.model import inputs
 
     monkeypatch.setattr(inputs, "_PROMPT_CACHE", {})  # this test sees the first encoding of its process
     source = resolve_model_source(str(tiny_checkpoint), "cpu")

@@ -93,22 +93,28 @@ def test_baselines_update_refused_under_ci(tmp_path, ci):
     assert result.returncode == 2 and f"refusing to rewrite baselines under CI={ci}" in result.stderr
 
 
-def test_baselines_update_records_every_stack_and_show(tmp_path):
+def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path):
+    """On a GPU model (here: this CPU) with nothing recorded, one command records every selected
+    stack's references, the bf16 image and latents, and the fidelity calibration, case by case."""
     copy_budgets(tmp_path)
     update = flux_perf("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2",
                        "--stacks", "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
     assert update.returncode == 0, update.stderr[-2000:]
+    assert "[1/2] bf16 at 64x64@2" in update.stdout and "[2/2] fused-qkv at 64x64@2" in update.stdout
     # Every stack's latency reference is refreshed and printed, not only bf16's.
-    assert "new baseline image" in update.stdout
+    assert "64x64@2: baseline image new" in update.stdout
     assert "64x64@2 bf16: latency new" in update.stdout and "64x64@2 fused-qkv: latency new" in update.stdout
+    assert "calibrating fidelity at 64x64@2 (no calibration stored yet)" in update.stdout
+    assert "64x64@2: new: band SSIM" in update.stdout
     show = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
-    assert "64x64@2.json" in show.stdout and "bf16 median" in show.stdout and "fused-qkv:" in show.stdout
+    assert "bf16 baselines for 64x64@2" in show.stdout and "latency.json 64x64@2 fused-qkv:" in show.stdout
     assert "fidelity.json 64x64@2 fused-qkv: SSIM" in show.stdout, "each stack's recorded fidelity is listed"
     assert "own latents kept" in show.stdout.split("fused-qkv: SSIM")[1].splitlines()[0]
+    assert "calibration.json 64x64@2 fidelity: lossless band SSIM >=" in show.stdout
     assert next(tmp_path.glob("cpu-*/*/64x64@2.fused-qkv.latents.npy")).stat().st_size > 0
-    (next(tmp_path.glob("cpu-*/*/64x64@2.json"))).write_text("[1, 2]")
+    next(tmp_path.glob("cpu-*/*/latency.json")).write_text("[1, 2]")
     broken = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
-    assert broken.returncode == 0 and "UNREADABLE (a JSON list, not an object)" in broken.stdout
+    assert broken.returncode == 0 and "latency.json: UNREADABLE" in broken.stdout
 
 
 def test_installed_without_a_checkout_names_the_option(tmp_path):

@@ -14,11 +14,11 @@ from flux_perf.components import (
     UnknownComponentError,
     make_component,
 )
-from flux_perf.components.text_tokens import resolve_prompt_tokens
-from flux_perf.fidelity import compare_images
-from flux_perf.generate import generate_with
-from flux_perf.scenarios import Scenario
-from flux_perf.stacks import NAMED_STACKS, StackError, parse_stack, parse_stacks
+from flux_perf.model.prompt_tokens import resolve_prompt_tokens
+from flux_perf.gate.images import compare_images
+from flux_perf.model.generate import generate_with
+from flux_perf.model.scenarios import Scenario
+from flux_perf.components.stacks import NAMED_STACKS, StackError, parse_stack, parse_stacks
 
 CPU = Capabilities("cpu")
 SM80 = Capabilities("cuda", (8, 0), "NVIDIA A100", 1)
@@ -135,7 +135,7 @@ CPU_RUNNABLE = sorted(name for name, cls in REGISTRY.items() if cls().unmet(CPU)
 
 @pytest.fixture(scope="module")
 def reference_image(tiny_source):
-    from flux_perf.pipeline import load_model
+    from flux_perf.model.pipeline import load_model
 
     return generate_with(load_model(tiny_source, "cpu"), SCENARIO).image
 
@@ -237,7 +237,7 @@ def test_stack_resets_diffusers_global_attention_backend(tiny_source):
     """diffusers keeps the last backend set on any model process-wide; a new stack must not inherit it."""
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
-    from flux_perf.pipeline import load_model
+    from flux_perf.model.pipeline import load_model
 
     load_model(tiny_source, "cpu").pipe.transformer.set_attention_backend("_native_math")
     parse_stack("fused-qkv").apply(load_model(tiny_source, "cpu").pipe)

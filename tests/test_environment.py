@@ -1,4 +1,4 @@
-from flux_perf.environment import GUIDE_SETTINGS, apply_guide_environment
+from flux_perf.instrument.environment import GUIDE_SETTINGS, apply_guide_environment
 
 
 def test_applies_only_what_matters_and_never_overrides_the_user():

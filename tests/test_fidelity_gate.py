@@ -1,21 +1,29 @@
 """The fidelity gate: the floor as outer bound, the calibrated lossless band, each stack's recorded
-fidelity with its tolerance, and the calibrate -> update -> gate cycle on the tiny model."""
+fidelity with its tolerance, the gap without a calibration, and the calibrate -> update -> gate
+cycle on the tiny model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import copy_budgets, run_flux_perf, run_pytest
 
-from flux_perf.baselines import BaselineCorrupt, BaselineKey, BaselineStore, png_sha256
-from flux_perf.calibrate import Variant, band_edges, distances, propose_band, restated, separation
-from flux_perf.fidelity import compare_images
-from flux_perf.judges import fidelity_tolerance, judge_fidelity
-from flux_perf.scenarios import Scenario
+from flux_perf.gate.calibrate import Variant, band_edges, distances, propose_band, restated, separation
+from flux_perf.gate.fidelity import FidelityVerdict, fidelity_tolerance, judge_fidelity
+from flux_perf.gate.images import compare_images
+from flux_perf.model.scenarios import Scenario
+from flux_perf.store.baselines import Baseline, BaselineKey, png_sha256
+from flux_perf.store.entries import Band, CalibrationEntry, FidelityEntry, Spread
+from flux_perf.store.provenance import Provenance
+from flux_perf.store.references import References
 
 RNG = np.random.default_rng(0)
 BASE = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
 LATENTS = RNG.standard_normal((16, 8, 8)).astype(np.float32)
+PROVENANCE = Provenance("2026-12-06", "abc", None, "def")
+KEY = BaselineKey("cpu", "tiny-x", "64x64@2")
+PASS, FAIL = FidelityVerdict.PASS, FidelityVerdict.FAIL
 
 
 def _perturbed(scale: float, seed: int = 1):
@@ -24,29 +32,41 @@ def _perturbed(scale: float, seed: int = 1):
     return image, LATENTS + scale * rng.standard_normal(LATENTS.shape).astype(np.float32)
 
 
-def _band_around(scale: float) -> dict:
+def _band_around(scale: float) -> Band:
     image, latents = _perturbed(scale, seed=7)
     measured = compare_images(BASE, image, LATENTS, latents)
-    lossless = Variant("kernel", "lossless", [distances(measured)])
-    return {"band": propose_band([lossless], 1.5)}
+    band = propose_band([Variant("kernel", "lossless", [distances(measured)])], 1.5)
+    return Band(band["ssim"], band["psnr"], band["latent_rel_l2"])
 
 
-def _judge(image, latents, *, lossless, floor=0.5, calibration=None, recorded=None):
-    return judge_fidelity(BASE, image, floor, "test floor", lossless=lossless, baseline_latents=LATENTS,
-                          latents=latents, image_sha256=png_sha256(image), recorded=recorded,
-                          calibration=calibration, stack_name="stack")
+def _recorded(image, latents, sha=None) -> FidelityEntry:
+    measured = compare_images(BASE, image, LATENTS, latents)
+    return FidelityEntry(measured.ssim, measured.to_dict()["psnr"], measured.latent_rel_l2,
+                         sha or png_sha256(image), "stack", False, PROVENANCE)
+
+
+def _refs(*, band=None, recorded=None, own=None, spread=None, stack="stack") -> References:
+    calibration = None if band is None else CalibrationEntry(band, {stack: spread} if spread else {}, {}, PROVENANCE)
+    return References(KEY, stack, Baseline(BASE, LATENTS, PROVENANCE, Path("base.png")), None, recorded, own,
+                      calibration)
+
+
+def _judge(image, latents, *, lossless, floor=0.5, band=None, recorded=None, own=None, spread=None, stack="stack",
+           strict=False):
+    return judge_fidelity(image, latents, _refs(band=band, recorded=recorded, own=own, spread=spread, stack=stack),
+                          floor=floor, floor_source="test floor", lossless=lossless, image_sha256=png_sha256(image),
+                          strict=strict)
 
 
 def test_a_change_inside_the_lossless_band_passes_and_says_so():
-    calibration = _band_around(0.01)
-    result = _judge(*_perturbed(0.008), lossless=True, calibration=calibration)
-    assert result.verdict == "pass", result.reasons
+    result = _judge(*_perturbed(0.008), lossless=True, band=_band_around(0.01))
+    assert result.verdict is PASS, result.reasons
     assert "output changed within the lossless band; if the change is yours, update the baselines on purpose" in result.message
 
 
 def test_a_break_outside_the_lossless_band_fails_naming_the_metrics():
-    result = _judge(*_perturbed(0.05), lossless=True, calibration=_band_around(0.01))
-    assert result.verdict == "fail"
+    result = _judge(*_perturbed(0.05), lossless=True, band=_band_around(0.01))
+    assert result.verdict is FAIL
     assert result.reasons[0].startswith("outside the lossless band: SSIM")
     assert "latent distance" in result.reasons[0] and "PSNR" in result.reasons[0]
 
@@ -54,38 +74,49 @@ def test_a_break_outside_the_lossless_band_fails_naming_the_metrics():
 def test_a_tighter_hand_floor_yields_to_the_calibrated_band():
     """bf16's 0.9999 floor failed exact kernel changes; with a calibration the band decides."""
     image, latents = _perturbed(0.008)
-    calibration = _band_around(0.01)
-    assert _judge(image, latents, lossless=True, floor=0.9999).verdict == "fail"  # uncalibrated: the floor
-    result = _judge(image, latents, lossless=True, floor=0.9999, calibration=calibration)
-    assert result.verdict == "pass" and "lossless band" in result.floor_source
+    assert _judge(image, latents, lossless=True, floor=0.9999).verdict is FAIL  # uncalibrated: the floor
+    result = _judge(image, latents, lossless=True, floor=0.9999, band=_band_around(0.01))
+    assert result.verdict is PASS and "lossless band" in result.floor_source
 
 
 def test_a_lossy_stack_fails_when_its_fidelity_moves_beyond_its_tolerance():
     lossy_image, lossy_latents = _perturbed(0.05)
-    recorded = {**compare_images(BASE, lossy_image, LATENTS, lossy_latents).to_dict(),
-                "image_sha256": png_sha256(lossy_image)}
-    calibration = _band_around(0.002)
-    assert _judge(lossy_image, lossy_latents, lossless=False, calibration=calibration,
-                  recorded=recorded).verdict == "pass"
+    recorded = _recorded(lossy_image, lossy_latents)
+    band = _band_around(0.002)
+    assert _judge(lossy_image, lossy_latents, lossless=False, band=band, recorded=recorded).verdict is PASS
     # The same stack broken further (20 % more error): far beyond what a lossless change would add.
-    result = _judge(*_perturbed(0.06), lossless=False, calibration=calibration, recorded=recorded)
-    assert result.verdict == "fail" and result.reasons[0].startswith("fidelity moved beyond its tolerance")
+    result = _judge(*_perturbed(0.06), lossless=False, band=band, recorded=recorded)
+    assert result.verdict is FAIL and result.reasons[0].startswith("fidelity moved beyond its tolerance")
 
 
 def test_tolerance_is_what_a_lossless_change_on_top_would_add():
-    band = {"ssim": 0.999, "psnr": 50.0, "latent_rel_l2": 0.003}
-    tolerance = fidelity_tolerance({"ssim": 0.99, "psnr": 40.0, "latent_rel_l2": 0.04}, band)
+    band = Band(0.999, 50.0, 0.003)
+    recorded = FidelityEntry(0.99, 40.0, 0.04, None, "x", False, PROVENANCE)
+    tolerance = fidelity_tolerance(recorded, band)
     assert tolerance["ssim"] == pytest.approx(0.001)
     assert tolerance["psnr"] == pytest.approx(10 * np.log10(1.1))  # MSEs add: 1e-4 + 1e-5
     assert tolerance["latent_rel_l2"] == pytest.approx(np.hypot(0.04, 0.003) - 0.04)
-    spread = fidelity_tolerance({"ssim": 0.99}, band, {"ssim": 0.01})
+    spread = fidelity_tolerance(recorded, band, Spread(ssim=0.01))
     assert spread["ssim"] == pytest.approx(0.03), "3x a larger run-to-run spread wins"
 
 
-def test_uncalibrated_weights_are_judged_by_the_floor_and_told_so():
+def test_uncalibrated_weights_are_a_gap_judged_by_the_floor_and_failed_under_strict():
     result = _judge(*_perturbed(0.05), lossless=False, floor=0.5)
-    assert result.verdict == "pass" and "not calibrated" in result.message
+    assert result.verdict is PASS and "no fidelity calibration for 64x64@2" in result.gap and not result.failed
+    assert _judge(*_perturbed(0.05), lossless=False, floor=0.5, strict=True).failed, "--flux-strict fails a gap"
     assert _judge(*_perturbed(0.05), lossless=False, floor=0.99).reasons[0].startswith("SSIM")
+    no_record = _judge(*_perturbed(0.05), lossless=False, band=_band_around(0.002))
+    assert "no recorded fidelity for stack" in no_record.gap
+
+
+def test_no_baseline_or_a_broken_reference_is_an_error_never_a_pass():
+    refs = References(KEY, "stack", problems={"baseline": "no bf16 baseline image for 64x64@2: record it with `x`"})
+    result = judge_fidelity(BASE, LATENTS, refs, floor=0.5, floor_source="f", lossless=True)
+    assert result.verdict is FidelityVerdict.ERROR and result.failed and "record it with `x`" in result.message
+    broken = References(KEY, "stack", Baseline(BASE, LATENTS, PROVENANCE, Path("b")),
+                        problems={"calibration": "calibration.json is not valid JSON"})
+    assert judge_fidelity(BASE, LATENTS, broken, floor=0.5, floor_source="f", lossless=True).verdict is \
+        FidelityVerdict.ERROR
 
 
 def test_separation_names_the_metric_that_tells_breaks_from_kernels():
@@ -120,17 +151,16 @@ def test_the_band_edge_sits_midway_between_kernels_and_breaks_when_a_break_is_cl
 
 
 def test_restating_a_stored_calibration_reproposes_from_its_distances():
-    stored = {"reference": "stored baseline", "band": {"ssim": 0.99},
-              "variants": {"bf16": {"kind": "lossless", "distances": [{"1-ssim": 0.0, "mse": 0.0, "latent_rel_l2": 0.0}]},
+    stored = CalibrationEntry(Band(0.99), {}, {}, PROVENANCE, {"reference": "stored baseline", "variants": {"bf16": {"kind": "lossless", "distances": [{"1-ssim": 0.0, "mse": 0.0, "latent_rel_l2": 0.0}]},
                            "compile-regional": {"kind": "lossless",
                                                 "distances": [{"1-ssim": 7e-4, "mse": 1.7e-5, "latent_rel_l2": 5.6e-3}]},
                            "noise:0.01": {"kind": "break",
-                                          "distances": [{"1-ssim": 7.6e-4, "mse": 1.8e-5, "latent_rel_l2": 7.4e-3}]}}}
+                                          "distances": [{"1-ssim": 7.6e-4, "mse": 1.8e-5, "latent_rel_l2": 7.4e-3}]}}})
     result = restated(stored, Scenario(512, 512, 6), 1.5)
     assert result.band["latent_rel_l2"] == pytest.approx(np.sqrt(5.6e-3 * 7.4e-3))
     assert result.band_rule == {"1-ssim": "middle", "mse": "middle", "latent_rel_l2": "middle"}
     with pytest.raises(ValueError, match="no lossless measurements"):
-        restated({"variants": {}}, Scenario(512, 512, 6), 1.5)
+        restated(CalibrationEntry(Band(0.99), {}, {}, PROVENANCE, {"variants": {}}), Scenario(512, 512, 6), 1.5)
 
 
 def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path):
@@ -142,14 +172,16 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path):
              "recorded_at": "2026-11-25T21:47:00+00:00",
              "variants": {"compile-regional": {"kind": "lossless", "distances": [distances_of["lossless"]]},
                           "noise:0.01": {"kind": "break", "distances": [distances_of["break"]]}}}
-    (folder / "calibration.json").write_text(json.dumps({"512x512@6": {"fidelity": entry}}))
+    (folder / "calibration.json").write_text(json.dumps({"flux_perf_store": 2,
+                                                          "entries": {"512x512@6": {"fidelity": entry}}}))
     shown = run_flux_perf("calibrate", "--restate", str(folder))
     assert shown.returncode == 0, shown.stderr
     assert "latent distance <= 6.44e-03" in shown.stdout and "nothing written" in shown.stdout
-    assert json.loads((folder / "calibration.json").read_text())["512x512@6"]["fidelity"]["band"] == entry["band"]
+    assert json.loads((folder / "calibration.json").read_text())["entries"]["512x512@6"]["fidelity"]["band"] == \
+        entry["band"]
     written = run_flux_perf("calibrate", "--restate", str(folder), "--write", "--force")
     assert written.returncode == 0, written.stderr
-    stored = json.loads((folder / "calibration.json").read_text())["512x512@6"]["fidelity"]
+    stored = json.loads((folder / "calibration.json").read_text())["entries"]["512x512@6"]["fidelity"]
     assert stored["band"]["latent_rel_l2"] == pytest.approx(np.sqrt(5.6e-3 * 7.4e-3))
     assert stored["restated_from"]["band"] == entry["band"]
     assert {name: v["distances"] for name, v in stored["variants"].items()} == \
@@ -167,10 +199,8 @@ def test_the_latent_criterion_is_the_move_from_the_stacks_own_recorded_output():
     than the band allows, yet moves the stack's own output by only the change: it passes. A break
     of the same stack moves its own output beyond the band: it fails, though SSIM and PSNR stay."""
     stack_image, stack_latents = _perturbed(0.01, seed=3)  # a stack already 1 % away from bf16
-    recorded = {**compare_images(BASE, stack_image, LATENTS, stack_latents).to_dict(),
-                "image_sha256": png_sha256(stack_image)}
-    band = {"ssim": 0.0, "psnr": 1.0, "latent_rel_l2": 0.012}  # only the latent criterion can fail here
-    calibration = {"band": band}
+    recorded = _recorded(stack_image, stack_latents)
+    band = Band(0.0, 1.0, 0.012)  # only the latent criterion can fail here
     rng = np.random.default_rng(11)
 
     def on_top(scale):
@@ -180,73 +210,33 @@ def test_the_latent_criterion_is_the_move_from_the_stacks_own_recorded_output():
     kernel = on_top(0.008)  # a change smaller than the band, on top of the stack
     assert compare_images(BASE, stack_image, LATENTS, kernel).latent_rel_l2 > 0.012, "far from bf16..."
     for lossless in (True, False):
-        result = judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=lossless, baseline_latents=LATENTS,
-                                latents=kernel, image_sha256=png_sha256(stack_image), recorded=recorded,
-                                recorded_latents=stack_latents, calibration=calibration, stack_name="stack")
-        assert result.verdict == "pass", result.reasons  # ...but close to where the stack was
+        result = _judge(stack_image, kernel, lossless=lossless, band=band, recorded=recorded, own=stack_latents)
+        assert result.verdict is PASS, result.reasons  # ...but close to where the stack was
         assert 0.006 < result.own_latent_moved < 0.012 and "from this stack's recorded output" in result.message
-        broken = judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=lossless, baseline_latents=LATENTS,
-                                latents=on_top(0.02), image_sha256=png_sha256(stack_image), recorded=recorded,
-                                recorded_latents=stack_latents, calibration=calibration, stack_name="stack")
-        assert broken.verdict == "fail" and "from this stack's recorded output" in broken.reasons[0]
+        broken = _judge(stack_image, on_top(0.02), lossless=lossless, band=band, recorded=recorded, own=stack_latents)
+        assert broken.verdict is FAIL and "from this stack's recorded output" in broken.reasons[0]
 
 
 def test_a_move_within_the_stacks_build_to_build_spread_is_not_a_change():
     """FP8 at 512 on the H100 is not bit-exact between fresh builds (latents 2.6e-5 apart):
     that must not ask for a baseline update on every clean run."""
     stack_image, stack_latents = _perturbed(0.01, seed=3)
-    recorded = {**compare_images(BASE, stack_image, LATENTS, stack_latents).to_dict(),
-                "image_sha256": "another build's image"}
-    calibration = {"band": {"ssim": 0.0, "psnr": 1.0, "latent_rel_l2": 0.01},
-                   "spread": {"stack": {"latent_rel_l2": 3e-5}}}
-    jitter = stack_latents * (1 + 2e-5)  # moved 2e-5: inside 3x the spread
+    recorded = _recorded(stack_image, stack_latents, sha="another build's image")
+    band, spread = Band(0.0, 1.0, 0.01), Spread(latent_rel_l2=3e-5)
 
-    def judged(latents):
-        return judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=False, baseline_latents=LATENTS,
-                              latents=latents, image_sha256=png_sha256(stack_image), recorded=recorded,
-                              recorded_latents=stack_latents, calibration=calibration, stack_name="stack")
+    def judged(latents, stack="stack", lossless=False):
+        return _judge(stack_image, latents, lossless=lossless, band=band, recorded=recorded, own=stack_latents,
+                      spread=spread, stack=stack)
 
-    quiet = judged(jitter)
-    assert quiet.verdict == "pass" and quiet.changed is False and quiet.message is None
+    quiet = judged(stack_latents * (1 + 2e-5))  # moved 2e-5: inside 3x the spread
+    assert quiet.verdict is PASS and quiet.changed is False and quiet.message is None
     moved = judged(stack_latents * (1 + 2e-3))
-    assert moved.verdict == "pass" and moved.changed and "update the baselines on purpose" in moved.message
+    assert moved.verdict is PASS and moved.changed and "update the baselines on purpose" in moved.message
     # A stack other than bf16 may be compiled code, which moves between machines (H100): said so.
     assert "compiled stacks also move from one machine to another" in moved.message
-    bf16 = judge_fidelity(BASE, stack_image, 0.5, "floor", lossless=True, baseline_latents=LATENTS,
-                          latents=stack_latents * (1 + 2e-3), image_sha256=png_sha256(stack_image),
-                          recorded=recorded, recorded_latents=stack_latents, calibration=calibration,
-                          stack_name="bf16")
+    bf16 = judged(stack_latents * (1 + 2e-3), stack="bf16", lossless=True)
     assert bf16.changed and "update the baselines on purpose" in bf16.message
     assert "compiled stacks" not in bf16.message
-
-
-def test_a_stacks_own_latents_are_recorded_with_their_hash_and_checked(tmp_path):
-    store, key = BaselineStore(tmp_path), BaselineKey("cpu", "tiny-x", "64x64@2")
-    entry = {"ssim": 0.999, "psnr": 50.0, "latent_rel_l2": 1e-3}
-    store.record_fidelity(key, "fp8+fbc:0.2", entry, latents=LATENTS, force=True)
-    recorded = store.recorded_fidelity(key, "fp8+fbc:0.2")
-    path = store.stack_latents_path(key, "fp8+fbc:0.2")
-    assert path.name == "64x64@2.fp8_fbc_0.2.latents.npy" and recorded["latents_sha256"]
-    assert np.array_equal(store.recorded_latents(key, "fp8+fbc:0.2", recorded), LATENTS)
-    assert store.recorded_latents(key, "fp8+fbc:0.2", {"ssim": 1.0}) is None, "recorded before latents were kept"
-    path.write_bytes(b"edited")
-    with pytest.raises(BaselineCorrupt, match="do not match the sha256"):
-        store.recorded_latents(key, "fp8+fbc:0.2", recorded)
-    path.unlink()
-    with pytest.raises(BaselineCorrupt, match="which is missing"):
-        store.recorded_latents(key, "fp8+fbc:0.2", recorded)
-
-
-def test_latents_are_stored_with_their_hash_and_checked(tmp_path):
-    store, key = BaselineStore(tmp_path), BaselineKey("cpu", "tiny-x", "64x64@2")
-    store.save(key, BASE, {"scenario": Scenario(64, 64, 2).to_dict()}, latents=LATENTS, force=True)  # CI=true too
-    assert np.array_equal(store.load(key, Scenario(64, 64, 2)).latents, LATENTS)
-    store.latents_path(key).write_bytes(b"not numpy")
-    with pytest.raises(BaselineCorrupt, match="do not match the sha256"):
-        store.load(key, Scenario(64, 64, 2))
-    (tmp_path / key.folder / "calibration.json").write_text(json.dumps({"64x64@2": {"fidelity": {"band": {}}}}))
-    with pytest.raises(BaselineCorrupt, match="band.ssim=None is not an SSIM"):
-        store.calibration(key)
 
 
 def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path):
@@ -306,7 +296,7 @@ def test_cold_compiles_start_from_no_compiled_code_and_no_caches():
     and leaves the settings as they were."""
     import torch
 
-    from flux_perf.calibrate import compiled_from_scratch
+    from flux_perf.gate.calibrate import compiled_from_scratch
 
     compiles = []
 

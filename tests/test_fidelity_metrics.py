@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from flux_perf.fidelity import compare_images, write_side_by_side
-from flux_perf.inputs import reference_image
+from flux_perf.gate.images import compare_images, write_side_by_side
+from flux_perf.model.inputs import reference_image
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from helpers import assert_a_new_stack_leaves_the_kernel, attend_through
 from flux_perf.components import Capabilities
 from flux_perf.components.attention import FlashAttn
 from flux_perf.components.flash_attn4 import FlashAttn4, fa4_dispatch
-from flux_perf.scenarios import Scenario
+from flux_perf.model.scenarios import Scenario
 
 HOPPER = Capabilities("cuda", (9, 0), "NVIDIA H100 80GB HBM3", 1)
 AMPERE = Capabilities("cuda", (8, 0), "NVIDIA A100", 1)

@@ -1,7 +1,7 @@
 import pytest
 
-from flux_perf.flops import measure_matmul_peaks, scenario_tokens, step_flops_breakdown, transformer_step_flops
-from flux_perf.models import FULL
+from flux_perf.instrument.flops import measure_matmul_peaks, scenario_tokens, step_flops_breakdown, transformer_step_flops
+from flux_perf.model.models import FULL
 
 TEXT = 512
 

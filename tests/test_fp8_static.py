@@ -9,10 +9,10 @@ import torch
 pytest.importorskip("torchao.prototype.quantization.quant_api")
 
 from flux_perf.components import ComponentError, make_component  # noqa: E402
-from flux_perf.generate import generate_with  # noqa: E402
-from flux_perf.runner import CaseRunner  # noqa: E402
-from flux_perf.scenarios import Scenario  # noqa: E402
-from flux_perf.stacks import StackError, parse_stack  # noqa: E402
+from flux_perf.model.generate import generate_with  # noqa: E402
+from flux_perf.instrument.runner import CaseRunner  # noqa: E402
+from flux_perf.model.scenarios import Scenario  # noqa: E402
+from flux_perf.components.stacks import StackError, parse_stack  # noqa: E402
 
 SCENARIO = Scenario(64, 64, 2)
 E4M3_MAX = 448.0

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from flux_perf.components import make_component
-from flux_perf.generate import generate_with
-from flux_perf.scenarios import Scenario
+from flux_perf.model.generate import generate_with
+from flux_perf.model.scenarios import Scenario
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_block_linears_become_te_linear_and_generations_run_under_fp8_autocast(t
 
 def test_fp8_te_refuses_the_compiled_stacks_and_an_unknown_recipe():
     from flux_perf.components import ComponentError
-    from flux_perf.stacks import parse_stack
+    from flux_perf.components.stacks import parse_stack
 
     with pytest.raises(ComponentError, match="fp8-te cannot be combined with compile-regional"):
         parse_stack("fp8-te+compile-regional")

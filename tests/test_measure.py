@@ -1,5 +1,5 @@
-"""The timing instrument with a scripted `run`: warm-up, rounds, adaptive extension,
-pytest-benchmark hand-off, and a recompile during timing."""
+"""The timing instrument with a scripted `run`: warm-up, rounds, rounds doubled while the verdict
+is undecided (within the round and time caps), pytest-benchmark hand-off, a recompile during timing."""
 
 import itertools
 
@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from flux_perf.generate import Generation, StageTimes
-from flux_perf.measure import MeasureSettings, RecompiledDuringTiming, measure, no_recompile
-from flux_perf.stats import Verdict, gate, summarize
+from flux_perf.model.generate import Generation, StageTimes
+from flux_perf.instrument.measure import MeasureSettings, RecompiledDuringTiming, measure, no_recompile
+from flux_perf.gate.budgets import LatencyBudget
+from flux_perf.gate.latency import Verdict, check_budget, decided
+from flux_perf.instrument.rounds import summarize
 
 
 class QuietHost:
@@ -22,7 +24,7 @@ class QuietHost:
 
 @pytest.fixture(autouse=True)
 def quiet_host_pressure(monkeypatch):
-    monkeypatch.setattr("flux_perf.measure.HostPressure", QuietHost)
+    monkeypatch.setattr("flux_perf.instrument.measure.HostPressure", QuietHost)
 
 
 def scripted(walls_ms):
@@ -45,28 +47,40 @@ def test_warm_up_until_steady_then_time():
     assert timed.deterministic
 
 
-def test_inconclusive_adds_rounds_up_to_the_cap():
+BUDGET = LatencyBudget(0.5, "absolute", "budgets.toml")
+
+
+def test_undecided_rounds_double_up_to_the_cap():
     noisy = itertools.cycle([450, 520, 480, 550, 470, 530, 490])
     run = scripted(itertools.chain([500, 500, 500], noisy))
-
-    def verdict(samples):
-        return gate(summarize(samples), 0.5)
-
-    timed = measure(run, MeasureSettings(rounds=3, max_rounds=9), cuda=False, verdict_of=verdict)
-    assert len(timed.rounds) == 9
+    settings = MeasureSettings(rounds=3, max_rounds=10)
+    assert settings.look_sizes == (3, 6, 10) and settings.looks == 3
+    timed = measure(run, settings, cuda=False, decided=lambda s: decided(s, [BUDGET], settings.looks))
+    assert len(timed.rounds) == 10 and timed.stopped == "undecided at the cap of 10 rounds"
 
 
-def test_conclusive_stops_early():
+def test_the_time_cap_stops_an_undecided_case():
+    noisy = itertools.cycle([4500, 5200, 4800, 5500])  # 5 s rounds straddling a 5 s budget
+    run = scripted(itertools.chain([5000, 5000, 5000], noisy))
+    settings = MeasureSettings(rounds=4, max_rounds=32, max_case_seconds=50)
+    timed = measure(run, settings, cuda=False,
+                    decided=lambda s: decided(s, [LatencyBudget(5.0, "absolute", "x")], settings.looks))
+    assert len(timed.rounds) == 8, "4, then 4 more (40 s); 8 more would pass the 50 s cap"
+    assert "8 more would pass the case's 50 s cap" in timed.stopped
+
+
+def test_a_decided_case_stops_at_the_first_look():
     run = scripted([500, 500, 500] + [300] * 20)
-    timed = measure(run, MeasureSettings(rounds=8, max_rounds=16), cuda=False,
-                    verdict_of=lambda s: gate(summarize(s), 0.5))
-    assert len(timed.rounds) == 8
+    settings = MeasureSettings(rounds=8, max_rounds=16)
+    timed = measure(run, settings, cuda=False, decided=lambda s: decided(s, [BUDGET], settings.looks))
+    assert len(timed.rounds) == 8 and timed.stopped == "decided after 8 rounds"
 
 
 def test_rounds_too_few_for_the_confidence_are_inconclusive():
     # 3 rounds all under the budget: the median's interval reaches only 75 % coverage.
-    assert gate(summarize([0.3, 0.31, 0.32]), 0.5) is Verdict.INCONCLUSIVE
-    assert gate(summarize([0.3] * 6 + [0.31, 0.32], 0.975), 0.5, 0.975) is Verdict.PASS
+    assert check_budget([0.3, 0.31, 0.32], BUDGET, 0.95).verdict is Verdict.INCONCLUSIVE
+    assert check_budget([0.3] * 6 + [0.31, 0.32], BUDGET, 0.975).verdict is Verdict.PASS
+    assert summarize([0.3] * 6 + [0.31, 0.32], 0.975).ci_level >= 0.975
 
 
 class FakeBenchmark:
@@ -88,8 +102,7 @@ class FakeBenchmark:
 def test_rounds_go_through_pytest_benchmark():
     bench = FakeBenchmark()
     run = scripted([500, 500, 500] + [450, 550] * 10)
-    measure(run, MeasureSettings(rounds=4, max_rounds=8), cuda=False, benchmark=bench,
-            verdict_of=lambda s: Verdict.INCONCLUSIVE)
+    measure(run, MeasureSettings(rounds=4, max_rounds=8), cuda=False, benchmark=bench, decided=lambda s: False)
     assert bench.pedantic_rounds == 4 and len(bench.extra) == 4
 
 
@@ -104,13 +117,16 @@ def test_a_recompile_while_timing_is_an_error():
 def test_bad_settings():
     with pytest.raises(ValueError, match="rounds=5, max_rounds=2"):
         MeasureSettings(rounds=5, max_rounds=2)
+    with pytest.raises(ValueError, match="max_case_seconds=0"):
+        MeasureSettings(max_case_seconds=0)
 
 
 def test_cpu_pressure_marks_rounds_disturbed(tmp_path):
     """Linux PSI: tasks waiting for a CPU during the timed rounds make them `cpu-contention`,
     and a slow verdict on them `disturbed` (judges.describe_disturbance names the share)."""
-    from flux_perf.host import HostPressure, cpu_stall_us
-    from flux_perf.judges import describe_disturbance
+    from flux_perf.instrument.host import HostPressure, cpu_stall_us
+    from flux_perf.gate.latency import describe_disturbance
+    from flux_perf.instrument.telemetry import Flag
 
     psi = tmp_path / "cpu"
     psi.write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\nfull avg10=0.00 total=0\n")
@@ -119,6 +135,6 @@ def test_cpu_pressure_marks_rounds_disturbed(tmp_path):
     psi.write_text("some avg10=50.0 avg60=0.00 avg300=0.00 total=901000000\nfull avg10=0.00 total=0\n")
     assert pressure.stall_fraction() > 1.0  # 900 s of waiting in a few microseconds: clearly contended
     assert cpu_stall_us(tmp_path / "missing") is None and HostPressure(tmp_path / "missing").stall_fraction() is None
-    reasons = describe_disturbance(["cpu-contention"], [], None, None, host_stall=0.5)
+    reasons = describe_disturbance([Flag.CPU_CONTENTION], [], None, None, host_stall=0.5)
     assert reasons == ["host CPU contention: runnable tasks waited for a CPU 50% of the timed rounds "
                        "(/proc/pressure/cpu)"]

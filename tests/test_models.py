@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flux_perf.models import FULL, ModelSource, ModelSourceError, resolve_model_source
-from flux_perf.synthetic_weights import build_on_device
+from flux_perf.model.models import FULL, ModelSource, ModelSourceError, resolve_model_source
+from flux_perf.model.synthetic_weights import build_on_device
 
 
 def test_defaults_by_device(monkeypatch):
@@ -89,7 +89,7 @@ def _kontext_index(folder: Path) -> None:
 def test_only_a_hub_id_may_download_and_no_token_is_passed(tmp_path, monkeypatch):
     from diffusers import FluxKontextPipeline
 
-    from flux_perf.pipeline import build_pipeline
+    from flux_perf.model.pipeline import build_pipeline
 
     calls = []
 
@@ -115,8 +115,8 @@ def test_hf_token_is_not_in_a_long_traceback(tmp_path):
     model_dir.mkdir()
     _kontext_index(model_dir)  # lists components whose folders are missing: loading fails
     (tmp_path / "test_load_broken.py").write_text(textwrap.dedent(f"""
-        from flux_perf.models import resolve_model_source
-        from flux_perf.pipeline import load_model
+        from flux_perf.model.models import resolve_model_source
+        from flux_perf.model.pipeline import load_model
 
         def test_load():
             load_model(resolve_model_source({str(model_dir)!r}, "cpu"), "cpu")
@@ -138,7 +138,7 @@ def test_hf_token_is_not_in_a_long_traceback(tmp_path):
 def test_weights_do_not_depend_on_build_order():
     from diffusers import AutoencoderKL
 
-    from flux_perf.models import TINY
+    from flux_perf.model.models import TINY
 
     first = build_on_device(AutoencoderKL, TINY.vae, 0, "vae", "cpu", torch.float32)
     torch.manual_seed(123)  # global RNG state must not matter

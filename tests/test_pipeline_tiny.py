@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from flux_perf.generate import generate, generate_with
-from flux_perf.inputs import reference_image
-from flux_perf.models import resolve_model_source
-from flux_perf.pipeline import DeviceError, load_model
-from flux_perf.scenarios import Scenario
+from flux_perf.model.generate import generate, generate_with
+from flux_perf.model.inputs import reference_image
+from flux_perf.model.models import resolve_model_source
+from flux_perf.model.pipeline import DeviceError, load_model
+from flux_perf.model.scenarios import Scenario
 
 
 @pytest.mark.parametrize("scenario", [Scenario(64, 64, 2), Scenario(96, 128, 3)], ids=lambda s: s.id)

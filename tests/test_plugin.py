@@ -56,7 +56,8 @@ def test_gpu_suite_on_cpu_update_then_gate(store):
 
 def test_missing_baseline_fails_the_run(store):
     result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"))
-    assert result.returncode == 1 and "no baseline for cpu-" in result.stdout
+    assert result.returncode == 1 and "NO REFERENCES: no references for cpu-" in result.stdout
+    assert "not judged: no recorded latency" in result.stdout and "no bf16 baseline image" in result.stdout
 
 
 def test_unknown_stack_is_a_usage_error():

@@ -1,6 +1,6 @@
 import pytest
 
-from flux_perf.scenarios import BUILTIN, Scenario, ScenarioError, parse_scenario, parse_scenarios
+from flux_perf.model.scenarios import BUILTIN, Scenario, ScenarioError, parse_scenario, parse_scenarios
 
 
 def test_builtin_scenarios_are_the_guides_table():

@@ -7,20 +7,18 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from flux_perf.stats import (
+from flux_perf.gate.stats import (
     Change,
     RatioInterval,
     change_of,
     holm,
-    look_confidence,
-    median_ci,
     paired_p_slower,
     paired_ratio,
     rank_sum_cdf,
     signed_rank_cdf,
-    summarize,
     two_sample_ratio,
 )
+from flux_perf.instrument.rounds import look_confidence, median_ci, summarize
 
 
 def test_median_interval_uses_order_statistics():

@@ -1,4 +1,4 @@
-"""CPU tests of flux_perf.telemetry: without NVML, and against a fake NVML (patched pynvml)."""
+"""CPU tests of flux_perf.instrument.telemetry: without NVML, and against a fake NVML (patched pynvml)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from flux_perf import telemetry
-from flux_perf.telemetry import (
+from flux_perf.instrument import telemetry
+from flux_perf.instrument.telemetry import (
     GpuIdentity,
     Sample,
     TelemetryReport,

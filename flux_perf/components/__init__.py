@@ -1,5 +1,6 @@
-"""The optimization components, one module each. Every module of this package is imported
-here, and each component class registers itself: a new component is one new file."""
+"""The optimization components, one module each, and the stacks built from them (stacks.py).
+Every component module of this package is imported here, and each component class registers
+itself: a new component is one new file."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ import importlib
 import pkgutil
 
 from .base import REGISTRY, Capabilities, Component, ComponentError, Phase
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 class UnknownComponentError(ComponentError):
@@ -25,6 +22,11 @@ def make_component(spec: str) -> Component:
             f"unknown component {name!r}; known components: {', '.join(sorted(REGISTRY))}"
         )
     return REGISTRY[name](param or None)
+
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "stacks"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 __all__ = ["REGISTRY", "Capabilities", "Component", "ComponentError", "Phase", "UnknownComponentError",

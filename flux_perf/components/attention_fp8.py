@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..scenarios import Scenario, parse_scenario
+from ..model.scenarios import Scenario, parse_scenario
 from .base import CALIBRATION_SCENARIO, parse_choice_param
 from .local_attention import LocalAttentionKernel, attention_modules
 

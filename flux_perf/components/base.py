@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from ..scenarios import Scenario
+from ..model.scenarios import Scenario
 
 
 class ComponentError(ValueError):

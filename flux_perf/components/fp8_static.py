@@ -13,7 +13,7 @@ measured one), on the suite's prompt and reference image.
 
 from __future__ import annotations
 
-from ..scenarios import Scenario, ScenarioError, parse_scenario
+from ..model.scenarios import Scenario, ScenarioError, parse_scenario
 from .base import CALIBRATION_SCENARIO, Capabilities, ComponentError, Float8Component
 from .fp8_torchao import quantizable_block_linear
 

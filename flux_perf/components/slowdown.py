@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..clocks import clock_for
+from ..model.clocks import clock_for
 from .base import Component, Phase, parse_float_param
 
 # Large enough (~0.5 ms on an H100) that launch latency does not inflate the probe.

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from flux_perf.generate import generate_with
-from flux_perf.pipeline import load_model
-from flux_perf.scenarios import Scenario
+from flux_perf.model.generate import generate_with
+from flux_perf.model.pipeline import load_model
+from flux_perf.model.scenarios import Scenario
 
 pytestmark = pytest.mark.h100
 

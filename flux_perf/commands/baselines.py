@@ -1,0 +1,123 @@
+"""`flux-perf baselines update | show | migrate`: record the references on purpose, list them,
+convert a store of an older schema.
+
+`update` on a GPU model or weights with nothing recorded is the bootstrap: every selected stack's
+references, the bf16 images and latents, and the fidelity calibration of every scenario that has
+none, in one command with a progress line per case.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
+
+
+def register(sub) -> None:
+    baselines = sub.add_parser("baselines", help="the committed references").add_subparsers(dest="action",
+                                                                                          required=True)
+    update = baselines.add_parser("update", help="re-record the selected stacks' references on purpose (bf16's image "
+                                                 "too) and calibrate every scenario that has no calibration")
+    update.add_argument("--stacks", default=None,
+                        help="comma-separated stacks to re-record (default: bf16,compile,fp8,fast)")
+    add_scenario_args(update)
+    update.add_argument("--calibrate", choices=("missing", "all", "none"), default="missing",
+                        help="fidelity calibration after the references: scenarios without one (default), every "
+                             "selected scenario, or none")
+    update.add_argument("--force", action="store_true", help="allowed under CI=true")
+    # As many rounds as the gate takes: a reference of 3 rounds made the gate's ratio interval wide.
+    add_model_args(update, rounds=8)
+    update.set_defaults(func=update_references)
+    show = baselines.add_parser("show", help="list stored references")
+    show.add_argument("--baselines-dir", default=None)
+    show.set_defaults(func=show_references)
+    migrate = baselines.add_parser("migrate", help="convert a baseline folder written before the store had a "
+                                                   "schema version (values kept, provenance regrouped)")
+    migrate.add_argument("folders", nargs="+", help="<baselines>/<gpu>/<model fingerprint> folders")
+    migrate.add_argument("--force", action="store_true", help="allowed under CI=true")
+    migrate.set_defaults(func=migrate_folders)
+
+
+def update_references(args) -> int:
+    from ..components.stacks import BASELINE, DEFAULT_STACKS, parse_stacks
+    from ..session import FluxSession
+    from ..store.baselines import BaselineKey, updates_allowed
+    from .calibrate import calibrate_scenarios
+
+    updates_allowed(args.force)  # fail before minutes of measuring
+    stacks = args.stacks or ",".join(DEFAULT_STACKS)
+    if BASELINE not in [s.name for s in parse_stacks(stacks)]:
+        stacks = f"{BASELINE},{stacks}"  # the reference image comes from bf16: always, first
+    config = suite(args, stacks=stacks, scenarios=scenarios_of(args), update=True, force=args.force)
+    session = FluxSession(config, log=progress, environment=args.environment, command=command_line())
+    cases = [(stack, scenario) for stack in config.stacks for scenario in config.scenarios
+             if not session.skip_reason(stack)]
+    for stack in config.stacks:
+        reason = session.skip_reason(stack)
+        if reason:
+            print(f"not updated: {stack.name}: {reason}", file=sys.stderr)
+    code = run_cases(session, cases, config)
+    print("\n".join(["", "references written:", *session.baseline_updates]))
+    machine = session.machine
+    uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
+        args.calibrate == "missing" and not session.store.table(
+            BaselineKey(machine.slug, machine.fingerprint, s.id), "calibration.json"))]
+    if uncalibrated and code == 0:
+        progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)} (no calibration stored yet)")
+        session.runner.release()
+        calibrate_scenarios(session.runner, session.store, machine, uncalibrated,
+                            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and
+                                            not session.skip_reason(s)), write=True, force=args.force)
+    return code
+
+
+def show_references(args) -> int:
+    import json
+
+    from ..config import default_baselines_dir
+    from ..store.baselines import TABLES, BaselineKey, BaselineStore
+    from ..store.entries import BaselineError
+
+    root = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
+    store = BaselineStore(root)
+    for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        images = sorted(p.stem for p in folder.glob("*.png"))
+        print(f"{folder.relative_to(root)}: bf16 baselines for {', '.join(images) or 'no scenario'}")
+        for name in TABLES:
+            if not (folder / name).exists():
+                continue
+            try:
+                scenarios = sorted(json.loads((folder / name).read_text()).get("entries") or {})
+                for scenario in scenarios:
+                    key = BaselineKey(folder.parent.name, folder.name, scenario)
+                    for inner, entry in store.table(key, name).items():
+                        print(f"  {name} {scenario} {inner}: {_describe(entry)}")
+            except (BaselineError, ValueError, AttributeError) as error:
+                print(f"  {name}: UNREADABLE ({error})")
+    return 0
+
+
+def _describe(entry) -> str:
+    from ..store.entries import CalibrationEntry, FidelityEntry, LatencyEntry
+
+    when = entry.provenance.recorded_at or "unknown date"
+    if isinstance(entry, LatencyEntry):
+        return f"{entry.median_s:.3f} s over {len(entry.samples_s)} rounds, recorded {when}"
+    if isinstance(entry, FidelityEntry):
+        own = ", own latents kept" if entry.latents_sha256 else ""
+        return f"SSIM {entry.ssim:.5f}{own}, recorded {when}"
+    assert isinstance(entry, CalibrationEntry)
+    return f"lossless band SSIM >= {entry.band.ssim:.5f}, spreads of {', '.join(entry.spread) or 'no stack'}, " \
+           f"recorded {when}"
+
+
+def migrate_folders(args) -> int:
+    from ..store.baselines import updates_allowed
+    from ..store.migrate import migrate_folder
+
+    updates_allowed(args.force)
+    for folder in args.folders:
+        for line in migrate_folder(Path(folder)):
+            print(line)
+    return 0

@@ -1,0 +1,141 @@
+"""`flux-perf calibrate`: measure the lossless band and each stack's spread for these weights on
+this GPU (gate/calibrate.py), print the proposal, and store it with --write, scenario by scenario
+(a run cut short keeps the scenarios it finished). `--restate FOLDER` re-proposes stored ones."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .shared import add_model_args, add_scenario_args, progress, scenarios_of, suite
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("calibrate", help="measure the lossless band and fidelity spread for these weights "
+                                              "on this GPU; propose it, write it with --write")
+    add_scenario_args(parser)
+    parser.add_argument("--lossless", default=None,
+                        help="exact-math variants of bf16 (default on a GPU: attn-cudnn,attn-flash-sdpa,"
+                             "attn-efficient,compile-regional)")
+    parser.add_argument("--stacks", default=None, help="stacks whose spread to measure (default: compile,fp8,fast)")
+    parser.add_argument("--breaks", default=None, help="planted breaks to locate (default: noise:0.01,wrong-shift)")
+    parser.add_argument("--repeats", type=int, default=2, help="fresh builds per stack (default 2)")
+    parser.add_argument("--cold-compiles", action="store_true",
+                        help="compile every stack build from scratch (no dynamo state, inductor caches off), so "
+                             "the spread includes the compiler's own choices, as on another machine; slower")
+    parser.add_argument("--margin", type=float, default=1.5,
+                        help="the band reaches this many times the farthest lossless variant (default 1.5)")
+    parser.add_argument("--write", action="store_true", help="store the proposal in the baseline store")
+    parser.add_argument("--force", action="store_true", help="allow --write under CI")
+    parser.add_argument("--json", default=None, help="write every measurement and the proposal here")
+    parser.add_argument("--restate", default=None, metavar="FOLDER",
+                        help="no measuring: re-propose the calibrations stored in this baseline folder "
+                             "from the distances they hold (for a new --margin or band rule)")
+    add_model_args(parser)
+    parser.set_defaults(func=run)
+
+
+def listed(text: str | None, default) -> list[str]:
+    return [s for s in (text.split(",") if text is not None else default) if s]
+
+
+def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, stacks=None, breaks=None, repeats=2,
+                        margin=1.5, cold_compiles=False, write=False, force=False, json_path=None) -> dict:
+    """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries."""
+    from ..components.stacks import BASELINE, DEFAULT_STACKS
+    from ..gate.calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, calibrate_scenario, format_calibration, runnable
+    from ..store.baselines import BaselineKey
+    from ..store.entries import BaselineError
+    from ..store.files import write_json
+
+    lossless, skipped = runnable(listed(lossless, LOSSLESS_CUDA if machine.cuda else LOSSLESS_CPU), machine.caps)
+    stacks, more = runnable(listed(stacks, [s for s in DEFAULT_STACKS if s != BASELINE]), machine.caps)
+    breaks, rest = runnable(listed(breaks, BREAKS), machine.caps)
+    for line in skipped + more + rest:
+        print(f"not measured: {line}", file=sys.stderr)
+    driver = machine.gpu.driver_version if machine.gpu else None
+    report = {}
+    for number, scenario in enumerate(scenarios, 1):
+        key = BaselineKey(machine.slug, machine.fingerprint, scenario.id)
+        progress(f"[{number}/{len(scenarios)}] calibrating {key}: {len(lossless) + 1} lossless, {len(stacks)} stacks "
+                 f"x {repeats}, {len(breaks)} breaks")
+        result = calibrate_scenario(runner, store, key, scenario, lossless=lossless, stacks=stacks, breaks=breaks,
+                                    repeats=repeats, margin=margin, log=progress, cold_compiles=cold_compiles)
+        print(format_calibration(result))
+        entry = result.entry(driver)
+        report[scenario.id] = entry.to_json()
+        if json_path:
+            write_json(Path(json_path), {"flux_perf_calibration": 2, "key": str(key.folder), "scenarios": report})
+        if write:
+            try:
+                old = store.table(key, "calibration.json").get("fidelity")
+            except BaselineError as error:
+                print(f"{key}: replacing an unusable calibration ({error})")
+                old = None
+            path = store.write_calibration(key, entry, force=force)
+            before = f"band SSIM {old.band.ssim:.5f} -> " if old else "new: band SSIM "
+            print(f"{key}: {before}{entry.band.ssim:.5f} ({path})")
+    return report
+
+
+def run(args) -> int:
+    from ..components.stacks import BASELINE
+    from ..instrument.machine import Machine
+    from ..instrument.runner import CaseRunner
+    from ..model.models import resolve_model_source
+    from ..store.baselines import BaselineStore, updates_allowed
+
+    if args.write:
+        updates_allowed(args.force)  # refuse before minutes of measuring
+    if args.repeats < 1 or not args.margin >= 1:
+        raise ValueError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
+    if args.restate:
+        return restate(args)
+    config = suite(args, stacks=BASELINE, scenarios=scenarios_of(args))
+    machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
+    runner = CaseRunner(machine.source, config.device, log=lambda m: progress("  " + m))
+    calibrate_scenarios(runner, BaselineStore(config.baselines_dir), machine, config.scenarios, lossless=args.lossless,
+                        stacks=args.stacks, breaks=args.breaks, repeats=args.repeats, margin=args.margin,
+                        cold_compiles=args.cold_compiles, write=args.write, force=args.force, json_path=args.json)
+    if args.json:
+        print(f"\nmeasurements and proposal: {args.json}")
+    if not args.write:
+        print("\nnothing written: add --write to store this proposal for these weights on this GPU")
+    return 0
+
+
+def restate(args) -> int:
+    """Re-propose each stored calibration of a baseline folder from the distances it holds, print
+    it, and write it back only with --write."""
+    from dataclasses import replace
+
+    from ..gate.calibrate import format_calibration, restated
+    from ..model.scenarios import parse_scenario
+    from ..store.baselines import BaselineKey, BaselineStore
+
+    folder = Path(args.restate)
+    path = folder / "calibration.json"
+    if not path.is_file():
+        raise ValueError(f"--restate {folder}: no calibration.json there (a baseline folder: "
+                         "<baselines>/<gpu>/<model fingerprint>)")
+    store = BaselineStore(folder.parent.parent)
+    try:
+        scenario_ids = sorted(json.loads(path.read_text()).get("entries") or {})
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
+        raise ValueError(f"--restate: {path} is not a calibration table ({error})") from None
+    for scenario_id in scenario_ids:
+        key = BaselineKey(folder.parent.name, folder.name, scenario_id)
+        old = store.table(key, "calibration.json")["fidelity"]
+        result = restated(old, parse_scenario(scenario_id), args.margin)
+        print(format_calibration(result))
+        if args.write:
+            new = result.entry(old.provenance.driver)
+            entry = replace(new, stacks=old.stacks, spread=old.spread, provenance=old.provenance, details={
+                **new.details, "restated_from": {"recorded_at": old.provenance.recorded_at,
+                                                 "band": old.band.__dict__}})
+            store.write_calibration(key, entry, force=args.force)
+            print(f"{key}: band SSIM {old.band.ssim:.6f} -> {result.band['ssim']:.6f} ({path})")
+    if not args.write:
+        print("\nnothing written: add --write to store the restated proposal")
+    return 0

@@ -1,0 +1,106 @@
+"""What several subcommands share: the model and scenario options (declared once), the suite
+settings built from them, progress lines, and measuring a list of cases with a report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from .. import DEFAULT_REPORT_DIR
+from ..config import SuiteConfig, default_baselines_dir
+
+
+def progress(message: str) -> None:
+    print(f"[flux-perf] {message}", flush=True)
+
+
+def command_line() -> str:
+    return shlex.join(["flux-perf", *sys.argv[1:]])
+
+
+def add_scenario_args(parser, *, several: bool = True) -> None:
+    """`--scenarios HxW@STEPS,...` or one `--resolution N|HxW` with --steps/--guidance/--seed."""
+    if several:
+        parser.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: the guide's four)")
+    parser.add_argument("--resolution", default=None, help="N or HxW (instead of --scenarios)")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--guidance", type=float, default=2.5)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_model_args(parser, rounds: int = 3) -> None:
+    parser.add_argument("--model", default=None,
+                        help="synthetic | tiny | a diffusers pipeline directory | hub:OWNER/NAME "
+                             "(default: synthetic on a GPU, tiny on a CPU)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
+    parser.add_argument("--baselines-dir", default=None,
+                        help="baseline store with budgets.toml (default: the checkout's baselines/)")
+    parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
+
+
+def scenarios_of(args):
+    from ..model.scenarios import Scenario, parse_resolution, parse_scenarios
+
+    if getattr(args, "scenarios", None) is not None:
+        return parse_scenarios(args.scenarios)
+    if args.resolution is not None:
+        height, width = parse_resolution(args.resolution)
+        return (Scenario(height, width, args.steps, args.guidance, args.seed),)
+    return parse_scenarios(None)
+
+
+def baselines_dir(args) -> Path:
+    path = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
+    if not (path / "budgets.toml").is_file():
+        from ..gate.budgets import BudgetsError
+
+        hint = "" if args.baselines_dir else " (flux-perf is not running from a checkout: pass --baselines-dir)"
+        raise BudgetsError(f"no budgets.toml in {path}{hint}")
+    return path
+
+
+def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
+    from ..components.stacks import parse_stacks
+    from ..instrument.measure import MeasureSettings
+    from ..model.pipeline import check_device, check_device_name, default_device
+
+    if args.rounds < 1:
+        raise ValueError(f"--rounds {args.rounds}: need at least 1 timed round")
+    device = args.device or default_device()
+    check_device_name(device)
+    check_device(device)
+    config = SuiteConfig(
+        model=args.model, device=device, stacks=parse_stacks(stacks), scenarios=scenarios,
+        measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds), strict=False,
+        report_dir=Path(args.report_dir), baselines_dir=baselines_dir(args), update_baselines=update,
+        force_update=force,
+    )
+    config.check_destinations()
+    return config
+
+
+def run_cases(session, cases, config, *, show=None) -> int:
+    """Measure every case with a progress line each, and write the report whatever happens: an
+    error or a Ctrl-C keeps every case that finished."""
+    from ..report.summary import write_report
+
+    failed = False
+    try:
+        for number, (stack, scenario) in enumerate(cases, 1):
+            progress(f"[{number}/{len(cases)}] {stack.name} at {scenario.id}")
+            result = session.case(stack, scenario)
+            if result.error:
+                print(f"\n{result.id}: FAILED: {result.error}", file=sys.stderr)
+                failed = True
+            elif show:
+                show(result)
+    except KeyboardInterrupt:
+        session.interrupted = session.interrupted or "interrupted (KeyboardInterrupt)"
+        failed = True
+        print("\ninterrupted: writing the report of the cases that finished", file=sys.stderr)
+    finally:
+        paths = write_report(session.results(), config.report_dir, log=progress)
+        print(f"\nreport: {paths['results']}")
+    return 1 if failed else 0

@@ -1,0 +1,39 @@
+"""`flux-perf stacks`: the named stacks and components, and what this machine can run."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("stacks", help="list named stacks and components, and what this machine can run")
+    parser.add_argument("--device", default=None)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..components import REGISTRY, Capabilities
+    from ..components.stacks import NAMED_STACKS, parse_stack
+    from ..model.pipeline import check_device_name, default_device
+
+    device = args.device or default_device()
+    check_device_name(device)
+    caps = Capabilities.detect(device)
+    capability = f" (sm_{caps.capability[0]}{caps.capability[1]})" if caps.capability else ""
+    print(f"machine: {caps.gpu_name or caps.device}{capability}")
+    print("\nnamed stacks:")
+    for name in NAMED_STACKS:
+        stack = parse_stack(name)
+        reason = stack.unmet(caps)
+        print(f"  {name:<10} {stack.describe():<70} {'ok' if not reason else 'skip: ' + reason}")
+    optimizations = {n: c for n, c in REGISTRY.items() if not getattr(c, "test_only", False)}
+    plants = {n: c for n, c in REGISTRY.items() if getattr(c, "test_only", False)}
+    for title, group in (("components (lossless = expected to keep the bf16 output)", optimizations),
+                         ("test-only plants (prove the gates; --flux-plant, never in a stack of their own)", plants)):
+        if not group:
+            continue
+        print(f"\n{title}:")
+        for name, cls in sorted(group.items()):
+            reason = cls().unmet(caps)
+            print(f"  {name:<18} {'lossless' if cls.lossless else 'lossy':<8} {cls.summary}")
+            if reason:
+                print(f"  {'':<18} skip: {reason}")
+    return 0

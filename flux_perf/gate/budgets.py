@@ -1,0 +1,174 @@
+"""`baselines/budgets.toml`: latency budgets and fidelity floors, edited by hand on purpose."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class BudgetsError(ValueError):
+    """budgets.toml is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class LatencyBudget:
+    seconds: float
+    kind: str  # "absolute" (from budgets.toml) or "relative" (recorded median x (1 + tolerance))
+    source: str  # human-readable origin
+    tolerance: float | None = None  # relative budgets: the slow-down that counts as a regression
+    recorded_samples: tuple[float, ...] = ()  # relative budgets: the recorded run's rounds
+    reference_clock_mhz: float | None = None  # relative budgets: the SM clock the reference ran at
+    stale: tuple[str, ...] = ()  # relative budgets: why the recorded reference may no longer hold
+    reference_s: float | None = None  # relative budgets: the recorded median
+
+    def to_dict(self) -> dict:
+        return {"seconds": self.seconds, "kind": self.kind, "source": self.source, "tolerance": self.tolerance,
+                "recorded_rounds": len(self.recorded_samples), "stale": list(self.stale),
+                "reference_s": self.reference_s}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    path: str
+    relative_tolerance: float
+    absolute: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> seconds
+    targets: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> seconds (never a gate)
+    ssim_floors: dict = field(default_factory=dict)  # stack name -> floor
+    lossless_default: float = 0.98
+    lossy_default: float = 0.8
+
+    def latency_budgets(self, gpu: str | None, scenario_id: str, stack: str, recorded=None,
+                        stale: tuple[str, ...] = ()) -> list[LatencyBudget]:
+        """Every budget of a case: relative to its recorded latency (a store LatencyEntry: its
+        median, and its rounds when the recording kept them), then the absolute one of this file."""
+        budgets = []
+        if recorded is not None:
+            median = recorded.median_s
+            budgets.append(LatencyBudget(
+                median * (1 + self.relative_tolerance),
+                "relative",
+                f"recorded {median:.3f} s + {self.relative_tolerance:.0%}",
+                self.relative_tolerance,
+                tuple(recorded.samples_s),
+                recorded.sm_clock_mhz,
+                tuple(stale),
+                median,
+            ))
+        seconds = self.absolute.get(gpu or "", {}).get(scenario_id, {}).get(stack)
+        if seconds is not None:
+            budgets.append(LatencyBudget(seconds, "absolute", f"{Path(self.path).name} [{gpu}] {scenario_id} {stack}"))
+        return budgets
+
+    def target(self, gpu: str | None, scenario_id: str, stack: str) -> float | None:
+        return self.targets.get(gpu or "", {}).get(scenario_id, {}).get(stack)
+
+    def check_gpu(self, gpu: str | None) -> None:
+        """A GPU name in this file that is nearly this GPU's is a typo that would silently
+        switch its budgets off: say so."""
+        import difflib
+
+        names = set(self.absolute) | set(self.targets)
+        if not gpu or gpu in names:
+            return
+        close = difflib.get_close_matches(gpu, names, n=1, cutoff=0.85)
+        if close:
+            raise BudgetsError(f"{self.path}: GPU {close[0]!r} is not this GPU {gpu!r} (NVML's name); "
+                               "fix the spelling or its budgets never apply")
+
+    def ssim_floor(self, stack: str, lossless: bool) -> tuple[float, str]:
+        if stack in self.ssim_floors:
+            return self.ssim_floors[stack], f"{Path(self.path).name} [fidelity.ssim] {stack}"
+        if lossless:
+            return self.lossless_default, "lossless default"
+        return self.lossy_default, "lossy default"
+
+
+def _number(value, where: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BudgetsError(f"{where} = {value!r}: expected a number in [{low}, {high}]")
+    return float(value)
+
+
+def _table(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise BudgetsError(f"{where} must be a table, got {type(value).__name__}")
+    return value
+
+
+def _only(table: dict, allowed: set, where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise BudgetsError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def load_budgets(path: str | Path) -> Budgets:
+    path = Path(path)
+    if not path.is_file():
+        raise BudgetsError(f"budgets file {path} does not exist (expected latency budgets and fidelity floors)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise BudgetsError(f"budgets file {path} is not valid TOML: {error}") from None
+    where = path.name
+    _only(data, {"latency", "fidelity"}, where)
+    latency = _table(data.get("latency", {}), f"{where} [latency]")
+    _only(latency, {"relative_tolerance", "absolute", "targets"}, f"{where} [latency]")
+    # Up to 10 (1000 %): plumbing tests on busy CPUs use a band no CPU noise reaches.
+    tolerance = _number(latency.get("relative_tolerance", 0.03), f"{where} latency.relative_tolerance", 0.0, 10.0)
+    fidelity = _table(data.get("fidelity", {}), f"{where} [fidelity]")
+    _only(fidelity, {"lossless_default", "lossy_default", "ssim"}, f"{where} [fidelity]")
+    # An SSIM floor at or under 0 would let every image pass.
+    floors = {
+        _stack_name(stack, f"{where} fidelity.ssim"): _number(value, f"{where} fidelity.ssim.{stack}", 1e-6, 1.0)
+        for stack, value in _table(fidelity.get("ssim", {}), f"{where} [fidelity.ssim]").items()
+    }
+    return Budgets(
+        path=str(path),
+        relative_tolerance=tolerance,
+        absolute=_seconds_by_gpu(latency, "absolute", where),
+        targets=_seconds_by_gpu(latency, "targets", where),
+        ssim_floors=floors,
+        lossless_default=_number(fidelity.get("lossless_default", 0.98), f"{where} fidelity.lossless_default",
+                                 1e-6, 1),
+        lossy_default=_number(fidelity.get("lossy_default", 0.8), f"{where} fidelity.lossy_default", 1e-6, 1),
+    )
+
+
+def _stack_name(name: str, where: str) -> str:
+    """A stack named in this file must exist: a misspelt one would silently never apply."""
+    from ..components.stacks import StackError, parse_stack
+
+    try:
+        parse_stack(name)
+    except StackError as error:
+        raise BudgetsError(f"{where}: {error}") from None
+    return name
+
+
+def _scenario_id(text: str, where: str) -> str:
+    from ..model.scenarios import ScenarioError, parse_scenario
+
+    try:
+        return parse_scenario(text).id
+    except ScenarioError as error:
+        raise BudgetsError(f"{where}: {error}") from None
+
+
+def _seconds_by_gpu(latency: dict, key: str, where: str) -> dict:
+    """[latency.<key>."GPU NAME"] "HxW@STEPS" = { stack = seconds }."""
+    out: dict = {}
+    for gpu, scenarios in _table(latency.get(key, {}), f"{where} [latency.{key}]").items():
+        out[gpu] = {}
+        for scenario_id, stacks in _table(scenarios, f"{where} [latency.{key}.\"{gpu}\"]").items():
+            place = f"{where} latency.{key}.\"{gpu}\".\"{scenario_id}\""
+            out[gpu][_scenario_id(scenario_id, place)] = {
+                _stack_name(stack, place): _number(seconds, f"{place}.{stack}", 1e-4, 3600)
+                for stack, seconds in _table(stacks, place).items()
+            }
+    return out

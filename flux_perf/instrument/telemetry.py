@@ -1,0 +1,544 @@
+"""GPU telemetry through NVML (nvidia-ml-py): card identity and a background sampler.
+
+Telemetry explains a measurement; it must never break one. Every NVML query goes
+through `_query`, which turns any failure (unsupported on this GPU, no permission,
+old driver, missing binding) into None, and the sampler thread records its own
+crash in `TelemetryReport.reason` instead of raising. Nothing here changes GPU
+settings: no `nvmlDeviceSet*` calls.
+
+`index` is the CUDA device ordinal as this process sees it (what torch calls
+`cuda:<index>`). NVML ignores CUDA_VISIBLE_DEVICES, so `_device_handle` maps the
+ordinal through it; otherwise `cuda:0` of a job pinned to GPU 3 would be reported
+with GPU 0's clocks and processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+try:
+    import pynvml
+except ImportError:  # nvidia-ml-py is a dependency, but a broken env must not break imports
+    pynvml = None
+
+MIB = 2**20
+
+# --- NVML initialisation -------------------------------------------------------
+# nvmlInit once per process; (ok, reason) once tried. Never shut NVML down: a
+# sampler thread of another measurement may still be querying it.
+_nvml_lock = threading.Lock()
+_nvml_state: tuple[bool, str | None] | None = None
+
+
+def _init_failure_reason(exc: BaseException) -> str:
+    if pynvml is not None and isinstance(exc, pynvml.NVMLError):
+        value = getattr(exc, "value", None)
+        if value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+            return "NVML library not found (no NVIDIA driver on this machine)"
+        if value == pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
+            return "NVIDIA driver not loaded"
+        if value == pynvml.NVML_ERROR_NO_PERMISSION:
+            return "no permission to use NVML"
+        return f"NVML init failed: {exc}"
+    return f"NVML init failed: {type(exc).__name__}: {exc}"
+
+
+def _ensure_nvml() -> str | None:
+    """Initialise NVML once; return None when it works, else why not."""
+    global _nvml_state
+    with _nvml_lock:
+        if _nvml_state is None:
+            if pynvml is None:
+                _nvml_state = (False, "nvidia-ml-py (pynvml) is not installed")
+            else:
+                try:
+                    pynvml.nvmlInit()
+                    count = pynvml.nvmlDeviceGetCount()
+                    _nvml_state = (True, None) if count > 0 else (False, "NVML sees no GPU")
+                except Exception as exc:  # noqa: BLE001 - any failure means "no telemetry"
+                    _nvml_state = (False, _init_failure_reason(exc))
+        return _nvml_state[1]
+
+
+def nvml_unavailable_reason() -> str | None:
+    """None when NVML works, else a short human reason. Never raises."""
+    return _ensure_nvml()
+
+
+def _query(name: str, *args, unsupported: set[str] | None = None):
+    """Call `pynvml.<name>(*args)`; None on any failure.
+
+    With `unsupported`, remembers queries this GPU does not support so a sampler
+    stops asking every tick.
+    """
+    if unsupported is not None and name in unsupported:
+        return None
+    try:
+        return getattr(pynvml, name)(*args)
+    except Exception as exc:  # noqa: BLE001 - one failing query must not lose the rest
+        if unsupported is not None and (
+            isinstance(exc, AttributeError)
+            or getattr(exc, "value", None)
+            in (getattr(pynvml, "NVML_ERROR_NOT_SUPPORTED", 3), getattr(pynvml, "NVML_ERROR_FUNCTION_NOT_FOUND", 13))
+        ):
+            unsupported.add(name)
+        return None
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _device_handle(index: int):
+    """NVML handle of CUDA device `index`, honouring CUDA_VISIBLE_DEVICES. Raises LookupError."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        nvml_index = index
+    else:
+        entries = [e.strip() for e in visible.split(",")]
+        if not 0 <= index < len(entries) or not entries[index]:
+            raise LookupError(f"CUDA device {index} is not in CUDA_VISIBLE_DEVICES={visible!r}")
+        entry = entries[index]
+        if entry.isdigit():
+            nvml_index = int(entry)
+        elif entry.startswith("GPU-"):
+            # CUDA accepts UUID prefixes; NVML's by-UUID lookup needs the full one.
+            count = _query("nvmlDeviceGetCount") or 0
+            for i in range(count):
+                handle = _query("nvmlDeviceGetHandleByIndex", i)
+                uuid = _text(_query("nvmlDeviceGetUUID", handle)) if handle is not None else None
+                if uuid and uuid.startswith(entry):
+                    return handle
+            raise LookupError(f"no GPU matches {entry!r} from CUDA_VISIBLE_DEVICES")
+        else:
+            raise LookupError(f"CUDA_VISIBLE_DEVICES entry {entry!r} (MIG instance?) not mapped to an NVML device")
+    handle = _query("nvmlDeviceGetHandleByIndex", nvml_index)
+    if handle is None:
+        raise LookupError(f"NVML has no GPU with index {nvml_index}")
+    return handle
+
+
+# --- identity ------------------------------------------------------------------
+def gpu_slug(name: str) -> str:
+    """Folder name of a GPU model ('NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'). The one
+    rule for NVML's and torch's names alike, so baselines land in one folder either way."""
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower()).strip("-") or "unknown-gpu"
+
+
+_COMPUTE_MODES = {0: "default", 1: "exclusive-thread", 2: "prohibited", 3: "exclusive-process"}
+
+
+@dataclass(frozen=True)
+class GpuIdentity:
+    index: int
+    name: str
+    uuid: str | None
+    driver_version: str | None
+    cuda_driver_version: str | None  # e.g. "13.0"
+    power_limit_w: float | None  # enforced power limit
+    max_sm_clock_mhz: int | None
+    max_mem_clock_mhz: int | None
+    default_app_sm_clock_mhz: int | None
+    app_sm_clock_mhz: int | None
+    persistence_mode: bool | None
+    compute_mode: str | None
+    memory_total_mib: float | None
+
+    @property
+    def slug(self) -> str:
+        return gpu_slug(self.name)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "slug": self.slug}
+
+
+def _cuda_version_text(version) -> str | None:
+    if not isinstance(version, int) or version <= 0:
+        return None
+    return f"{version // 1000}.{(version % 1000) // 10}"  # 13000 -> "13.0", 12080 -> "12.8"
+
+
+def _scaled(value, divisor: float) -> float | None:
+    return None if value is None else float(value) / divisor
+
+
+def gpu_identity(index: int = 0) -> GpuIdentity | None:
+    """Static facts about CUDA device `index`; None when NVML is unavailable. Never raises."""
+    if _ensure_nvml() is not None:
+        return None
+    try:
+        handle = _device_handle(index)
+    except LookupError:
+        return None
+    sm, mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
+    cuda = _query("nvmlSystemGetCudaDriverVersion_v2")
+    if cuda is None:
+        cuda = _query("nvmlSystemGetCudaDriverVersion")
+    persistence = _query("nvmlDeviceGetPersistenceMode", handle)
+    compute_mode = _query("nvmlDeviceGetComputeMode", handle)
+    memory = _query("nvmlDeviceGetMemoryInfo", handle)
+    return GpuIdentity(
+        index=index,
+        name=_text(_query("nvmlDeviceGetName", handle)) or "unknown-gpu",
+        uuid=_text(_query("nvmlDeviceGetUUID", handle)),
+        driver_version=_text(_query("nvmlSystemGetDriverVersion")),
+        cuda_driver_version=_cuda_version_text(cuda),
+        power_limit_w=_scaled(_query("nvmlDeviceGetEnforcedPowerLimit", handle), 1000.0),  # mW
+        max_sm_clock_mhz=_query("nvmlDeviceGetMaxClockInfo", handle, sm),
+        max_mem_clock_mhz=_query("nvmlDeviceGetMaxClockInfo", handle, mem),
+        default_app_sm_clock_mhz=_query("nvmlDeviceGetDefaultApplicationsClock", handle, sm),
+        app_sm_clock_mhz=_query("nvmlDeviceGetApplicationsClock", handle, sm),
+        persistence_mode=None if persistence is None else persistence == getattr(pynvml, "NVML_FEATURE_ENABLED", 1),
+        compute_mode=None if compute_mode is None else _COMPUTE_MODES.get(compute_mode, str(compute_mode)),
+        memory_total_mib=_scaled(getattr(memory, "total", None), MIB),
+    )
+
+
+# --- clock event (throttle) reasons --------------------------------------------
+def _reason_bit(name: str, default: int) -> int:
+    for prefix in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
+        value = getattr(pynvml, prefix + name, None) if pynvml is not None else None
+        if isinstance(value, int):
+            return value
+    return default
+
+
+CLOCK_EVENT_REASONS: tuple[tuple[str, int], ...] = tuple(
+    (name, _reason_bit(name, default))
+    for name, default in (
+        ("GpuIdle", 0x1),
+        ("ApplicationsClocksSetting", 0x2),
+        ("SwPowerCap", 0x4),
+        ("HwSlowdown", 0x8),
+        ("SyncBoost", 0x10),
+        ("SwThermalSlowdown", 0x20),
+        ("HwThermalSlowdown", 0x40),
+        ("HwPowerBrakeSlowdown", 0x80),
+        ("DisplayClockSetting", 0x100),
+    )
+)
+_BIT = dict(CLOCK_EVENT_REASONS)
+_THERMAL = _BIT["SwThermalSlowdown"] | _BIT["HwThermalSlowdown"]
+_POWER = _BIT["SwPowerCap"] | _BIT["HwPowerBrakeSlowdown"]
+
+
+def decode_clock_event_reasons(mask: int) -> list[str]:
+    """Names of the reasons set in an NVML clock event bitmask; unknown bits as hex."""
+    names = [name for name, bit in CLOCK_EVENT_REASONS if mask & bit]
+    rest = mask & ~sum(_BIT.values())
+    if rest:
+        names.append(f"unknown(0x{rest:x})")
+    return names
+
+
+def _clock_event_reasons(handle, unsupported: set[str]) -> int | None:
+    # "Throttle" was renamed "ClocksEvent" in NVML 12.2; old bindings only have the former.
+    if pynvml is not None and hasattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons"):
+        return _query("nvmlDeviceGetCurrentClocksEventReasons", handle, unsupported=unsupported)
+    return _query("nvmlDeviceGetCurrentClocksThrottleReasons", handle, unsupported=unsupported)
+
+
+# --- samples and report --------------------------------------------------------
+@dataclass(frozen=True)
+class Sample:
+    t_s: float  # seconds since sampler start (time.perf_counter)
+    power_w: float | None
+    sm_clock_mhz: int | None
+    mem_clock_mhz: int | None
+    temperature_c: float | None
+    gpu_util_pct: float | None
+    mem_util_pct: float | None
+    memory_used_mib: float | None
+    clock_event_reasons: int | None  # raw bitmask
+
+
+def _stats(values) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _disturbing(processes: list[dict]) -> bool:
+    """Whether other processes on the GPU count as a disturbance.
+
+    In a container NVML may report PIDs of the host's PID namespace, so this very
+    process can show up under a PID that is not os.getpid(). A PID missing from our
+    /proc is therefore reported with "verified": False, since it may be us. Verified
+    PIDs always count; unverified ones count only when there are two or more of
+    them, since at most one of them can be this process.
+    """
+    unverified = sum(1 for p in processes if not p.get("verified", True))
+    return unverified > 1 or any(p.get("verified", True) for p in processes)
+
+
+def _is_busy(sample: Sample) -> bool:
+    if sample.clock_event_reasons is not None and sample.clock_event_reasons & _BIT["GpuIdle"]:
+        return False
+    return sample.gpu_util_pct is None or sample.gpu_util_pct > 0
+
+
+class Flag(str, Enum):
+    """What the card or host did during the timed rounds (a str, so JSON and old records read alike)."""
+
+    THERMAL = "thermal-throttle"
+    POWER = "power-throttle"
+    HW_SLOWDOWN = "hw-slowdown"
+    OTHER_PROCESSES = "other-processes"
+    CLOCK_BELOW_MAX = "clock-below-max"
+    CPU_CONTENTION = "cpu-contention"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Flags that make timed rounds unrepresentative of the card: measured again, then `disturbed`.
+# A power cap is not among them: a loaded H100 sits at its power limit as a matter of course.
+DISTURBING = (Flag.THERMAL, Flag.HW_SLOWDOWN, Flag.OTHER_PROCESSES, Flag.CPU_CONTENTION)
+
+
+@dataclass
+class TelemetryReport:
+    available: bool
+    reason: str | None = None  # why unavailable, or what went wrong while sampling
+    samples: list[Sample] = field(default_factory=list)
+    duration_s: float = 0.0
+    energy_j: float | None = None
+    other_processes: list[dict] = field(default_factory=list)  # pid, name, used_memory_mib, verified
+    energy_source: str | None = None  # "counter" | "power-integral" | None
+    max_sm_clock_mhz: int | None = None  # for the "clock-below-max" flag
+
+    def clock_event_mask(self) -> int:
+        mask = 0
+        for s in self.samples:
+            mask |= s.clock_event_reasons or 0
+        return mask
+
+    def flags(self) -> list[Flag]:
+        mask = self.clock_event_mask()
+        flags = []
+        if mask & _THERMAL:
+            flags.append(Flag.THERMAL)
+        if mask & _POWER:
+            flags.append(Flag.POWER)
+        if mask & _BIT["HwSlowdown"]:
+            flags.append(Flag.HW_SLOWDOWN)
+        if _disturbing(self.other_processes):
+            flags.append(Flag.OTHER_PROCESSES)
+        busy = [s.sm_clock_mhz for s in self.samples if _is_busy(s) and s.sm_clock_mhz is not None]
+        if busy and self.max_sm_clock_mhz and statistics.median(busy) < 0.9 * self.max_sm_clock_mhz:
+            flags.append(Flag.CLOCK_BELOW_MAX)
+        return flags
+
+    @property
+    def sm_clock_median_mhz(self) -> float | None:
+        clocks = [x.sm_clock_mhz for x in self.samples if x.sm_clock_mhz is not None]
+        return float(statistics.median(clocks)) if clocks else None
+
+    @property
+    def hottest_c(self) -> float | None:
+        temperatures = [x.temperature_c for x in self.samples if x.temperature_c is not None]
+        return float(max(temperatures)) if temperatures else None
+
+    def summary(self) -> dict:
+        s = self.samples
+        return {
+            "available": self.available,
+            "reason": self.reason,
+            "sample_count": len(s),
+            "duration_s": self.duration_s,
+            "energy_j": self.energy_j,
+            "energy_source": self.energy_source,
+            "power_w": _stats(x.power_w for x in s),
+            "sm_clock_mhz": _stats(x.sm_clock_mhz for x in s),
+            "mem_clock_mhz": _stats(x.mem_clock_mhz for x in s),
+            "temperature_c": _stats(x.temperature_c for x in s),
+            "gpu_util_pct": _stats(x.gpu_util_pct for x in s),
+            "mem_util_pct": _stats(x.mem_util_pct for x in s),
+            "memory_used_mib": _stats(x.memory_used_mib for x in s),
+            "max_sm_clock_mhz": self.max_sm_clock_mhz,
+            "clock_event_reasons": decode_clock_event_reasons(self.clock_event_mask()),
+            "flags": [flag.value for flag in self.flags()],
+            "other_processes": [dict(p) for p in self.other_processes],
+        }
+
+    def to_dict(self, include_samples: bool = True) -> dict:
+        data = self.summary()
+        if include_samples:
+            data["samples"] = [dataclasses.asdict(x) for x in self.samples]
+        return data
+
+    def energy_per_image_j(self, images: int) -> float | None:
+        if self.energy_j is None or images <= 0:
+            return None
+        return self.energy_j / images
+
+
+def _power_integral_j(samples: list[Sample]) -> float | None:
+    """Trapezoid over consecutive samples that both have power; None with fewer than two."""
+    points = [(s.t_s, s.power_w) for s in samples if s.power_w is not None]
+    if len(points) < 2:
+        return None
+    return sum((t1 - t0) * (p0 + p1) / 2.0 for (t0, p0), (t1, p1) in zip(points, points[1:]))
+
+
+def _pid_exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+# --- sampler -------------------------------------------------------------------
+class TelemetrySampler:
+    """Samples NVML in a daemon thread every `interval_s` between start() and stop(). Context manager too.
+
+    One sample is taken at start() and one at stop(), so even a short run has two;
+    the energy counter is read at the same two moments.
+    """
+
+    def __init__(self, index: int = 0, interval_s: float = 0.05):
+        self.index = index
+        self.interval_s = max(float(interval_s), 0.001)
+        self.report: TelemetryReport | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._samples: list[Sample] = []
+        self._processes: dict[int, dict] = {}
+        self._unsupported: set[str] = set()
+        self._errors: list[str] = []
+        self._handle = None
+        self._reason: str | None = None
+        self._t0: float | None = None
+        self._energy_start_mj = None
+        self._max_sm_clock: int | None = None
+
+    # -- lifecycle --
+    def start(self) -> None:
+        if self._t0 is not None:
+            return  # already started: a second start would split the report
+        self._t0 = time.perf_counter()
+        self._reason = _ensure_nvml()
+        if self._reason is not None:
+            return
+        try:
+            self._handle = _device_handle(self.index)
+        except LookupError as exc:
+            self._reason = str(exc)
+            return
+        self._max_sm_clock = _query("nvmlDeviceGetMaxClockInfo", self._handle, getattr(pynvml, "NVML_CLOCK_SM", 1))
+        self._energy_start_mj = _query("nvmlDeviceGetTotalEnergyConsumption", self._handle, unsupported=self._unsupported)
+        self._guarded_sample()
+        self._thread = threading.Thread(target=self._run, name=f"nvml-telemetry-{self.index}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> TelemetryReport:
+        if self.report is not None:
+            return self.report
+        if self._t0 is None:
+            self.report = TelemetryReport(available=False, reason="sampler was never started")
+            return self.report
+        if self._handle is None:
+            self.report = TelemetryReport(
+                available=False, reason=self._reason, duration_s=time.perf_counter() - self._t0
+            )
+            return self.report
+        self._stop.set()
+        if self._thread is not None:
+            # A hung NVML call must not hang the test: give up on the thread after a while.
+            self._thread.join(timeout=max(5.0, 10 * self.interval_s))
+            if self._thread.is_alive():
+                self._errors.append("sampler thread did not stop in time")
+        self._guarded_sample()
+        energy_end_mj = _query("nvmlDeviceGetTotalEnergyConsumption", self._handle, unsupported=self._unsupported)
+        duration = time.perf_counter() - self._t0
+        samples = sorted(list(self._samples), key=lambda s: s.t_s)
+
+        energy_j, source = None, None
+        if self._energy_start_mj is not None and energy_end_mj is not None and energy_end_mj >= self._energy_start_mj:
+            energy_j, source = (energy_end_mj - self._energy_start_mj) / 1000.0, "counter"  # mJ -> J
+        else:
+            energy_j = _power_integral_j(samples)
+            source = "power-integral" if energy_j is not None else None
+
+        self.report = TelemetryReport(
+            available=True,
+            reason="; ".join(self._errors) or None,
+            samples=samples,
+            duration_s=duration,
+            energy_j=energy_j,
+            other_processes=[dict(p) for p in sorted(list(self._processes.values()), key=lambda p: p["pid"])],
+            energy_source=source,
+            max_sm_clock_mhz=self._max_sm_clock,
+        )
+        return self.report
+
+    def __enter__(self) -> TelemetrySampler:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.stop()
+        return False
+
+    # -- sampling --
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if not self._guarded_sample():
+                return  # recorded; sampling again would most likely fail the same way
+
+    def _guarded_sample(self) -> bool:
+        # The sampler shares the process with the measurement: never let it raise.
+        try:
+            self._sample_once()
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self._errors.append(f"telemetry sampling failed: {type(exc).__name__}: {exc}")
+            return False
+
+    def _sample_once(self) -> None:
+        h, skip = self._handle, self._unsupported
+        t = time.perf_counter() - self._t0
+        sm, mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
+        util = _query("nvmlDeviceGetUtilizationRates", h, unsupported=skip)
+        memory = _query("nvmlDeviceGetMemoryInfo", h, unsupported=skip)
+        temperature = _query("nvmlDeviceGetTemperature", h, getattr(pynvml, "NVML_TEMPERATURE_GPU", 0), unsupported=skip)
+        self._samples.append(
+            Sample(
+                t_s=t,
+                # Recent drivers report a ~1 s average here on Hopper: the energy counter is the better total.
+                power_w=_scaled(_query("nvmlDeviceGetPowerUsage", h, unsupported=skip), 1000.0),  # mW
+                sm_clock_mhz=_query("nvmlDeviceGetClockInfo", h, sm, unsupported=skip),
+                mem_clock_mhz=_query("nvmlDeviceGetClockInfo", h, mem, unsupported=skip),
+                temperature_c=_scaled(temperature, 1.0),
+                gpu_util_pct=_scaled(getattr(util, "gpu", None), 1.0),
+                mem_util_pct=_scaled(getattr(util, "memory", None), 1.0),
+                memory_used_mib=_scaled(getattr(memory, "used", None), MIB),
+                clock_event_reasons=_clock_event_reasons(h, skip),
+            )
+        )
+        self._record_processes()
+
+    def _record_processes(self) -> None:
+        own = os.getpid()
+        for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+            for proc in _query(query, self._handle, unsupported=self._unsupported) or []:
+                pid = getattr(proc, "pid", None)
+                if not isinstance(pid, int) or pid == own:
+                    continue
+                used = _scaled(getattr(proc, "usedGpuMemory", None), MIB)
+                seen = self._processes.get(pid)
+                if seen is None:
+                    self._processes[pid] = {
+                        "pid": pid,
+                        "name": _text(_query("nvmlSystemGetProcessName", pid)),
+                        "used_memory_mib": used,
+                        "verified": _pid_exists(pid),
+                    }
+                elif used is not None and (seen["used_memory_mib"] is None or used > seen["used_memory_mib"]):
+                    seen["used_memory_mib"] = used  # keep the peak seen

@@ -1,0 +1,72 @@
+"""Compare two runs' results.json: per case, the change with a statistical verdict.
+
+Runs of different GPUs or weights are refused: their latencies say nothing about the code.
+A case the head lost (missing, or errored where the base measured it) is a regression.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from .records import ResultsError, RunResults, read_results
+from ..gate.stats import Change, change_of, two_sample_ratio
+
+LOST = "lost in head"
+
+
+def check_comparable(base: RunResults, head: RunResults) -> None:
+    for what, a, b in (("GPU", base.gpu, head.gpu), ("model weights", base.fingerprint, head.fingerprint)):
+        if a != b:
+            raise ResultsError(f"cannot compare runs of different {what}: base {a!r}, head {b!r}")
+
+
+def check_tolerance(tolerance: float) -> float:
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise ResultsError(f"tolerance {tolerance!r}: must be a fraction in [0, 1), e.g. 0.03 for 3 %")
+    return tolerance
+
+
+def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[dict]:
+    check_comparable(base, head)
+    check_tolerance(tolerance)
+    base_cases = {r.id: r for r in base.records}
+    head_cases = {r.id: r for r in head.records}
+    rows = []
+    for case in sorted(set(base_cases) | set(head_cases)):
+        old, new = base_cases.get(case), head_cases.get(case)
+        if old is None or not old.wall_samples_s:
+            rows.append({"id": case, "change": "new in head" if old is None else "not measured in base"})
+        elif new is None:
+            rows.append({"id": case, "change": LOST, "detail": "missing from the head run"})
+        elif new.error or not new.wall_samples_s:
+            rows.append({"id": case, "change": LOST, "detail": new.error or "no timed rounds"})
+        else:
+            ratio = two_sample_ratio(old.wall_samples_s, new.wall_samples_s)
+            rows.append({"id": case, "base_median_s": statistics.median(old.wall_samples_s),
+                         "head_median_s": statistics.median(new.wall_samples_s), "ratio": ratio.ratio,
+                         "ratio_low": ratio.low, "ratio_high": ratio.high,
+                         "change": change_of(ratio, tolerance).value})
+    return rows
+
+
+def compare_files(base_path, head_path, tolerance: float) -> list[dict]:
+    return compare_runs(read_results(base_path), read_results(head_path), tolerance)
+
+
+def format_rows(rows: list[dict], tolerance: float) -> str:
+    lines = [f"{'case':<34} {'base s':>8} {'head s':>8} {'change':>8}  95% interval of ratio   verdict (tolerance {tolerance:.0%})"]
+    for row in rows:
+        if "ratio" not in row:
+            detail = f": {row['detail']}" if row.get("detail") else ""
+            lines.append(f"{row['id']:<34} {'':>8} {'':>8} {'':>8}  {'':<16}  {row['change']}{detail}")
+            continue
+        lines.append(
+            f"{row['id']:<34} {row['base_median_s']:>8.3f} {row['head_median_s']:>8.3f} {row['ratio'] - 1:>+8.1%}"
+            f"  {row['ratio_low']:.3f}-{row['ratio_high']:.3f}      {row['change']}"
+        )
+    return "\n".join(lines)
+
+
+def has_regression(rows: list[dict]) -> bool:
+    return any(row.get("change") in (Change.SLOWER.value, LOST) for row in rows)

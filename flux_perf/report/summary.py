@@ -1,0 +1,197 @@
+"""A run's report: results.json (every figure), summary.md (the table of every case with what it
+could see, what could not be judged and why, the fidelity gaps, the targets, what could not run)
+and the plots. Nothing here changes the records it is given."""
+
+from __future__ import annotations
+
+import math
+import traceback
+from pathlib import Path
+
+from ..components.stacks import BASELINE
+from .plots import plot_latency, plot_telemetry
+from .records import CaseRecord, RunResults, write_results
+
+NOT_JUDGED = ("inconclusive", "no-reference", "disturbed")
+
+
+def fmt(value, spec: str, missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def speedups(records: list[CaseRecord]) -> dict[int, float]:
+    """id(record) -> its speed-up over bf16 eager of the same GPU, weights and scenario (the first
+    bf16 record of several runs)."""
+    reference: dict = {}
+    for r in records:
+        if r.stack == BASELINE and r.timed:
+            reference.setdefault((r.gpu, r.fingerprint, r.scenario_id), r)
+    out = {}
+    for r in records:
+        base = reference.get((r.gpu, r.fingerprint, r.scenario_id))
+        if base is not None and r.timed:
+            out[id(r)] = base.median_s / r.median_s
+    return out
+
+
+def verdict_text(record: CaseRecord) -> str:
+    if record.error:
+        return "ERROR"
+    latency = record.latency or {}
+    verdict = latency.get("verdict", "-")
+    if latency.get("faster_by"):
+        return f"pass, faster {latency['faster_by']:.1%}"
+    return verdict.upper() if latency.get("failed") or verdict in NOT_JUDGED else verdict
+
+
+def _ssim_text(record: CaseRecord) -> str:
+    fidelity = record.fidelity or {}
+    verdict = fidelity.get("verdict")
+    if verdict == "fail":
+        return f"**{fmt(fidelity.get('ssim'), '.4f')} FAIL**"
+    if verdict == "error":
+        return "**no baseline**" if "no bf16 baseline" in (fidelity.get("message") or "") else "**error**"
+    if verdict == "updated":
+        return "updated"
+    gap = " (floor only)" if fidelity.get("gap") else ""
+    # A pass whose output changed (within the lossless band or the stack's tolerance) is marked.
+    return fmt(fidelity.get("ssim"), ".4f") + (" (changed)" if fidelity.get("changed") else "") + gap
+
+
+def _flags(record: CaseRecord) -> list[str]:
+    flags = list(record.flags)
+    if record.deterministic is False:
+        flags.append("nondeterministic")
+    if record.injected_slowdown:
+        flags.append(f"injected slowdown {record.injected_slowdown:g}")
+    if (record.latency or {}).get("stale") or (record.fidelity or {}).get("stale"):
+        flags.append("stale reference")
+    return flags
+
+
+def _header(results: RunResults) -> list[str]:
+    machine = results.machine
+    software, model = machine.get("software") or {}, machine.get("model") or {}
+    peaks = machine.get("matmul_peaks") or {}
+    lines = ["# flux-perf summary", "",
+             f"GPU: **{machine.get('gpu_name') or 'CPU'}** · model: `{model.get('source')}` ({model.get('fingerprint')}) · "
+             f"torch {software.get('torch')} · diffusers {software.get('diffusers')} · "
+             f"commit `{(machine.get('commit') or 'unknown')[:20]}`"]
+    if results.unrecorded:
+        lines += ["", f"**Nothing recorded for this GPU model and weights**: {results.unrecorded}"]
+    if results.interrupted:
+        lines += ["", f"**Run interrupted**: {results.interrupted}. The cases below are those that finished."]
+    if peaks.get("bf16_tflops"):
+        lines.append(f"Measured matmul ceilings: bf16 {peaks['bf16_tflops']} TFLOP/s, fp8 {peaks['fp8_tflops']} TFLOP/s.")
+    return lines
+
+
+def _case_row(r: CaseRecord, speedup: float | None) -> str:
+    if r.error:
+        return f"| {r.scenario_id} | {r.stack} | - | - | - | ERROR | - | - | - | - | - | - | {r.error[:80]} |"
+    wall, latency = r.wall_s, r.latency or {}
+    budget = latency.get("budget") or {}
+    return (f"| {r.scenario_id} | {r.stack} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
+            f"| {fmt(budget.get('seconds'), '.3f')} | {fmt(r.detection_limit, '+.1%')} | {verdict_text(r)} "
+            f"| {fmt(speedup, '.2f')}x | {_ssim_text(r)} | {fmt(r.energy_per_image_j, '.0f')} "
+            f"| {fmt(r.sm_clock_mhz, '.0f')} | {fmt(r.transformer_tflops, '.0f')} ({fmt(r.pct_peak, '.0f')}%) "
+            f"| {fmt(r.compile_s, '.1f')} | {', '.join(_flags(r)) or '-'} |")
+
+
+LEGEND = ("Latency: end-to-end wall time of one edit (reference encode + denoising + decode), median of the timed "
+          "rounds with its distribution-free interval. The gate is one-sided: no slow-down beyond the tolerance "
+          "against the stack's own recorded reference on this GPU model (exact Mann-Whitney interval of the ratio), "
+          "and the absolute budgets of budgets.toml; faster always passes. `detects`: the smallest slow-down against "
+          "the reference this run could have called a failure at its measured noise and rounds (about even odds). "
+          "INCONCLUSIVE, NO-REFERENCE and DISTURBED cases were not judged: see below. TFLOP/s: transformer FLOPs / "
+          "denoising time, % of the measured matmul ceiling of the stack's linear precision.")
+
+
+def _not_judged(records: list[CaseRecord]) -> list[str]:
+    lines = []
+    for r in records:
+        latency = r.latency or {}
+        verdict = latency.get("verdict")
+        if verdict == "inconclusive":
+            budget = latency.get("budget") or {}
+            lines.append(f"- {r.id}: INCONCLUSIVE against {budget.get('source')} ({fmt(budget.get('seconds'), '.3f')} s) "
+                         f"{r.stopped or ''}; it could see slow-downs of {fmt(r.detection_limit, '+.1%')} and more")
+        elif verdict == "no-reference":
+            lines.append(f"- {r.id}: NO REFERENCE: {latency.get('missing')}")
+        elif verdict == "disturbed":
+            lines.append(f"- {r.id}: DISTURBED: {'; '.join(latency.get('disturbance') or [])}")
+        if (r.fidelity or {}).get("verdict") == "error":
+            lines.append(f"- {r.id}: fidelity not judged: {r.fidelity.get('message')}")
+    return ["", "## Not judged (never a pass)", "", *lines] if lines else []
+
+
+def _gaps_and_stale(records: list[CaseRecord]) -> list[str]:
+    lines = []
+    gaps = [f"- {r.id}: {r.fidelity['gap']}" for r in records if (r.fidelity or {}).get("gap")]
+    if gaps:
+        lines += ["", "## Fidelity gaps (judged by the floor alone; --flux-strict fails them)", "", *gaps]
+    stale = [f"- {r.id}: " + "; ".join(dict.fromkeys([*(r.latency or {}).get("stale", []),
+                                                     *(r.fidelity or {}).get("stale", [])]))
+             for r in records if (r.latency or {}).get("stale") or (r.fidelity or {}).get("stale")]
+    if stale:
+        lines += ["", "## Stale references (still gating; re-record them on purpose)", "", *stale]
+    return lines
+
+
+def _fidelity_table(records: list[CaseRecord]) -> list[str]:
+    judged = [r for r in records if (r.fidelity or {}).get("verdict") in ("pass", "fail")]
+    if not judged:
+        return []
+    lines = ["", "## Fidelity against the bf16 baseline", "",
+             "| scenario | stack | SSIM | PSNR dB | latent distance | verdict | why / note |", "|---|---|---|---|---|---|---|"]
+    for r in judged:
+        f = r.fidelity
+        why = "; ".join(f.get("reasons") or []) or f.get("message") or "-"
+        psnr = fmt(f.get("psnr"), ".2f") if f.get("psnr") is not None else "identical"
+        lines.append(f"| {r.scenario_id} | {r.stack} | {fmt(f.get('ssim'), '.5f')} | {psnr} | "
+                     f"{fmt(f.get('latent_rel_l2'), '.2e')} | {f['verdict']} | {why} |")
+    return lines
+
+
+def summary_markdown(results: RunResults) -> str:
+    from .tables import skipped_table
+
+    speedup = speedups(results.records)
+    lines = _header(results) + [
+        "", "| scenario | stack | median s (95% CI) | budget s | detects | verdict | vs bf16 | SSIM | J/image | SM MHz "
+        "| TFLOP/s (% peak) | compile s | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_case_row(r, speedup.get(id(r))) for r in results.records if r.error or r.timed]
+    lines += ["", LEGEND]
+    lines += _not_judged(results.records) + _gaps_and_stale(results.records) + _fidelity_table(results.records)
+    targets = [r for r in results.records if r.target]
+    if targets:
+        lines += ["", "## Targets (the guide's table; reported, not a gate)", "",
+                  "| scenario | stack | target s | median s | met | gap s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.scenario_id} | {r.stack} | {r.target['seconds']:.2f} | {r.median_s:.3f} "
+                  f"| {'yes' if r.target['met'] else 'no'} | {r.target['gap_s']:+.3f} |" for r in targets]
+    if results.skipped:
+        lines += ["", "## Not run on this machine", "", skipped_table(results.skipped).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: RunResults, folder: Path, plots: bool = True, log=lambda _: None) -> dict:
+    """Write results.json first (the measurements), then summary.md and, unless `plots` is False,
+    the plots; return the paths. A plot that cannot be drawn is logged, never fatal; a plot not
+    drawn now is removed, so no picture of an older run sits beside these results."""
+    folder = Path(folder)
+    written = {"results": write_results(results, folder / "results.json")}
+    written["summary"] = folder / "summary.md"
+    written["summary"].write_text(summary_markdown(results))
+    for name, plotter in (("latency", plot_latency), ("telemetry", plot_telemetry)):
+        path = folder / f"{name}.png"
+        path.unlink(missing_ok=True)
+        if not plots:
+            continue
+        try:
+            if plotter(results.records, path):
+                written[f"{name}_plot"] = path
+        except Exception as error:  # noqa: BLE001 - a picture must never cost the measurements
+            log(f"could not draw {path}: {''.join(traceback.format_exception_only(error)).strip()}")
+    return written

@@ -1,0 +1,159 @@
+"""One case's references, loaded once: the bf16 baseline of its scenario, the stack's recorded
+latency and fidelity and own final latents, and the scenario's fidelity calibration, each with
+what is missing (and the command that records it) and why it may be stale. The judges take this
+whole; the sanctioned update writes a new set through the store in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..components.stacks import BASELINE, Stack
+from ..model.scenarios import Scenario
+from .baselines import Baseline, BaselineKey, BaselineMissing, BaselineStore
+from .entries import BaselineError, CalibrationEntry, FidelityEntry, LatencyEntry, Spread
+from .provenance import Provenance, distribution_of, stale_reasons
+
+LATENCY, BASELINE_IMAGE, FIDELITY, CALIBRATION = "latency", "baseline", "fidelity", "calibration"
+
+
+@dataclass(frozen=True)
+class References:
+    key: BaselineKey
+    stack: str
+    baseline: Baseline | None = None
+    latency: LatencyEntry | None = None
+    fidelity: FidelityEntry | None = None
+    own_latents: np.ndarray | None = None  # bf16's are the baseline's
+    calibration: CalibrationEntry | None = None
+    problems: dict[str, str] = field(default_factory=dict)  # part -> why it is missing or unusable
+    stale: dict[str, tuple[str, ...]] = field(default_factory=dict)  # part -> why it may no longer hold
+
+    @property
+    def spread(self) -> Spread | None:
+        return self.calibration.spread.get(self.stack) if self.calibration else None
+
+    def stale_of(self, *parts: str) -> list[str]:
+        return [reason for part in parts for reason in self.stale.get(part, ())]
+
+
+def stack_packages(stack: Stack) -> list[str]:
+    """The installed distributions the stack's components import (their versions matter)."""
+    return [name for c in stack.components for p in c.packages if (name := distribution_of(p))]
+
+
+def _latency_stale(entry: LatencyEntry, now: Provenance, stack: Stack, packages, measurement_version: int):
+    reasons = stale_reasons(entry.provenance, now, packages)
+    if not entry.provenance.software:
+        reasons.append("recorded without software versions (before flux-perf recorded them)")
+    if entry.measurement_version != measurement_version:
+        reasons.append(f"timed by measurement method {entry.measurement_version}, now {measurement_version}")
+    return reasons + components_changed(entry.stack, stack.key)
+
+
+def components_changed(recorded_key: str, stack_key: str) -> list[str]:
+    """A named stack whose definition changed since its reference was recorded (e.g. `fast` gained
+    a component): the reference describes other code, so say so beside the verdict."""
+    if recorded_key and recorded_key != stack_key:
+        return [f"recorded for the components {recorded_key}, the stack is now {stack_key}: "
+                "record it again on purpose (--flux-update-baselines)"]
+    return []
+
+
+def _calibration_stale(entry: CalibrationEntry, now: Provenance, stack: Stack, packages) -> list[str]:
+    reasons = [f"calibration: {r}" for r in stale_reasons(entry.provenance, now, packages)]
+    measured_on = entry.stacks.get(stack.name)
+    if stack.name in entry.spread and measured_on and measured_on != stack.key:
+        reasons.append(f"the calibration measured {stack.name}'s spread on the components {measured_on}, "
+                       f"the stack is now {stack.key}: calibrate again (flux-perf calibrate --write)")
+    elif stack.name in entry.spread and not measured_on:
+        reasons.append(f"the calibration kept no record of the components {stack.name}'s spread was measured on "
+                       "(store schema 1): calibrate again (flux-perf calibrate --write)")
+    return reasons
+
+
+def _load_part(problems: dict, part: str, load: Callable, missing: str):
+    """One part of the references; what is missing or broken lands in `problems`."""
+    try:
+        value = load()
+    except BaselineMissing:
+        value = None
+    except BaselineError as error:
+        problems[part] = str(error)
+        return None
+    if value is None and missing:
+        problems[part] = missing
+    return value
+
+
+def load_references(store: BaselineStore, key: BaselineKey, scenario: Scenario, stack: Stack, now: Provenance, *,
+                    measurement_version: int, record_command: Callable[[str, str], str]) -> References:
+    """Everything recorded for (stack, scenario) on this GPU and weights, read once. `now` is the
+    provenance of this run (with this stack's component code); `record_command(stack, scenario)`
+    the command that records a missing part."""
+    problems: dict[str, str] = {}
+    where = f"on {key.gpu_slug} with weights {key.fingerprint}"
+    latency = _load_part(problems, LATENCY, lambda: store.table(key, "latency.json").get(stack.name),
+                         f"no recorded latency for {stack.name} at {scenario.id} {where}: record it with "
+                         f"`{record_command(stack.name, scenario.id)}`")
+    baseline = _load_part(problems, BASELINE_IMAGE, lambda: store.load_baseline(key, scenario),
+                          f"no bf16 baseline image for {scenario.id} {where}: record it with "
+                          f"`{record_command(BASELINE, scenario.id)}`")
+    fidelity = _load_part(problems, FIDELITY, lambda: store.table(key, "fidelity.json").get(stack.name), "")
+    own = baseline.latents if baseline is not None and stack.name == BASELINE else None
+    if fidelity is not None and stack.name != BASELINE:
+        own = _load_part(problems, FIDELITY, lambda: store.read_latents(
+            store.latents_path(key, stack.name), fidelity.latents_sha256,
+            f"the recorded fidelity of {key} {stack.name}"), "")
+    calibration = _load_part(problems, CALIBRATION, lambda: store.table(key, "calibration.json").get("fidelity"), "")
+    packages = stack_packages(stack)
+    stale = {
+        LATENCY: tuple(_latency_stale(latency, now, stack, packages, measurement_version)) if latency else (),
+        BASELINE_IMAGE: tuple(stale_reasons(baseline.provenance, now)) if baseline else (),
+        FIDELITY: tuple(stale_reasons(fidelity.provenance, now, packages) + components_changed(fidelity.stack, stack.key))
+        if fidelity else (),
+        CALIBRATION: tuple(_calibration_stale(calibration, now, stack, packages)) if calibration else (),
+    }
+    return References(key, stack.name, baseline, latency, fidelity, own, calibration, problems, stale)
+
+
+@dataclass(frozen=True)
+class ReferenceUpdate:
+    """What a sanctioned update records for one case: the stack's latency and fidelity, and for
+    bf16 the scenario's baseline image with its latents and provenance record."""
+
+    latency: LatencyEntry
+    fidelity: FidelityEntry | None
+    latents: np.ndarray | None
+    baseline_image: np.ndarray | None = None
+    baseline_record: dict | None = None
+
+
+def write_update(store: BaselineStore, old: References, update: ReferenceUpdate, *, force: bool) -> list[str]:
+    """Write the update through the store; return one line per part saying what changed."""
+    key, stack = old.key, old.stack
+    lines = []
+    if update.baseline_image is not None:
+        path = store.write_baseline(key, update.baseline_image, update.latents, update.baseline_record or {},
+                                    force=force)
+        if old.baseline is None:
+            what = "new"
+        else:
+            what = "replaced, " + ("identical pixels" if np.array_equal(old.baseline.image, update.baseline_image)
+                                   else "pixels changed: re-record every stack's fidelity at this scenario")
+        lines.append(f"{key}: baseline image {what} ({path.name})")
+    store.write_latency(key, stack, update.latency, force=force)
+    before = old.latency.median_s if old.latency else None
+    new = update.latency.median_s
+    change = f"{before:.3f} s -> {new:.3f} s ({new / before - 1:+.1%})" if before else f"new {new:.3f} s"
+    lines.append(f"{key} {stack}: latency {change}")
+    if update.fidelity is not None:
+        store.write_fidelity(key, stack, update.fidelity, None if stack == BASELINE else update.latents, force=force)
+        was = f"SSIM {old.fidelity.ssim:.5f} -> " if old.fidelity else "new: SSIM "
+        distance = "" if update.fidelity.latent_rel_l2 is None else \
+            f", latent distance {update.fidelity.latent_rel_l2:.2e}"
+        lines.append(f"{key} {stack}: fidelity {was}{update.fidelity.ssim:.5f}{distance}")
+    return lines

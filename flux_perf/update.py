@@ -1,0 +1,48 @@
+"""The sanctioned update of one case: the entries its measurement records as the new references
+(the store writes them, store/references.write_update). Only ever on purpose: under
+--flux-update-baselines or `flux-perf baselines update`, never under CI unless forced."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .components.stacks import BASELINE, Stack
+from .gate.images import compare_images
+from .instrument.machine import Machine
+from .instrument.measure import MEASUREMENT_VERSION
+from .instrument.rounds import summarize
+from .instrument.runner import Measured
+from .model.scenarios import Scenario
+from .store.baselines import png_sha256
+from .store.entries import FidelityEntry, LatencyEntry
+from .store.provenance import Provenance
+from .store.references import ReferenceUpdate, References
+
+
+def _fidelity(stack: Stack, image: np.ndarray, latents: np.ndarray | None, reference: np.ndarray,
+              reference_latents: np.ndarray | None, lossless: bool, provenance: Provenance) -> FidelityEntry:
+    measured = compare_images(reference, image, reference_latents, latents)
+    return FidelityEntry(measured.ssim, measured.to_dict()["psnr"], measured.latent_rel_l2, png_sha256(image),
+                         stack.key, lossless, provenance)
+
+
+def reference_update(stack: Stack, scenario: Scenario, measured: Measured, samples: list[float],
+                     clock: float | None, old: References, provenance: Provenance, machine: Machine) -> ReferenceUpdate:
+    """The new references of (stack, scenario): its rounds, and its output against the bf16 baseline
+    (for bf16 itself: the baseline, which it becomes)."""
+    timed = measured.timed
+    wall = summarize(samples)
+    latency = LatencyEntry(wall.median, tuple(samples), stack.key, provenance, wall.ci_low, wall.ci_high, clock,
+                           MEASUREMENT_VERSION)
+    if stack.name == BASELINE:
+        record = {"scenario": scenario.to_dict(), "stack": BASELINE, "model": machine.source.label,
+                  "gpu": machine.gpu.to_dict() if machine.gpu else {"name": machine.gpu_name},
+                  "latency": timed.wall.to_dict(), "deterministic_across_rounds": timed.deterministic,
+                  "provenance": provenance.to_json()}
+        fidelity = _fidelity(stack, timed.image, timed.latents, timed.image, timed.latents, True, provenance)
+        return ReferenceUpdate(latency, fidelity, timed.latents, timed.image, record)
+    if old.baseline is None:
+        return ReferenceUpdate(latency, None, timed.latents)  # no baseline yet: nothing to measure fidelity against
+    fidelity = _fidelity(stack, timed.image, timed.latents, old.baseline.image, old.baseline.latents,
+                         measured.lossless, provenance)
+    return ReferenceUpdate(latency, fidelity, timed.latents)

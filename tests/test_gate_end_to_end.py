@@ -1,0 +1,84 @@
+"""The gate end to end through the real GPU test files, on the tiny model on the CPU, with a
+scripted clock (every round takes the scripted seconds, so no assertion depends on this CPU's
+speed): references recorded on purpose, then a planted slow-down fails, a faster case passes and
+says so, a case at the budget's edge is INCONCLUSIVE (never a pass; --flux-strict fails it), and a
+missing reference and a planted fidelity break at an uncalibrated scenario both fail."""
+
+import json
+import shutil
+
+import pytest
+from helpers import copy_budgets, run_pytest
+
+SCENARIO = "64x64@2"
+
+
+def gate(store, clock, *extra):
+    return run_pytest("-m", "h100", "tests/h100/test_latency.py", "tests/h100/test_fidelity.py", "--flux-device",
+                      "cpu", "--flux-model", "tiny", "--flux-scenarios", SCENARIO, "--flux-stacks", "bf16",
+                      f"--flux-baselines-dir={store / 'baselines'}", f"--flux-report-dir={store / 'report'}",
+                      "--flux-scripted-clock", str(clock), *extra)
+
+
+def records(store):
+    return {r["id"]: r for r in json.loads((store / "report" / "results.json").read_text())["records"]}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """References of bf16 recorded at a scripted 1.000 s a round, with the committed 3 % tolerance."""
+    store = tmp_path_factory.mktemp("gate")
+    copy_budgets(store / "baselines", relative_tolerance=0.03)
+    update = gate(store, 1.0, "--flux-update-baselines")
+    assert update.returncode == 0, update.stdout[-3000:]
+    return store
+
+
+@pytest.fixture
+def store(recorded, tmp_path):
+    shutil.copytree(recorded / "baselines", tmp_path / "baselines")
+    return tmp_path
+
+
+def test_a_planted_slowdown_fails_the_latency_test(store):
+    result = gate(store, 1.10)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "FAILED tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
+    assert "is over budget" in result.stdout and "(recorded 1.000 s + 3%): fail" in result.stdout
+    latency = records(store)[f"bf16-{SCENARIO}"]["latency"]
+    assert latency["verdict"] == "fail" and latency["checks"][0]["ratio"]["low"] > 1.03
+
+
+def test_a_faster_case_passes_and_says_so(store):
+    result = gate(store, 0.95, "-W", "always")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "faster than its reference by 5." in result.stdout
+    latency = records(store)[f"bf16-{SCENARIO}"]["latency"]
+    assert latency["verdict"] == "pass" and latency["faster_by"] == pytest.approx(0.05, abs=0.005)
+    assert "pass, faster 5." in (store / "report" / "summary.md").read_text()
+
+
+def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store):
+    result = gate(store, 1.03, "--flux-max-rounds", "16")
+    last = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0 and "1 inconclusive" in last and "passed" in last, result.stdout[-3000:]
+    assert "INCONCLUSIVE tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
+    record = records(store)[f"bf16-{SCENARIO}"]
+    assert record["latency"]["verdict"] == "inconclusive" and record["rounds"] == 16, "rounds doubled to the cap"
+    assert "undecided at the cap of 16 rounds" in record["stopped"]
+    assert "## Not judged (never a pass)" in (store / "report" / "summary.md").read_text()
+    strict = gate(store, 1.03, "--flux-strict", "--flux-max-rounds", "8")
+    assert strict.returncode == 1 and "inconclusive against budget" in strict.stdout, strict.stdout[-3000:]
+
+
+def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_both_fail(store):
+    folder = next((store / "baselines").glob("cpu-*/tiny-*"))
+    (folder / "latency.json").unlink()
+    result = gate(store, 1.0, "--flux-plant", "noise:0.01")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "2 failed" in result.stdout.strip().splitlines()[-1]
+    assert f"record it with `flux-perf baselines update --stacks bf16 --scenarios {SCENARIO} --model tiny " \
+           "--device cpu`" in result.stdout
+    fidelity = records(store)[f"bf16-{SCENARIO}"]["fidelity"]
+    assert fidelity["verdict"] == "fail" and "below the floor 0.9999" in fidelity["reasons"][0]
+    assert fidelity["gap"].startswith("no fidelity calibration for 64x64@2")

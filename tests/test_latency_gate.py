@@ -1,0 +1,94 @@
+"""The latency judge on made-up rounds: one-sided verdicts (faster always passes), the exact
+two-sample interval against the recorded rounds, detection limits, missing references, and the
+error shared over the looks."""
+
+import pytest
+
+from flux_perf.gate.budgets import LatencyBudget
+from flux_perf.gate.latency import Verdict, check_budget, decided, judge_latency
+from flux_perf.instrument.rounds import look_confidence
+
+RECORDED = tuple(1.0 + 0.002 * i for i in range(8))  # a quiet reference: 1.000-1.014 s
+
+
+def relative(tolerance=0.03, recorded=RECORDED, stale=()):
+    median = sorted(recorded)[len(recorded) // 2]
+    return LatencyBudget(median * (1 + tolerance), "relative", "recorded", tolerance, recorded, stale=stale,
+                         reference_s=median)
+
+
+def scaled(factor, spread=0.002, n=8):
+    return [factor * (1.0 + spread * i) for i in range(n)]
+
+
+def test_slower_beyond_the_tolerance_fails_and_inside_it_passes():
+    assert judge_latency(scaled(1.10), [relative()]).verdict is Verdict.FAIL
+    assert judge_latency(scaled(1.00), [relative()]).verdict is Verdict.PASS
+
+
+def test_faster_is_never_a_failure_nor_inconclusive():
+    """fp8-512x512@4 measured 5 % under its reference on the H100 and was `inconclusive`: the old
+    verdict was two-sided. Faster passes and says by how much."""
+    for factor in (0.95, 0.80, 0.50):
+        result = judge_latency(scaled(factor), [relative()], strict=True)
+        assert result.verdict is Verdict.PASS and not result.failed
+        assert result.faster_by == pytest.approx(1 - factor, abs=0.01)
+    assert judge_latency(scaled(0.995), [relative()]).faster_by is None, "within the tolerance: not called faster"
+
+
+def test_straddling_the_budget_is_inconclusive_and_fails_only_under_strict():
+    noisy = [1.03 * x for x in (0.97, 1.04, 0.99, 1.05, 0.96, 1.03, 1.0, 1.02)]
+    result = judge_latency(noisy, [relative()])
+    assert result.verdict is Verdict.INCONCLUSIVE and not result.failed
+    assert judge_latency(noisy, [relative()], strict=True).failed
+
+
+def test_the_detection_limit_is_the_smallest_slowdown_the_run_would_fail():
+    """Scale the rounds up until the verdict turns to FAIL: that happens where the judge said."""
+    quiet = scaled(1.0, spread=0.002)
+    limit = judge_latency(quiet, [relative()]).detection_limit
+    assert 0.03 < limit < 0.05, "the 3 % tolerance plus this run's own interval"
+    assert judge_latency([x * (1 + limit) * 1.002 for x in quiet], [relative()]).verdict is Verdict.FAIL
+    assert judge_latency([x * (1 + limit) * 0.995 for x in quiet], [relative()]).verdict is not Verdict.FAIL
+    noisy = scaled(1.0, spread=0.02)
+    assert judge_latency(noisy, [relative()]).detection_limit > limit, "noisier rounds see less"
+
+
+def test_an_absolute_budget_is_judged_by_the_medians_interval():
+    budget = LatencyBudget(1.2, "absolute", "budgets.toml")
+    assert check_budget(scaled(1.0), budget, 0.95).verdict is Verdict.PASS
+    assert check_budget(scaled(1.3), budget, 0.95).verdict is Verdict.FAIL
+    check = check_budget(scaled(1.0), budget, 0.95)
+    # The rounds scaled until the interval's low end reaches the budget: median x budget / low end.
+    assert check.fails_from_s == pytest.approx(1.2 * 1.007 / check.low_s)
+    both = judge_latency(scaled(1.0), [relative(), budget])
+    assert both.fails_from_s == min(c.fails_from_s for c in both.checks), "the tighter budget sees more"
+
+
+def test_a_missing_reference_fails_naming_the_command_unless_recording():
+    result = judge_latency(scaled(1.0), [], missing="no recorded latency ...: record it with `flux-perf ...`")
+    assert result.verdict is Verdict.NO_REFERENCE and result.failed and "record it with" in result.missing
+    absolute = LatencyBudget(1.2, "absolute", "budgets.toml")
+    assert judge_latency(scaled(1.0), [absolute], missing="none").verdict is Verdict.NO_REFERENCE, \
+        "an absolute budget alone is no regression gate"
+    assert judge_latency(scaled(1.3), [absolute], missing="none").verdict is Verdict.FAIL
+    assert judge_latency(scaled(1.0), [], missing="none", recording=True).verdict is Verdict.RECORDED
+
+
+def test_a_reference_without_rounds_is_judged_against_its_median():
+    old = LatencyBudget(1.03, "relative", "recorded 1.000 s + 3%", 0.03, (), reference_s=1.0)
+    assert judge_latency(scaled(1.0), [old]).verdict is Verdict.PASS
+    assert judge_latency(scaled(1.1), [old]).verdict is Verdict.FAIL
+
+
+def test_each_look_spends_part_of_the_error_and_more_rounds_decide():
+    assert look_confidence(0.95, 3) == pytest.approx(1 - 0.05 / 3)
+    edge = [1.03 * x for x in (0.99, 1.01, 0.995, 1.005, 0.99, 1.01, 1.0, 1.0)]
+    assert not decided(edge, [relative()], looks=3)
+    assert decided(scaled(1.0), [relative()], looks=3)
+    assert decided(scaled(1.0), [], looks=3), "no budget: nothing to wait for"
+
+
+def test_stale_reasons_travel_with_the_verdict():
+    result = judge_latency(scaled(1.0), [relative(stale=("torch 2.10 -> 2.11",))])
+    assert result.stale == ("torch 2.10 -> 2.11",) and result.verdict is Verdict.PASS
