@@ -33,6 +33,24 @@ def test_registry_is_complete_and_consistent():
     assert not set(NAMED_STACKS) & set(REGISTRY), "a stack name must never shadow a component"
 
 
+def test_every_fp8_backend_quantizes_the_same_block_linears(tiny_model, tiny_source):
+    """One selection (components/layers.py): the torchao backends and fp8-scaled-mm touch the same
+    linears, those of the repeated blocks with dims in multiples of 16, never an embedder or proj_out."""
+    pytest.importorskip("torchao.prototype.quantization.quant_api")
+    from flux_perf.pipeline import load_model
+
+    expected = {name for name, module in tiny_model.pipe.transformer.named_modules()
+                if isinstance(module, torch.nn.Linear) and name.startswith(("transformer_blocks.", "single_"))
+                and module.in_features % 16 == 0 and module.out_features % 16 == 0}
+
+    def quantized(pipe, spec, kind):
+        make_component(spec).apply(pipe)
+        return {name for name, module in pipe.transformer.named_modules() if type(module).__name__ == kind}
+
+    assert expected and quantized(tiny_model.pipe, "fp8-static", "Float8ObservedLinear") == expected
+    assert quantized(load_model(tiny_source, "cpu").pipe, "fp8-scaled-mm", "ScaledMMLinear") == expected
+
+
 def test_unknown_component_lists_the_known_ones():
     with pytest.raises(UnknownComponentError, match="unknown component 'warp-drive'.*attn-cudnn"):
         make_component("warp-drive")

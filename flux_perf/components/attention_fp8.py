@@ -21,7 +21,8 @@ import torch
 
 from ..scenarios import Scenario, parse_scenario
 from .base import CALIBRATION_SCENARIO, parse_choice_param
-from .local_attention import LocalAttentionKernel, attention_modules
+from .layers import attention_modules
+from .local_attention import LocalAttentionKernel
 
 OP_NAME = "flux_perf::cudnn_sdpa_fp8"
 E4M3_MAX = 448.0

@@ -12,6 +12,7 @@ import inspect
 from typing import Callable, ClassVar
 
 from .base import Component, Phase
+from .layers import attention_modules
 
 
 def serve_slot(slot_name: str, dispatch: Callable):
@@ -24,14 +25,6 @@ def serve_slot(slot_name: str, dispatch: Callable):
     _AttentionBackendRegistry._supported_arg_names[slot] = set(inspect.signature(dispatch).parameters)
     _AttentionBackendRegistry._constraints[slot] = []  # the borrowed backend's own checks do not apply
     return slot
-
-
-def attention_modules(transformer):
-    """The attention modules whose processor dispatches through diffusers' backend registry."""
-    for module in transformer.modules():
-        processor = getattr(module, "processor", None)
-        if processor is not None and hasattr(processor, "_attention_backend"):
-            yield module
 
 
 def set_processor_backend(transformer, slot) -> int:
