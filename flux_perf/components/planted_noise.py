@@ -17,6 +17,7 @@ class PlantedNoise(Component):
     summary = "test-only: Gaussian noise worth FRACTION of the transformer output's RMS, every step (noise:0.01)"
     phase = Phase.INSTRUMENT
     lossless = False
+    test_only = True
     default_param = "0.01"
 
     def __init__(self, param=None):

@@ -24,6 +24,7 @@ class Slowdown(Component):
     summary = "test-only: extra matmul work worth FRACTION of each step's time (e.g. slowdown:0.05)"
     phase = Phase.INSTRUMENT
     lossless = True  # the extra work writes only to its own buffer
+    test_only = True
     default_param = "0.05"
 
     def __init__(self, param=None):
