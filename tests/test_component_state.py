@@ -177,6 +177,35 @@ def test_release_destroys_the_cudnn_handles_and_empties_the_caches(monkeypatch):
     assert not attention_fp8._handles and not attention_fp8._graphs and not attention_fp8._constants
 
 
+def test_planted_noise_counts_each_scenario_afresh_and_release_frees_its_noise(tiny_model):
+    stack = parse_stack("noise")
+    noise = stack.components[0]
+    apply_stack(stack, tiny_model)
+    first = generate_with(tiny_model, SCENARIO)
+    assert noise.report()["steps_seen"] == SCENARIO.steps
+    stack.reset_reports()
+    assert noise.report()["steps_seen"] == 0
+    generate_with(tiny_model, SCENARIO)
+    assert noise.report()["steps_seen"] == SCENARIO.steps, "a new scenario counts from zero"
+    assert noise.noise
+    noise.release(tiny_model.pipe)
+    assert not noise.noise
+    again = generate_with(tiny_model, SCENARIO)  # the noise is drawn again from its seed: only a cache
+    np.testing.assert_array_equal(again.latents, first.latents)
+
+
+def test_the_planted_slowdown_frees_its_buffers_on_release_and_keeps_its_report(tiny_model):
+    stack = parse_stack("slowdown")
+    slowdown = stack.components[0]
+    apply_stack(stack, tiny_model)
+    generate_with(tiny_model, SCENARIO)
+    generate_with(tiny_model, SCENARIO)
+    assert slowdown.buffers and slowdown.report()["rows"] >= 16
+    release_stack(stack, tiny_model.pipe)
+    assert not slowdown.buffers
+    assert slowdown.report()["rows"] >= 16, "what it measured is still reported"
+
+
 def test_every_component_can_be_released_without_being_applied(tiny_model):
     for cls in REGISTRY.values():
         cls().release(tiny_model.pipe)

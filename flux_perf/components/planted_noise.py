@@ -22,7 +22,7 @@ class PlantedNoise(Component):
 
     def __init__(self, param=None):
         super().__init__(param)
-        self.noise: dict[tuple, torch.Tensor] = {}
+        self.noise: dict[tuple, torch.Tensor] = {}  # (shape, device, dtype) -> the fixed noise tensor
         self.steps_seen = 0
 
     def validate_param(self) -> None:
@@ -50,3 +50,9 @@ class PlantedNoise(Component):
 
     def report(self) -> dict:
         return {"fraction": float(self.param), "steps_seen": self.steps_seen}
+
+    def reset_report(self) -> None:
+        self.steps_seen = 0
+
+    def release(self, pipe) -> None:
+        self.noise.clear()  # one latent-sized tensor per shape, on the GPU

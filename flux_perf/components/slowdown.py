@@ -30,7 +30,7 @@ class Slowdown(Component):
     def __init__(self, param=None):
         super().__init__(param)
         self.rows: dict[tuple, int] = {}  # input shape -> rows of extra matmul per step
-        self.buffers: dict[int, tuple] = {}
+        self.buffers: dict[int, tuple] = {}  # rows -> the matmul's operands and output, on the GPU
         self.calibration: dict[str, float] = {}
 
     def validate_param(self) -> None:
@@ -98,4 +98,7 @@ class Slowdown(Component):
 
     def report(self) -> dict:
         return {"fraction": float(self.param), **self.calibration}
+
+    def release(self, pipe) -> None:
+        self.buffers.clear()  # ~300 MB at full width: the probe's operands and output
 
