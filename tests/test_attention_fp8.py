@@ -147,6 +147,27 @@ def test_static_processors_attend_on_their_layers_scales_until_a_new_stack_sets_
         stack.components[0].release(tiny_model.pipe)
 
 
+@pytest.mark.parametrize("fused_qkv", [False, True])
+def test_the_static_processor_computes_what_fluxs_own_processor_does(tiny_model, stand_in_kernel, fused_qkv):
+    """The static processor repeats FluxAttnProcessor.__call__'s body (diffusers 0.42) around its own
+    attention call. While observing it quantizes each tensor on its own maximum, as the dispatch
+    slot does: the same latents, bit for bit, prove the copied body faithful."""
+    scenario = Scenario(64, 64, 2)
+    if fused_qkv:
+        tiny_model.pipe.transformer.fuse_qkv_projections()
+    per_call = CudnnFp8Attention()
+    per_call.apply(tiny_model.pipe)
+    through_fluxs_processor = generate_with(tiny_model, scenario)
+    observing = CudnnFp8Attention("static")
+    observing.apply(tiny_model.pipe)  # no calibration: its processors stay in observing mode
+    through_static_processor = generate_with(tiny_model, scenario)
+    np.testing.assert_array_equal(through_static_processor.latents, through_fluxs_processor.latents)
+    maxima = [m.fp8_qkv_amax for m in tiny_model.pipe.transformer.modules() if hasattr(m, "fp8_qkv_amax")]
+    assert maxima and all(bool((m > 0).all()) for m in maxima), "and it observed every layer"
+    observing.release(tiny_model.pipe)
+    per_call.release(tiny_model.pipe)
+
+
 def test_static_scales_need_the_calibration_run(tiny_model):
     with pytest.raises(StackError, match="attn-fp8:static calibrates on one generation"):
         parse_stack("attn-fp8:static").apply(tiny_model.pipe)
