@@ -71,6 +71,7 @@ def test_the_transformer_attends_in_fp8_and_stays_near_bf16(tiny_model, stand_in
     moved = np.linalg.norm(routed.latents - reference.latents) / np.linalg.norm(reference.latents)
     assert moved < 0.05
     assert_a_new_stack_leaves_the_kernel(tiny_model, stand_in_kernel, scenario)
+    component.release(tiny_model.pipe)
 
 
 def test_the_custom_op_stays_in_a_compiled_graph(stand_in_kernel):
@@ -88,9 +89,14 @@ def test_static_scales_are_each_layers_calibrated_maxima_and_compile_once_for_al
         tiny_source, stand_in_kernel, monkeypatch):
     from torch._dynamo.utils import counters
 
+    from flux_perf.components.compile import RegionalCompile
     from flux_perf.instrument.runner import CaseRunner
 
     monkeypatch.setattr(attention_fp8, "CALIBRATION_SCENARIO", "64x64@2-s1")  # small, for the tiny model
+    # The graphs are dynamo's (one per block class, or one per layer if the scales were constants):
+    # the eager backend counts them the same, without inductor's C++ builds (46 s on a cold cache, 7 s now).
+    inductor_kwargs = RegionalCompile.compile_kwargs
+    monkeypatch.setattr(RegionalCompile, "compile_kwargs", lambda self: {**inductor_kwargs(self), "backend": "eager"})
     descales = []
     kernel = attention_fp8.cudnn_kernel
     monkeypatch.setattr(attention_fp8, "cudnn_kernel",
@@ -117,6 +123,49 @@ def test_static_scales_are_each_layers_calibrated_maxima_and_compile_once_for_al
     assert not np.array_equal(static.latents, dynamic.latents)
     moved = np.linalg.norm(static.latents - dynamic.latents) / np.linalg.norm(dynamic.latents)
     assert moved < 0.02, f"calibrated scales stay close to per-call ones on the tiny model; moved {moved:.2e}"
+
+
+def test_static_processors_attend_on_their_layers_scales_until_a_new_stack_sets_another_backend(
+        tiny_model, stand_in_kernel, monkeypatch):
+    monkeypatch.setattr(attention_fp8, "CALIBRATION_SCENARIO", "64x64@2-s1")
+    scenario = Scenario(64, 64, 2)
+    dynamic = parse_stack("attn-fp8")
+    dynamic.apply(tiny_model.pipe)
+    per_call = generate_with(tiny_model, scenario)
+    static_stack = parse_stack("attn-fp8:static")
+    static_stack.apply(tiny_model.pipe, lambda s, contexts: generate_with(tiny_model, s, contexts))
+    stand_in_kernel.clear()
+    static = generate_with(tiny_model, scenario)
+    transformer = tiny_model.pipe.transformer
+    assert len(stand_in_kernel) == (len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)) \
+        * scenario.steps, "every attention call went to the FP8 kernel"
+    assert not np.array_equal(static.latents, per_call.latents), "on the calibrated scales, not per-call ones"
+    moved = np.linalg.norm(static.latents - per_call.latents) / np.linalg.norm(per_call.latents)
+    assert moved < 0.02
+    assert_a_new_stack_leaves_the_kernel(tiny_model, stand_in_kernel, scenario)
+    for stack in (static_stack, dynamic):  # the slot back to diffusers' own, latest borrower first
+        stack.components[0].release(tiny_model.pipe)
+
+
+@pytest.mark.parametrize("fused_qkv", [False, True])
+def test_the_static_processor_computes_what_fluxs_own_processor_does(tiny_model, stand_in_kernel, fused_qkv):
+    """The static processor repeats FluxAttnProcessor.__call__'s body (diffusers 0.42) around its own
+    attention call. While observing it quantizes each tensor on its own maximum, as the dispatch
+    slot does: the same latents, bit for bit, prove the copied body faithful."""
+    scenario = Scenario(64, 64, 2)
+    if fused_qkv:
+        tiny_model.pipe.transformer.fuse_qkv_projections()
+    per_call = CudnnFp8Attention()
+    per_call.apply(tiny_model.pipe)
+    through_fluxs_processor = generate_with(tiny_model, scenario)
+    observing = CudnnFp8Attention("static")
+    observing.apply(tiny_model.pipe)  # no calibration: its processors stay in observing mode
+    through_static_processor = generate_with(tiny_model, scenario)
+    np.testing.assert_array_equal(through_static_processor.latents, through_fluxs_processor.latents)
+    maxima = [m.fp8_qkv_amax for m in tiny_model.pipe.transformer.modules() if hasattr(m, "fp8_qkv_amax")]
+    assert maxima and all(bool((m > 0).all()) for m in maxima), "and it observed every layer"
+    observing.release(tiny_model.pipe)
+    per_call.release(tiny_model.pipe)
 
 
 def test_static_scales_need_the_calibration_run(tiny_model):
@@ -147,3 +196,5 @@ def test_one_calibration_generation_serves_every_component_that_asks_for_the_sam
     maxima = [m.fp8_qkv_amax for m in tiny_model.pipe.transformer.modules() if hasattr(m, "fp8_qkv_amax")]
     assert maxima and all(bool((m > 0).all()) for m in maxima), "the attention observed in the same generation"
     assert tiny_model.pipe.transformer.transformer_blocks[0]._compiled_call_impl is not None
+    for component in reversed(stack.components):
+        component.release(tiny_model.pipe)

@@ -33,6 +33,34 @@ def test_registry_is_complete_and_consistent():
     assert not set(NAMED_STACKS) & set(REGISTRY), "a stack name must never shadow a component"
 
 
+def test_components_say_how_they_run_the_linears_and_which_are_test_only():
+    fp8_linears = {name for name, cls in REGISTRY.items() if cls.linear_precision == "fp8"}
+    assert fp8_linears == {"fp8-torchao", "fp8-static", "fp8-scaled-mm", "fp8-te"}
+    assert all(cls.linear_precision is None for name, cls in REGISTRY.items() if name not in fp8_linears)
+    assert REGISTRY["attn-fp8"].linear_precision is None, "FP8 attention leaves the linears in bf16"
+    # The planted breaks and instruments say so in their summary; nothing else does.
+    planted = {name for name, cls in REGISTRY.items() if cls.summary.startswith("test-only")}
+    assert planted == {name for name, cls in REGISTRY.items() if cls.test_only} == {"noise", "slowdown", "wrong-shift"}
+
+
+def test_every_fp8_backend_quantizes_the_same_block_linears(tiny_model, tiny_source):
+    """One selection (components/layers.py): the torchao backends and fp8-scaled-mm touch the same
+    linears, those of the repeated blocks with dims in multiples of 16, never an embedder or proj_out."""
+    pytest.importorskip("torchao.prototype.quantization.quant_api")
+    from flux_perf.model.pipeline import load_model
+
+    expected = {name for name, module in tiny_model.pipe.transformer.named_modules()
+                if isinstance(module, torch.nn.Linear) and name.startswith(("transformer_blocks.", "single_"))
+                and module.in_features % 16 == 0 and module.out_features % 16 == 0}
+
+    def quantized(pipe, spec, kind):
+        make_component(spec).apply(pipe)
+        return {name for name, module in pipe.transformer.named_modules() if type(module).__name__ == kind}
+
+    assert expected and quantized(tiny_model.pipe, "fp8-static", "Float8ObservedLinear") == expected
+    assert quantized(load_model(tiny_source, "cpu").pipe, "fp8-scaled-mm", "ScaledMMLinear") == expected
+
+
 def test_unknown_component_lists_the_known_ones():
     with pytest.raises(UnknownComponentError, match="unknown component 'warp-drive'.*attn-cudnn"):
         make_component("warp-drive")
@@ -52,7 +80,8 @@ def test_stacks_are_canonical_in_phase_order():
 
 @pytest.mark.parametrize("text, message", [
     ("attn-cudnn+attn-flash-sdpa", "two attention components"),
-    ("fp8-torchao+fp8-scaled-mm", "two fp8 components"),
+    ("fp8-torchao+fp8-scaled-mm", "two linear quantizer components, fp8-torchao and fp8-scaled-mm"),
+    ("fp8-static+fp8-te", "two linear quantizer components"),
     ("compile-regional+cuda-graphs+fbc", "cuda-graphs cannot be combined with fbc"),
     ("compile-full:max-autotune+cuda-graphs", "compile-full:max-autotune cannot be combined with cuda-graphs"),
     ("compile-full+fbc", "compile-full cannot be combined with fbc"),

@@ -51,6 +51,7 @@ def test_the_transformer_attends_through_fa4_and_gets_the_same_output(tiny_model
     assert component.report() == {"kernel": "flash-attn-4", "attention_processors": layers}
     np.testing.assert_allclose(routed.latents, reference.latents, rtol=1e-4, atol=1e-5)
     assert_a_new_stack_leaves_the_kernel(tiny_model, stand_in_fa4, scenario)
+    component.release(tiny_model.pipe)
 
 
 def test_the_custom_op_stays_in_a_compiled_graph(stand_in_fa4):

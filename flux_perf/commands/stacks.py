@@ -24,8 +24,8 @@ def run(args) -> int:
         stack = parse_stack(name)
         reason = stack.unmet(caps)
         print(f"  {name:<10} {stack.describe():<70} {'ok' if not reason else 'skip: ' + reason}")
-    optimizations = {n: c for n, c in REGISTRY.items() if not getattr(c, "test_only", False)}
-    plants = {n: c for n, c in REGISTRY.items() if getattr(c, "test_only", False)}
+    optimizations = {n: c for n, c in REGISTRY.items() if not c.test_only}
+    plants = {n: c for n, c in REGISTRY.items() if c.test_only}
     for title, group in (("components (lossless = expected to keep the bf16 output)", optimizations),
                          ("test-only plants (prove the gates; --flux-plant, never in a stack of their own)", plants)):
         if not group:

@@ -15,8 +15,28 @@ class AttentionBackend(Component):
     lossless = True
     backend: ClassVar[str]
 
+    def __init__(self, param: str | None = None):
+        super().__init__(param)
+        # `set_attention_backend` also makes its backend diffusers' process-wide default (every
+        # model built later uses it): the default found before, for `release` to put back.
+        self.found_default = None
+
     def apply(self, pipe) -> None:
-        pipe.transformer.set_attention_backend(self.backend)
+        self.set_backend(pipe, self.backend)
+
+    def set_backend(self, pipe, backend: str) -> None:
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+        if self.found_default is None:
+            self.found_default = _AttentionBackendRegistry._active_backend
+        pipe.transformer.set_attention_backend(backend)
+
+    def release(self, pipe) -> None:
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+        if self.found_default is not None:
+            _AttentionBackendRegistry.set_active_backend(self.found_default)
+            self.found_default = None
 
 
 class SdpaAttention(AttentionBackend):
@@ -89,9 +109,14 @@ class FlashAttn(AttentionBackend):
             self.delegate = FlashAttn4()
             self.delegate.apply(pipe)
         elif self.kernel in ("fa3", "fa2"):
-            pipe.transformer.set_attention_backend({"fa3": "_flash_3", "fa2": "flash"}[self.kernel])
+            self.set_backend(pipe, {"fa3": "_flash_3", "fa2": "flash"}[self.kernel])
         else:
             raise RuntimeError(self.extra_unmet(caps))
+
+    def release(self, pipe) -> None:
+        if self.delegate is not None:
+            self.delegate.release(pipe)
+        super().release(pipe)
 
     def report(self) -> dict:
         return {"kernel": self.kernel, **(self.delegate.report() if self.delegate else {})}

@@ -21,7 +21,8 @@ import torch
 
 from ..model.scenarios import Scenario, parse_scenario
 from .base import CALIBRATION_SCENARIO, parse_choice_param
-from .local_attention import LocalAttentionKernel, attention_modules
+from .layers import attention_modules
+from .local_attention import LocalAttentionKernel
 
 OP_NAME = "flux_perf::cudnn_sdpa_fp8"
 E4M3_MAX = 448.0
@@ -29,9 +30,11 @@ E4M3_MAX = 448.0
 # power of two that keeps 1.0 inside e4m3, so small probabilities keep their precision.
 SOFTMAX_SCALE = 256.0
 
-_graphs: dict = {}  # (shapes, strides, device, attention scale) -> built cuDNN graph, handle and tensors
-_handles: dict = {}
-_constants: dict = {}
+# Caches of what cuDNN builds, reached from the custom op (which cannot see the component): emptied
+# by the component's `release`, so no stack inherits another's graphs or handles.
+_graphs: dict = {}  # (shapes, strides, device, attention scale) -> built cuDNN graph, tensors and handle
+_handles: dict = {}  # device -> cuDNN handle
+_constants: dict = {}  # (value, device) -> (1, 1, 1, 1) float32 tensor
 
 
 def quantize_e4m3(tensor: torch.Tensor, amax: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,25 +48,63 @@ def quantize_e4m3(tensor: torch.Tensor, amax: torch.Tensor | None = None) -> tup
     return quantized, (1.0 / scale).reshape(1, 1, 1, 1)
 
 
-# Static scales: each attention layer keeps its calibrated max |Q|, |K|, |V| in this buffer; its
-# processor hands the buffer to the dispatch function through `_layer_amax` (dynamo follows the
-# global store, so regional compile still traces one block for all: the buffers are graph inputs).
+# Static scales: each attention layer keeps its calibrated max |Q|, |K|, |V| in this buffer, which its
+# processor hands to the FP8 attention. Under regional compile the buffers are graph inputs: one graph
+# still serves every block of a class.
 AMAX_BUFFER = "fp8_qkv_amax"
-_layer_amax: torch.Tensor | None = None
-_observing = False  # calibrating: quantize dynamically and record each layer's maxima
 
 
-def _static_processor_class():
-    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+def _layer_scales_processor_class():
+    from diffusers.models.transformers.transformer_flux import (
+        FluxAttnProcessor,
+        _get_qkv_projections,
+        apply_rotary_emb,
+    )
 
     class LayerScalesProcessor(FluxAttnProcessor):
-        """FLUX's processor, handing its layer's Q/K/V maxima to the FP8 kernel."""
+        """FLUX's processor calling the FP8 attention with its layer's Q/K/V maxima (`attn.fp8_qkv_amax`):
+        the body of FluxAttnProcessor.__call__ (diffusers 0.42), but for the attention call, which
+        diffusers' dispatch could not pass the maxima to. While `observing` (the calibration
+        generation), it quantizes on each tensor's own maximum and raises the layer's maxima to it."""
+
+        def __init__(self, slot):
+            super().__init__()
+            self.slot = slot  # the borrowed dispatch slot: FP8 while the module's backend is this one
+            self.observing = True
 
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                      image_rotary_emb=None):
-            global _layer_amax
-            _layer_amax = getattr(attn, AMAX_BUFFER)
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+            if self._attention_backend is not self.slot:  # a later stack set another backend on the model
+                return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask,
+                                        image_rotary_emb)
+            if attention_mask is not None or self._parallel_config is not None:
+                raise ValueError("attn-fp8:static serves plain attention only: no mask or context parallel")
+            query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
+                attn, hidden_states, encoder_hidden_states)
+            query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+            key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
+            value = value.unflatten(-1, (-1, attn.head_dim))
+            if attn.added_kv_proj_dim is not None:
+                encoder_query = attn.norm_added_q(encoder_query.unflatten(-1, (-1, attn.head_dim)))
+                encoder_key = attn.norm_added_k(encoder_key.unflatten(-1, (-1, attn.head_dim)))
+                encoder_value = encoder_value.unflatten(-1, (-1, attn.head_dim))
+                query = torch.cat([encoder_query, query], dim=1)
+                key = torch.cat([encoder_key, key], dim=1)
+                value = torch.cat([encoder_value, value], dim=1)
+            if image_rotary_emb is not None:
+                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+
+            hidden_states = fp8_sdpa(query, key, value, amax=getattr(attn, AMAX_BUFFER), observe=self.observing)
+            hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+
+            if encoder_hidden_states is not None:
+                encoder_hidden_states, hidden_states = hidden_states.split_with_sizes(
+                    [encoder_hidden_states.shape[1], hidden_states.shape[1] - encoder_hidden_states.shape[1]], dim=1)
+                hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.contiguous()))
+                encoder_hidden_states = attn.to_add_out(encoder_hidden_states.contiguous())
+                return hidden_states, encoder_hidden_states
+            return hidden_states
 
     return LayerScalesProcessor
 
@@ -155,22 +196,44 @@ def _cudnn_sdpa_fp8_shape(query, key, value, descale_q, descale_k, descale_v, sc
     return query.new_empty(*query.shape[:-1], value.shape[-1])
 
 
-def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                  scale: float | None = None, is_causal: bool = False, return_lse: bool = False,
-                  _parallel_config=None) -> torch.Tensor:
-    """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
-    if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
-        raise ValueError("attn-fp8 serves plain non-causal attention only: no mask, causal, lse or context parallel")
-    calibrated = _layer_amax is not None and not _observing
+def fp8_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None = None,
+             amax: torch.Tensor | None = None, observe: bool = False) -> torch.Tensor:
+    """Non-causal FP8 attention on (batch, tokens, heads, dim) tensors. Scales: each tensor's own
+    maximum, or a layer's calibrated maxima `amax` (float32, shape (3,): |Q|, |K|, |V|); with
+    `observe`, each tensor's own, and `amax` is raised in place to what they show."""
+    fixed = amax is not None and not observe
     (q8, descale_q), (k8, descale_k), (v8, descale_v) = (
-        quantize_e4m3(t, _layer_amax[i] if calibrated else None) for i, t in enumerate((query, key, value)))
-    if _observing and _layer_amax is not None:  # calibrating: keep each layer's largest |Q|, |K|, |V|
+        quantize_e4m3(t, amax[i] if fixed else None) for i, t in enumerate((query, key, value)))
+    if observe and amax is not None:  # calibrating: keep the layer's largest |Q|, |K|, |V|
         seen = torch.cat([descale_q, descale_k, descale_v]).flatten() * E4M3_MAX
-        _layer_amax.copy_(torch.maximum(_layer_amax, seen))
+        amax.copy_(torch.maximum(amax, seen))
     attn_scale = scale if scale is not None else query.shape[-1] ** -0.5
     o8 = torch.ops.flux_perf.cudnn_sdpa_fp8(q8, k8, v8, descale_q, descale_k, descale_v, 1.0 / descale_v,
                                             attn_scale, SOFTMAX_SCALE)
     return (o8.float() * descale_v).to(query.dtype)
+
+
+def fp8_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                  scale: float | None = None, is_causal: bool = False, return_lse: bool = False,
+                  _parallel_config=None) -> torch.Tensor:
+    """diffusers' backend signature (its dispatcher passes only the names this one declares); each
+    call quantizes on the tensors' own maxima."""
+    if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
+        raise ValueError("attn-fp8 serves plain non-causal attention only: no mask, causal, lse or context parallel")
+    return fp8_sdpa(query, key, value, scale)
+
+
+def clear_cudnn_caches() -> None:
+    """Drop every built cuDNN graph and constant, and destroy the handles they ran on."""
+    _graphs.clear()
+    _constants.clear()
+    handles = list(_handles.values())
+    _handles.clear()
+    if handles:
+        import cudnn
+
+        for handle in handles:
+            cudnn.destroy_handle(handle)
 
 
 class CudnnFp8Attention(LocalAttentionKernel):
@@ -190,27 +253,31 @@ class CudnnFp8Attention(LocalAttentionKernel):
         parse_choice_param(self, ("dynamic", "static"))
 
     def apply(self, pipe) -> None:
-        global _layer_amax, _observing
-        _layer_amax, _observing = None, self.param == "static"
         if self.param == "static":
-            processor_class = _static_processor_class()
-            for module in attention_modules(pipe.transformer):
-                module.set_processor(processor_class())
+            from diffusers.models.attention_dispatch import AttentionBackendName
+
+            processor_class = _layer_scales_processor_class()
+            for module in list(attention_modules(pipe.transformer)):
+                module.set_processor(processor_class(AttentionBackendName[self.slot_name]))
                 device = next(module.parameters()).device
                 module.register_buffer(AMAX_BUFFER, torch.zeros(3, dtype=torch.float32, device=device))
-        super().apply(pipe)  # points every processor, the new ones included, at the FP8 kernel
+        super().apply(pipe)  # borrows the slot and points every processor, the new ones included, at it
 
     def calibration_scenario(self) -> Scenario | None:
         return parse_scenario(CALIBRATION_SCENARIO) if self.param == "static" else None
 
     def after_calibration(self, pipe) -> None:
-        global _observing
-        _observing = False
-        maxima = [getattr(m, AMAX_BUFFER) for m in pipe.transformer.modules() if hasattr(m, AMAX_BUFFER)]
-        unseen = sum(1 for m in maxima if not bool((m > 0).all()))
+        layers = [m for m in attention_modules(pipe.transformer) if hasattr(m, AMAX_BUFFER)]
+        for module in layers:
+            module.processor.observing = False
+        unseen = sum(1 for m in layers if not bool((getattr(m, AMAX_BUFFER) > 0).all()))
         if unseen:
-            raise RuntimeError(f"{self.spec}: the calibration generation left {unseen} of {len(maxima)} attention "
+            raise RuntimeError(f"{self.spec}: the calibration generation left {unseen} of {len(layers)} attention "
                                "layers without Q/K/V maxima")
+
+    def release(self, pipe) -> None:
+        super().release(pipe)
+        clear_cudnn_caches()
 
     def report(self) -> dict:
         return {**super().report(), "softmax_scale": SOFTMAX_SCALE, "scales": self.param}

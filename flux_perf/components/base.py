@@ -98,6 +98,11 @@ class Component:
     packages: ClassVar[tuple[str, ...]] = ()  # import names
     # At most one component of each exclusive group in a stack (two attention backends...).
     exclusive: ClassVar[str | None] = None
+    # The number format the component runs the transformer's linear layers in ("fp8"), None when it
+    # leaves them alone: the report picks the matmul ceiling of a stack from it.
+    linear_precision: ClassVar[str | None] = None
+    # A planted break or instrument that proves the gates (noise, slow-down), not an optimization.
+    test_only: ClassVar[bool] = False
     # Properties other components may refuse to be stacked with.
     tags: ClassVar[frozenset[str]] = frozenset()
     # Names or tags of components this one cannot be stacked with.
@@ -185,11 +190,19 @@ class Component:
     def reset_report(self) -> None:
         """Start counting afresh (a new scenario on the same pipeline)."""
 
+    def release(self, pipe) -> None:
+        """Undo what `apply` changed outside `pipe` itself (a borrowed diffusers registry slot, a
+        process-wide default, module-level caches), so that the next stack starts from what this one
+        found. Called once the pipeline is done with, in the reverse order of `apply`; it must be safe
+        on a component that was never applied, and to call twice."""
+
 
 class Float8Component(Component):
-    """What every FP8 linear-layer backend shares: one per stack, lossy, Ada/Hopper tensor cores."""
+    """What every FP8 linear-layer backend shares: one linear quantizer per stack, lossy,
+    Ada/Hopper tensor cores."""
 
-    exclusive = "fp8"
+    exclusive = "linear quantizer"
+    linear_precision = "fp8"
     phase = Phase.QUANTIZATION
     lossless = False
     needs_cuda = True

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .base import Float8Component, parse_choice_param
-from .fp8_torchao import quantizable_block_linear
+from .layers import replace_linears
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max  # 448
@@ -51,17 +51,6 @@ class ScaledMMLinear(nn.Module):
             bias=self.bias, out_dtype=x.dtype, use_fast_accum=True,
         )
         return out.reshape(*x.shape[:-1], self.out_features)
-
-
-def replace_linears(root: nn.Module, make, keep=lambda name: False) -> int:
-    """Swap every quantizable block linear of `root` (but those `keep` names) for `make(linear)`;
-    returns the count."""
-    targets = [(name, mod) for name, mod in root.named_modules()
-               if quantizable_block_linear(mod, name) and not keep(name)]
-    for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        setattr(root.get_submodule(parent_name), child, make(linear))
-    return len(targets)
 
 
 class ScaledMMFloat8(Float8Component):

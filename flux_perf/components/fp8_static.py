@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..model.scenarios import Scenario, ScenarioError, parse_scenario
 from .base import CALIBRATION_SCENARIO, Capabilities, ComponentError, Float8Component
-from .fp8_torchao import quantizable_block_linear
+from .layers import quantizable_block_linear
 
 
 def _static_config(step: str):

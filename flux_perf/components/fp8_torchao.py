@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-
 from .base import Float8Component, parse_choice_param
+from .layers import quantizable_block_linear
 
 GRANULARITIES = ("row", "tensor")
-
-
-def quantizable_block_linear(module: torch.nn.Module, name: str) -> bool:
-    """Linear layers inside the transformer blocks whose dims suit FP8 tensor cores.
-    Embedders and the output projection stay bf16: they are tiny and most sensitive."""
-    return (
-        isinstance(module, torch.nn.Linear)
-        and name.startswith(("transformer_blocks.", "single_transformer_blocks."))
-        and module.in_features % 16 == 0
-        and module.out_features % 16 == 0
-    )
 
 
 class TorchaoFloat8(Float8Component):

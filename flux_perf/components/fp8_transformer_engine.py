@@ -6,15 +6,7 @@ from __future__ import annotations
 import torch
 
 from .base import Float8Component, parse_choice_param
-from .fp8_scaled_mm import replace_linears
-
-
-def is_modulation(name: str) -> bool:
-    """The AdaLN modulation linears (`norm1.linear`, `norm1_context.linear`, `norm.linear`) see one
-    row per image (the time embedding); TE's FP8 GEMMs need rows in multiples of 8 (seen on the
-    H100: "FP8 execution requires the product of all dimensions except the last ... divisible by
-    8"), and they are a negligible share of the FLOPs, so they stay bf16."""
-    return name.rpartition(".")[0].split(".")[-1].startswith("norm")
+from .layers import is_modulation, replace_linears
 
 
 class TransformerEngineFloat8(Float8Component):
@@ -41,6 +33,9 @@ class TransformerEngineFloat8(Float8Component):
                     layer.bias.copy_(linear.bias)
             return layer
 
+        # The modulation linears stay bf16: they see one row per image, and TE's FP8 GEMMs need rows
+        # in multiples of 8 (seen on the H100: "FP8 execution requires the product of all
+        # dimensions except the last ... divisible by 8").
         if not replace_linears(pipe.transformer, to_te, keep=is_modulation):
             raise RuntimeError("fp8-te found no block linear to replace")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Component, Phase
+from .layers import attention_modules
 
 _UNFUSED = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
 
@@ -21,7 +22,7 @@ class FusedQKV(Component):
         transformer = pipe.transformer
         transformer.fuse_qkv_projections()
         fused = 0
-        for module in transformer.modules():
+        for module in attention_modules(transformer):
             if getattr(module, "fused_projections", False):
                 fused += 1
                 for attr in _UNFUSED:

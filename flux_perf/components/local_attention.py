@@ -9,29 +9,48 @@ set on the processors directly: `set_attention_backend` would insist on the hub'
 from __future__ import annotations
 
 import inspect
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 from .base import Component, Phase
+from .layers import attention_modules
 
 
-def serve_slot(slot_name: str, dispatch: Callable):
-    """Make diffusers' dispatch slot `slot_name` call `dispatch`; return the slot."""
-    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+@dataclass(frozen=True)
+class BorrowedSlot:
+    """A diffusers dispatch slot served by a local kernel, and what the slot held before, to give
+    back: diffusers' registry is process-wide, and the next stack must find the slot as it was."""
+
+    slot: object  # the AttentionBackendName member
+    backend: Callable | None  # None: the slot was not registered
+    arg_names: set | None
+    constraints: list | None
+
+    def restore(self) -> None:
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+
+        for table, held in ((registry._backends, self.backend), (registry._supported_arg_names, self.arg_names),
+                            (registry._constraints, self.constraints)):
+            if held is None:
+                table.pop(self.slot, None)
+            else:
+                table[self.slot] = held
+
+
+def serve_slot(slot_name: str, dispatch: Callable) -> BorrowedSlot:
+    """Make diffusers' dispatch slot `slot_name` call `dispatch`; return the slot with what it held."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
 
     slot = AttentionBackendName[slot_name]
-    _AttentionBackendRegistry._backends[slot] = dispatch
+    borrowed = BorrowedSlot(slot, registry._backends.get(slot), registry._supported_arg_names.get(slot),
+                            registry._constraints.get(slot))
+    registry._backends[slot] = dispatch
     # The dispatcher passes only the argument names the backend declares.
-    _AttentionBackendRegistry._supported_arg_names[slot] = set(inspect.signature(dispatch).parameters)
-    _AttentionBackendRegistry._constraints[slot] = []  # the borrowed backend's own checks do not apply
-    return slot
-
-
-def attention_modules(transformer):
-    """The attention modules whose processor dispatches through diffusers' backend registry."""
-    for module in transformer.modules():
-        processor = getattr(module, "processor", None)
-        if processor is not None and hasattr(processor, "_attention_backend"):
-            yield module
+    registry._supported_arg_names[slot] = set(inspect.signature(dispatch).parameters)
+    registry._constraints[slot] = []  # the borrowed backend's own checks do not apply
+    return borrowed
 
 
 def set_processor_backend(transformer, slot) -> int:
@@ -55,15 +74,22 @@ class LocalAttentionKernel(Component):
     def __init__(self, param: str | None = None):
         super().__init__(param)
         self.processors = 0
+        self.borrowed: BorrowedSlot | None = None
 
     @staticmethod
     def dispatch(*args, **kwargs):
         raise NotImplementedError
 
     def apply(self, pipe) -> None:
-        self.processors = set_processor_backend(pipe.transformer, serve_slot(self.slot_name, type(self).dispatch))
+        self.borrowed = serve_slot(self.slot_name, type(self).dispatch)
+        self.processors = set_processor_backend(pipe.transformer, self.borrowed.slot)
         if not self.processors:
             raise RuntimeError(f"{self.name} found no attention processor with a dispatch backend to set")
+
+    def release(self, pipe) -> None:
+        if self.borrowed is not None:
+            self.borrowed.restore()
+            self.borrowed = None
 
     def report(self) -> dict:
         return {"kernel": self.kernel, "attention_processors": self.processors}

@@ -17,11 +17,12 @@ class PlantedNoise(Component):
     summary = "test-only: Gaussian noise worth FRACTION of the transformer output's RMS, every step (noise:0.01)"
     phase = Phase.INSTRUMENT
     lossless = False
+    test_only = True
     default_param = "0.01"
 
     def __init__(self, param=None):
         super().__init__(param)
-        self.noise: dict[tuple, torch.Tensor] = {}
+        self.noise: dict[tuple, torch.Tensor] = {}  # (shape, device, dtype) -> the fixed noise tensor
         self.steps_seen = 0
 
     def validate_param(self) -> None:
@@ -49,3 +50,9 @@ class PlantedNoise(Component):
 
     def report(self) -> dict:
         return {"fraction": float(self.param), "steps_seen": self.steps_seen}
+
+    def reset_report(self) -> None:
+        self.steps_seen = 0
+
+    def release(self, pipe) -> None:
+        self.noise.clear()  # one latent-sized tensor per shape, on the GPU

@@ -68,6 +68,7 @@ class WrongShift(Component):
     exclusive = "scheduler"
     phase = Phase.SCHEDULE
     lossless = False
+    test_only = True
 
     def apply(self, pipe) -> None:
         config = dict(pipe.scheduler.config)

@@ -24,12 +24,13 @@ class Slowdown(Component):
     summary = "test-only: extra matmul work worth FRACTION of each step's time (e.g. slowdown:0.05)"
     phase = Phase.INSTRUMENT
     lossless = True  # the extra work writes only to its own buffer
+    test_only = True
     default_param = "0.05"
 
     def __init__(self, param=None):
         super().__init__(param)
         self.rows: dict[tuple, int] = {}  # input shape -> rows of extra matmul per step
-        self.buffers: dict[int, tuple] = {}
+        self.buffers: dict[int, tuple] = {}  # rows -> the matmul's operands and output, on the GPU
         self.calibration: dict[str, float] = {}
 
     def validate_param(self) -> None:
@@ -97,4 +98,7 @@ class Slowdown(Component):
 
     def report(self) -> dict:
         return {"fraction": float(self.param), **self.calibration}
+
+    def release(self, pipe) -> None:
+        self.buffers.clear()  # ~300 MB at full width: the probe's operands and output
 

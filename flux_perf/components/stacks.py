@@ -68,8 +68,14 @@ class Stack:
 
     @property
     def linear_precision(self) -> str:
-        """The precision of the linear layers' matmuls: the ceiling a step is held to."""
-        return next((p for c in self.components if (p := getattr(c, "linear_precision", None))), "bf16")
+        """The linear layers' number format (the matmul ceiling a step is held to): the first
+        component that sets one, else bf16."""
+        return next((c.linear_precision for c in self.components if c.linear_precision), "bf16")
+
+    def release(self, pipe) -> None:
+        """Undo what the components changed outside `pipe` (borrowed registry slots, caches), last applied first."""
+        for component in reversed(self.components):
+            component.release(pipe)
 
     def fresh(self) -> Stack:
         """New component instances (components keep per-pipeline state)."""

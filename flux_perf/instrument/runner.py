@@ -104,7 +104,11 @@ class CaseRunner:
             generate_with(model, scenario, contexts)
             self.log(f"  calibrated in {time.perf_counter() - began:.2f} s")
 
-        live.apply(model.pipe, calibrate)
+        try:
+            live.apply(model.pipe, calibrate)
+        except BaseException:
+            live.release(model.pipe)  # a stack that fails halfway still gives back what it borrowed
+            raise
         if self.cuda:
             torch.cuda.synchronize()
         apply_s = time.perf_counter() - start
@@ -160,6 +164,7 @@ class CaseRunner:
     def release(self) -> None:
         """Drop the current pipeline and everything compiled for it."""
         if self.loaded is not None:
+            self.loaded.stack.release(self.loaded.model.pipe)  # give back what the components borrowed
             self.loaded = None
             # A fresh stack must not inherit another stack's compiled graphs (or its recompile budget).
             torch._dynamo.reset()

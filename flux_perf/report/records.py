@@ -135,14 +135,23 @@ class CaseRecord:
         if missing:
             raise ResultsError(f"{where} lacks {', '.join(missing)}")
         values = {k: v for k, v in data.items() if k in names}
-        if "linear_precision" not in data:  # records before schema 3 named no precision: FP8 stacks said so in their key
-            values["linear_precision"] = "fp8" if "fp8" in str(data.get("stack_key", "")) else "bf16"
+        if "linear_precision" not in data:  # records before schema 3 named no precision: read it off the stack
+            values["linear_precision"] = _linear_precision(str(data.get("stack_key", "")))
         record = cls(**values)
         if record.wall_samples_s and not all(finite_number(x) for x in record.wall_samples_s):
             raise ResultsError(f"{where} ({record.id}): wall_samples_s holds something other than finite numbers")
         if record.wall_s is not None and not finite_number(record.wall_s.get("median")):
             raise ResultsError(f"{where} ({record.id}): wall_s has no finite median")
         return record
+
+
+def _linear_precision(stack_key: str) -> str:
+    from ..components.stacks import StackError, parse_stack
+
+    try:
+        return parse_stack(stack_key).linear_precision
+    except StackError:
+        return "bf16"  # a stack this flux-perf no longer knows
 
 
 @dataclass
