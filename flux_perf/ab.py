@@ -3,40 +3,35 @@
 Two worker processes, one per checkout (each imports its own flux_perf, so each side's own
 code runs), build and warm the same case; both models stay on the GPU. Then rounds alternate
 A B B A A B ... so drift (clocks, temperature) hits both sides alike, one round at a time,
-never both at once. Each block of pairs gives a paired verdict: the Hodges-Lehmann ratio
-head/base with its Wilcoxon signed-rank interval (stats.paired_comparison), against a
-tolerance band. The plan is fixed (pairs x blocks) before the first timed round, so no look
+never both at once. The plan is fixed (pairs x blocks) before the first timed round, so no look
 inflates the error rate; by default the pairs fill about a minute of rounds per block, sized
 from the warm-up's round time (a short case gets more pairs).
 
+A case's verdict comes from all its pairs at once, so more blocks only add power; each block's
+own interval shows drift and decides nothing. Across the cases of a run, `slower` needs Holm's
+correction: four cases do not get four chances at a false alarm (ab_rule.py).
+
 With `control`, a third worker runs the head's code with a planted slow-down, interleaved with
-the other two: a positive control. A block that cannot see it slower cannot vouch that nothing
-changed either, so its `same` becomes `inconclusive`.
+the other two: a positive control. A case whose pooled control is not seen slower cannot vouch
+that nothing changed either, so its `same` becomes `inconclusive`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .stats import Change, paired_comparison
+from .ab_rule import CONFIDENCE, FAMILY_ALPHA, Block, Pooled, holm_over, judge_block, pool, verdict_of
+from .ab_worker import AbError, Worker, split_cores
+from .stats import Change
 
-WORKER = Path(__file__).with_name("ab_worker.py")
 BLOCK_SECONDS = 60.0  # of rounds per block, all sides together, when the pairs are not given
 MIN_PAIRS, MAX_PAIRS = 10, 200
-
-
-class AbError(RuntimeError):
-    """A side that cannot be started, built or timed."""
 
 
 def check_checkout(path: Path, side: str) -> Path:
@@ -49,88 +44,35 @@ def check_checkout(path: Path, side: str) -> Path:
     return path
 
 
-CORES_VARIABLE = "FLUX_PERF_AB_CORES"
+def check_tolerance(tolerance: float) -> float:
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise AbError(f"tolerance {tolerance!r}: must be a fraction in [0, 1), e.g. 0.01 for 1 %")
+    return tolerance
 
 
-def split_cores(available: set[int]) -> tuple[list[int], list[int]]:
-    """Cores for the two workers (the same ones: only one side runs at a time, so neither gets
-    cores the other did not) and the rest for the orchestrator and its telemetry thread."""
-    cores = sorted(available)
-    if len(cores) < 4:
-        return cores, cores  # too few to keep apart
-    workers = cores[-min(4, len(cores) // 2):]
-    return workers, [c for c in cores if c not in workers]
+def check_plan(pairs: int | None, blocks: int, block_seconds: float, control: float | None) -> None:
+    if pairs is not None and pairs < 2:
+        raise AbError(f"pairs={pairs}: need at least 2 pairs a block")
+    if blocks < 1:
+        raise AbError(f"blocks={blocks}: need at least 1 block")
+    if not (block_seconds > 0 and math.isfinite(block_seconds)):
+        raise AbError(f"block_seconds={block_seconds}: must be a positive, finite number of seconds")
+    if control is not None and not 0 < control < 1:
+        raise AbError(f"control={control}: the planted slow-down must be a fraction in (0, 1), e.g. 0.02")
 
 
-class Worker:
-    """One side's process."""
-
-    def __init__(self, side: str, checkout: Path, log: Callable[[str], None], cores: list[int] | None = None):
-        self.side = side
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
-        if cores:
-            env[CORES_VARIABLE] = ",".join(map(str, cores))  # the worker pins itself first thing
-        self.process = subprocess.Popen([sys.executable, str(WORKER)], cwd=checkout, env=env, text=True, bufsize=1,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.tail: list[str] = []
-
-        def forward() -> None:  # progress of a side, live, and the last lines for errors
-            for line in self.process.stderr:
-                self.tail = (self.tail + [line.rstrip()])[-20:]
-                if line.startswith(f"[{side}]"):
-                    log(line.rstrip())
-
-        threading.Thread(target=forward, daemon=True).start()
-
-    def send(self, **request) -> None:
-        try:
-            self.process.stdin.write(json.dumps({**request, "side": self.side}) + "\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the reply read next says the worker is gone
-
-    def receive(self) -> dict:
-        try:
-            line = self.process.stdout.readline()
-        except OSError:
-            line = ""
-        if not line:
-            raise AbError(f"{self.side} worker exited (code {self.process.poll()}):\n" + "\n".join(self.tail[-12:]))
-        reply = json.loads(line)
-        if not reply.get("ok"):
-            raise AbError(f"{self.side}: {reply.get('error')}")
-        return reply
-
-    def ask(self, **request) -> dict:
-        self.send(**request)
-        return self.receive()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.ask(cmd="quit")
-            except AbError:
-                pass
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-@dataclass
-class Block:
-    """One verdict: `pairs` interleaved pairs of rounds."""
-
-    base_s: list[float]
-    head_s: list[float]
-    ratio: float
-    ratio_low: float
-    ratio_high: float
-    change: str
-    seconds: float = 0.0  # wall clock of the block's rounds, every side
-    # The positive control against base, when the run has one: rounds, ratio, interval, change.
-    control: dict | None = None
-    why: str | None = None  # why the verdict is not the paired comparison's own
+def telemetry_index(device: str) -> int | None:
+    """NVML's index of the card the workers use, None off CUDA. cuda:N is the N-th visible card,
+    plain cuda torch's current one (0: the workers choose no other). NVML ignores
+    CUDA_VISIBLE_DEVICES, so a list of numbers there maps the index to the physical card."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return None
+    if index and not index.isdigit():
+        raise AbError(f"--device {device}: expected cuda or cuda:N")
+    number = int(index or 0)
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    return int(visible[number]) if number < len(visible) and all(v.isdigit() for v in visible) else number
 
 
 @dataclass
@@ -146,20 +88,54 @@ class AbCase:
     error: str | None = None
     prepare_s: float = 0.0  # every side built, compiled and warmed, one after the other
     pairs: int = 0  # per block: given, or sized from the warm-up's round time
+    pooled: Pooled | None = None  # head/base over every pair of every block: the verdict's interval
+    control_pooled: Pooled | None = None  # control/base over every pair
+    holm_family: int = 0  # the cases Holm corrected over; 0: this case is not among them
+    holm_rejected: bool = False  # Holm rejects "head/base <= 1 + tolerance" for this case
+
+    def rounds(self, side: str) -> list[float]:
+        if side == "control":
+            return [t for b in self.blocks if b.control for t in b.control["control_s"]]
+        return [t for b in self.blocks for t in (b.base_s if side == "base" else b.head_s)]
+
+    def pool_blocks(self, tolerance: float) -> None:
+        self.pooled = pool(self.rounds("base"), self.rounds("head"), tolerance)
+        if any(b.control for b in self.blocks):
+            self.control_pooled = pool(self.rounds("base"), self.rounds("control"), tolerance)
 
     @property
-    def counts(self) -> dict:
-        return {change.value: sum(b.change == change.value for b in self.blocks) for change in Change}
+    def in_family(self) -> bool:
+        """Measured cleanly: an error or a foreign process says nothing about the code."""
+        return not self.error and not self.foreign_processes and self.pooled is not None
+
+    @property
+    def judged(self) -> tuple[str, str | None]:
+        if self.error:
+            return "error", "a side failed: not in Holm's family"
+        if self.foreign_processes:
+            return "disturbed", "other processes on the GPU: not in Holm's family; re-run on a quiet machine"
+        if self.pooled is None:
+            return Change.INCONCLUSIVE.value, "no rounds"
+        return verdict_of(self.pooled, self.control_pooled, self.holm_rejected, self.holm_family)
 
     @property
     def verdict(self) -> str:
-        """Of the whole case: a change only when every block agrees; disturbed beats all."""
-        if self.error:
-            return "error"
-        if self.foreign_processes:
-            return "disturbed"
-        changes = {b.change for b in self.blocks}
-        return changes.pop() if len(changes) == 1 else Change.INCONCLUSIVE.value
+        return self.judged[0]
+
+    @property
+    def block_changes(self) -> dict:
+        return {change.value: sum(b.change == change.value for b in self.blocks) for change in Change}
+
+
+def decide(cases: list[AbCase]) -> None:
+    """Holm over the cases measured cleanly; `slower` only where it rejects. Called after every
+    block (provisional: the cases so far) and once more after the last case (final)."""
+    family = [case for case in cases if case.in_family]
+    rejected = holm_over([case.pooled.p_slower for case in family])
+    for case in cases:
+        case.holm_family, case.holm_rejected = 0, False
+    for case, reject in zip(family, rejected):
+        case.holm_family, case.holm_rejected = len(family), reject
 
 
 def foreign_processes(seen: list[dict], ours: set[int]) -> list[dict]:
@@ -179,13 +155,6 @@ def interleaved_order(pairs: int, sides: tuple[str, ...] = ("base", "head")) -> 
     return [tuple(sides) if i % 2 == 0 else tuple(reversed(sides)) for i in range(pairs)]
 
 
-def controlled(change: Change, control: Change) -> tuple[Change, str | None]:
-    """The block's verdict given its positive control: `same` needs the control seen slower."""
-    if change is Change.SAME and control is not Change.SLOWER:
-        return Change.INCONCLUSIVE, f"the planted control was not seen slower ({control.value}): 'same' unproven"
-    return change, None
-
-
 def pairs_for(round_s: float, sides: int, block_seconds: float, minimum: int = MIN_PAIRS,
               maximum: int = MAX_PAIRS) -> int:
     """Pairs that fill `block_seconds` of rounds on every side: a short case gets more pairs for
@@ -197,30 +166,84 @@ def pairs_for(round_s: float, sides: int, block_seconds: float, minimum: int = M
     return max(minimum, min(maximum, math.ceil(block_seconds / (sides * round_s))))
 
 
+def prepare_case(case: AbCase, workers: dict[str, Worker], sources: dict[str, Path], request: dict,
+                 pairs: int | None, block_seconds: float, log: Callable[[str], None]) -> None:
+    """Build and warm every side, one at a time on an otherwise idle GPU: warm-up decides when a
+    case is steady, and the planted slow-down sizes itself from a warm step (measured on the
+    H100: built at once, the plant calibrated on a shared GPU and came out 3x too big)."""
+    started = time.monotonic()
+    readiness: dict[str, dict] = {}
+    for side, worker in workers.items():
+        log(f"{side}: preparing {case.stack} at {case.scenario} from {sources[side]}")
+        readiness[side] = worker.ask(cmd="prepare", stack=case.stack, scenario=case.scenario, **request[side])
+    case.base, case.head, case.control = readiness["base"], readiness["head"], readiness.get("control")
+    prints = {side: ready.get("fingerprint") for side, ready in readiness.items()}
+    if len(set(prints.values())) > 1:
+        raise AbError(f"the sides built different weights: {prints}")
+    case.prepare_s = time.monotonic() - started
+    warm = [ready["warmup_s"][-1] for ready in readiness.values() if ready.get("warmup_s")]
+    round_s = statistics.median(warm) if warm else float("nan")
+    case.pairs = pairs or pairs_for(round_s, len(workers), block_seconds)
+    if not pairs:
+        log(f"{case.stack} {case.scenario}: {case.pairs} pairs a block (~{block_seconds:.0f} s of rounds at "
+            f"{round_s:.3f} s a round, {len(workers)} sides)")
+
+
+def timed_block(workers: dict[str, Worker], pairs: int, tolerance: float) -> Block:
+    walls: dict[str, list[float]] = {side: [] for side in workers}
+    started = time.monotonic()
+    for order in interleaved_order(pairs, tuple(workers)):
+        for side in order:
+            walls[side].append(workers[side].ask(cmd="round")["wall_s"])
+    return judge_block(walls, time.monotonic() - started, tolerance)
+
+
+def measure_case(case: AbCase, workers: dict[str, Worker], blocks: int, tolerance: float, gpu: int | None,
+                 log: Callable[[str], None], after_block: Callable[[], None]) -> None:
+    """The case's blocks, with NVML watching the workers' card for foreign processes."""
+    from .telemetry import TelemetrySampler
+
+    ours = {ready["pid"] for ready in (case.base, case.head, case.control) if ready}
+    sampler = TelemetrySampler(gpu, 0.1) if gpu is not None else None
+    if sampler:
+        sampler.start()
+    try:
+        for number in range(blocks):
+            block = timed_block(workers, case.pairs, tolerance)
+            case.blocks.append(block)
+            case.pool_blocks(tolerance)
+            shown = f"; control/base {block.control['ratio']:.4f} {block.control['change']}" if block.control else ""
+            log(f"{case.stack} {case.scenario} block {number + 1}/{blocks}: head/base {block.ratio:.4f} "
+                f"({block.ratio_low:.4f}-{block.ratio_high:.4f}) {block.change}{shown}; all "
+                f"{case.pooled.pairs} pairs {case.pooled.ratio:.4f} ({case.pooled.low:.4f}-{case.pooled.high:.4f})")
+            after_block()
+    finally:
+        report = sampler.stop() if sampler else None
+    if report is not None:
+        case.foreign_processes = foreign_processes(report.other_processes, ours)
+        summary = report.summary()
+        case.card = {"flags": [f for f in report.flags() if f != "other-processes"],
+                     "sm_clock_mhz": (summary.get("sm_clock_mhz") or {}).get("median"),
+                     "temperature_c_max": (summary.get("temperature_c") or {}).get("max")}
+
+
 def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int | None = None,
-           blocks: int = 1, block_seconds: float = BLOCK_SECONDS,
-           tolerance: float = 0.01, model: str | None = None, device: str = "cuda",
-           inject: dict | None = None, log: Callable[[str], None] = print, pin: bool = True,
+           blocks: int = 1, block_seconds: float = BLOCK_SECONDS, tolerance: float = 0.01, model: str | None = None,
+           device: str = "cuda", inject: dict | None = None, log: Callable[[str], None] = print, pin: bool = True,
            control: float | None = None,
            on_block: Callable[[list[AbCase]], None] = lambda cases: None) -> list[AbCase]:
     """A/B every (stack, scenario); `inject` = {"base": fraction, "head": fraction} plants a
     slow-down on a side (to prove the gate); `control` adds the head's code with that planted
-    slow-down as a third side (module docstring). `on_block` sees the cases after every block
-    (to keep the rounds on disk if the run is cut short)."""
-    from .telemetry import TelemetrySampler
-
+    slow-down as a third side (module docstring). `on_block` sees the cases after every block,
+    provisionally decided (to keep the rounds on disk if the run is cut short); the cases come
+    back decided over all of them."""
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
-    if pairs is not None and pairs < 2:
-        raise AbError(f"pairs={pairs}: need at least 2 pairs a block")
-    if blocks < 1:
-        raise AbError(f"blocks={blocks}: need at least 1 block")
-    if not (block_seconds > 0 and math.isfinite(block_seconds)):
-        raise AbError(f"block_seconds={block_seconds}: must be a positive, finite number of seconds")
-    inject = inject or {}
-    if control is not None and not 0 < control < 1:
-        raise AbError(f"control={control}: the planted slow-down must be a fraction in (0, 1), e.g. 0.02")
-    sides = {"base": base, "head": head, **({"control": head} if control else {})}
-    inject = {**inject, **({"control": control} if control else {})}
+    check_plan(pairs, blocks, block_seconds, control)
+    check_tolerance(tolerance)
+    gpu = telemetry_index(device)
+    sources = {"base": base, "head": head, **({"control": head} if control else {})}
+    planted = {**(inject or {}), **({"control": control} if control else {})}
+    request = {side: {"model": model, "device": device, "inject_slowdown": planted.get(side)} for side in sources}
     worker_cores, before = None, None
     if pin and hasattr(os, "sched_setaffinity"):
         # Host-bound rounds moved with the scheduler's choice of core (512: single rounds 5-10 % slow).
@@ -228,69 +251,21 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
         worker_cores, own = split_cores(before)
         os.sched_setaffinity(0, own)
         log(f"workers pinned to cores {worker_cores}, this process to {own}")
-    workers = {side: Worker(side, path, log, worker_cores) for side, path in sides.items()}
-    results = []
+    workers = {side: Worker(side, path, log, worker_cores) for side, path in sources.items()}
+    results: list[AbCase] = []
+
+    def after_block() -> None:
+        decide(results)
+        on_block(results)
+
     try:
         for stack in stacks:
             for scenario in scenarios:
                 case = AbCase(stack, scenario, {}, {})
                 results.append(case)
-                started = time.monotonic()
                 try:
-                    # One side at a time, on an otherwise idle GPU: warm-up decides when a case is
-                    # steady and the planted slow-down sizes itself from a warm step (measured on the
-                    # H100: built at once, the plant calibrated on a shared GPU and came out 3x too big).
-                    readiness: dict[str, dict] = {}  # what each side said when ready
-                    for side, worker in workers.items():
-                        log(f"{side}: preparing {stack} at {scenario} from {sides[side]}")
-                        readiness[side] = worker.ask(cmd="prepare", stack=stack, scenario=scenario, model=model,
-                                                     device=device, inject_slowdown=inject.get(side))
-                    case.base, case.head = readiness["base"], readiness["head"]
-                    case.control = readiness.get("control")
-                    prints = {side: ready.get("fingerprint") for side, ready in readiness.items()}
-                    if len(set(prints.values())) > 1:
-                        raise AbError(f"the sides built different weights: {prints}")
-                    case.prepare_s = time.monotonic() - started
-                    warm = [ready["warmup_s"][-1] for ready in readiness.values() if ready.get("warmup_s")]
-                    round_s = statistics.median(warm) if warm else float("nan")
-                    case.pairs = pairs or pairs_for(round_s, len(workers), block_seconds)
-                    if not pairs:
-                        log(f"{stack} {scenario}: {case.pairs} pairs a block (~{block_seconds:.0f} s of rounds at "
-                            f"{round_s:.3f} s a round, {len(workers)} sides)")
-                    ours = {ready["pid"] for ready in readiness.values()}
-                    sampler = TelemetrySampler(0, 0.1) if device.startswith("cuda") else None
-                    if sampler:
-                        sampler.start()
-                    try:
-                        for number in range(blocks):
-                            walls: dict[str, list[float]] = {side: [] for side in workers}
-                            block_started = time.monotonic()
-                            for order in interleaved_order(case.pairs, tuple(workers)):
-                                for side in order:
-                                    walls[side].append(workers[side].ask(cmd="round")["wall_s"])
-                            comparison = paired_comparison(walls["base"], walls["head"], tolerance)
-                            change, why, seen = comparison.change, None, None
-                            if control:
-                                against = paired_comparison(walls["base"], walls["control"], tolerance)
-                                seen = {"control_s": walls["control"], "ratio": against.ratio,
-                                        "ratio_low": against.ratio_low, "ratio_high": against.ratio_high,
-                                        "change": against.change.value}
-                                change, why = controlled(change, against.change)
-                            case.blocks.append(Block(walls["base"], walls["head"], comparison.ratio,
-                                                     comparison.ratio_low, comparison.ratio_high, change.value,
-                                                     time.monotonic() - block_started, seen, why))
-                            shown = f"; control/base {seen['ratio']:.4f} {seen['change']}" if seen else ""
-                            log(f"{stack} {scenario} block {number + 1}/{blocks}: head/base {comparison.ratio:.4f} "
-                                f"({comparison.ratio_low:.4f}-{comparison.ratio_high:.4f}) {change.value}{shown}")
-                            on_block(results)
-                    finally:
-                        report = sampler.stop() if sampler else None
-                    if report is not None:
-                        case.foreign_processes = foreign_processes(report.other_processes, ours)
-                        summary = report.summary()
-                        case.card = {"flags": [f for f in report.flags() if f != "other-processes"],
-                                     "sm_clock_mhz": (summary.get("sm_clock_mhz") or {}).get("median"),
-                                     "temperature_c_max": (summary.get("temperature_c") or {}).get("max")}
+                    prepare_case(case, workers, sources, request, pairs, block_seconds, log)
+                    measure_case(case, workers, blocks, tolerance, gpu, log, after_block)
                 except AbError as error:
                     case.error = str(error)
                     log(f"{stack} {scenario}: ERROR {error}")
@@ -299,82 +274,69 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
             worker.close()
         if before is not None:
             os.sched_setaffinity(0, before)
+    decide(results)
     return results
 
 
+def _row(label: str, base_s: list[float], other_s: list[float], ratio: float, low: float, high: float,
+         said: str) -> str:
+    return (f"{label:<28} {len(base_s):>5} {statistics.median(base_s):>8.3f} {statistics.median(other_s):>8.3f} "
+            f"{ratio:>10.4f}  {low:.4f}-{high:.4f}   {said}")
+
+
+def _case_lines(case: AbCase) -> list[str]:
+    name = f"{case.stack}-{case.scenario}"
+    if case.error:
+        return [f"{name:<28} ERROR: {case.error.splitlines()[0]}"]
+    if case.pooled is None:
+        return [f"{name:<28} no rounds"]
+    verdict, reason = case.judged
+    pooled, control = case.pooled, case.control_pooled
+    lines = [_row(name, case.rounds("base"), case.rounds("head"), pooled.ratio, pooled.low, pooled.high,
+                  verdict + (f" ({reason})" if reason else ""))]
+    if control:
+        lines.append(_row("  control", case.rounds("base"), case.rounds("control"), control.ratio, control.low,
+                          control.high, control.change))
+    for number, block in enumerate(case.blocks, 1):
+        lines.append(_row(f"  block {number}", block.base_s, block.head_s, block.ratio, block.ratio_low,
+                          block.ratio_high, block.change))
+        if block.control:
+            lines.append(_row(f"  block {number} control", block.base_s, block.control["control_s"],
+                              block.control["ratio"], block.control["ratio_low"], block.control["ratio_high"],
+                              block.control["change"]))
+    rounds = len(case.rounds("base")) + len(case.rounds("head")) + len(case.rounds("control"))
+    minutes = (case.prepare_s + sum(b.seconds for b in case.blocks)) / 60
+    lines.append(f"{'':<28} {rounds} rounds ({len(case.blocks)} blocks of {case.pairs} pairs), {minutes:.1f} min "
+                 f"(preparing the sides {case.prepare_s:.0f} s)")
+    if case.foreign_processes:
+        named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
+        lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
+    slowed = [f for f in case.card.get("flags", []) if f in ("thermal-throttle", "hw-slowdown")]
+    if slowed:
+        # Both sides ran on the same slowed card, so the pairs stay fair; only their spread grows
+        # (measured on a card at 86-92 C: 512x512@6 intervals 2-10 % wide instead of +-0.2 %).
+        lines.append(f"{'':<28} card slowed ({', '.join(slowed)}; SM clock {case.card.get('sm_clock_mhz')} MHz, "
+                     f"up to {case.card.get('temperature_c_max')} C): wider intervals, more inconclusive cases")
+    return lines
+
+
 def format_cases(cases: list[AbCase], tolerance: float) -> str:
-    lines = [f"{'case':<28} {'base s':>8} {'head s':>8} {'head/base':>10}  95% interval      verdict "
-             f"(tolerance {tolerance:.0%})"]
+    lines = [f"{'case (all pairs, then each block)':<28} {'pairs':>5} {'base s':>8} {'other s':>8} {'ratio':>10}  "
+             f"95% interval      verdict (tolerance {tolerance:.0%})"]
     for case in cases:
-        name = f"{case.stack}-{case.scenario}"
-        if case.error:
-            lines.append(f"{name:<28} ERROR: {case.error.splitlines()[0]}")
-            continue
-        for block in case.blocks:
-            lines.append(f"{name:<28} {sorted(block.base_s)[len(block.base_s) // 2]:>8.3f} "
-                         f"{sorted(block.head_s)[len(block.head_s) // 2]:>8.3f} {block.ratio:>10.4f}  "
-                         f"{block.ratio_low:.4f}-{block.ratio_high:.4f}   {block.change}")
-            if block.control:
-                lines.append(f"{'':<28} {'control':>17} {block.control['ratio']:>10.4f}  "
-                             f"{block.control['ratio_low']:.4f}-{block.control['ratio_high']:.4f}   "
-                             f"{block.control['change']}" + (f" ({block.why})" if block.why else ""))
-        if len(case.blocks) > 1:
-            counts = ", ".join(f"{k} {v}" for k, v in case.counts.items() if v)
-            lines.append(f"{'':<28} {len(case.blocks)} blocks: {counts}")
-        if case.blocks:
-            rounds = sum(len(b.base_s) + len(b.head_s) + len((b.control or {}).get("control_s", ()))
-                         for b in case.blocks)
-            minutes = (case.prepare_s + sum(b.seconds for b in case.blocks)) / 60
-            lines.append(f"{'':<28} {rounds} rounds ({case.pairs} pairs a block), {minutes:.1f} min "
-                         f"(preparing the sides {case.prepare_s:.0f} s)")
-        if case.foreign_processes:
-            named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
-            lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
-        slowed = [f for f in case.card.get("flags", []) if f in ("thermal-throttle", "hw-slowdown")]
-        if slowed:
-            # Both sides ran on the same slowed card, so the pairs stay fair; only their spread grows
-            # (measured on a card at 86-92 C: 512x512@6 intervals 2-10 % wide instead of +-0.2 %).
-            lines.append(f"{'':<28} card slowed ({', '.join(slowed)}; SM clock {case.card.get('sm_clock_mhz')} MHz, "
-                         f"up to {case.card.get('temperature_c_max')} C): wider intervals, more inconclusive blocks")
+        lines += _case_lines(case)
+    family = sum(case.in_family for case in cases)
+    left_out = [f"{c.stack}-{c.scenario} ({c.verdict})" for c in cases if not c.in_family]
+    lines.append(f"slower needs Holm's correction over {family} case{'s' if family != 1 else ''} (family-wise "
+                 f"{FAMILY_ALPHA:.1%}, one-sided: head/base above {1 + tolerance:g})"
+                 + (f"; not in the family: {', '.join(left_out)}" if left_out else ""))
     return "\n".join(lines)
 
 
-def cases_to_json(cases: list[AbCase], settings: dict) -> dict:
-    return {"flux_perf_ab": 1, "settings": settings,
-            "cases": [{**asdict(case), "verdict": case.verdict, "counts": case.counts} for case in cases]}
-
-
-def verdict_rates(pairs: list[tuple[float, float]], sizes: list[int], tolerance: float, draws: int = 400,
-                  seed: int = 0) -> dict[int, dict[str, float]]:
-    """How often a block of n pairs, drawn with replacement from measured (base, head) pairs,
-    gets each verdict: the pairs a machine needs before its A/B can see a change."""
-    import random
-
-    if len(pairs) < 2:
-        raise AbError(f"{len(pairs)} measured pairs: need at least 2 to resample")
-    rng = random.Random(seed)
-    rates = {}
-    for n in sizes:
-        counts = dict.fromkeys((c.value for c in Change), 0)
-        for _ in range(draws):
-            base, head = zip(*rng.choices(pairs, k=n))
-            counts[paired_comparison(base, head, tolerance).change.value] += 1
-        rates[n] = {change: count / draws for change, count in counts.items()}
-    return rates
-
-
-def measured_pairs(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Every (base, head) pair of rounds of an `ab --json` file, per case."""
-    try:
-        data = json.loads(Path(path).read_text())
-        pairs = {}
-        for c in data["cases"]:
-            name = f"{c['stack']}-{c['scenario']}"
-            pairs[name] = [(b, h) for block in c["blocks"] for b, h in zip(block["base_s"], block["head_s"])]
-            control = [(b, k) for block in c["blocks"] if block.get("control")
-                       for b, k in zip(block["base_s"], block["control"]["control_s"])]
-            if control:
-                pairs[f"{name} control"] = control
-        return pairs
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise AbError(f"{path}: not an `flux-perf ab --json` file ({type(error).__name__}: {error})") from None
+def cases_to_json(cases: list[AbCase], settings: dict, final: bool = True) -> dict:
+    """Version 2: a verdict per case from all its pairs, after Holm (version 1: per block).
+    `final` False: written after a block, decided over the cases measured so far."""
+    return {"flux_perf_ab": 2, "settings": settings, "final": final, "confidence": CONFIDENCE,
+            "family_alpha": FAMILY_ALPHA, "holm_family": sum(case.in_family for case in cases),
+            "cases": [{**asdict(case), "verdict": case.verdict, "reason": case.judged[1],
+                       "block_changes": case.block_changes} for case in cases]}

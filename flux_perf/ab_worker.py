@@ -5,17 +5,98 @@ everything else it prints goes to stderr.
 
 Run as a script (`python .../ab_worker.py`), not as a module, so the orchestrator's own copy
 of flux_perf is never imported by mistake.
+
+`Worker` below is the orchestrator's end of the same JSON-lines protocol (both ends in one file,
+so they change together); it runs in the orchestrator only and imports nothing of flux_perf.
 """
+
+from __future__ import annotations
 
 import gc
 import json
 import os
+import subprocess
 import sys
+import threading
 import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+CORES_VARIABLE = "FLUX_PERF_AB_CORES"
+
+
+def split_cores(available: set[int]) -> tuple[list[int], list[int]]:
+    """Cores for the workers (the same ones: only one side runs at a time, so none gets
+    cores the other did not) and the rest for the orchestrator and its telemetry thread."""
+    cores = sorted(available)
+    if len(cores) < 4:
+        return cores, cores  # too few to keep apart
+    workers = cores[-min(4, len(cores) // 2):]
+    return workers, [c for c in cores if c not in workers]
+
+
+class AbError(RuntimeError):
+    """A side that cannot be started, built or timed."""
+
+
+class Worker:
+    """One side's process, as the orchestrator sees it."""
+
+    def __init__(self, side: str, checkout: Path, log: Callable[[str], None], cores: list[int] | None = None):
+        self.side = side
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+        if cores:
+            env[CORES_VARIABLE] = ",".join(map(str, cores))  # the worker pins itself first thing
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=checkout, env=env, text=True,
+                                        bufsize=1, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
+        self.tail: list[str] = []
+
+        def forward() -> None:  # progress of a side, live, and the last lines for errors
+            for line in self.process.stderr:
+                self.tail = (self.tail + [line.rstrip()])[-20:]
+                if line.startswith(f"[{side}]"):
+                    log(line.rstrip())
+
+        threading.Thread(target=forward, daemon=True).start()
+
+    def send(self, **request) -> None:
+        try:
+            self.process.stdin.write(json.dumps({**request, "side": self.side}) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reply read next says the worker is gone
+
+    def receive(self) -> dict:
+        try:
+            line = self.process.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            raise AbError(f"{self.side} worker exited (code {self.process.poll()}):\n" + "\n".join(self.tail[-12:]))
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise AbError(f"{self.side}: {reply.get('error')}")
+        return reply
+
+    def ask(self, **request) -> dict:
+        self.send(**request)
+        return self.receive()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.ask(cmd="quit")
+            except AbError:
+                pass
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 def main() -> int:
-    cores = os.environ.get("FLUX_PERF_AB_CORES")  # ab.CORES_VARIABLE; set by the orchestrator
+    cores = os.environ.get(CORES_VARIABLE)  # set by the orchestrator
     if cores:
         os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
     # The script's own folder is sys.path[0]; it holds flux_perf's modules as top-level names.

@@ -345,8 +345,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_ab(args) -> int:
-    from .ab import cases_to_json, format_cases, run_ab
-    from .compare import check_tolerance
+    from .ab import cases_to_json, check_tolerance, format_cases, run_ab
     from .config import check_writable_dir
     from .files import write_json
     from .scenarios import parse_scenarios
@@ -361,17 +360,18 @@ def cmd_ab(args) -> int:
                 "tolerance": args.tolerance, "inject": inject, "control": args.control,
                 "command": shlex.join(["flux-perf", *sys.argv[1:]])}
 
-    def save(cases) -> None:  # after every block: a run cut short keeps its rounds
+    def save(cases, final: bool) -> None:  # after every block: a run cut short keeps its rounds
         if args.json:
-            write_json(Path(args.json), cases_to_json(cases, settings))
+            write_json(Path(args.json), cases_to_json(cases, settings, final))
 
     if args.json:
         check_writable_dir(Path(args.json).parent, "--json folder")
     cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
                    block_seconds=args.block_seconds,
                    tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
-                   log=_progress, pin=not args.no_pin, control=args.control, on_block=save)
-    save(cases)
+                   log=_progress, pin=not args.no_pin, control=args.control,
+                   on_block=lambda cases: save(cases, final=False))
+    save(cases, final=True)
     print(format_cases(cases, args.tolerance))
     if args.json:
         print(f"\nA/B rounds and verdicts: {args.json}")
@@ -381,20 +381,39 @@ def cmd_ab(args) -> int:
 
 
 def cmd_ab_pairs(args) -> int:
-    from .ab import measured_pairs, verdict_rates
-    from .compare import check_tolerance
+    from .ab import check_tolerance
+    from .ab_pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
+                           rule_settings, verdict_rates)
+    from .files import write_json
 
     check_tolerance(args.tolerance)
-    sizes = [int(n) for n in args.sizes.split(",")]
-    if any(n < 2 for n in sizes):
-        raise ValueError(f"--sizes {args.sizes}: a block needs at least 2 pairs")
-    print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs (tolerance {args.tolerance:.0%})")
-    for path in args.files:
-        for case, pairs in measured_pairs(Path(path)).items():
-            rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
-            cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items() if share)
-                              for n, rate in rates.items())
-            print(f"{path} {case} ({len(pairs)} pairs): {cells}")
+    paths = [Path(path) for path in args.files]
+    if args.runs:
+        sizes = [int(n) for n in args.runs.split(",")]
+        if any(n < 2 for n in sizes) or (args.family is not None and args.family < 1):
+            raise ValueError(f"--runs {args.runs} --family {args.family}: a run needs at least 2 pairs, Holm 1 case")
+        runs = disjoint_runs(paths, sizes, args.tolerance, args.family)
+        added = blocks_added(paths, args.tolerance, args.family)
+        print(format_runs(runs, args.tolerance, args.family) + "\n\n" + format_blocks(added))
+        result = {"flux_perf_ab_runs": 1, "command": shlex.join(["flux-perf", *sys.argv[1:]]),
+                  "rule": rule_settings(args.tolerance, args.family), "files": files_summary(paths),
+                  "runs": runs, "blocks_added": added}
+    else:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        if any(n < 2 for n in sizes):
+            raise ValueError(f"--sizes {args.sizes}: a block needs at least 2 pairs")
+        print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs "
+              f"(tolerance {args.tolerance:.0%})")
+        result = {}
+        for path in paths:
+            for case, pairs in measured_pairs(path).items():
+                rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
+                result.setdefault(str(path), {})[case] = rates
+                cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items()
+                                                      if share) for n, rate in rates.items())
+                print(f"{path} {case} ({len(pairs)} pairs): {cells}")
+    if args.json:
+        write_json(Path(args.json), result)
     return 0
 
 
@@ -507,11 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--tolerance", type=float, default=0.03, help="relative change treated as noise (default 0.03)")
     compare.set_defaults(func=cmd_compare)
 
-    pairs = sub.add_parser("ab-pairs", help="from `ab --json` files: how often a block of n pairs calls each verdict")
+    pairs = sub.add_parser("ab-pairs", help="from `ab --json` files: how often a run or block of n pairs calls "
+                                            "each verdict")
     pairs.add_argument("files", nargs="+")
-    pairs.add_argument("--sizes", default="6,8,10,12,16,20", help="pairs per block to try (default 6,8,10,12,16,20)")
+    pairs.add_argument("--sizes", default="6,8,10,12,16,20",
+                       help="resampling: pairs per block to try (default 6,8,10,12,16,20)")
     pairs.add_argument("--tolerance", type=float, default=0.01)
-    pairs.add_argument("--draws", type=int, default=400)
+    pairs.add_argument("--draws", type=int, default=400, help="resampling: blocks drawn per size (default 400)")
+    pairs.add_argument("--runs", default=None, metavar="N,N,...",
+                       help="no resampling: cut each file's rounds into disjoint consecutive runs of N pairs and "
+                            "judge each as `ab` judges a run (all its pairs, Holm); also old rule against pooled "
+                            "as recorded blocks are added")
+    pairs.add_argument("--family", type=int, default=None, metavar="K",
+                       help="with --runs: Holm over K cases, the file's own plus unchanged ones (default: the "
+                            "file's cases; the pull-request job runs 4)")
+    pairs.add_argument("--json", default=None, help="write the counts (or resampled rates) here")
     pairs.set_defaults(func=cmd_ab_pairs)
 
     ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is slower")
@@ -525,9 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="without --pairs: seconds of rounds per block, all sides together (default 60); a short "
                          "case gets more pairs, since its rounds spread more")
     ab.add_argument("--blocks", type=int, default=1,
-                    help="independent verdicts per case on the same warm workers (default 1)")
+                    help="blocks of pairs per case on the same warm workers (default 1); the verdict pools every "
+                         "block's pairs, so more blocks only add power")
     ab.add_argument("--tolerance", type=float, default=0.01,
-                    help="head/base change treated as noise (default 0.01: a 2 %% slow-down is caught)")
+                    help="head/base change treated as noise (default 0.01); slower "
+                         "needs Holm's correction over the run's cases")
     ab.add_argument("--model", default=None, help="as for `run` (default: synthetic)")
     ab.add_argument("--device", default=None, help="cuda or cuda:N (default: cuda)")
     ab.add_argument("--json", default=None, help="write every round and verdict here")
@@ -539,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="test-only: plant a slow-down on the head side (proves the gate)")
     ab.add_argument("--control", type=float, default=None, metavar="FRACTION",
                     help="a positive control: a third worker runs the head's code with this slow-down planted "
-                         "(e.g. 0.02), interleaved with the others; a block that does not see it slower says "
+                         "(e.g. 0.02), interleaved with the others; a case whose pairs do not see it slower says "
                          "inconclusive instead of same. Costs half as many rounds again")
     ab.set_defaults(func=cmd_ab)
     table = sub.add_parser("table", help="merge results.json files into one Markdown table")
