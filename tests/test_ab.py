@@ -1,5 +1,7 @@
-"""The interleaved A/B gate: its order, its statistics on planted data, its process plumbing
-on the tiny model (no timing asserted: CPUs here are shared and busy)."""
+"""The interleaved A/B gate: its order, its statistics on planted data (one verdict per case from
+all its pairs, Holm across cases), the orchestration on stand-in workers, the rounds of recorded
+runs re-judged, and its process plumbing on the tiny model (no timing asserted: CPUs here are
+shared and busy)."""
 
 import json
 import math
@@ -7,22 +9,29 @@ import random
 
 import pytest
 from helpers import ROOT, run_flux_perf
+from scipy.stats import binom
 
-from flux_perf.ab import (
+import flux_perf.ab.orchestrator as ab
+import flux_perf.instrument.telemetry as telemetry
+from flux_perf.ab.orchestrator import (
     AbCase,
     AbError,
-    Block,
+    cases_to_json,
     check_checkout,
-    controlled,
+    decide,
     foreign_processes,
     format_cases,
     interleaved_order,
-    measured_pairs,
     pairs_for,
+    run_ab,
     split_cores,
-    verdict_rates,
+    telemetry_index,
 )
-from flux_perf.gate.stats import Change, paired_comparison
+from flux_perf.ab.pairs import blocks_added, disjoint_runs, measured_pairs, read_cases, verdict_rates
+from flux_perf.ab.rule import FAMILY_ALPHA, Pooled, judge_block, pool, verdict_of
+from flux_perf.gate.stats import paired_p_slower, paired_ratio
+
+TOLERANCE = 0.01
 
 
 def test_rounds_alternate_abba():
@@ -32,62 +41,163 @@ def test_rounds_alternate_abba():
                                                                  ("control", "head", "base")]
 
 
-def test_same_needs_the_control_seen_slower():
-    assert controlled(Change.SAME, Change.SLOWER) == (Change.SAME, None)
-    change, why = controlled(Change.SAME, Change.INCONCLUSIVE)
-    assert change is Change.INCONCLUSIVE and "control was not seen slower (inconclusive)" in why
-    assert controlled(Change.SLOWER, Change.SAME) == (Change.SLOWER, None), "a regression stands on its own"
-    assert controlled(Change.INCONCLUSIVE, Change.SLOWER) == (Change.INCONCLUSIVE, None)
+def _pooled(change: str, p_slower: float = 0.5) -> Pooled:
+    return Pooled(20, 1.0, 0.99, 1.01, True, change, p_slower)
 
 
-def test_a_control_worker_runs_the_heads_code_with_the_planted_slowdown(tmp_path):
-    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
-                           "64x64@2", "--block-seconds", "0.001", "--blocks", "1", "--device", "cpu", "--control", "0.5",
-                           "--json", str(tmp_path / "ab.json"))
-    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
-    data = json.loads((tmp_path / "ab.json").read_text())
-    (case,) = data["cases"]
-    assert case["error"] is None and data["settings"]["control"] == 0.5
-    assert len({case["base"]["pid"], case["head"]["pid"], case["control"]["pid"]}) == 3
-    assert case["control"]["code"] == case["head"]["code"], "the control runs the head's code"
-    (block,) = case["blocks"]
-    # No --pairs: sized from the warm-up's round time, here the floor of 10 pairs.
-    assert case["pairs"] == 10 and data["settings"]["pairs"] == "auto"
-    assert len(block["control"]["control_s"]) == len(block["base_s"]) == 10
-    assert "10 pairs a block (~0 s of rounds" in result.stdout and "30 rounds" in result.stdout
-    assert set(measured_pairs(tmp_path / "ab.json")) == {"bf16-64x64@2", "bf16-64x64@2 control"}
-    refused = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--control", "2", "--device", "cpu")
-    assert refused.returncode != 0 and "control=2.0" in refused.stderr
+def test_same_needs_the_pooled_control_seen_slower():
+    assert verdict_of(_pooled("same"), _pooled("slower"), False, 1) == ("same", None)
+    verdict, why = verdict_of(_pooled("same"), _pooled("inconclusive"), False, 1)
+    assert verdict == "inconclusive" and "control was not seen slower (inconclusive)" in why
+    assert verdict_of(_pooled("same"), None, False, 1) == ("same", None), "no control, nothing to vouch for"
+    assert verdict_of(_pooled("slower"), _pooled("same"), True, 1) == ("slower", None), "a regression stands alone"
+    assert verdict_of(_pooled("faster"), _pooled("inconclusive"), False, 1) == ("faster", None)
 
 
-def _pairs(slowdown: float, noise: float, drift: float, n: int, seed: int):
-    """Rounds of a machine whose speed drifts linearly, taken ABBA like the runner takes them."""
-    rng = random.Random(seed)
-    base, head = [], []
-    for i, order in enumerate(interleaved_order(n)):
+def _walls(slowdown: float, noise: float, drift: float, pairs: int, rng: random.Random, start: int = 0,
+           control: float | None = None) -> dict[str, list[float]]:
+    """Rounds of a machine whose speed drifts linearly, taken ABBA (ABC CBA) as the runner takes them."""
+    sides = ("base", "head", "control") if control else ("base", "head")
+    slow = {"base": 1.0, "head": slowdown, "control": control}
+    walls = {side: [] for side in sides}
+    for i, order in enumerate(interleaved_order(pairs, sides)):
         for j, side in enumerate(order):
-            t = 2 * i + j
-            wall = 1.8 * (1 + drift * t) * (1 + rng.gauss(0, noise)) * (slowdown if side == "head" else 1.0)
-            (head if side == "head" else base).append(wall)
-    return base, head
+            t = start + len(sides) * i + j
+            walls[side].append(1.8 * (1 + drift * t) * (1 + rng.gauss(0, noise)) * slow[side])
+    return walls
 
 
-def test_paired_verdicts_catch_two_percent_and_stay_quiet_on_none():
-    # Planted data with the spread measured for CUDA-graph stacks (0.5 % per round) and a 2 %
-    # drift over the block: 2 % is called slower every time, no change never is.
-    caught = sum(paired_comparison(*_pairs(1.02, 0.005, 0.001, 10, seed), 0.01).change is Change.SLOWER
-                 for seed in range(200))
-    false = sum(paired_comparison(*_pairs(1.0, 0.005, 0.001, 10, seed), 0.01).change is Change.SLOWER
-                for seed in range(200))
-    assert caught >= 190 and false == 0
+def _case(blocks: list[dict[str, list[float]]], stack: str = "fast") -> AbCase:
+    case = AbCase(stack, "512x512@6", {}, {}, [judge_block(walls, 1.0, TOLERANCE) for walls in blocks])
+    case.pool_blocks(TOLERANCE)
+    return case
 
 
-def test_the_interval_covers_the_truth_at_its_level():
-    misses = 0
-    for seed in range(400):
-        comparison = paired_comparison(*_pairs(1.03, 0.01, 0.0, 10, seed), 0.01)
-        misses += not comparison.ratio_low <= 1.03 <= comparison.ratio_high
-    assert misses / 400 <= 0.07  # 95 % interval (exact Wilcoxon, discrete): about 5 % misses
+def test_one_verdict_from_every_blocks_pairs():
+    rng = random.Random(3)
+    blocks = [_walls(1.03, 0.012, 0.001, 8, rng, start=16 * b) for b in range(4)]
+    case = _case(blocks)
+    decide([case])
+    base = [t for walls in blocks for t in walls["base"]]
+    head = [t for walls in blocks for t in walls["head"]]
+    everything = paired_ratio(base, head)
+    assert (case.pooled.ratio, case.pooled.low, case.pooled.high) == (everything.ratio, everything.low, everything.high)
+    assert case.pooled.pairs == 32 and case.pooled.p_slower == paired_p_slower(base, head, 1 + TOLERANCE)
+    assert case.verdict == "slower" and case.holm_family == 1 and case.holm_rejected
+    assert any(block.change != "slower" for block in case.blocks), "blocks alone disagree; they no longer decide"
+
+
+def _slower_rate(slowdown: float, blocks: int, runs: int = 200) -> tuple[int, int]:
+    """(pooled, every-block) `slower` counts over `runs` simulated one-case runs of 10-pair blocks,
+    1.2 % spread a round and drift: deterministic seeds."""
+    pooled = every_block = 0
+    for seed in range(runs):
+        rng = random.Random(1000 * blocks + seed)
+        case = _case([_walls(slowdown, 0.012, 0.0005, 10, rng, start=20 * b) for b in range(blocks)])
+        decide([case])
+        pooled += case.verdict == "slower"
+        every_block += all(block.change == "slower" for block in case.blocks)
+    return pooled, every_block
+
+
+def test_more_blocks_only_add_power_and_keep_the_false_slower_rate():
+    planted = {blocks: _slower_rate(1.02, blocks) for blocks in (1, 2, 4, 8)}
+    pooled = [planted[b][0] for b in (1, 2, 4, 8)]
+    assert pooled == sorted(pooled) and pooled[-1] >= 195, f"pooled: more blocks, more power {planted}"
+    every_block = [planted[b][1] for b in (1, 2, 4, 8)]
+    assert every_block == sorted(every_block, reverse=True) and every_block[-1] < pooled[0], \
+        f"the old rule (every block slower) loses the regression as blocks are added {planted}"
+    # No change, and a change right at the tolerance (the worst case): slower at most at the
+    # one-sided level, whatever the number of blocks (binomial 99.9 % bound on 200 runs).
+    bound = binom.ppf(0.999, 200, FAMILY_ALPHA)
+    for blocks in (1, 2, 4, 8):
+        assert _slower_rate(1.0, blocks)[0] <= FAMILY_ALPHA * 200
+        assert _slower_rate(1 + TOLERANCE, blocks)[0] <= bound
+
+
+def test_holm_decides_slower_across_the_cases_of_a_run():
+    # Cases whose pooled results are set by hand, for p-values on either side of Holm's steps.
+    strong, alone, unchanged = (_case([{"base": [1.0, 1.0], "head": [1.0, 1.0]}], s) for s in ("a", "b", "c"))
+    strong.pooled = _pooled("slower", 0.001)
+    alone.pooled = _pooled("slower", 0.02)  # above alpha/2 = 0.0125 where Holm compares it
+    unchanged.pooled = _pooled("same", 0.9)
+    broken = AbCase("d", "512x512@6", {}, {}, error="head: CUDA out of memory")
+    busy = _case([{"base": [1.0, 1.0], "head": [1.0, 1.0]}], "e")
+    busy.foreign_processes = [{"pid": 7, "name": "stress"}]
+    busy.pooled = _pooled("slower", 0.0001)
+    cases = [strong, alone, unchanged, broken, busy]
+    decide(cases)
+    assert [c.verdict for c in cases] == ["slower", "inconclusive", "same", "error", "disturbed"]
+    assert alone.judged[1] == "slower at 95 % alone, not after Holm's correction over 3 cases"
+    assert strong.holm_family == 3 and broken.holm_family == busy.holm_family == 0
+    assert "not in Holm's family" in broken.judged[1] and "not in Holm's family" in busy.judged[1]
+    text = format_cases(cases, TOLERANCE)
+    assert "slower needs Holm's correction over 3 cases" in text and "not in the family: d-512x512@6 (error), " \
+        "e-512x512@6 (disturbed)" in text
+    decide([alone])
+    assert alone.verdict == "slower", "alone, the same interval is a regression"
+
+
+def test_the_sampler_watches_the_workers_card(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert telemetry_index("cuda:1") == 1 and telemetry_index("cuda") == 0 and telemetry_index("cpu") is None
+    with pytest.raises(AbError, match="cuda:x"):
+        telemetry_index("cuda:x")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # NVML counts physical cards
+    assert telemetry_index("cuda:1") == 3 and telemetry_index("cuda") == 2
+
+
+class _StandInWorker:
+    """A side without a process: rounds of 1 s, the head slowed by `HEAD_SLOWDOWN[stack]`."""
+
+    HEAD_SLOWDOWN = {"regressed": 1.03, "unchanged": 1.0}
+
+    def __init__(self, side, checkout, log, cores=None):
+        self.side, self.slowdown, self.rng = side, 1.0, random.Random(side)
+        self.pid = {"base": 101, "head": 102, "control": 103}[side]
+
+    def ask(self, cmd, **request):
+        if cmd == "prepare":
+            self.slowdown = self.HEAD_SLOWDOWN[request["stack"]] if self.side == "head" else 1.0
+            return {"ok": True, "pid": self.pid, "warmup_s": [1.0], "fingerprint": "tiny"}
+        return {"ok": True, "wall_s": self.slowdown * (1 + self.rng.gauss(0, 0.002))}
+
+    def close(self):
+        pass
+
+
+class _StandInSampler:
+    indices = []
+
+    def __init__(self, index, interval_s):
+        self.indices.append(index)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return telemetry.TelemetryReport(available=True)
+
+
+def test_the_run_decides_after_its_last_case_and_keeps_a_provisional_file(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(ab, "Worker", _StandInWorker)
+    monkeypatch.setattr(telemetry, "TelemetrySampler", _StandInSampler)
+    _StandInSampler.indices = []
+    written = []
+    cases = run_ab(ROOT, ROOT, ["regressed", "unchanged"], ["512x512@6"], pairs=10, blocks=2, device="cuda:1",
+                   pin=False, log=lambda line: None,
+                   on_block=lambda cases: written.append(cases_to_json(cases, {}, final=False)))
+    assert _StandInSampler.indices == [1, 1], "the card of --device, not GPU 0"
+    assert [len(data["cases"]) for data in written] == [1, 1, 2, 2] and not any(d["final"] for d in written)
+    assert written[1]["holm_family"] == 1, "provisional: decided over the cases so far"
+    assert [c.verdict for c in cases] == ["slower", "same"] and all(c.holm_family == 2 for c in cases)
+    assert all(c.pooled.pairs == 20 and len(c.blocks) == 2 for c in cases)
+
+
+def test_too_few_pairs_are_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        pool([1.0], [1.0], TOLERANCE)
 
 
 def test_pairs_fill_the_block_time_so_short_cases_get_more():
@@ -103,17 +213,14 @@ def test_pairs_fill_the_block_time_so_short_cases_get_more():
 
 @pytest.mark.parametrize("option, value, named", [("--pairs", "1", "pairs=1"), ("--blocks", "0", "blocks=0"),
                                                    ("--block-seconds", "inf", "block_seconds=inf"),
-                                                   ("--block-seconds", "-5", "block_seconds=-5.0")])
+                                                   ("--block-seconds", "-5", "block_seconds=-5.0"),
+                                                   ("--control", "2", "control=2.0"),
+                                                   ("--tolerance", "nan", "tolerance nan")])
 def test_bad_ab_plans_are_refused_naming_the_value(option, value, named):
     result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
                            "64x64@2", "--device", "cpu", option, value)
-    assert result.returncode != 0 and named in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and named in result.stderr, result.stderr[-2000:]
     assert "preparing" not in result.stdout + result.stderr, "refused before any worker started"
-
-
-def test_too_few_pairs_are_refused():
-    with pytest.raises(ValueError, match="at least 2"):
-        paired_comparison([1.0], [1.0], 0.01)
 
 
 def test_foreign_gpu_processes():
@@ -133,54 +240,124 @@ def test_a_side_must_be_a_checkout(tmp_path):
     assert check_checkout(ROOT, "head") == ROOT
 
 
-def test_ab_runs_each_side_in_its_own_process_and_keeps_every_round(tmp_path):
+def test_workers_with_a_control_run_each_side_in_its_own_process_and_keep_every_round(tmp_path):
+    # One run of real workers proves the plumbing: three processes, the control on the head's code,
+    # pairs sized from the warm-up, every round kept and judged. (Blocks pooled and decided after
+    # the last case: test_the_run_decides_after_its_last_case..., on stand-in workers.)
     result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
-                           "64x64@2", "--pairs", "3", "--blocks", "2", "--device", "cpu", "--json",
-                           str(tmp_path / "ab.json"))
+                           "64x64@2", "--block-seconds", "0.001", "--blocks", "1", "--device", "cpu",
+                           "--control", "0.5", "--json", str(tmp_path / "ab.json"))
     assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]
     data = json.loads((tmp_path / "ab.json").read_text())
     (case,) = data["cases"]
-    assert case["error"] is None and len(case["blocks"]) == 2 and case["pairs"] == 3
-    assert all(len(b["base_s"]) == len(b["head_s"]) == 3 for b in case["blocks"])
-    assert case["base"]["pid"] != case["head"]["pid"], "each side has its own process"
-    assert case["base"]["code"] == case["head"]["code"] == str(ROOT / "flux_perf")
-    assert "[base] first call" in result.stdout and "block 2/2" in result.stdout
-    assert case["prepare_s"] > 0 and all(b["seconds"] > 0 for b in case["blocks"])
-    assert "12 rounds" in result.stdout, "the rounds and minutes an A/B cost are printed"
+    assert data["flux_perf_ab"] == 2 and data["final"] and data["settings"]["control"] == 0.5
+    assert case["error"] is None and len({case["base"]["pid"], case["head"]["pid"], case["control"]["pid"]}) == 3
+    assert case["base"]["code"] == case["head"]["code"] == case["control"]["code"] == str(ROOT / "flux_perf")
+    # No --pairs: sized from the warm-up's round time, here the floor of 10 pairs.
+    assert case["pairs"] == 10 and data["settings"]["pairs"] == "auto"
+    (block,) = case["blocks"]
+    assert len(block["base_s"]) == len(block["head_s"]) == len(block["control"]["control_s"]) == 10
+    assert case["pooled"]["pairs"] == case["control_pooled"]["pairs"] == 10 and case["holm_family"] == 1
+    assert case["verdict"] in ("slower", "faster", "same", "inconclusive")
+    assert case["prepare_s"] > 0 and block["seconds"] > 0
+    for shown in ("[base] first call", "block 1/1", "10 pairs a block (~0 s of rounds", "30 rounds",
+                  "Holm's correction over 1 case "):
+        assert shown in result.stdout, shown
+    assert set(measured_pairs(tmp_path / "ab.json")) == {"bf16-64x64@2", "bf16-64x64@2 control"}
 
 
 def test_a_slowed_card_is_named_beside_the_verdict():
-    block = Block([1.0, 1.0], [1.02, 1.02], 1.02, 0.99, 1.05, "inconclusive")
-    hot = AbCase("fast", "512x512@6", {}, {}, [block],
-                 card={"flags": ["thermal-throttle", "power-throttle"], "sm_clock_mhz": 1200, "temperature_c_max": 90})
-    text = format_cases([hot], 0.01)
+    hot = _case([{"base": [1.0, 1.0], "head": [1.02, 1.02]}])
+    hot.card = {"flags": ["thermal-throttle", "power-throttle"], "sm_clock_mhz": 1200, "temperature_c_max": 90}
+    text = format_cases([hot], TOLERANCE)
     assert "card slowed (thermal-throttle; SM clock 1200 MHz, up to 90 C)" in text
-    cool = AbCase("fast", "512x512@6", {}, {}, [block], card={"flags": ["power-throttle"]})
-    assert "card slowed" not in format_cases([cool], 0.01)
-    assert hot.verdict == "inconclusive"
+    cool = _case([{"base": [1.0, 1.0], "head": [1.02, 1.02]}])
+    cool.card = {"flags": ["power-throttle"]}
+    assert "card slowed" not in format_cases([cool], TOLERANCE)
+    assert hot.verdict == "inconclusive", "2 pairs reach no 95 % interval"
 
 
-def _ab_file(path, pairs):
-    blocks = [{"base_s": [b for b, _ in pairs], "head_s": [h for _, h in pairs]}]
-    path.write_text(json.dumps({"cases": [{"stack": "fast", "scenario": "1024x1024@8", "blocks": blocks}]}))
+def test_version_2_keeps_the_verdicts_and_both_versions_read_back(tmp_path):
+    rng = random.Random(5)
+    case = _case([_walls(1.03, 0.003, 0.0, 10, rng, control=1.03) for _ in range(2)])
+    decide([case])
+    data = cases_to_json([case], {"control": 0.03, "inject": {}})
+    stored = data["cases"][0]
+    assert data["flux_perf_ab"] == 2 and data["final"] and data["holm_family"] == 1
+    assert set(stored["pooled"]) == {"pairs", "ratio", "low", "high", "reached", "change", "p_slower"}
+    assert stored["verdict"] == "slower" and stored["reason"] is None and stored["holm_rejected"]
+    assert stored["control_pooled"]["change"] == "slower" and len(stored["blocks"]) == 2
+    (tmp_path / "v2.json").write_text(json.dumps({**data, "cases": [{**stored, "base": {}, "head": {}}]}))
+    pairs = measured_pairs(tmp_path / "v2.json")
+    assert pairs["fast-512x512@6"] == list(zip(case.rounds("base"), case.rounds("head")))
+    assert pairs["fast-512x512@6 control"] == list(zip(case.rounds("base"), case.rounds("control")))
+    # Version 1, as the H100 runs of earlier sessions wrote it.
+    (recorded,) = read_cases(ROOT / "docs" / "results" / "ab-1024-control-10pairs-c.json")
+    assert len(recorded.head_s) == len(recorded.control_s) == 10 and recorded.planted_control == 0.02
+    assert recorded.same_code and recorded.block_pairs == [10]
+    (tmp_path / "v3.json").write_text(json.dumps({**data, "flux_perf_ab": 3}))
+    with pytest.raises(AbError, match="version 3"):
+        read_cases(tmp_path / "v3.json")
+
+
+def _ab_file(path, blocks, control=None, seconds=6.0, head_commit="c"):
+    """An `ab --json` file (version 1) of one case: `blocks` of (base, head[, control]) rounds;
+    the head's commit the base's ("c"): the same code."""
+    stored = [{"base_s": [p[0] for p in block], "head_s": [p[1] for p in block], "seconds": seconds,
+               **({"control": {"control_s": [p[2] for p in block]}} if control else {})} for block in blocks]
+    case = {"stack": "fast", "scenario": "1024x1024@8", "blocks": stored, "base": {"commit": "c", "code": "/ab"},
+            "head": {"commit": head_commit, "code": "/ab"}}
+    path.write_text(json.dumps({"settings": {"control": control, "inject": {}}, "cases": [case]}))
     return path
+
+
+def test_disjoint_runs_count_each_verdict_once_per_run(tmp_path):
+    # Three blocks of 10 pairs: A vs A within 0.2 %, and a control 3 % slower.
+    rng = random.Random(2)
+    blocks = [[(1.0, 1 + rng.uniform(-0.002, 0.002), 1.03 + rng.uniform(-0.002, 0.002)) for _ in range(10)]
+              for _ in range(3)]
+    path = _ab_file(tmp_path / "ab.json", blocks, control=0.03)
+    same, control = disjoint_runs([path], [10, 20], TOLERANCE, family=4)
+    assert (same["kind"], control["kind"]) == ("A vs A", "planted 3.0%") and same["pairs"] == 30
+    assert same["sizes"]["10"]["runs"] == same["sizes"]["10"]["same"] == 3
+    assert control["sizes"]["10"]["slower"] == 3 and control["sizes"]["20"]["runs"] == 1, "no pair used twice"
+    assert same["sizes"]["10"]["minutes"] == pytest.approx(10 * 0.6 / 60), "6 s a 10-pair block"
+
+
+def test_blocks_added_lose_a_regression_under_the_old_rule_only(tmp_path):
+    # 3 % slower in every block, but each block has three pairs that read 1 % faster: alone a
+    # block's interval reaches below the tolerance; together the pairs are clearly slower.
+    block = [(1.0, 1.03 + 0.001 * i) for i in range(7)] + [(1.0, 0.99)] * 3
+    path = _ab_file(tmp_path / "ab.json", [block] * 4, head_commit="d")
+    (entry,) = blocks_added([path], TOLERANCE, family=4)
+    assert entry["kind"] == "head vs base" and entry["pairs_per_block"] == 10
+    assert entry["blocks"]["1"]["old"]["slower"] == 0 and entry["blocks"]["1"]["old"]["runs"] == 4
+    assert entry["blocks"]["4"]["pooled"]["slower"] == 1 and entry["blocks"]["4"]["old"]["slower"] == 0
 
 
 def test_verdict_rates_show_how_many_pairs_a_change_needs():
     rng = random.Random(1)
     # 2 % slower with 0.8 % spread per pair: few pairs are often inconclusive, many are slower.
     planted = [(1.0, 1.02 * math.exp(rng.gauss(0, 0.008))) for _ in range(60)]
-    rates = verdict_rates(planted, [3, 20], 0.01)
+    rates = verdict_rates(planted, [3, 20], TOLERANCE)
     assert rates[20]["slower"] > 0.9 and rates[3]["slower"] < rates[20]["slower"]
     null = [(1.0, math.exp(rng.gauss(0, 0.008))) for _ in range(60)]
-    assert verdict_rates(null, [20], 0.01)[20]["slower"] < 0.05
+    assert verdict_rates(null, [20], TOLERANCE)[20]["slower"] < 0.05
 
 
 def test_ab_pairs_reads_ab_files_and_refuses_others(tmp_path):
-    pairs = [(1.0, 1.03), (1.0, 1.031), (1.0, 1.029), (1.0, 1.032)] * 3
-    result = run_flux_perf("ab-pairs", str(_ab_file(tmp_path / "ab.json", pairs)), "--sizes", "8")
+    pairs = [(1.0, 1.03, 1.03), (1.0, 1.031, 1.031), (1.0, 1.029, 1.029), (1.0, 1.032, 1.032)] * 3
+    path = _ab_file(tmp_path / "ab.json", [pairs], control=0.02, head_commit="d")
+    result = run_flux_perf("ab-pairs", str(path), "--sizes", "8")
     assert result.returncode == 0, result.stderr
     assert "fast-1024x1024@8 (12 pairs): 8: slower 100%" in result.stdout
+    result = run_flux_perf("ab-pairs", str(path), "--runs", "6,12", "--family", "4", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert "fast-1024x1024@8 head/base, head vs base (12 pairs, 1 file):" in result.stdout
+    assert "fast-1024x1024@8 control/base, planted 2.0% (12 pairs, 1 file):" in result.stdout
+    runs = json.loads((tmp_path / "r.json").read_text())
+    assert runs["command"].startswith("flux-perf ab-pairs") and runs["rule"]["family"] == 4
+    assert [entry["sizes"]["6"]["runs"] for entry in runs["runs"]] == [2, 2]
     (tmp_path / "other.json").write_text("{}")
     result = run_flux_perf("ab-pairs", str(tmp_path / "other.json"))
     assert result.returncode == 2 and "not an `flux-perf ab --json` file" in result.stderr

@@ -1,0 +1,132 @@
+"""`flux-perf ab` (the interleaved A/B gate of a pull request) and `flux-perf ab-pairs` (how
+often runs of n pairs call each verdict, from measured rounds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .shared import command_line, progress
+
+
+def register(sub) -> None:
+    pairs = sub.add_parser("ab-pairs", help="from `ab --json` files: how often a run or block of n pairs calls "
+                                            "each verdict")
+    pairs.add_argument("files", nargs="+")
+    pairs.add_argument("--sizes", default="6,8,10,12,16,20",
+                       help="resampling: pairs per block to try (default 6,8,10,12,16,20)")
+    pairs.add_argument("--tolerance", type=float, default=0.01)
+    pairs.add_argument("--draws", type=int, default=400, help="resampling: blocks drawn per size (default 400)")
+    pairs.add_argument("--runs", default=None, metavar="N,N,...",
+                       help="no resampling: cut each file's rounds into disjoint consecutive runs of N pairs and "
+                            "judge each as `ab` judges a run (all its pairs, Holm); also old rule against pooled "
+                            "as recorded blocks are added")
+    pairs.add_argument("--family", type=int, default=None, metavar="K",
+                       help="with --runs: Holm over K cases, the file's own plus unchanged ones (default: the "
+                            "file's cases; the pull-request job runs 4)")
+    pairs.add_argument("--json", default=None, help="write the counts (or resampled rates) here")
+    pairs.set_defaults(func=run_pairs)
+
+    ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is slower")
+    ab.add_argument("--base", required=True, help="checkout of the base (e.g. main)")
+    ab.add_argument("--head", required=True, help="checkout of the change")
+    ab.add_argument("--stacks", default="bf16,fast", help="comma-separated stacks (default: bf16,fast)")
+    ab.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8)")
+    ab.add_argument("--pairs", type=int, default=None,
+                    help="interleaved pairs of rounds per verdict (default: enough for --block-seconds, at least 10)")
+    ab.add_argument("--block-seconds", type=float, default=60.0,
+                    help="without --pairs: seconds of rounds per block, all sides together (default 60); a short "
+                         "case gets more pairs, since its rounds spread more")
+    ab.add_argument("--blocks", type=int, default=1,
+                    help="blocks of pairs per case on the same warm workers (default 1); the verdict pools every "
+                         "block's pairs, so more blocks only add power")
+    ab.add_argument("--tolerance", type=float, default=0.01,
+                    help="head/base change treated as noise (default 0.01); slower "
+                         "needs Holm's correction over the run's cases")
+    ab.add_argument("--model", default=None, help="as for `run` (default: synthetic)")
+    ab.add_argument("--device", default=None, help="cuda or cuda:N (default: cuda)")
+    ab.add_argument("--json", default=None, help="write every round and verdict here")
+    ab.add_argument("--no-pin", action="store_true",
+                    help="leave the workers unpinned (default: both on the same few cores, this process on the rest)")
+    ab.add_argument("--base-inject-slowdown", type=float, default=None, metavar="FRACTION",
+                    help="test-only: plant a slow-down on the base side")
+    ab.add_argument("--head-inject-slowdown", type=float, default=None, metavar="FRACTION",
+                    help="test-only: plant a slow-down on the head side (proves the gate)")
+    ab.add_argument("--control", type=float, default=None, metavar="FRACTION",
+                    help="a positive control: a third worker runs the head's code with this slow-down planted "
+                         "(e.g. 0.02), interleaved with the others; a case whose pairs do not see it slower says "
+                         "inconclusive instead of same. Costs half as many rounds again")
+    ab.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..ab.orchestrator import cases_to_json, check_tolerance, format_cases, run_ab
+    from ..config import check_writable_dir
+    from ..store.files import write_json
+    from ..model.scenarios import parse_scenarios
+    from ..components.stacks import parse_stacks
+
+    check_tolerance(args.tolerance)
+    stacks = [s.name for s in parse_stacks(args.stacks)]
+    scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
+    inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
+    settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
+                "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
+                "tolerance": args.tolerance, "inject": inject, "control": args.control,
+                "command": command_line()}
+
+    def save(cases, final: bool) -> None:  # after every block: a run cut short keeps its rounds
+        if args.json:
+            write_json(Path(args.json), cases_to_json(cases, settings, final))
+
+    if args.json:
+        check_writable_dir(Path(args.json).parent, "--json folder")
+    cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
+                   block_seconds=args.block_seconds,
+                   tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
+                   log=progress, pin=not args.no_pin, control=args.control,
+                   on_block=lambda cases: save(cases, final=False))
+    save(cases, final=True)
+    print(format_cases(cases, args.tolerance))
+    if args.json:
+        print(f"\nA/B rounds and verdicts: {args.json}")
+    if any(case.verdict in ("error", "disturbed") for case in cases):
+        return 3  # not a verdict on the code: re-run on a quiet machine
+    return 1 if any(case.verdict == "slower" for case in cases) else 0
+
+
+def run_pairs(args) -> int:
+    from ..ab.orchestrator import check_tolerance
+    from ..ab.pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
+                           rule_settings, verdict_rates)
+    from ..store.files import write_json
+
+    check_tolerance(args.tolerance)
+    paths = [Path(path) for path in args.files]
+    if args.runs:
+        sizes = [int(n) for n in args.runs.split(",")]
+        if any(n < 2 for n in sizes) or (args.family is not None and args.family < 1):
+            raise ValueError(f"--runs {args.runs} --family {args.family}: a run needs at least 2 pairs, Holm 1 case")
+        runs = disjoint_runs(paths, sizes, args.tolerance, args.family)
+        added = blocks_added(paths, args.tolerance, args.family)
+        print(format_runs(runs, args.tolerance, args.family) + "\n\n" + format_blocks(added))
+        result = {"flux_perf_ab_runs": 1, "command": command_line(),
+                  "rule": rule_settings(args.tolerance, args.family), "files": files_summary(paths),
+                  "runs": runs, "blocks_added": added}
+    else:
+        sizes = [int(n) for n in args.sizes.split(",")]
+        if any(n < 2 for n in sizes):
+            raise ValueError(f"--sizes {args.sizes}: a block needs at least 2 pairs")
+        print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs "
+              f"(tolerance {args.tolerance:.0%})")
+        result = {}
+        for path in paths:
+            for case, pairs in measured_pairs(path).items():
+                rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
+                result.setdefault(str(path), {})[case] = rates
+                cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items()
+                                                      if share) for n, rate in rates.items())
+                print(f"{path} {case} ({len(pairs)} pairs): {cells}")
+    if args.json:
+        write_json(Path(args.json), result)
+    return 0
