@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 
 from flux_perf.gate.budgets import BudgetsError, load_budgets
+from flux_perf.store.entries import LatencyEntry
+from flux_perf.store.provenance import Provenance
 
 COMMITTED = Path(__file__).resolve().parent.parent / "baselines" / "budgets.toml"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -19,20 +21,26 @@ def test_the_guides_table_is_a_target_not_a_budget():
     # The committed budgets sit above what `fast` recorded on the H100 (by its margin), or main is red,
     # and follow it (within 25 %), or they would miss a regression the performance work made visible.
     recorded = json.loads(next(COMMITTED.parent.glob("nvidia-h100-80gb-hbm3/synthetic-*/latency.json")).read_text())
+    recorded = recorded["entries"]
     for scenario in SCENARIOS:
         (absolute,) = budgets.latency_budgets(H100, scenario, "fast", None)
         measured = recorded[scenario]["fast"]["median_s"]
         assert 1.10 * measured < absolute.seconds < 1.25 * measured, (scenario, measured, absolute.seconds)
 
 
+def _entry(median, samples=(), clock=None):
+    return LatencyEntry(median, tuple(samples), "stack", Provenance("2026-12-06", None, None, None), sm_clock_mhz=clock)
+
+
 def test_relative_absolute_and_missing_budgets():
     budgets = load_budgets(COMMITTED)
-    (relative,) = budgets.latency_budgets(H100, "512x512@6", "compile", {"median_s": 0.5, "samples_s": [0.5, 0.51],
-                                                                         "sm_clock_mhz": 1980}, ("torch 2.10 -> 2.11",))
+    (relative,) = budgets.latency_budgets(H100, "512x512@6", "compile", _entry(0.5, [0.5, 0.51], 1980),
+                                          ("torch 2.10 -> 2.11",))
     assert relative.kind == "relative" and relative.seconds == pytest.approx(0.5 * (1 + budgets.relative_tolerance))
     assert relative.recorded_samples == (0.5, 0.51) and relative.reference_clock_mhz == 1980
     assert relative.stale == ("torch 2.10 -> 2.11",)
-    kinds = [b.kind for b in budgets.latency_budgets(H100, "512x512@6", "fast", {"median_s": 0.3})]
+    assert relative.reference_s == 0.5
+    kinds = [b.kind for b in budgets.latency_budgets(H100, "512x512@6", "fast", _entry(0.3))]
     assert kinds == ["relative", "absolute"]
     assert budgets.latency_budgets("NVIDIA A100-SXM4-80GB", "512x512@6", "fast", None) == []
     assert budgets.latency_budgets(H100, "640x640@6", "compile", None) == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flux_perf.model.checkpoint import CLIP_FULL, SIZES, T5_FULL, estimate_bytes, main
-from flux_perf.components import ComponentError
+from flux_perf.model.prompt_tokens import PromptTokensError
 from flux_perf.model.generate import generate_with
 from flux_perf.model.inputs import DEFAULT_PROMPT
 from flux_perf.instrument.measure import MeasureSettings
@@ -149,7 +149,7 @@ def test_text_tokens_encode_the_prompt_to_its_own_length(tiny_checkpoint):
         "T5 attends over the padding: a shorter encoding is another conditioning (hence lossy)"
     result = generate_with(short, Scenario(64, 64, 2))
     assert result.image.shape == (64, 64, 3)
-    with pytest.raises(ComponentError, match=r"text-tokens:16: the prompt needs \d+ T5 tokens; 16 would cut it"):
+    with pytest.raises(PromptTokensError, match=r"text-tokens:16: the prompt needs \d+ T5 tokens; 16 would cut it"):
         load_model(source, "cpu", prompt_tokens=16)
 
 
