@@ -11,8 +11,8 @@ from helpers import run_flux_perf as flux_perf
 from flux_perf.cli import main
 
 
-def test_run_prints_the_stage_table(tmp_path):
-    result = flux_perf("run", "--device", "cpu", "--resolution", "64", "--steps", "2", "--rounds", "2",
+def test_run_prints_the_stage_table(tmp_path, cli):
+    result = cli("run", "--device", "cpu", "--resolution", "64", "--steps", "2", "--rounds", "2",
                        "--report-dir", str(tmp_path / "report"), "--save-image", str(tmp_path / "{scenario}.png"))
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
@@ -24,26 +24,6 @@ def test_run_prints_the_stage_table(tmp_path):
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert results["records"][0]["rounds"] == 2
     assert "PYTORCH_CUDA_ALLOC_CONF" in {entry["name"] for entry in results["environment"]}
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """`flux-perf ARGS` in this process (a subprocess costs seconds of imports): (code, out, err)."""
-    for name in ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING"):
-        # main() sets them: restore each afterwards as it was, absent included (an empty value
-        # would read as user-set and change the path main() takes).
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
-        else:
-            monkeypatch.setenv(name, "unset")  # registers the variable's absence for teardown
-            monkeypatch.delenv(name)
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.mark.parametrize("args, message", [
@@ -74,31 +54,31 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path, cli, monkeypatch):
     assert result.returncode == 2 and message in result.stderr
 
 
-def test_stack_that_cannot_run_here(tmp_path):
-    result = flux_perf("run", "--device", "cpu", "--stack", "fp8", "--resolution", "64", "--steps", "1")
+def test_stack_that_cannot_run_here(tmp_path, cli):
+    result = cli("run", "--device", "cpu", "--stack", "fp8", "--resolution", "64", "--steps", "1")
     assert result.returncode == 2 and "needs a CUDA GPU" in result.stderr
 
 
-def test_stacks_lists_what_runs_here():
-    result = flux_perf("stacks", "--device", "cpu")
+def test_stacks_lists_what_runs_here(cli):
+    result = cli("stacks", "--device", "cpu")
     assert result.returncode == 0
     assert "fast" in result.stdout and "skip: attn-cudnn needs a CUDA GPU" in result.stdout
     assert "skip: model-cpu-offload needs a CUDA GPU" in result.stdout
 
 
 @pytest.mark.parametrize("ci", ["true", "1", "yes"])
-def test_baselines_update_refused_under_ci(tmp_path, ci):
-    result = flux_perf("baselines", "update", "--device", "cpu", "--baselines-dir", str(tmp_path),
-                       env_extra={"CI": ci})
+def test_baselines_update_refused_under_ci(tmp_path, ci, cli, monkeypatch):
+    monkeypatch.setenv("CI", ci)
+    result = cli("baselines", "update", "--device", "cpu", "--baselines-dir", str(tmp_path))
     assert result.returncode == 2 and f"refusing to rewrite baselines under CI={ci}" in result.stderr
 
 
-def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path):
+def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, cli):
     """On a GPU model (here: this CPU) with nothing recorded, one command records every selected
     stack's references, the bf16 image and latents, and the fidelity calibration, case by case."""
     copy_budgets(tmp_path)
-    update = flux_perf("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2",
-                       "--stacks", "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
+    update = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2",
+                 "--stacks", "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
     assert update.returncode == 0, update.stderr[-2000:]
     assert "[1/2] bf16 at 64x64@2" in update.stdout and "[2/2] fused-qkv at 64x64@2" in update.stdout
     # Every stack's latency reference is refreshed and printed, not only bf16's.
@@ -106,14 +86,14 @@ def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path):
     assert "64x64@2 bf16: latency new" in update.stdout and "64x64@2 fused-qkv: latency new" in update.stdout
     assert "calibrating fidelity at 64x64@2 (no calibration stored yet)" in update.stdout
     assert "64x64@2: new: band SSIM" in update.stdout
-    show = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
+    show = cli("baselines", "show", "--baselines-dir", str(tmp_path))
     assert "bf16 baselines for 64x64@2" in show.stdout and "latency.json 64x64@2 fused-qkv:" in show.stdout
     assert "fidelity.json 64x64@2 fused-qkv: SSIM" in show.stdout, "each stack's recorded fidelity is listed"
     assert "own latents kept" in show.stdout.split("fused-qkv: SSIM")[1].splitlines()[0]
     assert "calibration.json 64x64@2 fidelity: lossless band SSIM >=" in show.stdout
     assert next(tmp_path.glob("cpu-*/*/64x64@2.fused-qkv.latents.npy")).stat().st_size > 0
     next(tmp_path.glob("cpu-*/*/latency.json")).write_text("[1, 2]")
-    broken = flux_perf("baselines", "show", "--baselines-dir", str(tmp_path))
+    broken = cli("baselines", "show", "--baselines-dir", str(tmp_path))
     assert broken.returncode == 0 and "latency.json: UNREADABLE" in broken.stdout
 
 
@@ -174,22 +154,22 @@ def test_compare_refuses_broken_results(tmp_path, cli, content, message):
     assert folder.returncode == 2 and "a directory without a results.json" in folder.stderr
 
 
-def test_table_merges_committed_runs():
-    result = flux_perf("table", "docs/results/run1.json", "--stacks", "bf16,fast")
+def test_table_merges_committed_runs(cli):
+    result = cli("table", "docs/results/run1.json", "--stacks", "bf16,fast")
     assert result.returncode == 0
     assert "| 1024x1024@8 | fast |" in result.stdout and "| 512x512@6 | bf16 |" in result.stdout
 
 
-def test_table_filters_scenarios_and_lists_what_could_not_run():
-    result = flux_perf("table", "docs/results/run1.json", "docs/results/components-skipped.json",
+def test_table_filters_scenarios_and_lists_what_could_not_run(cli):
+    result = cli("table", "docs/results/run1.json", "docs/results/components-skipped.json",
                        "--scenarios", "1024x1024@8")
     assert result.returncode == 0
     assert "| 1024x1024@8 | bf16 |" in result.stdout and "| 512x512@6 |" not in result.stdout
     assert ("| 1024x1024@8 | fp8-te | fp8-te | fp8-te needs the Python package(s) transformer_engine, not installed "
             "here | components-skipped |") in result.stdout
-    missing = flux_perf("table", "docs/results/run1.json", "docs/results/no-such-run.json")
+    missing = cli("table", "docs/results/run1.json", "docs/results/no-such-run.json")
     assert missing.returncode == 2 and "docs/results/no-such-run.json: no such file" in missing.stderr
-    as_json = json.loads(flux_perf("table", "docs/results/run1.json", "--stacks", "bf16", "--json").stdout)
+    as_json = json.loads(cli("table", "docs/results/run1.json", "--stacks", "bf16", "--json").stdout)
     rows = {row["scenario"]: row for row in as_json["rows"]}
     assert rows["1024x1024@8"]["speedup_vs_bf16"] == 1.0 and rows["1024x1024@8"]["latency_s"] > 1.0
 

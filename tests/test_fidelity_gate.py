@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import copy_budgets, run_flux_perf, run_pytest
+from helpers import ROOT, copy_budgets, run_gpu_suite_here
 
 from flux_perf.gate.calibrate import Variant, band_edges, distances, propose_band, restated, separation
 from flux_perf.gate.fidelity import FidelityVerdict, fidelity_tolerance, judge_fidelity
@@ -163,7 +163,7 @@ def test_restating_a_stored_calibration_reproposes_from_its_distances():
         restated(CalibrationEntry(Band(0.99), {}, {}, PROVENANCE, {"variants": {}}), Scenario(512, 512, 6), 1.5)
 
 
-def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path):
+def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path, cli):
     folder = tmp_path / "nvidia-h100-80gb-hbm3" / "synthetic-x"
     folder.mkdir(parents=True)
     distances_of = {"lossless": {"1-ssim": 7e-4, "mse": 1.7e-5, "latent_rel_l2": 5.6e-3},
@@ -174,22 +174,22 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path):
                           "noise:0.01": {"kind": "break", "distances": [distances_of["break"]]}}}
     (folder / "calibration.json").write_text(json.dumps({"flux_perf_store": 2,
                                                           "entries": {"512x512@6": {"fidelity": entry}}}))
-    shown = run_flux_perf("calibrate", "--restate", str(folder))
+    shown = cli("calibrate", "--restate", str(folder))
     assert shown.returncode == 0, shown.stderr
     assert "latent distance <= 6.44e-03" in shown.stdout and "nothing written" in shown.stdout
     assert json.loads((folder / "calibration.json").read_text())["entries"]["512x512@6"]["fidelity"]["band"] == \
         entry["band"]
-    written = run_flux_perf("calibrate", "--restate", str(folder), "--write", "--force")
+    written = cli("calibrate", "--restate", str(folder), "--write", "--force")
     assert written.returncode == 0, written.stderr
     stored = json.loads((folder / "calibration.json").read_text())["entries"]["512x512@6"]["fidelity"]
     assert stored["band"]["latent_rel_l2"] == pytest.approx(np.sqrt(5.6e-3 * 7.4e-3))
     assert stored["restated_from"]["band"] == entry["band"]
     assert {name: v["distances"] for name, v in stored["variants"].items()} == \
         {name: v["distances"] for name, v in entry["variants"].items()}, "the measurements are kept"
-    missing = run_flux_perf("calibrate", "--restate", str(tmp_path))
+    missing = cli("calibrate", "--restate", str(tmp_path))
     assert missing.returncode != 0 and "no calibration.json there" in missing.stderr
     (folder / "calibration.json").write_text("{half written")
-    corrupt = run_flux_perf("calibrate", "--restate", str(folder), "--write", "--force")
+    corrupt = cli("calibrate", "--restate", str(folder), "--write", "--force")
     assert corrupt.returncode != 0 and f"{folder / 'calibration.json'} is not a calibration table" in corrupt.stderr
     assert (folder / "calibration.json").read_text() == "{half written", "nothing rewritten"
 
@@ -239,7 +239,7 @@ def test_a_move_within_the_stacks_build_to_build_spread_is_not_a_change():
     assert "compiled stacks" not in bf16.message
 
 
-def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path):
+def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path, cli, capsys, monkeypatch):
     """What a user of new weights does: calibrate, record, gate; then planted changes against it.
     On a CPU in fp32 exact-math variants give identical outputs, so a 0.02 % perturbation stands
     in for a kernel change."""
@@ -247,7 +247,7 @@ def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path):
     budgets = tmp_path / "baselines" / "budgets.toml"  # the outer floor of this lossy stack on the tiny model
     budgets.write_text(budgets.read_text().replace("[fidelity.ssim]\n", '[fidelity.ssim]\n"guidance:3.0" = 0.99\n'))
     common = ("--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", str(tmp_path / "baselines"))
-    calibrated = run_flux_perf("calibrate", *common, "--lossless", "noise:0.0002", "--stacks", "guidance:3.0",
+    calibrated = cli("calibrate", *common, "--lossless", "noise:0.0002", "--stacks", "guidance:3.0",
                                "--breaks", "noise:0.01,wrong-shift", "--write", "--json", str(tmp_path / "cal.json"))
     assert calibrated.returncode == 0, calibrated.stdout[-2000:] + calibrated.stderr[-2000:]
     assert "proposed lossless band: SSIM >=" in calibrated.stdout and "best: " in calibrated.stdout
@@ -256,9 +256,10 @@ def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path):
     assert proposal["separation"]["latent_rel_l2"] > 1, "the planted breaks lie outside the band"
 
     def suite(*extra):
-        return run_pytest("-m", "h100", "tests/h100/test_fidelity.py", "--flux-device", "cpu", "--flux-model", "tiny",
+        return run_gpu_suite_here(capsys, monkeypatch, "-m", "h100", ROOT / "tests/h100/test_fidelity.py",
+                                  "--flux-device", "cpu", "--flux-model", "tiny",
                           "--flux-scenarios", "64x64@2", f"--flux-baselines-dir={tmp_path / 'baselines'}",
-                          f"--flux-report-dir={tmp_path / 'report'}", "--flux-rounds", "2",
+                          f"--flux-report-dir={tmp_path / 'report'}", "--flux-rounds", "2", "--flux-scripted-clock", "0.1",
                           "--flux-stacks", "bf16,guidance:3.0", "-W", "always", *extra)
 
     def fidelity():

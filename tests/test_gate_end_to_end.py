@@ -5,42 +5,39 @@ says so, a case at the budget's edge is INCONCLUSIVE (never a pass; --flux-stric
 missing reference and a planted fidelity break at an uncalibrated scenario both fail."""
 
 import json
-import shutil
 
 import pytest
-from helpers import copy_budgets, run_pytest
+from helpers import ROOT, copy_budgets, run_gpu_suite_here
 
 SCENARIO = "64x64@2"
 
 
-def gate(store, clock, *extra):
-    return run_pytest("-m", "h100", "tests/h100/test_latency.py", "tests/h100/test_fidelity.py", "--flux-device",
-                      "cpu", "--flux-model", "tiny", "--flux-scenarios", SCENARIO, "--flux-stacks", "bf16",
-                      f"--flux-baselines-dir={store / 'baselines'}", f"--flux-report-dir={store / 'report'}",
-                      "--flux-scripted-clock", str(clock), *extra)
+@pytest.fixture
+def gate(capsys, monkeypatch):
+    def run(store, clock, *extra):
+        return run_gpu_suite_here(
+            capsys, monkeypatch, "-m", "h100", ROOT / "tests/h100/test_latency.py", ROOT / "tests/h100/test_fidelity.py",
+            "--flux-device", "cpu", "--flux-model", "tiny", "--flux-scenarios", SCENARIO, "--flux-stacks", "bf16",
+            f"--flux-baselines-dir={store / 'baselines'}", f"--flux-report-dir={store / 'report'}",
+            "--flux-scripted-clock", clock, *extra)
+
+    return run
 
 
 def records(store):
     return {r["id"]: r for r in json.loads((store / "report" / "results.json").read_text())["records"]}
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    """References of bf16 recorded at a scripted 1.000 s a round, with the committed 3 % tolerance."""
-    store = tmp_path_factory.mktemp("gate")
-    copy_budgets(store / "baselines", relative_tolerance=0.03)
-    update = gate(store, 1.0, "--flux-update-baselines")
-    assert update.returncode == 0, update.stdout[-3000:]
-    return store
-
-
 @pytest.fixture
-def store(recorded, tmp_path):
-    shutil.copytree(recorded / "baselines", tmp_path / "baselines")
+def store(gate, tmp_path):
+    """References of bf16 recorded at a scripted 1.000 s a round, with the committed 3 % tolerance."""
+    copy_budgets(tmp_path / "baselines", relative_tolerance=0.03)
+    update = gate(tmp_path, 1.0, "--flux-update-baselines")
+    assert update.returncode == 0, update.stdout[-3000:]
     return tmp_path
 
 
-def test_a_planted_slowdown_fails_the_latency_test(store):
+def test_a_planted_slowdown_fails_the_latency_test(store, gate):
     result = gate(store, 1.10)
     assert result.returncode == 1, result.stdout[-3000:]
     assert "FAILED tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
@@ -49,7 +46,7 @@ def test_a_planted_slowdown_fails_the_latency_test(store):
     assert latency["verdict"] == "fail" and latency["checks"][0]["ratio"]["low"] > 1.03
 
 
-def test_a_faster_case_passes_and_says_so(store):
+def test_a_faster_case_passes_and_says_so(store, gate):
     result = gate(store, 0.95, "-W", "always")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "faster than its reference by 5." in result.stdout
@@ -58,7 +55,7 @@ def test_a_faster_case_passes_and_says_so(store):
     assert "pass, faster 5." in (store / "report" / "summary.md").read_text()
 
 
-def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store):
+def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
     result = gate(store, 1.03, "--flux-max-rounds", "16")
     last = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 0 and "1 inconclusive" in last and "passed" in last, result.stdout[-3000:]
@@ -71,7 +68,7 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store):
     assert strict.returncode == 1 and "inconclusive against budget" in strict.stdout, strict.stdout[-3000:]
 
 
-def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_both_fail(store):
+def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_both_fail(store, gate):
     folder = next((store / "baselines").glob("cpu-*/tiny-*"))
     (folder / "latency.json").unlink()
     result = gate(store, 1.0, "--flux-plant", "noise:0.01")

@@ -5,7 +5,13 @@ import json
 import os
 
 import pytest
-from helpers import ROOT, copy_budgets, run_pytest
+from helpers import ROOT, copy_budgets, run_gpu_suite_here, run_pytest
+
+
+@pytest.fixture
+def here(capsys, monkeypatch):
+    """pytest ARGS in this process, from the checkout's root (a subprocess costs seconds of imports)."""
+    return lambda *args: run_gpu_suite_here(capsys, monkeypatch, *args)
 
 
 @pytest.fixture
@@ -20,8 +26,8 @@ def gpu_suite(store, *extra):
             f"--flux-report-dir={store / 'report'}", "--flux-rounds", "3", *extra)
 
 
-def test_gpu_suite_on_cpu_update_then_gate(store):
-    first = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv,cudnn", "--flux-update-baselines"))
+def test_gpu_suite_on_cpu_update_then_gate(store, here):
+    first = here(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv,cudnn", "--flux-update-baselines"))
     assert first.returncode == 0, first.stdout[-3000:]
     assert "reference updated: cpu-" in first.stdout and "# flux-perf summary" in first.stdout
     assert "64x64@2 fused-qkv: latency new" in first.stdout, "every stack's reference is recorded"
@@ -34,7 +40,7 @@ def test_gpu_suite_on_cpu_update_then_gate(store):
     assert skipped == [{"stack": "cudnn", "components": "attn-cudnn", "scenario": "64x64@2",
                         "reason": "attn-cudnn needs a CUDA GPU (running on cpu)"}]
     assert "| 64x64@2 | cudnn | attn-cudnn | attn-cudnn needs a CUDA GPU" in (store / "report" / "summary.md").read_text()
-    second = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv", "--benchmark-json",
+    second = here(*gpu_suite(store, "--flux-stacks", "bf16,fused-qkv", "--benchmark-json",
                                    str(store / "bench.json")))
     results = json.loads((store / "report" / "results.json").read_text())
     # The plumbing only: a CPU's speed is never asserted. The tolerance is 1000 %, and on a host
@@ -54,39 +60,39 @@ def test_gpu_suite_on_cpu_update_then_gate(store):
     assert latency[0]["extra_info"]["stages_ms"]["denoise"] > 0
 
 
-def test_missing_baseline_fails_the_run(store):
-    result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"))
+def test_missing_baseline_fails_the_run(store, here):
+    result = here(*gpu_suite(store, "--flux-stacks", "bf16"))
     assert result.returncode == 1 and "NO REFERENCES: no references for cpu-" in result.stdout
     assert "not judged: no recorded latency" in result.stdout and "no bf16 baseline image" in result.stdout
 
 
-def test_unknown_stack_is_a_usage_error():
-    result = run_pytest("-m", "h100", "--flux-stacks", "bf16,warp-drive")
+def test_unknown_stack_is_a_usage_error(here):
+    result = here("-m", "h100", "--flux-stacks", "bf16,warp-drive")
     assert result.returncode == 4
     assert "unknown stack or component 'warp-drive'" in result.stderr and "named stacks: bf16" in result.stderr
 
 
-def test_bad_scenario_is_a_usage_error():
-    result = run_pytest("-m", "h100", "--flux-scenarios", "500x512@6")
+def test_bad_scenario_is_a_usage_error(here):
+    result = here("-m", "h100", "--flux-scenarios", "500x512@6")
     assert result.returncode == 4 and "height=500 is not a multiple of 16" in result.stderr
 
 
-def test_gpu_tests_skip_with_a_reason_unless_selected():
-    result = run_pytest("tests/h100/test_latency.py", "-rs", "-q")
+def test_gpu_tests_skip_with_a_reason_unless_selected(here):
+    result = here("tests/h100/test_latency.py", "-rs", "-q")
     assert result.returncode == 0
     assert "GPU suite: selected only with `pytest -m h100`" in result.stdout
 
 
-def test_a_gpu_run_without_a_gpu_fails_and_says_why(store):
+def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
     args = ("-m", "h100", "tests/h100/test_latency.py", "-rs", "-q", "--flux-stacks", "bf16",
             "--flux-scenarios", "64x64@2", f"--flux-baselines-dir={store / 'baselines'}",
             f"--flux-report-dir={store / 'report'}")
-    result = run_pytest(*args)
+    result = here(*args)
     assert result.returncode == 1, "a required check that measured nothing must not pass"
     assert "no CUDA GPU visible" in result.stdout and "ran no GPU case" in result.stdout
     skipped = json.loads((store / "report" / "results.json").read_text())["skipped"]
     assert [s["stack"] for s in skipped] == ["bf16"] and "no CUDA GPU visible" in skipped[0]["reason"]
-    allowed = run_pytest(*args, "--flux-allow-no-gpu")
+    allowed = here(*args, "--flux-allow-no-gpu")
     assert allowed.returncode == 0 and "no CUDA GPU visible" in allowed.stdout
 
 
@@ -100,8 +106,8 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store):
     (("--flux-plant", "warp-drive"), "unknown stack or component 'warp-drive'"),
     (("--flux-update-baselines", "--flux-plant", "noise:0.01"), "refusing to record references with planted"),
 ])
-def test_bad_options_are_one_usage_error_before_measuring(store, options, message):
-    result = run_pytest("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",
+def test_bad_options_are_one_usage_error_before_measuring(store, options, message, here):
+    result = here("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",
                         f"--flux-baselines-dir={store / 'baselines'}", *options)
     assert result.returncode == 4 and message in result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
 
@@ -112,9 +118,9 @@ def test_updates_refused_under_ci_before_measuring(store):
     assert "[flux-perf] building" not in result.stdout
 
 
-def test_a_bad_budgets_file_is_one_usage_error(store):
+def test_a_bad_budgets_file_is_one_usage_error(store, here):
     (store / "baselines" / "budgets.toml").write_text("[fidelity.ssim]\nbf61 = 0.99\n")
-    result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"))
+    result = here(*gpu_suite(store, "--flux-stacks", "bf16"))
     assert result.returncode == 4 and "unknown stack or component 'bf61'" in result.stderr
 
 
@@ -134,8 +140,8 @@ def test_the_plugin_stays_out_of_other_projects(tmp_path):
     assert "flux-perf" in run_pytest("--help", cwd=tmp_path, environ=clean).stdout, "the plugin was loaded"
 
 
-def test_collect_only_is_not_a_run_that_lost_its_gpu(store):
-    result = run_pytest(*gpu_suite(store, "--flux-stacks", "bf16"), "--collect-only", "-q")
+def test_collect_only_is_not_a_run_that_lost_its_gpu(store, here):
+    result = here(*gpu_suite(store, "--flux-stacks", "bf16"), "--collect-only", "-q")
     assert result.returncode == 0, result.stdout[-2000:]
     assert "ran no GPU case" not in result.stdout and "test_latency_budget[bf16-64x64@2]" in result.stdout
 

@@ -176,10 +176,11 @@ def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = Non
 
 
 def free_memory(device: str) -> None:
-    """Return dropped models' memory now: diffusers pipelines hold reference cycles, so a dropped
-    model keeps its GPU memory until a collection (and would count in the next peak)."""
-    gc.collect()
+    """Return dropped models' GPU memory now: diffusers pipelines hold reference cycles, so a dropped
+    model keeps its GPU memory until a collection (and would count in the next peak). On a CPU the
+    interpreter's own collections return it in time."""
     if torch.device(device).type == "cuda":
+        gc.collect()
         torch.cuda.empty_cache()
 
 
