@@ -57,10 +57,14 @@ def software_versions() -> dict:
     return versions
 
 
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict:
+    return importlib.metadata.packages_distributions()  # reads every installed package's metadata: once
+
+
 def distribution_of(import_name: str) -> str | None:
     """The installed distribution that provides an import name (`cudnn` -> nvidia-cudnn-frontend)."""
-    top = import_name.split(".")[0]
-    names = importlib.metadata.packages_distributions().get(top) or []
+    names = _distributions().get(import_name.split(".")[0]) or []
     return names[0] if names else None
 
 
