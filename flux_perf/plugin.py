@@ -236,7 +236,7 @@ def flux_latency(flux_result):
 def pytest_report_header(config):
     if not _gpu_selected(config):
         return None
-    from .instrument.telemetry import gpu_identity, nvml_unavailable_reason
+    from .instrument.nvml import gpu_identity, nvml_unavailable_reason
 
     suite = flux_suite_config(config)
     lines = [f"flux-perf: stacks {', '.join(s.name for s in suite.stacks)}; "

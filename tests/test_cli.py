@@ -1,14 +1,11 @@
 """The `flux-perf` command line, run as users run it."""
 
 import json
-import os
-import subprocess
 
 import pytest
 from helpers import copy_budgets, make_results
 from helpers import run_flux_perf as flux_perf
 
-from flux_perf.cli import main
 
 
 def test_run_prints_the_stage_table(tmp_path, cli):

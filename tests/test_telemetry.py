@@ -12,16 +12,9 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from flux_perf.instrument import telemetry
-from flux_perf.instrument.telemetry import (
-    GpuIdentity,
-    Sample,
-    TelemetryReport,
-    TelemetrySampler,
-    decode_clock_event_reasons,
-    gpu_identity,
-    nvml_unavailable_reason,
-)
+from flux_perf.instrument import nvml
+from flux_perf.instrument.nvml import GpuIdentity, decode_clock_event_reasons, gpu_identity, nvml_unavailable_reason
+from flux_perf.instrument.telemetry import Sample, TelemetryReport, TelemetrySampler
 
 SW_POWER_CAP, HW_SLOWDOWN, SW_THERMAL, GPU_IDLE = 0x4, 0x8, 0x20, 0x1
 NO_SUCH_PID = 99_999_999  # above Linux's largest pid_max (2**22)
@@ -51,7 +44,7 @@ class FakeGpu:
 def gpu(monkeypatch) -> FakeGpu:
     fake = FakeGpu()
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(telemetry, "_nvml_state", None)  # re-run the once-per-process init against the fake
+    monkeypatch.setattr(nvml, "_nvml_state", None)  # re-run the once-per-process init against the fake
 
     # Anything not faked below answers "not supported" rather than touching a real library.
     def not_supported(*args, **kwargs):
@@ -130,7 +123,7 @@ def no_nvml(monkeypatch):
     def library_not_found():
         raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
 
-    monkeypatch.setattr(telemetry, "_nvml_state", None)
+    monkeypatch.setattr(nvml, "_nvml_state", None)
     monkeypatch.setattr(pynvml, "nvmlInit", library_not_found)
 
 
@@ -158,7 +151,7 @@ def test_without_nvml_sampler_reports_unavailable(no_nvml):
 
 def test_real_nvml_state_is_consistent(monkeypatch):
     # On this CPU machine NVML is missing; on a GPU box the two must still agree.
-    monkeypatch.setattr(telemetry, "_nvml_state", None)
+    monkeypatch.setattr(nvml, "_nvml_state", None)
     reason = nvml_unavailable_reason()
     assert (gpu_identity() is None) == (reason is not None)
 

@@ -3,7 +3,6 @@ often runs of n pairs call each verdict, from measured rounds)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .shared import command_line, progress

@@ -7,7 +7,7 @@ conditioning, and the fidelity gate judges it like any lossy stack.
 
 from __future__ import annotations
 
-from ..model.prompt_tokens import MAX_TOKENS, ROUND_TO
+from ..model.prompt_tokens import MAX_TOKENS
 from .base import Component, ComponentError, Phase
 
 

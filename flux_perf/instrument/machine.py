@@ -12,7 +12,7 @@ from ..components import Capabilities
 from .flops import MatmulPeaks, measure_matmul_peaks
 from ..model.models import ModelSource
 from ..store.provenance import git_commit, software_versions
-from .telemetry import GpuIdentity, gpu_identity, gpu_slug, nvml_unavailable_reason
+from .nvml import GpuIdentity, gpu_identity, gpu_slug, nvml_unavailable_reason
 
 
 @dataclass(frozen=True)

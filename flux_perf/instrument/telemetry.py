@@ -1,15 +1,9 @@
-"""GPU telemetry through NVML (nvidia-ml-py): card identity and a background sampler.
+"""GPU telemetry through NVML: a background sampler of power, clocks, temperature, utilisation
+and other processes during the timed rounds, and what they say about the rounds (flags). The card's
+identity and every NVML query are nvml.py's.
 
-Telemetry explains a measurement; it must never break one. Every NVML query goes
-through `_query`, which turns any failure (unsupported on this GPU, no permission,
-old driver, missing binding) into None, and the sampler thread records its own
-crash in `TelemetryReport.reason` instead of raising. Nothing here changes GPU
-settings: no `nvmlDeviceSet*` calls.
-
-`index` is the CUDA device ordinal as this process sees it (what torch calls
-`cuda:<index>`). NVML ignores CUDA_VISIBLE_DEVICES, so `_device_handle` maps the
-ordinal through it; otherwise `cuda:0` of a job pinned to GPU 3 would be reported
-with GPU 0's clocks and processes.
+Telemetry explains a measurement; it must never break one: the sampler thread records its own
+crash in `TelemetryReport.reason` instead of raising.
 """
 
 from __future__ import annotations
@@ -22,228 +16,20 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-try:
-    import pynvml
-except ImportError:  # nvidia-ml-py is a dependency, but a broken env must not break imports
-    pynvml = None
-
-MIB = 2**20
-
-# --- NVML initialisation -------------------------------------------------------
-# nvmlInit once per process; (ok, reason) once tried. Never shut NVML down: a
-# sampler thread of another measurement may still be querying it.
-_nvml_lock = threading.Lock()
-_nvml_state: tuple[bool, str | None] | None = None
-
-
-def _init_failure_reason(exc: BaseException) -> str:
-    if pynvml is not None and isinstance(exc, pynvml.NVMLError):
-        value = getattr(exc, "value", None)
-        if value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
-            return "NVML library not found (no NVIDIA driver on this machine)"
-        if value == pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
-            return "NVIDIA driver not loaded"
-        if value == pynvml.NVML_ERROR_NO_PERMISSION:
-            return "no permission to use NVML"
-        return f"NVML init failed: {exc}"
-    return f"NVML init failed: {type(exc).__name__}: {exc}"
-
-
-def _ensure_nvml() -> str | None:
-    """Initialise NVML once; return None when it works, else why not."""
-    global _nvml_state
-    with _nvml_lock:
-        if _nvml_state is None:
-            if pynvml is None:
-                _nvml_state = (False, "nvidia-ml-py (pynvml) is not installed")
-            else:
-                try:
-                    pynvml.nvmlInit()
-                    count = pynvml.nvmlDeviceGetCount()
-                    _nvml_state = (True, None) if count > 0 else (False, "NVML sees no GPU")
-                except Exception as exc:  # noqa: BLE001 - any failure means "no telemetry"
-                    _nvml_state = (False, _init_failure_reason(exc))
-        return _nvml_state[1]
-
-
-def nvml_unavailable_reason() -> str | None:
-    """None when NVML works, else a short human reason. Never raises."""
-    return _ensure_nvml()
-
-
-def _query(name: str, *args, unsupported: set[str] | None = None):
-    """Call `pynvml.<name>(*args)`; None on any failure.
-
-    With `unsupported`, remembers queries this GPU does not support so a sampler
-    stops asking every tick.
-    """
-    if unsupported is not None and name in unsupported:
-        return None
-    try:
-        return getattr(pynvml, name)(*args)
-    except Exception as exc:  # noqa: BLE001 - one failing query must not lose the rest
-        if unsupported is not None and (
-            isinstance(exc, AttributeError)
-            or getattr(exc, "value", None)
-            in (getattr(pynvml, "NVML_ERROR_NOT_SUPPORTED", 3), getattr(pynvml, "NVML_ERROR_FUNCTION_NOT_FOUND", 13))
-        ):
-            unsupported.add(name)
-        return None
-
-
-def _text(value) -> str | None:
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _device_handle(index: int):
-    """NVML handle of CUDA device `index`, honouring CUDA_VISIBLE_DEVICES. Raises LookupError."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        nvml_index = index
-    else:
-        entries = [e.strip() for e in visible.split(",")]
-        if not 0 <= index < len(entries) or not entries[index]:
-            raise LookupError(f"CUDA device {index} is not in CUDA_VISIBLE_DEVICES={visible!r}")
-        entry = entries[index]
-        if entry.isdigit():
-            nvml_index = int(entry)
-        elif entry.startswith("GPU-"):
-            # CUDA accepts UUID prefixes; NVML's by-UUID lookup needs the full one.
-            count = _query("nvmlDeviceGetCount") or 0
-            for i in range(count):
-                handle = _query("nvmlDeviceGetHandleByIndex", i)
-                uuid = _text(_query("nvmlDeviceGetUUID", handle)) if handle is not None else None
-                if uuid and uuid.startswith(entry):
-                    return handle
-            raise LookupError(f"no GPU matches {entry!r} from CUDA_VISIBLE_DEVICES")
-        else:
-            raise LookupError(f"CUDA_VISIBLE_DEVICES entry {entry!r} (MIG instance?) not mapped to an NVML device")
-    handle = _query("nvmlDeviceGetHandleByIndex", nvml_index)
-    if handle is None:
-        raise LookupError(f"NVML has no GPU with index {nvml_index}")
-    return handle
-
-
-# --- identity ------------------------------------------------------------------
-def gpu_slug(name: str) -> str:
-    """Folder name of a GPU model ('NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'). The one
-    rule for NVML's and torch's names alike, so baselines land in one folder either way."""
-    return "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower()).strip("-") or "unknown-gpu"
-
-
-_COMPUTE_MODES = {0: "default", 1: "exclusive-thread", 2: "prohibited", 3: "exclusive-process"}
-
-
-@dataclass(frozen=True)
-class GpuIdentity:
-    index: int
-    name: str
-    uuid: str | None
-    driver_version: str | None
-    cuda_driver_version: str | None  # e.g. "13.0"
-    power_limit_w: float | None  # enforced power limit
-    max_sm_clock_mhz: int | None
-    max_mem_clock_mhz: int | None
-    default_app_sm_clock_mhz: int | None
-    app_sm_clock_mhz: int | None
-    persistence_mode: bool | None
-    compute_mode: str | None
-    memory_total_mib: float | None
-
-    @property
-    def slug(self) -> str:
-        return gpu_slug(self.name)
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "slug": self.slug}
-
-
-def _cuda_version_text(version) -> str | None:
-    if not isinstance(version, int) or version <= 0:
-        return None
-    return f"{version // 1000}.{(version % 1000) // 10}"  # 13000 -> "13.0", 12080 -> "12.8"
-
-
-def _scaled(value, divisor: float) -> float | None:
-    return None if value is None else float(value) / divisor
-
-
-def gpu_identity(index: int = 0) -> GpuIdentity | None:
-    """Static facts about CUDA device `index`; None when NVML is unavailable. Never raises."""
-    if _ensure_nvml() is not None:
-        return None
-    try:
-        handle = _device_handle(index)
-    except LookupError:
-        return None
-    sm, mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
-    cuda = _query("nvmlSystemGetCudaDriverVersion_v2")
-    if cuda is None:
-        cuda = _query("nvmlSystemGetCudaDriverVersion")
-    persistence = _query("nvmlDeviceGetPersistenceMode", handle)
-    compute_mode = _query("nvmlDeviceGetComputeMode", handle)
-    memory = _query("nvmlDeviceGetMemoryInfo", handle)
-    return GpuIdentity(
-        index=index,
-        name=_text(_query("nvmlDeviceGetName", handle)) or "unknown-gpu",
-        uuid=_text(_query("nvmlDeviceGetUUID", handle)),
-        driver_version=_text(_query("nvmlSystemGetDriverVersion")),
-        cuda_driver_version=_cuda_version_text(cuda),
-        power_limit_w=_scaled(_query("nvmlDeviceGetEnforcedPowerLimit", handle), 1000.0),  # mW
-        max_sm_clock_mhz=_query("nvmlDeviceGetMaxClockInfo", handle, sm),
-        max_mem_clock_mhz=_query("nvmlDeviceGetMaxClockInfo", handle, mem),
-        default_app_sm_clock_mhz=_query("nvmlDeviceGetDefaultApplicationsClock", handle, sm),
-        app_sm_clock_mhz=_query("nvmlDeviceGetApplicationsClock", handle, sm),
-        persistence_mode=None if persistence is None else persistence == getattr(pynvml, "NVML_FEATURE_ENABLED", 1),
-        compute_mode=None if compute_mode is None else _COMPUTE_MODES.get(compute_mode, str(compute_mode)),
-        memory_total_mib=_scaled(getattr(memory, "total", None), MIB),
-    )
-
-
-# --- clock event (throttle) reasons --------------------------------------------
-def _reason_bit(name: str, default: int) -> int:
-    for prefix in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
-        value = getattr(pynvml, prefix + name, None) if pynvml is not None else None
-        if isinstance(value, int):
-            return value
-    return default
-
-
-CLOCK_EVENT_REASONS: tuple[tuple[str, int], ...] = tuple(
-    (name, _reason_bit(name, default))
-    for name, default in (
-        ("GpuIdle", 0x1),
-        ("ApplicationsClocksSetting", 0x2),
-        ("SwPowerCap", 0x4),
-        ("HwSlowdown", 0x8),
-        ("SyncBoost", 0x10),
-        ("SwThermalSlowdown", 0x20),
-        ("HwThermalSlowdown", 0x40),
-        ("HwPowerBrakeSlowdown", 0x80),
-        ("DisplayClockSetting", 0x100),
-    )
+from .nvml import (
+    MIB,
+    _BIT,
+    _POWER,
+    _THERMAL,
+    _clock_event_reasons,
+    _device_handle,
+    _ensure_nvml,
+    _query,
+    _scaled,
+    _text,
+    decode_clock_event_reasons,
+    pynvml,
 )
-_BIT = dict(CLOCK_EVENT_REASONS)
-_THERMAL = _BIT["SwThermalSlowdown"] | _BIT["HwThermalSlowdown"]
-_POWER = _BIT["SwPowerCap"] | _BIT["HwPowerBrakeSlowdown"]
-
-
-def decode_clock_event_reasons(mask: int) -> list[str]:
-    """Names of the reasons set in an NVML clock event bitmask; unknown bits as hex."""
-    names = [name for name, bit in CLOCK_EVENT_REASONS if mask & bit]
-    rest = mask & ~sum(_BIT.values())
-    if rest:
-        names.append(f"unknown(0x{rest:x})")
-    return names
-
-
-def _clock_event_reasons(handle, unsupported: set[str]) -> int | None:
-    # "Throttle" was renamed "ClocksEvent" in NVML 12.2; old bindings only have the former.
-    if pynvml is not None and hasattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons"):
-        return _query("nvmlDeviceGetCurrentClocksEventReasons", handle, unsupported=unsupported)
-    return _query("nvmlDeviceGetCurrentClocksThrottleReasons", handle, unsupported=unsupported)
 
 
 # --- samples and report --------------------------------------------------------

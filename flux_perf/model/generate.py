@@ -114,48 +114,45 @@ def generate(
         encoded = clock.mark()
         with stage_range("denoise", cuda):
             (latents,) = pipe(
-                image=image_latents,
-                prompt_embeds=prompt_embeds,
-                pooled_prompt_embeds=pooled_prompt_embeds,
-                height=scenario.height,
-                width=scenario.width,
-                num_inference_steps=scenario.steps,
-                guidance_scale=scenario.guidance,
-                generator=generator,
-                output_type="latent",
-                return_dict=False,
+                image=image_latents, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
+                height=scenario.height, width=scenario.width, num_inference_steps=scenario.steps,
+                guidance_scale=scenario.guidance, generator=generator, output_type="latent", return_dict=False,
                 callback_on_step_end=on_step_end,
                 # Without these the pipeline snaps the output to 1 MP and the reference to
                 # Kontext's preferred sizes: the resolution asked for would not be the one run.
-                max_area=scenario.height * scenario.width,
-                _auto_resize=False,
+                max_area=scenario.height * scenario.width, _auto_resize=False,
             )
         with stage_range("decode", cuda):
-            latents = pipe._unpack_latents(latents, scenario.height, scenario.width, pipe.vae_scale_factor)
-            latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-            decoded = pipe.vae.decode(latents.to(pipe.vae.dtype), return_dict=False)[0]
-            image = _to_uint8(pipe, decoded)
+            latents, image = _decode(pipe, latents, scenario)
         end = clock.mark()
     image = image.cpu().numpy()  # synchronises: the wall clock covers all GPU work
     wall_ms = (clock.now() - wall_start) * 1000.0
     clock.settle()
     final_latents = latents[0].float().cpu().numpy()  # after the clock: ~1 MB, kept for fidelity
 
+    _check_output(image, step_marks, scenario)
+    bounds = [encoded, *step_marks]
+    times = StageTimes(encode_ms=clock.elapsed_ms(start, encoded),
+                       step_ms=tuple(clock.elapsed_ms(a, b) for a, b in zip(bounds, bounds[1:])),
+                       decode_ms=clock.elapsed_ms(step_marks[-1], end), wall_ms=wall_ms)
+    return Generation(image=image, times=times, latents=final_latents)
+
+
+def _decode(pipe, latents: torch.Tensor, scenario: Scenario) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed final latents unpacked and rescaled (the VAE's input), and the uint8 image."""
+    latents = pipe._unpack_latents(latents, scenario.height, scenario.width, pipe.vae_scale_factor)
+    latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+    decoded = pipe.vae.decode(latents.to(pipe.vae.dtype), return_dict=False)[0]
+    return latents, _to_uint8(pipe, decoded)
+
+
+def _check_output(image, step_marks: list, scenario: Scenario) -> None:
     if image.shape != (scenario.height, scenario.width, 3):
         raise ResolutionMismatch(
             f"asked for {scenario.resolution}, the pipeline produced {image.shape[0]}x{image.shape[1]}"
         )
     if len(step_marks) != scenario.steps:
         raise RuntimeError(f"expected {scenario.steps} denoising steps, the pipeline ran {len(step_marks)}")
-    bounds = [encoded, *step_marks]
-    steps = tuple(clock.elapsed_ms(a, b) for a, b in zip(bounds, bounds[1:]))
-    times = StageTimes(
-        encode_ms=clock.elapsed_ms(start, encoded),
-        step_ms=steps,
-        decode_ms=clock.elapsed_ms(step_marks[-1], end),
-        wall_ms=wall_ms,
-    )
-    return Generation(image=image, times=times, latents=final_latents)
 
 
 def generate_with(model, scenario: Scenario, call_contexts=(), pixels: torch.Tensor | None = None,
