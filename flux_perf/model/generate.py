@@ -86,13 +86,9 @@ def generate(
     pixels: torch.Tensor | None = None,
     clock=None,
 ) -> Generation:
-    """Run one generation and return the uint8 image and per-stage times.
-
-    `call_contexts` are entered around the pipeline call (components that need a
-    context, such as First Block Cache's cache context or an FP8 autocast); `pixels`
-    is the prepared reference (`reference_pixels`), made here when not given; `clock` the
-    stage and wall clock (model/clocks.py; the device's own when not given).
-    """
+    """Run one generation and return the uint8 image and per-stage times. `call_contexts` are
+    entered around the pipeline call (First Block Cache's cache context, ...); `pixels` is the
+    prepared reference (`reference_pixels`); `clock` the stage and wall clock (model/clocks.py)."""
     cuda = torch.device(device).type == "cuda"
     clock = clock or clock_for(device)
     if pixels is None:

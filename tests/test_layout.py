@@ -1,0 +1,57 @@
+"""The shape of the package, kept: layers as folders whose imports only run downward, modules a
+reader can hold in mind (at most 350 lines), functions at most 60 lines."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "flux_perf"
+# Lowest first: a layer may import the layers before it, never one after it. The modules at the
+# top (config, session, update, plugin, cli) and the A/B and commands folders may import any.
+LAYERS = ("model", "components", "store", "instrument", "gate", "report")
+
+
+def _modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def _imports(path: Path):
+    """(line, imported flux_perf module) for every import in the file, inside functions too."""
+    package = ["flux_perf", *path.relative_to(PACKAGE).parent.parts]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                yield node.lineno, ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("flux_perf"):
+                yield node.lineno, node.module
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_run_downward_only(path):
+    module = ".".join(["flux_perf", *path.relative_to(PACKAGE).with_suffix("").parts])
+    own = _layer(module)
+    if own is None:
+        return
+    upward = [f"line {line}: {target}" for line, target in _imports(path)
+              if (layer := _layer(target)) is not None and layer > own]
+    assert not upward, f"{module} ({LAYERS[own]}) imports a higher layer: {upward}"
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for path in _modules():
+        text = path.read_text()
+        if len(text.splitlines()) > 350:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}() "
+                                f"{node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, too_long
