@@ -27,7 +27,7 @@ from .instrument.runner import CaseRunner, Measured, with_injection
 from .model.models import resolve_model_source
 from .model.scenarios import Scenario
 from .report.records import CaseRecord, RunResults, case_record
-from .store.baselines import BaselineKey, BaselineStore, png_sha256
+from .store.baselines import BaselineKey, BaselineStore
 from .store.provenance import Provenance, component_code, now_iso
 from .store.references import LATENCY, References, load_references, write_update
 from .update import reference_update
@@ -108,12 +108,14 @@ class FluxSession:
                 f"Record them all (references, images, latents, the fidelity calibration) with: "
                 f"{self.record_command('', '')}")
 
-    def references(self, stack: Stack, scenario: Scenario) -> References:
-        """Everything recorded for the case, loaded once."""
-        driver = self.machine.gpu.driver_version if self.machine.gpu else None
-        now = Provenance.now(driver, component_code(stack.components))
-        return load_references(self.store, self.key(scenario), scenario, stack, now,
+    def references(self, stack: Stack, scenario: Scenario, now: Provenance, key: BaselineKey | None = None) -> References:
+        """Everything recorded for the case, loaded once; `now` is this run's provenance for the stack."""
+        return load_references(self.store, key or self.key(scenario), scenario, stack, now,
                                measurement_version=MEASUREMENT_VERSION, record_command=self.record_command)
+
+    def provenance(self, stack: Stack) -> Provenance:
+        driver = self.machine.gpu.driver_version if self.machine.gpu else None
+        return Provenance.now(driver, component_code(stack.components))
 
     def latency_budgets(self, stack: Stack, scenario: Scenario, refs: References) -> list[LatencyBudget]:
         recorded = None if self.config.update_baselines else refs.latency
@@ -152,47 +154,48 @@ class FluxSession:
         return result
 
     def _measure_and_judge(self, result: CaseResult, benchmark) -> None:
+        """Everything the judges need is gathered before the measurement; after it the case's data
+        flows one way: judges, the sanctioned update (on purpose only), the record."""
         stack, scenario, settings = result.stack, result.scenario, self.config.measure
-        refs = self.references(stack, scenario)
+        now = self.provenance(stack)
+        refs = self.references(stack, scenario, now)
         budgets = self.latency_budgets(stack, scenario, refs)
+        target_s = self.budgets.target(self.machine.gpu_name, scenario.id, stack.name)
+        # The stack's own rules, whatever a test planted into it (--flux-plant): a plant is judged as the stack.
+        floor = self.budgets.ssim_floor(stack.name, stack.lossless)
+        main = distributed.is_main()  # every rank holds the same image; one judges and writes
         shown = ", ".join(f"{b.kind} {b.seconds:.3f} s" for b in budgets)
         self.log(f"measuring {result.id}" + (f" (budgets: {shown})" if shown else ""))
         settled = (lambda walls: decided(distributed.slowest_rounds(walls), budgets, settings.looks)) if budgets \
             else None
-        measured = self.runner.measure(stack, scenario, settings, benchmark=benchmark, decided=settled)
-        result.measured = measured
+        measured = result.measured = self.runner.measure(stack, scenario, settings, benchmark=benchmark,
+                                                         decided=settled)
         timed = measured.timed
-        samples = distributed.slowest_rounds([r.wall_ms / 1000.0 for r in timed.rounds])
-        telemetry = timed.telemetry
-        clock = telemetry.sm_clock_median_mhz if telemetry else None
+        clock = timed.telemetry.sm_clock_median_mhz if timed.telemetry else None
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
-        disturbance = describe_disturbance(timed.disturbed, telemetry.other_processes if telemetry else [], clock,
-                                           reference_clock, timed.host_stall)
-        result.latency = judge_latency(samples, budgets, strict=self.config.strict, looks=settings.looks,
+        disturbance = describe_disturbance(timed.disturbed, timed.telemetry.other_processes if timed.telemetry else [],
+                                           clock, reference_clock, timed.host_stall)
+        result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
                                        recording=self.config.update_baselines)
-        result.target = judge_target(timed.wall.median, self.budgets.target(self.machine.gpu_name, scenario.id,
-                                                                            stack.name))
-        if distributed.is_main():  # every rank holds the same image; one judges and writes
+        result.target = judge_target(timed.wall.median, target_s)
+        if main:
             if self.config.update_baselines:
-                refs = self._update_references(result, refs, samples, clock)
-            result.fidelity = self._judge_fidelity(result, refs)
+                refs = self._update_references(result, refs, clock, now)
+            result.fidelity = self._judge_fidelity(result, refs, floor)
         result.fidelity = distributed.from_main(result.fidelity)
         if self.config.profile and self.config.profile in result.id:
             path = self.runner.profile(stack, scenario, self.config.report_dir / "profiles" / f"{result.id}.json")
             result.profile_trace = str(path)
             self.log(f"  profiler trace: {path}")
 
-    def _judge_fidelity(self, result: CaseResult, refs: References) -> FidelityResult:
+    def _judge_fidelity(self, result: CaseResult, refs: References, floor: tuple[float, str]) -> FidelityResult:
         if self.config.update_baselines and result.stack.name == BASELINE and refs.baseline is not None:
             return FidelityResult(FidelityVerdict.UPDATED, baseline=str(refs.baseline.path),
                                   message="the bf16 baseline of this scenario, recorded on purpose")
-        # The stack's own rules, whatever a test planted into it (--flux-plant): a plant is judged as the stack.
-        floor, source = self.budgets.ssim_floor(result.stack.name, result.stack.lossless)
         timed = result.measured.timed
-        fidelity = judge_fidelity(timed.image, timed.latents, refs, floor=floor, floor_source=source,
-                                  lossless=result.stack.lossless, image_sha256=png_sha256(timed.image),
-                                  strict=self.config.strict)
+        fidelity = judge_fidelity(timed.image, timed.latents, refs, floor=floor[0], floor_source=floor[1],
+                                  lossless=result.stack.lossless, strict=self.config.strict)
         if fidelity.message:
             self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict is FidelityVerdict.FAIL:
@@ -203,17 +206,15 @@ class FluxSession:
             fidelity = replace(fidelity, evidence=str(evidence))
         return fidelity
 
-    def _update_references(self, result: CaseResult, old: References, samples: list[float],
-                           clock: float | None) -> References:
+    def _update_references(self, result: CaseResult, old: References, clock: float | None,
+                           now: Provenance) -> References:
         """The sanctioned update: this stack's latency and fidelity, and for bf16 the scenario's
         baseline image; written once, then loaded back so the case is judged against it."""
-        driver = self.machine.gpu.driver_version if self.machine.gpu else None
-        update = reference_update(result.stack, result.scenario, result.measured, samples, clock, old,
-                                  Provenance.now(driver, component_code(result.stack.components)), self.machine)
+        update = reference_update(result.stack, result.scenario, result.measured, clock, old, now, self.machine)
         for line in write_update(self.store, old, update, force=self.config.force_update):
             self.baseline_updates.append(line)
             self.log(f"  reference: {line}")
-        return self.references(result.stack, result.scenario)
+        return self.references(result.stack, result.scenario, now, old.key)
 
     # -- records ------------------------------------------------------------------
     def _record(self, result: CaseResult) -> CaseRecord:

@@ -26,11 +26,11 @@ def _fidelity(stack: Stack, image: np.ndarray, latents: np.ndarray | None, refer
                          stack.key, lossless, provenance)
 
 
-def reference_update(stack: Stack, scenario: Scenario, measured: Measured, samples: list[float],
-                     clock: float | None, old: References, provenance: Provenance, machine: Machine) -> ReferenceUpdate:
+def reference_update(stack: Stack, scenario: Scenario, measured: Measured, clock: float | None, old: References,
+                     provenance: Provenance, machine: Machine) -> ReferenceUpdate:
     """The new references of (stack, scenario): its rounds, and its output against the bf16 baseline
     (for bf16 itself: the baseline, which it becomes)."""
-    timed = measured.timed
+    timed, samples = measured.timed, list(measured.samples_s)
     wall = summarize(samples)
     latency = LatencyEntry(wall.median, tuple(samples), stack.key, provenance, wall.ci_low, wall.ci_high, clock,
                            MEASUREMENT_VERSION)

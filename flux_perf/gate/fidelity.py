@@ -25,6 +25,7 @@ from enum import Enum
 import numpy as np
 
 from ..components.stacks import BASELINE
+from ..store.baselines import png_sha256
 from ..store.entries import Band, FidelityEntry, Spread
 from ..store.references import BASELINE_IMAGE, CALIBRATION, FIDELITY, References
 from .images import compare_images, latent_distance
@@ -118,8 +119,7 @@ class _Judgement:
 
 
 def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: References, *, floor: float,
-                   floor_source: str, lossless: bool, image_sha256: str | None = None,
-                   strict: bool = False) -> FidelityResult:
+                   floor_source: str, lossless: bool, strict: bool = False) -> FidelityResult:
     """`image` (and its final latents) against the references of its case."""
     if refs.baseline is None:
         problem = refs.problems.get(BASELINE_IMAGE) or "no bf16 baseline for this scenario"
@@ -135,8 +135,8 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
         else None
     own_rule = own_moved is not None and band is not None and band.latent_rel_l2 is not None
     changed = None
-    if recorded is not None and image_sha256 is not None and recorded.image_sha256:
-        changed = recorded.image_sha256 != image_sha256
+    if recorded is not None and recorded.image_sha256:
+        changed = recorded.image_sha256 != png_sha256(image)
     spread = refs.spread or Spread()
     if own_rule:  # changed: moved more than the stack's own build-to-build spread (FP8 at 512 is not bit-exact)
         changed = own_moved > 3 * spread.latent_rel_l2

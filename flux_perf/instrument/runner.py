@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .flops import scenario_tokens, step_flops_breakdown
 from ..model.clocks import ScriptedClock
 from ..model.generate import Generation, generate_with, reference_pixels
@@ -70,6 +71,7 @@ class Measured:
     flops_per_step: dict
     components: dict = field(default_factory=dict)
     encode_prompt_s: float = 0.0  # the text encoders on the prompt (0 for synthetic embeddings)
+    samples_s: tuple[float, ...] = ()  # the rounds' wall seconds; under torchrun the slowest rank's
 
 
 class CaseRunner:
@@ -146,6 +148,7 @@ class CaseRunner:
             flops_per_step={"linear": flops.linear, "attention": flops.attention, "total": flops.total,
                             "image_tokens": tokens, "text_tokens": text_tokens},
             components=case.prepared.stack.report(),
+            samples_s=tuple(distributed.slowest_rounds([r.wall_ms / 1000.0 for r in timed.rounds])),
         )
 
     def profile(self, stack: Stack, scenario: Scenario, path: Path) -> Path:
