@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .instrument.measure import MeasureSettings
 from .model.scenarios import Scenario, parse_scenarios
-from .components.stacks import BASELINE, Stack, parse_stack, parse_stacks
+from .components.stacks import Stack, baseline_first, parse_stack, parse_stacks
 from .model.pipeline import DeviceNameError, check_device_name
 
 
@@ -81,9 +81,8 @@ class SuiteConfig:
         option = config.getoption
         root = Path(str(config.rootpath))
         stacks = parse_stacks(option("flux_stacks"))
-        if option("flux_update_baselines") and BASELINE not in [s.name for s in stacks]:
-            # Updating means regenerating the bf16 references: always measure that stack, first.
-            stacks = (*parse_stacks(BASELINE), *stacks)
+        if option("flux_update_baselines"):
+            stacks = baseline_first(stacks)
         rounds = option("flux_rounds")
         settings = MeasureSettings(rounds=rounds, max_rounds=max(rounds, option("flux_max_rounds")),
                                    max_case_seconds=option("flux_max_case_seconds"))

@@ -23,6 +23,7 @@ _NO_GPU_KEY = pytest.StashKey["str"]()
 _WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files already
 _PATHS_KEY = pytest.StashKey["dict"]()
 _GPU_PASSED_KEY = pytest.StashKey["int"]()  # h100 tests that passed outside the measured cases (kernel checks)
+_ADDED_KEY = pytest.StashKey["list"]()  # components registered through pytest_flux_perf_components
 
 
 def pytest_addoption(parser):
@@ -84,7 +85,41 @@ def _rank() -> int:
     return rank()
 
 
+def pytest_addhooks(pluginmanager):
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+def _register_components(config) -> None:
+    """Components a conftest adds through `pytest_flux_perf_components`; removed again at the end."""
+    if not config.hook.pytest_flux_perf_components.get_hookimpls():
+        return  # nothing to add: stay inert (no torch import)
+    from .components import REGISTRY, Component
+    from .components.stacks import NAMED_STACKS
+
+    added = []
+    for classes in config.hook.pytest_flux_perf_components():
+        for cls in classes or ():
+            if not (isinstance(cls, type) and issubclass(cls, Component) and isinstance(cls.__dict__.get("name"), str)):
+                raise pytest.UsageError(f"flux-perf: pytest_flux_perf_components returned {cls!r}: expected a "
+                                        "Component subclass with a name")
+            if (cls.name in REGISTRY and REGISTRY[cls.name] is not cls) or cls.name in NAMED_STACKS:
+                raise pytest.UsageError(f"flux-perf: a component or stack named {cls.name!r} exists already")
+            REGISTRY[cls.name] = cls
+            added.append(cls.name)
+    config.stash[_ADDED_KEY] = added
+
+
+def pytest_unconfigure(config):
+    from .components import REGISTRY
+
+    for name in config.stash.get(_ADDED_KEY, []):
+        REGISTRY.pop(name, None)
+
+
 def pytest_configure(config):
+    _register_components(config)
     config.addinivalue_line(
         "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
     )

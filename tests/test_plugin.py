@@ -158,3 +158,25 @@ def test_a_gpu_check_outside_the_cases_that_passed_counts_as_gpu_work(tmp_path):
     checks.write_text("import pytest\n\n@pytest.mark.h100\ndef test_kernel():\n    pytest.skip('no Hopper GPU')\n")
     skipped = run_pytest("-m", "h100", str(checks), *options, cwd=tmp_path)
     assert skipped.returncode == 1 and "ran no GPU case" in skipped.stdout, skipped.stdout
+
+
+def test_a_conftest_adds_a_component_through_the_hook(tmp_path, capsys, monkeypatch):
+    """A user's component joins --flux-stacks without editing the package, and leaves with the run."""
+    from flux_perf.components import REGISTRY, Component
+
+    class Sharpen(Component, register=False):
+        name = "my-sharpen"
+        summary = "a user's component"
+
+    class UserPlugin:
+        @staticmethod
+        def pytest_flux_perf_components():
+            return [Sharpen]
+
+    monkeypatch.chdir(ROOT)
+    code = pytest.main(["-p", "no:cacheprovider", "-q", "--co", "-m", "h100", "tests/h100/test_latency.py",
+                        "--flux-device", "cpu", "--flux-model", "tiny", "--flux-stacks", "bf16+my-sharpen",
+                        "--flux-scenarios", "64x64@2"], plugins=[UserPlugin()])
+    out = capsys.readouterr().out
+    assert code == 0 and "test_latency_budget[bf16+my-sharpen-64x64@2]" in out, out[-2000:]
+    assert "my-sharpen" not in REGISTRY, "removed when the run ends"

@@ -180,6 +180,14 @@ def parse_stack(text: str) -> Stack:
     return Stack(text, tuple(components))
 
 
+def baseline_first(stacks: tuple[Stack, ...]) -> tuple[Stack, ...]:
+    """The stacks of a sanctioned update: bf16 always, first, since every other stack's fidelity is
+    measured against the bf16 image it records."""
+    if any(s.name == BASELINE for s in stacks):
+        return (*[s for s in stacks if s.name == BASELINE], *[s for s in stacks if s.name != BASELINE])
+    return (parse_stack(BASELINE), *stacks)
+
+
 def parse_stacks(text: str | None) -> tuple[Stack, ...]:
     """Comma-separated stacks; empty gives the default set."""
     names = [part.strip() for part in (text.split(",") if text else DEFAULT_STACKS) if part.strip()]
