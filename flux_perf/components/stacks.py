@@ -79,7 +79,7 @@ class Stack:
 
     def fresh(self) -> Stack:
         """New component instances (components keep per-pipeline state)."""
-        return Stack(self.name, tuple(make_component(c.spec) for c in self.components))
+        return Stack(self.name, tuple(type(c)(c.param) for c in self.components))
 
     def unmet(self, caps: Capabilities) -> str | None:
         for component in self.components:
@@ -168,16 +168,21 @@ def check_conflicts(components: list[Component], text: str) -> None:
                 )
 
 
+def compose(name: str, components) -> Stack:
+    """A stack of these components under `name`: each once, in phase order, conflicts refused."""
+    unique: dict[str, Component] = {}
+    for component in components:
+        unique.setdefault(component.spec, component)
+    ordered = sorted(unique.values(), key=lambda c: c.phase)
+    check_conflicts(ordered, name)
+    return Stack(name, tuple(ordered))
+
+
 def parse_stack(text: str) -> Stack:
     text = text.strip()
     if not text:
         raise StackError("empty stack name")
-    unique: dict[str, Component] = {}
-    for component in _expand(text):
-        unique.setdefault(component.spec, component)
-    components = sorted(unique.values(), key=lambda c: c.phase)
-    check_conflicts(components, text)
-    return Stack(text, tuple(components))
+    return compose(text, _expand(text))
 
 
 def baseline_first(stacks: tuple[Stack, ...]) -> tuple[Stack, ...]:

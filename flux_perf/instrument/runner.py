@@ -22,19 +22,20 @@ from .measure import MeasureSettings, Timed, measure
 from ..model.models import ModelSource
 from ..model.pipeline import FluxModel, free_memory, load_model
 from ..model.scenarios import Scenario
-from ..components.stacks import Stack, parse_stack
+from ..components.stacks import Stack, compose, parse_stack
 
 
 def with_injection(stack: Stack, fraction: float | None, plant: str | None = None) -> Stack:
     """`stack` plus the test-only planted slow-down and planted components (a break, another
     kernel), under the same name: the gate judges them against the stack's own references."""
-    extra = ([f"slowdown:{fraction}"] if fraction else []) + ([plant] if plant else [])
+    extra = [*(parse_stack(f"slowdown:{fraction}").components if fraction else ()),
+             *(parse_stack(plant).components if plant else ())]
     if not extra:
         return stack
     # A planted attention backend (or scheduler, ...) replaces the stack's own of that kind.
-    replaced = {c.exclusive for c in parse_stack(plant).components if c.exclusive} if plant else set()
-    kept = [c.spec for c in stack.components if not (c.exclusive and c.exclusive in replaced)]
-    return Stack(stack.name, parse_stack("+".join([*kept, *extra])).components)
+    replaced = {c.exclusive for c in extra if c.exclusive}
+    kept = [c for c in stack.components if not (c.exclusive and c.exclusive in replaced)]
+    return compose(stack.name, [*kept, *extra])
 
 
 @dataclass
