@@ -23,7 +23,9 @@ def tiny_model(tiny_source):
 
 @pytest.fixture
 def cli(capsys, monkeypatch):
-    """`flux-perf ARGS` in this process (a subprocess costs seconds of imports): (code, out, err)."""
+    """`flux-perf ARGS` in this process (a subprocess costs seconds of imports): (code, out, err).
+    Not under CI, as users run it (CI refuses baseline writes; the tests that check that set it)."""
+    monkeypatch.setenv("CI", "")
     for name in ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_MODULE_LOADING"):
         # main() sets them: restore each afterwards as it was, absent included (an empty value
         # would read as user-set and change the path main() takes).
