@@ -19,6 +19,10 @@ _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
 _ENV_KEY = pytest.StashKey["list"]()
 _NO_GPU_KEY = pytest.StashKey["str"]()
+_NOT_JUDGED_KEY = pytest.StashKey["list"]()
+# The exit status of a run in which nothing failed but some case could not be judged: not 0, which
+# CI reads as green, and not 1, which says a test failed (pytest's own codes stop at 5).
+NOT_JUDGED = 6
 _WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files already
 _PATHS_KEY = pytest.StashKey["dict"]()
 _GPU_PASSED_KEY = pytest.StashKey["int"]()  # h100 tests that passed outside the measured cases (kernel checks)
@@ -293,6 +297,10 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
+    if not_judged and session.exitstatus == pytest.ExitCode.OK:
+        session.config.stash[_NOT_JUDGED_KEY] = not_judged
+        session.exitstatus = NOT_JUDGED
     if not (flux.records or flux.skipped) or _rank() != 0:
         return
     session.config.stash[_PATHS_KEY] = _write(flux, plots=True)
@@ -325,3 +333,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for message in flux.baseline_updates:
         terminalreporter.write_line(f"reference updated: {message}")
     terminalreporter.write_line(f"report: {', '.join(str(p) for p in paths.values())}")
+    not_judged = config.stash.get(_NOT_JUDGED_KEY, [])
+    if not_judged:
+        terminalreporter.write_line(f"exit {NOT_JUDGED}: nothing failed, but {len(not_judged)} case(s) could not be "
+                                    "judged (--flux-strict fails them):", yellow=True)
+        for line in not_judged:
+            terminalreporter.write_line(f"  {line}", yellow=True)

@@ -76,10 +76,14 @@ class FluxSession:
         self.environment_report = environment  # what the guide's environment settings did
         self.command = command  # how this run was started, recorded in results.json
         self.interrupted: str | None = None
-        self.unrecorded: str | None = None
-        if not config.update_baselines and not self.store.has_references(self.machine.slug, self.machine.fingerprint):
-            self.unrecorded = "nothing"  # set first: the bootstrap command depends on it
-            self.unrecorded = self._unrecorded_message()
+        # Nothing recorded for this GPU model and weights: every case fails, naming the bootstrap.
+        self.bootstrap = not config.update_baselines and not self.store.has_references(self.machine.slug,
+                                                                                         self.machine.fingerprint)
+        self.unrecorded = (f"no references for {self.machine.gpu_name or self.machine.slug} with weights "
+                           f"{self.machine.fingerprint} in {self.store.root}: every case fails until they are "
+                           "recorded. Record them all (references, images, latents, the fidelity calibration) "
+                           f"with: {self.record_command('', '')}") if self.bootstrap else None
+        if self.unrecorded:
             log(self.unrecorded)
 
     # -- what can run ------------------------------------------------------------
@@ -98,15 +102,9 @@ class FluxSession:
         """The command that records a missing reference of (stack, scenario) on this machine."""
         model = f" --model {self.config.model}" if self.config.model else ""
         device = f" --device {self.config.device}" if self.config.device not in ("cuda", "cuda:0") else ""
-        if self.unrecorded:  # nothing recorded for this GPU model and weights: bootstrap it all
+        if self.bootstrap:
             return f"flux-perf baselines update{model}{device}"
         return f"flux-perf baselines update --stacks {stack} --scenarios {scenario}{model}{device}"
-
-    def _unrecorded_message(self) -> str:
-        return (f"no references for {self.machine.gpu_name or self.machine.slug} with weights "
-                f"{self.machine.fingerprint} in {self.store.root}: every case fails until they are recorded. "
-                f"Record them all (references, images, latents, the fidelity calibration) with: "
-                f"{self.record_command('', '')}")
 
     def references(self, stack: Stack, scenario: Scenario, now: Provenance, key: BaselineKey | None = None) -> References:
         """Everything recorded for the case, loaded once; `now` is this run's provenance for the stack."""
@@ -221,6 +219,19 @@ class FluxSession:
         return case_record(result.id, result.stack, result.scenario, self.machine, self.config, result.measured,
                            latency=result.latency, fidelity=result.fidelity, target=result.target,
                            error=result.error, profile_trace=result.profile_trace)
+
+    def not_judged(self) -> list[str]:
+        """The cases this run could not judge without failing them: undecided latency, a fidelity
+        gap (both fail instead under --flux-strict), a case the machine could not run."""
+        lines = []
+        for record in self.records.values():
+            latency, fidelity = record.latency or {}, record.fidelity or {}
+            if latency.get("verdict") == "inconclusive" and not latency.get("failed"):
+                lines.append(f"{record.id}: latency inconclusive ({record.stopped})")
+            if fidelity.get("gap") and not fidelity.get("failed"):
+                lines.append(f"{record.id}: fidelity judged by the floor alone ({fidelity['gap']})")
+        lines += [f"{s['stack']}-{s['scenario']}: not run ({s['reason']})" for s in self.skipped.values()]
+        return lines
 
     def results(self) -> RunResults:
         return RunResults(

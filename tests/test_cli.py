@@ -81,7 +81,7 @@ def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, c
     # Every stack's latency reference is refreshed and printed, not only bf16's.
     assert "64x64@2: baseline image new" in update.stdout
     assert "64x64@2 bf16: latency new" in update.stdout and "64x64@2 fused-qkv: latency new" in update.stdout
-    assert "calibrating fidelity at 64x64@2 (no calibration stored yet)" in update.stdout
+    assert "calibrating fidelity at 64x64@2" in update.stdout
     assert "64x64@2: new: band SSIM" in update.stdout
     show = cli("baselines", "show", "--baselines-dir", str(tmp_path))
     assert "bf16 baselines for 64x64@2" in show.stdout and "latency.json 64x64@2 fused-qkv:" in show.stdout

@@ -9,6 +9,10 @@ import json
 import pytest
 from helpers import ROOT, copy_budgets, run_gpu_suite_here
 
+from flux_perf.store.baselines import BaselineKey, BaselineStore
+from flux_perf.store.entries import Band, CalibrationEntry
+from flux_perf.store.provenance import Provenance
+
 SCENARIO = "64x64@2"
 
 
@@ -30,10 +34,15 @@ def records(store):
 
 @pytest.fixture
 def store(gate, tmp_path):
-    """References of bf16 recorded at a scripted 1.000 s a round, with the committed 3 % tolerance."""
+    """References of bf16 recorded at a scripted 1.000 s a round, with the committed 3 % tolerance,
+    and a lossless band for the scenario (on a CPU in fp32 exact variants are identical)."""
     copy_budgets(tmp_path / "baselines", relative_tolerance=0.03)
     update = gate(tmp_path, 1.0, "--flux-update-baselines")
     assert update.returncode == 0, update.stdout[-3000:]
+    folder = next((tmp_path / "baselines").glob("cpu-*/tiny-*"))
+    band = CalibrationEntry(Band(0.9999, 60.0, 1e-4), {}, {}, Provenance.now())
+    BaselineStore(tmp_path / "baselines").write_calibration(BaselineKey(folder.parent.name, folder.name, SCENARIO),
+                                                            band, force=True)
     return tmp_path
 
 
@@ -58,7 +67,9 @@ def test_a_faster_case_passes_and_says_so(store, gate):
 def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
     result = gate(store, 1.03, "--flux-max-rounds", "16")
     last = result.stdout.strip().splitlines()[-1]
-    assert result.returncode == 0 and "1 inconclusive" in last and "passed" in last, result.stdout[-3000:]
+    assert "1 inconclusive" in last and "passed" in last, result.stdout[-3000:]
+    assert result.returncode == 6, "nothing failed, but a case could not be judged: not the exit code of a pass"
+    assert f"bf16-{SCENARIO}: latency inconclusive (undecided at the cap of 16 rounds)" in result.stdout
     assert "INCONCLUSIVE tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
     record = records(store)[f"bf16-{SCENARIO}"]
     assert record["latency"]["verdict"] == "inconclusive" and record["rounds"] == 16, "rounds doubled to the cap"
@@ -71,6 +82,7 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
 def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_both_fail(store, gate):
     folder = next((store / "baselines").glob("cpu-*/tiny-*"))
     (folder / "latency.json").unlink()
+    (folder / "calibration.json").unlink()
     result = gate(store, 1.0, "--flux-plant", "noise:0.01")
     assert result.returncode == 1, result.stdout[-3000:]
     assert "2 failed" in result.stdout.strip().splitlines()[-1]

@@ -59,15 +59,28 @@ def update_references(args) -> int:
     print("\n".join(["", "references written:", *session.baseline_updates]))
     machine = session.machine
     uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
-        args.calibrate == "missing" and not session.store.table(
-            BaselineKey(machine.slug, machine.fingerprint, s.id), "calibration.json"))]
-    if uncalibrated and code == 0:
-        progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)} (no calibration stored yet)")
+        args.calibrate == "missing" and not _calibrated(session.store, BaselineKey(machine.slug, machine.fingerprint,
+                                                                                   s.id)))]
+    if uncalibrated and code != 0:
+        print(f"not calibrated ({', '.join(s.id for s in uncalibrated)}): a case above failed; fix it and run "
+              "`flux-perf calibrate --write`", file=sys.stderr)
+    elif uncalibrated:
+        progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)}")
         session.runner.release()
         calibrate_scenarios(session.runner, session.store, machine, uncalibrated,
                             stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and
                                             not session.skip_reason(s)), write=True, force=args.force)
     return code
+
+
+def _calibrated(store, key) -> bool:
+    """A usable calibration is stored for the key (a broken one is recalibrated, on purpose)."""
+    from ..store.entries import BaselineError
+
+    try:
+        return bool(store.table(key, "calibration.json"))
+    except BaselineError:
+        return False
 
 
 def show_references(args) -> int:

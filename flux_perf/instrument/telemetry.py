@@ -129,11 +129,6 @@ class TelemetryReport:
         clocks = [x.sm_clock_mhz for x in self.samples if x.sm_clock_mhz is not None]
         return float(statistics.median(clocks)) if clocks else None
 
-    @property
-    def hottest_c(self) -> float | None:
-        temperatures = [x.temperature_c for x in self.samples if x.temperature_c is not None]
-        return float(max(temperatures)) if temperatures else None
-
     def summary(self) -> dict:
         s = self.samples
         return {

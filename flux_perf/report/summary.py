@@ -41,7 +41,7 @@ def verdict_text(record: CaseRecord) -> str:
         return "ERROR"
     latency = record.latency or {}
     verdict = latency.get("verdict", "-")
-    if latency.get("faster_by"):
+    if verdict == "pass" and latency.get("faster_by"):
         return f"pass, faster {latency['faster_by']:.1%}"
     return verdict.upper() if latency.get("failed") or verdict in NOT_JUDGED else verdict
 
