@@ -167,6 +167,15 @@ def test_staleness_sees_software_driver_and_a_components_own_code(store):
     assert any("fused-qkv" in r for r in references(store, "fast").stale["latency"])
 
 
+def test_cudnn_recorded_as_torchs_integer_is_the_same_version_dotted():
+    recorded = now("fast")
+    as_integer = replace(recorded, software={**recorded.software, "cudnn": "91900"})
+    dotted = replace(recorded, software={**recorded.software, "cudnn": "9.19.0"})
+    assert stale_reasons(as_integer, dotted) == []
+    newer = replace(recorded, software={**recorded.software, "cudnn": "9.20.1"})
+    assert stale_reasons(as_integer, newer) == ["cudnn 9.19.0 -> 9.20.1"]
+
+
 def test_a_reference_of_a_redefined_stack_or_older_method_says_so(store):
     entry = replace(latency(0.2, "fast"), stack="attn-cudnn+fp8-torchao", measurement_version=1)
     store.write_latency(KEY, "fast", entry, force=False)

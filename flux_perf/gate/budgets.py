@@ -39,6 +39,7 @@ class Budgets:
     relative_tolerance: float
     absolute: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> seconds
     targets: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> seconds (never a gate)
+    tolerances: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> relative tolerance
     ssim_floors: dict = field(default_factory=dict)  # stack name -> floor
     lossless_default: float = 0.98
     lossy_default: float = 0.8
@@ -50,11 +51,12 @@ class Budgets:
         budgets = []
         if recorded is not None:
             median = recorded.median_s
+            tolerance = self.tolerance(gpu, scenario_id, stack)
             budgets.append(LatencyBudget(
-                median * (1 + self.relative_tolerance),
+                median * (1 + tolerance),
                 "relative",
-                f"recorded {median:.3f} s + {self.relative_tolerance:.0%}",
-                self.relative_tolerance,
+                f"recorded {median:.3f} s + {tolerance:.0%}",
+                tolerance,
                 tuple(recorded.samples_s),
                 recorded.sm_clock_mhz,
                 tuple(stale),
@@ -65,6 +67,11 @@ class Budgets:
             budgets.append(LatencyBudget(seconds, "absolute", f"{Path(self.path).name} [{gpu}] {scenario_id} {stack}"))
         return budgets
 
+    def tolerance(self, gpu: str | None, scenario_id: str, stack: str) -> float:
+        """The case's own tolerance where this file names one (a case measured to move more than
+        the default between machines of one GPU model), else the default."""
+        return self.tolerances.get(gpu or "", {}).get(scenario_id, {}).get(stack, self.relative_tolerance)
+
     def target(self, gpu: str | None, scenario_id: str, stack: str) -> float | None:
         return self.targets.get(gpu or "", {}).get(scenario_id, {}).get(stack)
 
@@ -73,7 +80,7 @@ class Budgets:
         switch its budgets off: say so."""
         import difflib
 
-        names = set(self.absolute) | set(self.targets)
+        names = set(self.absolute) | set(self.targets) | set(self.tolerances)
         if not gpu or gpu in names:
             return
         close = difflib.get_close_matches(gpu, names, n=1, cutoff=0.85)
@@ -118,7 +125,7 @@ def load_budgets(path: str | Path) -> Budgets:
     where = path.name
     _only(data, {"latency", "fidelity"}, where)
     latency = _table(data.get("latency", {}), f"{where} [latency]")
-    _only(latency, {"relative_tolerance", "absolute", "targets"}, f"{where} [latency]")
+    _only(latency, {"relative_tolerance", "absolute", "targets", "tolerances"}, f"{where} [latency]")
     # Up to 10 (1000 %): plumbing tests on busy CPUs use a band no CPU noise reaches.
     tolerance = _number(latency.get("relative_tolerance", 0.03), f"{where} latency.relative_tolerance", 0.0, 10.0)
     fidelity = _table(data.get("fidelity", {}), f"{where} [fidelity]")
@@ -133,6 +140,7 @@ def load_budgets(path: str | Path) -> Budgets:
         relative_tolerance=tolerance,
         absolute=_seconds_by_gpu(latency, "absolute", where),
         targets=_seconds_by_gpu(latency, "targets", where),
+        tolerances=_seconds_by_gpu(latency, "tolerances", where, low=0.0, high=10.0),
         ssim_floors=floors,
         lossless_default=_number(fidelity.get("lossless_default", 0.98), f"{where} fidelity.lossless_default",
                                  1e-6, 1),
@@ -160,15 +168,15 @@ def _scenario_id(text: str, where: str) -> str:
         raise BudgetsError(f"{where}: {error}") from None
 
 
-def _seconds_by_gpu(latency: dict, key: str, where: str) -> dict:
-    """[latency.<key>."GPU NAME"] "HxW@STEPS" = { stack = seconds }."""
+def _seconds_by_gpu(latency: dict, key: str, where: str, low: float = 1e-4, high: float = 3600) -> dict:
+    """[latency.<key>."GPU NAME"] "HxW@STEPS" = { stack = seconds (or, for tolerances, a fraction) }."""
     out: dict = {}
     for gpu, scenarios in _table(latency.get(key, {}), f"{where} [latency.{key}]").items():
         out[gpu] = {}
         for scenario_id, stacks in _table(scenarios, f"{where} [latency.{key}.\"{gpu}\"]").items():
             place = f"{where} latency.{key}.\"{gpu}\".\"{scenario_id}\""
             out[gpu][_scenario_id(scenario_id, place)] = {
-                _stack_name(stack, place): _number(seconds, f"{place}.{stack}", 1e-4, 3600)
+                _stack_name(stack, place): _number(seconds, f"{place}.{stack}", low, high)
                 for stack, seconds in _table(stacks, place).items()
             }
     return out

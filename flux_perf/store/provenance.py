@@ -42,8 +42,16 @@ def cudnn_version() -> str | None:
     if not torch.backends.cudnn.is_available():
         return None
     number = torch.backends.cudnn.version()
-    if number is None:
-        return None
+    return None if number is None else dotted_cudnn(number)
+
+
+def dotted_cudnn(version) -> str:
+    """cuDNN's version as major.minor.patch, from torch's integer (91900, 8907) or already dotted:
+    references recorded before the dotted form kept the integer, and must compare equal."""
+    text = str(version)
+    if not text.isdigit():
+        return text
+    number = int(text)
     if number >= 90000:
         return f"{number // 10000}.{number % 10000 // 100}.{number % 100}"
     return f"{number // 1000}.{number % 1000 // 100}.{number % 100}"
@@ -177,6 +185,8 @@ def stale_reasons(recorded: Provenance, current: Provenance, packages: Iterable[
     reasons = []
     for name in dict.fromkeys([*CORE_SOFTWARE, *packages]):
         old, new = recorded.software.get(name), current.software.get(name)
+        if name == "cudnn" and old and new:
+            old, new = dotted_cudnn(old), dotted_cudnn(new)
         if old and new and minor(str(old)) != minor(str(new)):
             reasons.append(f"{name} {old} -> {new}")
     if recorded.driver and current.driver and recorded.driver != current.driver:
