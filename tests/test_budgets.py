@@ -46,6 +46,17 @@ def test_relative_absolute_and_missing_budgets():
     assert budgets.latency_budgets(H100, "640x640@6", "compile", None) == []
 
 
+def test_a_case_measured_to_move_between_machines_has_its_own_tolerance():
+    budgets = load_budgets(COMMITTED)
+    (own,) = budgets.latency_budgets(H100, "512x512@4", "fp8", _entry(0.25))
+    assert own.tolerance == 0.10 and own.seconds == pytest.approx(0.275) and "+ 10%" in own.source
+    (default,) = budgets.latency_budgets(H100, "768x768@6", "fp8", _entry(0.75))
+    assert default.tolerance == budgets.relative_tolerance
+    # Another GPU model keeps the default: the spread was measured on these machines only.
+    (other,) = budgets.latency_budgets("NVIDIA H200", "512x512@4", "fp8", _entry(0.25))
+    assert other.tolerance == budgets.relative_tolerance
+
+
 def test_a_misspelt_gpu_name_is_an_error(tmp_path):
     path = tmp_path / "budgets.toml"
     path.write_text('[latency.absolute."NVIDIA H100 80GB HMB3"]\n"512x512@6" = { fast = 0.5 }\n')
@@ -74,6 +85,8 @@ def test_floors():
     ("[fidelity.ssim]\nbf61 = 0.99", "unknown stack or component 'bf61'"),
     ("[fidelity.ssim]\nfp8 = -1", "fidelity.ssim.fp8 = -1"),
     ("[fidelity]\nlossy_default = 0", "lossy_default = 0"),
+    ("[latency.tolerances.\"GPU\"]\n\"512x512@6\" = { fp8 = -0.1 }", "fp8 = -0.1"),
+    ("[latency.tolerances.\"GPU\"]\n\"512x512@6\" = { fp9 = 0.1 }", "unknown stack or component 'fp9'"),
 ])
 def test_malformed_budgets_name_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "budgets.toml"
