@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from flux_perf.components import REGISTRY, attention_fp8
 from flux_perf.components.attention import AttentionBackend
 from flux_perf.components.attention_fp8 import E4M3_MAX, CudnnFp8Attention, fp8_attention
+from flux_perf.components.flash_attn3 import FlashAttn3
 from flux_perf.components.flash_attn4 import FlashAttn4
 from flux_perf.model.generate import generate_with
 from flux_perf.model.scenarios import Scenario
@@ -124,7 +125,7 @@ def test_a_case_leaves_every_component_modules_globals_as_it_found_them(tiny_mod
     assert registry_state() == registry_before
 
 
-@pytest.mark.parametrize("component_class", [CudnnFp8Attention, FlashAttn4])
+@pytest.mark.parametrize("component_class", [CudnnFp8Attention, FlashAttn4, FlashAttn3])
 def test_the_borrowed_dispatch_slot_is_given_back_on_release(tiny_model, component_class, monkeypatch):
     from diffusers.models.attention_dispatch import AttentionBackendName
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry

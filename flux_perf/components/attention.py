@@ -70,7 +70,7 @@ class EfficientSdpaAttention(AttentionBackend):
 
 class FlashAttn(AttentionBackend):
     """The flash-attn family's best kernel installed for this GPU. On Hopper that is FA3 (a
-    source build of flash-attn's hopper folder) or FA4 (`pip install flash-attn-4`, wheels);
+    source build of flash-attn's hopper folder, or `pip install fa3-fwd`) or FA4 (`pip install flash-attn-4`);
     FlashAttention-2 elsewhere. `report()` names the one that ran."""
 
     name = "attn-flash-attn"
@@ -86,7 +86,7 @@ class FlashAttn(AttentionBackend):
     @staticmethod
     def pick(caps: Capabilities) -> str | None:
         hopper = caps.capability is not None and caps.capability >= (9, 0)
-        if hopper and caps.has_package("flash_attn_interface"):
+        if hopper and (caps.has_package("flash_attn_interface") or caps.has_package("fa3_fwd_interface")):
             return "fa3"
         if hopper and caps.has_package("flash_attn.cute"):
             return "fa4"
@@ -101,15 +101,16 @@ class FlashAttn(AttentionBackend):
         return None
 
     def apply(self, pipe) -> None:
+        from .flash_attn3 import FlashAttn3
         from .flash_attn4 import FlashAttn4
 
         caps = Capabilities.detect(str(next(pipe.transformer.parameters()).device))
         self.kernel = self.pick(caps)
-        if self.kernel == "fa4":
-            self.delegate = FlashAttn4()
+        if self.kernel in ("fa3", "fa4"):
+            self.delegate = FlashAttn3() if self.kernel == "fa3" else FlashAttn4()
             self.delegate.apply(pipe)
-        elif self.kernel in ("fa3", "fa2"):
-            self.set_backend(pipe, {"fa3": "_flash_3", "fa2": "flash"}[self.kernel])
+        elif self.kernel == "fa2":
+            self.set_backend(pipe, "flash")
         else:
             raise RuntimeError(self.extra_unmet(caps))
 
@@ -120,15 +121,6 @@ class FlashAttn(AttentionBackend):
 
     def report(self) -> dict:
         return {"kernel": self.kernel, **(self.delegate.report() if self.delegate else {})}
-
-
-class FlashAttn3(AttentionBackend):
-    name = "attn-fa3"
-    summary = "FlashAttention-3 for Hopper from flash-attn's hopper build (diffusers '_flash_3')"
-    backend = "_flash_3"
-    needs_cuda = True
-    min_capability = (9, 0)
-    packages = ("flash_attn_interface",)
 
 
 def restore_default_backend(pipe) -> None:

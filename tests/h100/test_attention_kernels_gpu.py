@@ -1,4 +1,4 @@
-"""The attention kernels the suite serves itself (FP8 cuDNN, FlashAttention-4), against PyTorch's
+"""The attention kernels the suite serves itself (FP8 cuDNN, FlashAttention-3 and -4), against PyTorch's
 cuDNN bf16 SDPA at FLUX's shapes (24 heads x 128; 2560 tokens at 512x512 with its reference image
 and 512 text tokens, 8704 at 1024x1024). Each test asserts accuracy; the kernel times, measured
 with CUDA events, go to <report dir>/kernels.json so a change's predicted gain has a source."""
@@ -96,3 +96,17 @@ def test_fa4_matches_cudnn_bf16(tokens, flux_session):
         "cudnn_bf16_ms": _ms(_cudnn_bf16, q, k, v), "fa4_ms": _ms(fa4_dispatch, q, k, v),
     })
     assert error < BF16_MAX_RELATIVE_ERROR, f"FA4 differs {error:.3%} from cuDNN bf16 at {tokens} tokens"
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+def test_fa3_matches_cudnn_bf16(tokens, flux_session):
+    from flux_perf.components.flash_attn3 import fa3_dispatch, installed_module
+
+    _needs(installed_module() or "fa3_fwd_interface")
+    q, k, v = _inputs(tokens)
+    error = _relative(fa3_dispatch(q, k, v), _cudnn_bf16(q, k, v))
+    _record(flux_session, f"attn-fa3-{tokens}", {
+        "tokens": tokens, "module": installed_module(), "relative_error_vs_cudnn_bf16": error,
+        "cudnn_bf16_ms": _ms(_cudnn_bf16, q, k, v), "fa3_ms": _ms(fa3_dispatch, q, k, v),
+    })
+    assert error < BF16_MAX_RELATIVE_ERROR, f"FA3 differs {error:.3%} from cuDNN bf16 at {tokens} tokens"

@@ -1,0 +1,75 @@
+"""FlashAttention-3 (Hopper) inside diffusers' attention dispatch, from whichever FA3 build is
+installed: flash-attn's `hopper/` source build (`flash_attn_interface`) or the forward-only
+`fa3-fwd` wheel (`fa3_fwd_interface`, pip-installable; loads under torch 2.11 on the H100).
+
+diffusers' own `_flash_3` backend imports `flash_attn_interface` only, so the kernel is served
+through a borrowed slot (local_attention.py), as a torch custom op that torch.compile keeps in
+its graph. bf16 only here: FA3's FP8 path measured 3-5 % slower than cuDNN FP8 at 5120 and 8704
+tokens (docs/fast-stack.md), so no FP8 variant is offered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import torch
+
+from .base import Capabilities
+from .local_attention import LocalAttentionKernel
+
+OP_NAME = "flux_perf::flash_attn_3"
+MODULES = ("flash_attn_interface", "fa3_fwd_interface")  # preference order
+
+
+def installed_module() -> str | None:
+    """The first FA3 interface module that can be found, without importing it."""
+    for name in MODULES:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except (ImportError, ValueError):
+            continue
+    return None
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def flash_attn_3(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """Non-causal attention on (batch, tokens, heads, head_dim) tensors, as diffusers lays them out."""
+    module = importlib.import_module(installed_module() or MODULES[-1])
+    out = module.flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
+    return out[0] if isinstance(out, (tuple, list)) else out  # some builds return (out, lse)
+
+
+@flash_attn_3.register_fake
+def _flash_attn_3_shape(query, key, value, scale):
+    return query.new_empty(*query.shape[:-1], value.shape[-1])
+
+
+def fa3_dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                 scale: float | None = None, is_causal: bool = False, return_lse: bool = False,
+                 _parallel_config=None) -> torch.Tensor:
+    """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
+    if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
+        raise ValueError("attn-fa3 serves plain non-causal attention only: no mask, causal, lse or context parallel")
+    return torch.ops.flux_perf.flash_attn_3(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
+
+
+class FlashAttn3(LocalAttentionKernel):
+    name = "attn-fa3"
+    summary = ("FlashAttention-3 for Hopper (flash-attn's hopper build or the fa3-fwd wheel), "
+               "in diffusers' dispatch")
+    lossless = True
+    min_capability = (9, 0)  # FA3's kernels are Hopper's (sm90)
+    slot_name = "_FLASH_3_HUB"  # diffusers' hub variant of FA3: no hub is reachable here
+    kernel = "flashattention-3"
+    dispatch = staticmethod(fa3_dispatch)
+
+    def extra_unmet(self, caps: Capabilities) -> str | None:
+        if not any(caps.has_package(name) for name in MODULES):
+            return ("attn-fa3 needs FlashAttention-3: pip install fa3-fwd (forward only), or build "
+                    "flash-attn's hopper/ folder; neither flash_attn_interface nor fa3_fwd_interface is installed")
+        return None
+
+    def report(self) -> dict:
+        return {**super().report(), "module": installed_module()}
