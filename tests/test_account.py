@@ -55,6 +55,25 @@ def test_fp8_attention_is_judged_against_the_fp8_ceiling():
     assert bf16.reached("attention")[1] == pytest.approx(500 / 800 * 100)
 
 
+def test_a_step_is_set_against_its_floor_at_its_own_precisions():
+    flops = {"linear": 400e9, "attention": 100e9}  # per step
+    datasheet = {"bf16": 1000.0, "fp8": 2000.0}
+    result = account(TRACE, steps=2, flops=flops, ceilings={"bf16_tflops": 800.0, "fp8_tflops": 1600.0},
+                     datasheet=datasheet)
+    assert result.precisions() == ("bf16", "bf16")
+    # 500 GFLOP at 1000 TFLOP/s: 0.5 ms; at the measured 800: 0.625 ms; the step takes 1.0 ms
+    assert result.floors_ms() == pytest.approx({"datasheet peak": 0.5, "measured ceiling": 0.625})
+    fp8 = {"traceEvents": [
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "denoise", "ts": 0, "dur": 1000, "pid": 0, "tid": 7},
+        _kernel("sm90_xmma_gemm_e4m3e4m3_bf16f32_f32_tn_n_tilesize128x128x128", 0, 600),
+        _kernel("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f8_knob_32_64x256x128", 600, 300),
+    ]}
+    result = account(fp8, steps=1, flops=flops, ceilings=None, datasheet=datasheet)
+    assert result.precisions() == ("fp8", "fp8")
+    assert result.floors_ms() == pytest.approx({"datasheet peak": 0.25})  # no measured ceilings: that floor is left out
+    assert account(fp8, steps=1, flops=None, datasheet=datasheet).floors_ms() == {}
+
+
 @pytest.mark.parametrize("name, family", [
     ("sm90_xmma_gemm_e4m3e4m3_bf16f32_f32_tn_n_tilesize128x128x128", "fp8 gemm"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "gemm"),

@@ -19,9 +19,9 @@ def run(args) -> int:
     from ..store.files import write_json
 
     trace_path = Path(args.trace)
-    steps, flops, ceilings, source = load_context(trace_path, Path(args.results) if args.results else None)
-    result = account(read_trace(trace_path), steps, flops, ceilings)
-    print(format_account(result, source))
+    context = load_context(trace_path, Path(args.results) if args.results else None)
+    result = account(read_trace(trace_path), context.steps, context.flops, context.ceilings, context.datasheet)
+    print(format_account(result, context.source))
     if args.json:
-        write_json(Path(args.json), account_to_json(result, source))
+        write_json(Path(args.json), account_to_json(result, context.source))
     return 0

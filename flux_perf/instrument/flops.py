@@ -41,6 +41,22 @@ def step_flops_breakdown(config: dict, image_tokens: int, text_tokens: int) -> S
     return StepFlops(linear=linear, attention=attention)
 
 
+# Dense tensor-core peaks from NVIDIA's datasheets (TFLOP/s, without sparsity), keyed by NVML's name:
+# the floor a step cannot beat at its precision. A GPU not listed gets the measured ceilings only.
+DATASHEET_DENSE_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": {"bf16": 989.4, "fp8": 1978.9},  # H100 SXM5
+    "NVIDIA H200": {"bf16": 989.4, "fp8": 1978.9},
+}
+
+
+def step_floor_ms(flops: dict, linear_tflops: float | None, attention_tflops: float | None) -> float | None:
+    """The shortest a step could take if its linear layers and its attention each ran at the
+    given throughput and nothing else took time (milliseconds); None without both."""
+    if not linear_tflops or not attention_tflops or not flops:
+        return None
+    return (flops.get("linear", 0.0) / linear_tflops + flops.get("attention", 0.0) / attention_tflops) / 1e9
+
+
 def transformer_step_flops(config: dict, image_tokens: int, text_tokens: int) -> float:
     return step_flops_breakdown(config, image_tokens, text_tokens).total
 

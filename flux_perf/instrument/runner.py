@@ -141,13 +141,15 @@ class CaseRunner:
         model = case.prepared.model
         text_tokens = model.prompt.prompt_embeds.shape[1]
         tokens = scenario_tokens(case.effective.height, case.effective.width, model.vae_scale_factor)
+        latent = scenario_tokens(case.effective.height, case.effective.width, model.vae_scale_factor, False)
         flops = step_flops_breakdown(model.transformer_config, tokens, text_tokens)
         return Measured(
             stack=stack, scenario=scenario, effective=case.effective, timed=timed, build_s=model.build_s,
             encode_prompt_s=model.encode_prompt_s,
             apply_s=case.prepared.apply_s, lossless=case.prepared.stack.lossless,
             flops_per_step={"linear": flops.linear, "attention": flops.attention, "total": flops.total,
-                            "image_tokens": tokens, "text_tokens": text_tokens},
+                            "image_tokens": tokens, "text_tokens": text_tokens,
+                            "latent_tokens": latent, "reference_tokens": tokens - latent},
             components=case.prepared.stack.report(),
             samples_s=tuple(distributed.slowest_rounds([r.wall_ms / 1000.0 for r in timed.rounds])),
         )

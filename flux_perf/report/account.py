@@ -72,6 +72,28 @@ class Account:
     flops: dict | None = None  # per step: linear, attention
     ceilings: dict | None = None  # TFLOP/s: bf16, fp8
     fp8_attention_us: float = 0.0  # attention kernels that compute in FP8 (judged against the fp8 ceiling)
+    datasheet: dict | None = None  # TFLOP/s: bf16, fp8 dense peaks of this GPU model
+
+    def precisions(self) -> tuple[str, str]:
+        """(linear, attention) precision the step mostly ran in: "fp8" or "bf16"."""
+        linear = "fp8" if self.families["fp8 gemm"].us > self.families["gemm"].us else "bf16"
+        attention = "fp8" if self.fp8_attention_us > self.families["attention"].us / 2 else "bf16"
+        return linear, attention
+
+    def floors_ms(self) -> dict[str, float]:
+        """Per step, at the step's own precisions: the datasheet's dense peak floor, and the floor
+        at this run's measured matmul ceilings (what a perfect GEMM of this machine reaches)."""
+        from ..instrument.flops import step_floor_ms
+
+        linear, attention = self.precisions()
+        floors = {}
+        for name, table in (("datasheet peak", self.datasheet), ("measured ceiling", self.ceilings)):
+            if table:
+                key = "" if table is self.datasheet else "_tflops"
+                floor = step_floor_ms(self.flops, table.get(linear + key), table.get(attention + key))
+                if floor:
+                    floors[name] = floor
+        return floors
 
     def per_step_ms(self, us: float) -> float:
         return us / 1000.0 / self.steps
@@ -119,7 +141,8 @@ def family_of(kernel: str) -> str:
     return "other"
 
 
-def account(trace: dict, steps: int = 1, flops: dict | None = None, ceilings: dict | None = None) -> Account:
+def account(trace: dict, steps: int = 1, flops: dict | None = None, ceilings: dict | None = None,
+            datasheet: dict | None = None) -> Account:
     events = trace.get("traceEvents") if isinstance(trace, dict) else None
     if not isinstance(events, list):
         raise AccountError("not a chrome trace: no traceEvents list (write one with --flux-profile)")
@@ -156,24 +179,39 @@ def account(trace: dict, steps: int = 1, flops: dict | None = None, ceilings: di
     busy = _union_us([part for _, parts in inside for part in parts])
     largest = sorted(((n, v[0], int(v[1])) for n, v in by_name.items()), key=lambda x: -x[1])[:12]
     return Account(window_us, windowed, max(1, steps), families, max(0.0, window_us - busy), largest, flops, ceilings,
-                   fp8_attention_us)
+                   fp8_attention_us, datasheet)
 
 
-def load_context(trace_path: Path, results_path: Path | None) -> tuple[int, dict | None, dict | None, str]:
-    """Steps, FLOPs per step and ceilings of the traced case, from the run's results.json
+@dataclass(frozen=True)
+class TraceContext:
+    """What the run's results.json says of the traced case."""
+
+    source: str
+    steps: int = 1
+    flops: dict | None = None
+    ceilings: dict | None = None  # measured matmul TFLOP/s
+    datasheet: dict | None = None  # this GPU model's dense peaks
+
+
+def load_context(trace_path: Path, results_path: Path | None) -> TraceContext:
+    """Steps, FLOPs per step, ceilings and peaks of the traced case, from the run's results.json
     (by default the one of the report folder the trace was written into)."""
+    from ..instrument.flops import DATASHEET_DENSE_TFLOPS
+
     results_path = results_path or trace_path.parent.parent / "results.json"
     case_id = trace_path.stem
     if not results_path.is_file():
-        return 1, None, None, f"no {results_path}: times are per denoising range, without FLOPs"
+        return TraceContext(f"no {results_path}: times are per denoising range, without FLOPs")
     from .records import read_results
 
     results = read_results(results_path)
     record = next((r for r in results.records if r.id == case_id), None)
     if record is None:
-        return 1, None, None, f"{results_path} has no case {case_id!r}: times are per denoising range"
-    steps = (record.effective_scenario or record.scenario).get("steps", 1)
-    return steps, record.flops_per_step, (results.machine or {}).get("matmul_peaks"), f"case {case_id} of {results_path}"
+        return TraceContext(f"{results_path} has no case {case_id!r}: times are per denoising range")
+    machine = results.machine or {}
+    return TraceContext(f"case {case_id} of {results_path}", (record.effective_scenario or record.scenario).get("steps", 1),
+                        record.flops_per_step, machine.get("matmul_peaks"),
+                        DATASHEET_DENSE_TFLOPS.get(machine.get("gpu_name") or ""))
 
 
 def format_account(result: Account, source: str) -> str:
@@ -189,10 +227,22 @@ def format_account(result: Account, source: str) -> str:
         per_step = f"{count / result.steps:.0f}" if count else "-"
         lines.append(f"{name:<42} {result.per_step_ms(us):>8.2f} {100 * us / result.window_us:>5.1f}% "
                      f"{per_step:>13}  {shown}")
+    lines += _floor_lines(result, step)
     lines += ["", "largest kernels (ms per step, calls per step, family):"]
     for name, us, count in result.largest:
         lines.append(f"  {result.per_step_ms(us):7.2f}  {count / result.steps:5.0f}  {family_of(name):<24} {name[:90]}")
     return "\n".join(lines)
+
+
+def _floor_lines(result: Account, step_ms: float) -> list[str]:
+    floors = result.floors_ms()
+    if not floors:
+        return []
+    linear, attention = result.precisions()
+    lines = ["", f"against the floor (linear layers in {linear}, attention in {attention}; nothing else costs time):"]
+    for name, floor in floors.items():
+        lines.append(f"  {name:<17} {floor:7.2f} ms per step: this step takes {step_ms / floor:.2f}x it")
+    return lines
 
 
 def account_to_json(result: Account, source: str) -> dict:
@@ -201,6 +251,7 @@ def account_to_json(result: Account, source: str) -> dict:
             "families": {f.name: {"ms_per_step": result.per_step_ms(f.us), "kernels": f.kernels,
                                   "reached": result.reached(f.name)} for f in result.families.values() if f.us},
             "gaps_ms_per_step": result.per_step_ms(result.gaps_us),
+            "floors_ms_per_step": result.floors_ms(), "precisions": dict(zip(("linear", "attention"), result.precisions())),
             "largest": [{"name": n, "ms_per_step": result.per_step_ms(us), "calls": c} for n, us, c in result.largest]}
 
 

@@ -88,12 +88,22 @@ def _header(results: RunResults) -> list[str]:
     return lines
 
 
+def tokens_text(r: CaseRecord) -> str:
+    """Tokens of one transformer step: image + reference + text (records before these keys: image+text)."""
+    flops = r.flops_per_step or {}
+    if "latent_tokens" in flops:
+        return f"{flops['latent_tokens']}+{flops['reference_tokens']}+{flops['text_tokens']}"
+    if "image_tokens" in flops:
+        return f"{flops['image_tokens']}+{flops['text_tokens']}"
+    return "-"
+
+
 def _case_row(r: CaseRecord, speedup: float | None) -> str:
     if r.error:
-        return f"| {r.scenario_id} | {r.stack} | - | - | - | ERROR | - | - | - | - | - | - | {r.error[:80]} |"
+        return f"| {r.scenario_id} | {r.stack} | - | - | - | - | ERROR | - | - | - | - | - | - | {r.error[:80]} |"
     wall, latency = r.wall_s, r.latency or {}
     budget = latency.get("budget") or {}
-    return (f"| {r.scenario_id} | {r.stack} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
+    return (f"| {r.scenario_id} | {r.stack} | {tokens_text(r)} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
             f"| {fmt(budget.get('seconds'), '.3f')} | {fmt(r.detection_limit, '+.1%')} | {verdict_text(r)} "
             f"| {fmt(speedup, '.2f')}x | {_ssim_text(r)} | {fmt(r.energy_per_image_j, '.0f')} "
             f"| {fmt(r.sm_clock_mhz, '.0f')} | {fmt(r.transformer_tflops, '.0f')} ({fmt(r.pct_peak, '.0f')}%) "
@@ -105,7 +115,8 @@ LEGEND = ("Latency: end-to-end wall time of one edit (reference encode + denoisi
           "against the stack's own recorded reference on this GPU model (exact Mann-Whitney interval of the ratio), "
           "and the absolute budgets of budgets.toml; faster always passes. `detects`: the smallest slow-down against "
           "the reference this run could have called a failure at its measured noise and rounds (about even odds). "
-          "INCONCLUSIVE, NO-REFERENCE and DISTURBED cases were not judged: see below. TFLOP/s: transformer FLOPs / "
+          "INCONCLUSIVE, NO-REFERENCE and DISTURBED cases were not judged: see below. tokens: one transformer step's "
+          "image + reference image + text tokens. TFLOP/s: transformer FLOPs / "
           "denoising time, % of the measured matmul ceiling of the stack's linear precision.")
 
 
@@ -160,8 +171,8 @@ def summary_markdown(results: RunResults) -> str:
 
     speedup = speedups(results.records)
     lines = _header(results) + [
-        "", "| scenario | stack | median s (95% CI) | budget s | detects | verdict | vs bf16 | SSIM | J/image | SM MHz "
-        "| TFLOP/s (% peak) | compile s | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "", "| scenario | stack | tokens | median s (95% CI) | budget s | detects | verdict | vs bf16 | SSIM | J/image "
+        "| SM MHz | TFLOP/s (% peak) | compile s | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_case_row(r, speedup.get(id(r))) for r in results.records if r.error or r.timed]
     lines += ["", LEGEND]
     lines += _not_judged(results.records) + _gaps_and_stale(results.records) + _fidelity_table(results.records)
