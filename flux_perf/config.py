@@ -79,7 +79,9 @@ class SuiteConfig:
     @classmethod
     def from_pytest(cls, config) -> SuiteConfig:
         option = config.getoption
-        root = Path(str(config.rootpath))
+        from .scope import project_root
+
+        root = project_root(config)  # not pytest's rootdir where an option's value chose it
         stacks = parse_stacks(option("flux_stacks"))
         if option("flux_update_baselines"):
             stacks = baseline_first(stacks)
@@ -119,6 +121,6 @@ def check_writable_dir(folder: Path, what: str) -> None:
 
 
 def _resolve(path: str, root: Path) -> Path:
-    """Baselines belong to the project: relative paths start at pytest's rootdir, not the cwd."""
+    """Baselines belong to the project: relative paths start at its root (pytest's rootdir), not the cwd."""
     path = Path(os.path.expanduser(path))
     return path if path.is_absolute() else root / path

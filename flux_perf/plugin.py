@@ -4,6 +4,7 @@ machine checks in the header, and the report at the end of the session.
 Inert unless asked for: in a pytest session that neither selects the GPU suite (`-m h100`)
 nor passes a `--flux-*` option nor collects a flux case, it imports nothing heavy (no torch)
 and changes no environment variable, so installing flux-perf leaves other projects alone.
+Its marker and checks apply only to its own tests (scope.py says which).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import contextlib
 import shlex
 
 import pytest
+
+from .scope import asked_for, flux_options_given, marker_selects, own_item, rootdir_note
 
 
 MARKER = "h100"
@@ -36,12 +39,14 @@ def pytest_addoption(parser):
 
 
 def _gpu_selected(config) -> bool:
-    markexpr = config.option.markexpr or ""
-    return MARKER in markexpr and "not " + MARKER not in markexpr
+    """`-m` selects h100 tests (as pytest evaluates it), in a run that asked for flux-perf or
+    uses its fixtures (a session exists): a project's own `h100` marker is not a GPU suite."""
+    return marker_selects(config.option.markexpr) and (
+        asked_for(config) or _session(config, create=False) is not None)
 
 
-def _flux_options_given(config) -> bool:
-    return any(arg.startswith("--flux-") for arg in config.invocation_params.args)
+def _declared_by_project(config) -> bool:
+    return any(line.split(":")[0].split("(")[0].strip() == MARKER for line in config.getini("markers"))
 
 
 def _rank() -> int:
@@ -69,10 +74,11 @@ def pytest_configure(config):
         config.stash[_ADDED_KEY] = register_components(config.hook.pytest_flux_perf_components)
     except ValueError as error:
         raise pytest.UsageError(f"flux-perf: {error}") from None
-    config.addinivalue_line(
-        "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
-    )
-    if not (_gpu_selected(config) or _flux_options_given(config)):
+    if not _declared_by_project(config):
+        config.addinivalue_line(
+            "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
+        )
+    if not (_gpu_selected(config) or flux_options_given(config)):
         return  # inert: flux_suite_config() builds the settings if a flux case is collected after all
     from .instrument.environment import apply_guide_environment
 
@@ -148,15 +154,17 @@ def _case_order(item, positions: dict) -> tuple:
 
 
 def pytest_collection_modifyitems(config, items):
-    if _gpu_selected(config):
-        suite = flux_suite_config(config)
-        cases = [(s.name, c.id) for s in suite.stacks for c in suite.scenarios]
-        positions = {case: i for i, case in enumerate(cases)}
-        items.sort(key=lambda item: _case_order(item, positions))
-        return
+    if marker_selects(config.option.markexpr):
+        if _gpu_selected(config) or any("flux_case" in item.fixturenames for item in items):
+            suite = flux_suite_config(config)
+            cases = [(s.name, c.id) for s in suite.stacks for c in suite.scenarios]
+            positions = {case: i for i, case in enumerate(cases)}
+            items.sort(key=lambda item: _case_order(item, positions))
+        return  # a project's own h100 tests run as its -m says
     skip = pytest.mark.skip(reason=f"GPU suite: selected only with `pytest -m {MARKER}`")
+    everything = asked_for(config)
     for item in items:
-        if item.get_closest_marker(MARKER):
+        if item.get_closest_marker(MARKER) and own_item(item, everything):
             item.add_marker(skip)
 
 
@@ -237,7 +245,7 @@ def pytest_report_header(config):
         lines.append(f"flux-perf GPU telemetry unavailable: {nvml_unavailable_reason()}")
     applied = [e["name"] for e in config.stash.get(_ENV_KEY, []) if e["status"] == "applied"]
     lines.append(f"flux-perf environment applied: {', '.join(applied) or 'none'}")
-    return lines
+    return lines + [note for note in [rootdir_note(config)] if note]
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -272,7 +280,8 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
         report.flux_inconclusive = True
-    if report.when == "call" and report.passed and item.get_closest_marker(MARKER):
+    if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
+            own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
 
 

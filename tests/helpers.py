@@ -27,6 +27,9 @@ def copy_budgets(folder: Path, relative_tolerance: float = 10.0) -> Path:
 
 def _run(command, env_extra=None, cwd=ROOT, timeout=600, environ=None):
     env = {**(os.environ if environ is None else environ), "CI": "", **(env_extra or {})}
+    # This checkout's flux_perf, also from another folder (an editable install may point elsewhere):
+    # the entry point then loads this checkout's plugin.
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
 
 

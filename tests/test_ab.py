@@ -296,7 +296,7 @@ def test_version_2_keeps_the_verdicts_and_both_versions_read_back(tmp_path):
     assert len(recorded.head_s) == len(recorded.control_s) == 10 and recorded.planted_control == 0.02
     assert recorded.same_code and recorded.block_pairs == [10]
     (tmp_path / "v3.json").write_text(json.dumps({**data, "flux_perf_ab": 3}))
-    with pytest.raises(AbError, match="version 3"):
+    with pytest.raises(AbError, match="flux_perf_ab = 3: this flux-perf reads versions 1 and 2"):
         read_cases(tmp_path / "v3.json")
 
 
@@ -369,3 +369,63 @@ def test_workers_share_their_cores_and_the_orchestrator_keeps_the_rest():
     assert split_cores({0, 1}) == ([0, 1], [0, 1]), "too few cores to keep apart: nobody is squeezed"
     workers, own = split_cores(set(range(6)))
     assert workers == [3, 4, 5] and own == [0, 1, 2]
+
+
+def _edited_ab_file(tmp_path, edit):
+    """A good `ab --json` file (12 pairs, 3 % slower), then `edit(data)` applied to its JSON."""
+    path = _ab_file(tmp_path / "ab.json", [[(1.0, 1.03 + 0.001 * (i % 4)) for i in range(12)]], head_commit="d")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _set_round(value):
+    return lambda data: data["cases"][0]["blocks"][0]["base_s"].__setitem__(3, value)
+
+
+@pytest.mark.parametrize("edit, named", [
+    (_set_round("1.0"), 'cases[0].blocks[0].base_s[3] = "1.0": expected a round\'s seconds: a finite number above 0'),
+    (_set_round(-1.0), "cases[0].blocks[0].base_s[3] = -1.0: expected a round's seconds"),
+    (_set_round(float("nan")), "cases[0].blocks[0].base_s[3] = NaN: expected a round's seconds"),
+    (_set_round(True), "cases[0].blocks[0].base_s[3] = true: expected a round's seconds"),
+    (lambda data: data["cases"][0]["blocks"][0]["head_s"].pop(), "cases[0].blocks[0].head_s = [1.03, "),
+    (lambda data: data.update(flux_perf_ab=99), "flux_perf_ab = 99: this flux-perf reads versions 1 and 2"),
+    (lambda data: data.update(flux_perf_ab="2"), 'flux_perf_ab = "2": this flux-perf reads versions 1 and 2'),
+    (lambda data: data["cases"][0].update(stack=None), "cases[0].stack = null: expected a string"),
+    (lambda data: data["settings"].update(inject={"head": "3%"}), 'settings.inject.head = "3%": expected a finite'),
+])
+def test_ab_pairs_refuses_a_bad_file_naming_file_key_and_value(tmp_path, cli, edit, named):
+    path = _edited_ab_file(tmp_path, edit)
+    for mode in ((), ("--runs", "6")):
+        result = cli("ab-pairs", path, *mode)
+        assert result.returncode == 2 and f"{path}: {named}" in result.stderr, result.stderr
+        assert result.stdout == "", "nothing judged from a file that was not read whole"
+
+
+@pytest.mark.parametrize("options, named", [
+    (("--draws", "0"), "--draws 0: draw at least 1 block per size"),
+    (("--draws", "-5"), "--draws -5: draw at least 1 block per size"),
+    (("--sizes", "8,a"), "--sizes 8,a: 'a' is not a whole number of pairs"),
+    (("--sizes", "1"), "--sizes 1: a block needs at least 2 pairs"),
+    (("--runs", "6,x"), "--runs 6,x: 'x' is not a whole number of pairs"),
+    (("--runs", "6", "--family", "0"), "--family 0: Holm's family holds at least 1 case"),
+])
+def test_ab_pairs_refuses_bad_options_naming_the_value(tmp_path, cli, options, named):
+    result = cli("ab-pairs", _edited_ab_file(tmp_path, lambda data: None), *options)
+    assert result.returncode == 2 and named in result.stderr and result.stdout == "", result.stderr
+
+
+def test_the_ab_table_shows_the_statistic_the_verdict_judges():
+    # Rounds that drift (base 1 s, then 2 s) with head 6.5 % faster in every pair but one: the head's
+    # own median (1.86 s) sits above the base's (1.0 s), the paired ratio says faster. The table
+    # shows the head as the verdict sees it, base x the ratio, never the contradicting median.
+    base = [1.0] * 16 + [2.0] * 15
+    head = [0.93 + 0.001 * i for i in range(15)] + [1.9] + [1.86 + 0.001 * i for i in range(15)]
+    case = _case([{"base": base, "head": head}])
+    decide([case])
+    row = format_cases([case], TOLERANCE).splitlines()[1].split()
+    assert row[0] == "fast-512x512@6" and row[-1] == case.verdict == "faster"
+    base_s, other_s, ratio = map(float, row[2:5])
+    assert base_s == 1.0 and other_s == pytest.approx(base_s * ratio, abs=1e-4) and other_s < base_s
+    assert "other s* = base s x ratio, the ratio the verdict judges" in format_cases([case], TOLERANCE)

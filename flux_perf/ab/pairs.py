@@ -12,11 +12,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .abfile import load_ab_file
 from .rule import CONFIDENCE, FAMILY_ALPHA, holm_over, pool, verdict_of
 from .worker import AbError
 from ..gate.stats import Change, change_of, paired_ratio
@@ -75,15 +75,10 @@ def _recorded_case(path: Path, settings: dict, case: dict) -> RecordedCase:
 
 def read_cases(path: Path) -> list[RecordedCase]:
     """The cases of an `ab --json` file that measured cleanly (no error, no foreign process)."""
-    try:
-        data = json.loads(Path(path).read_text())
-        if data.get("flux_perf_ab", 1) not in (1, 2):
-            raise ValueError(f"version {data['flux_perf_ab']} is not 1 or 2")
-        settings = data.get("settings") or {}
-        return [_recorded_case(Path(path), settings, case) for case in data["cases"]
-                if case["blocks"] and not case.get("error") and not case.get("foreign_processes")]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise AbError(f"{path}: not an `flux-perf ab --json` file ({type(error).__name__}: {error})") from None
+    data = load_ab_file(path)
+    settings = data.get("settings") or {}
+    return [_recorded_case(Path(path), settings, case) for case in data["cases"]
+            if case["blocks"] and not case.get("error") and not case.get("foreign_processes")]
 
 
 def measured_pairs(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -241,7 +236,7 @@ def files_summary(paths: list[Path]) -> list[dict]:
     summary = []
     for path in paths:
         cases = read_cases(path)
-        settings = json.loads(Path(path).read_text()).get("settings") or {}
+        settings = load_ab_file(path).get("settings") or {}
         summary.append({"file": str(path), "cases": [c.name for c in cases], "blocks": [c.block_pairs for c in cases],
                         "pinned": settings.get("pinned"), "control": settings.get("control"),
                         "prepare_min": [round(c.prepare_s / 60, 2) for c in cases]})

@@ -94,6 +94,20 @@ def run(args) -> int:
     return 1 if any(case.verdict == "slower" for case in cases) else 0
 
 
+def _pair_counts(option: str, text: str) -> list[int]:
+    """--sizes / --runs: whole numbers of pairs, at least 2 each."""
+    counts = []
+    for part in text.split(","):
+        try:
+            counts.append(int(part))
+        except ValueError:
+            raise ValueError(f"{option} {text}: {part.strip()!r} is not a whole number of pairs; write e.g. "
+                             f"{option} 6,12") from None
+    if any(n < 2 for n in counts):
+        raise ValueError(f"{option} {text}: a {'run' if option == '--runs' else 'block'} needs at least 2 pairs")
+    return counts
+
+
 def run_pairs(args) -> int:
     from ..ab.orchestrator import check_tolerance
     from ..ab.pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
@@ -103,9 +117,9 @@ def run_pairs(args) -> int:
     check_tolerance(args.tolerance)
     paths = [Path(path) for path in args.files]
     if args.runs:
-        sizes = [int(n) for n in args.runs.split(",")]
-        if any(n < 2 for n in sizes) or (args.family is not None and args.family < 1):
-            raise ValueError(f"--runs {args.runs} --family {args.family}: a run needs at least 2 pairs, Holm 1 case")
+        sizes = _pair_counts("--runs", args.runs)
+        if args.family is not None and args.family < 1:
+            raise ValueError(f"--family {args.family}: Holm's family holds at least 1 case")
         runs = disjoint_runs(paths, sizes, args.tolerance, args.family)
         added = blocks_added(paths, args.tolerance, args.family)
         print(format_runs(runs, args.tolerance, args.family) + "\n\n" + format_blocks(added))
@@ -113,14 +127,17 @@ def run_pairs(args) -> int:
                   "rule": rule_settings(args.tolerance, args.family), "files": files_summary(paths),
                   "runs": runs, "blocks_added": added}
     else:
-        sizes = [int(n) for n in args.sizes.split(",")]
-        if any(n < 2 for n in sizes):
-            raise ValueError(f"--sizes {args.sizes}: a block needs at least 2 pairs")
+        sizes = _pair_counts("--sizes", args.sizes)
+        if args.draws < 1:
+            raise ValueError(f"--draws {args.draws}: draw at least 1 block per size (default 400)")
+        measured = {path: measured_pairs(path) for path in paths}  # every file checked before any output
         print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs "
               f"(tolerance {args.tolerance:.0%})")
         result = {}
         for path in paths:
-            for case, pairs in measured_pairs(path).items():
+            for case, pairs in measured[path].items():
+                if len(pairs) < 2:
+                    raise ValueError(f"{path}: {case} has {len(pairs)} measured pair(s): resampling needs at least 2")
                 rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
                 result.setdefault(str(path), {})[case] = rates
                 cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items()

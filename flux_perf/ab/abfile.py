@@ -1,0 +1,93 @@
+"""Reading an `ab --json` file back (`flux-perf ab-pairs`): its version and every value checked
+before anything is judged, each error naming the file, the key and the value."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .worker import AbError
+
+VERSIONS = (1, 2)  # flux_perf_ab: 1 a verdict per block, 2 a verdict per case (files of version 1 may lack it)
+_REDO = "fix it or record the file again with `flux-perf ab --json`"
+
+
+def _number(value, *, positive: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 if positive else value >= 0
+
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, value, expected: str):
+        raise AbError(f"{self.path}: {key} = {json.dumps(value)[:80]}: expected {expected}; {_REDO}")
+
+    def kind(self, key: str, value, types: tuple, expected: str, optional: bool = False):
+        if not (isinstance(value, types) or (optional and value is None)):
+            self.fail(key, value, expected)
+        return value
+
+    def optional_number(self, key: str, value, positive: bool = False) -> None:
+        if value is not None and not _number(value, positive=positive):
+            self.fail(key, value, "a finite number" + (" above 0" if positive else " of at least 0") + " or null")
+
+    def rounds(self, key: str, value, pairs: int | None = None) -> int:
+        self.kind(key, value, (list,), "a list of seconds")
+        if not value or (pairs is not None and len(value) != pairs):
+            self.fail(key, value, f"{pairs or 'at least 1'} rounds (one per pair)")
+        for i, seconds in enumerate(value):
+            if not _number(seconds, positive=True):
+                self.fail(f"{key}[{i}]", seconds, "a round's seconds: a finite number above 0")
+        return len(value)
+
+    def block(self, key: str, block) -> None:
+        self.kind(key, block, (dict,), "an object with base_s and head_s")
+        pairs = self.rounds(f"{key}.base_s", block.get("base_s"))
+        self.rounds(f"{key}.head_s", block.get("head_s"), pairs)
+        control = self.kind(f"{key}.control", block.get("control"), (dict,), "an object with control_s or null", True)
+        if control is not None:
+            self.rounds(f"{key}.control.control_s", control.get("control_s"), pairs)
+        self.optional_number(f"{key}.seconds", block.get("seconds"))
+
+    def case(self, key: str, case) -> None:
+        self.kind(key, case, (dict,), "an object (one case)")
+        for name in ("stack", "scenario"):
+            self.kind(f"{key}.{name}", case.get(name), (str,), "a string")
+        for name in ("base", "head"):
+            self.kind(f"{key}.{name}", case.get(name), (dict,), "an object or null", True)
+        self.optional_number(f"{key}.prepare_s", case.get("prepare_s"))
+        for i, block in enumerate(self.kind(f"{key}.blocks", case.get("blocks"), (list,), "a list of blocks")):
+            self.block(f"{key}.blocks[{i}]", block)
+
+    def settings(self, settings) -> None:
+        self.kind("settings", settings, (dict,), "an object or null", True)
+        settings = settings or {}
+        inject = self.kind("settings.inject", settings.get("inject"), (dict,), "an object or null", True) or {}
+        for side in ("base", "head"):
+            self.optional_number(f"settings.inject.{side}", inject.get(side))
+        self.optional_number("settings.control", settings.get("control"))
+
+
+def load_ab_file(path: Path) -> dict:
+    """The file's data, every value the readers use checked; AbError names what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise AbError(f"{path}: cannot read it ({error.strerror or error})") from None
+    except ValueError as error:
+        raise AbError(f"{path}: not an `flux-perf ab --json` file (not JSON: {error})") from None
+    if not isinstance(data, dict) or "cases" not in data:
+        raise AbError(f"{path}: not an `flux-perf ab --json` file (no \"cases\" in it)")
+    version = data.get("flux_perf_ab", 1)
+    if type(version) is not int or version not in VERSIONS:
+        raise AbError(f"{path}: flux_perf_ab = {json.dumps(version)}: this flux-perf reads versions "
+                      f"{' and '.join(map(str, VERSIONS))} of `flux-perf ab --json` files (a newer flux-perf wrote it?)")
+    checker = _Checker(Path(path))
+    checker.settings(data.get("settings"))
+    for i, case in enumerate(checker.kind("cases", data["cases"], (list,), "a list of cases")):
+        checker.case(f"cases[{i}]", case)
+    return data
