@@ -74,6 +74,8 @@ def pytest_configure(config):
     )
     if not (_gpu_selected(config) or _flux_options_given(config)):
         return  # inert: flux_suite_config() builds the settings if a flux case is collected after all
+    from .quiet import quiet_library_notices  # before torch and the rest: they log while importing
+    quiet_library_notices()
     from .instrument.environment import apply_guide_environment
 
     # Before anything initialises CUDA: allocator settings are read once.
