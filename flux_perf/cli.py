@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import ab, account, baselines, calibrate, compare, run, stacks, table
+from .quiet import quiet_library_notices
+
+quiet_library_notices()  # before the commands import torch and the rest: they log while importing
+from .commands import ab, account, baselines, calibrate, compare, run, stacks, table  # noqa: E402
 
 SUBCOMMANDS = (run, stacks, baselines, calibrate, account, compare, table, ab)
 

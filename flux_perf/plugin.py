@@ -80,6 +80,8 @@ def pytest_configure(config):
         )
     if not (_gpu_selected(config) or flux_options_given(config)):
         return  # inert: flux_suite_config() builds the settings if a flux case is collected after all
+    from .quiet import quiet_library_notices  # before torch and the rest: they log while importing
+    quiet_library_notices()
     from .instrument.environment import apply_guide_environment
 
     # Before anything initialises CUDA: allocator settings are read once.
@@ -278,6 +280,9 @@ def pytest_runtest_teardown(item, nextitem):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if _session(item.config, create=False) is not None:  # flux-perf's run: no access token printed or written
+        from .model.redact import scrub_report
+        scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
         report.flux_inconclusive = True
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \

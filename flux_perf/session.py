@@ -24,7 +24,8 @@ from .instrument import distributed
 from .instrument.machine import Machine
 from .instrument.measure import MEASUREMENT_VERSION
 from .instrument.runner import CaseRunner, Measured, with_injection
-from .model.models import resolve_model_source
+from .model.models import check_hub_source, resolve_model_source
+from .model.redact import scrub
 from .model.scenarios import Scenario
 from .report.records import CaseRecord, RunResults, case_record
 from .store.baselines import BaselineKey, BaselineStore
@@ -61,6 +62,7 @@ class FluxSession:
         self.config = config
         self.log = log
         source = resolve_model_source(config.model, config.device)
+        check_hub_source(source)  # a hub model this machine cannot get fails here, not in every case
         self.machine = Machine.detect(config.device, source)
         self.budgets = load_budgets(config.budgets_path)
         self.budgets.check_gpu(self.machine.gpu_name)
@@ -138,8 +140,8 @@ class FluxSession:
             )
             self.runner.release()
         except Exception as error:  # noqa: BLE001 - recorded, reported, and the session goes on
-            result.error = f"{type(error).__name__}: {error}"
-            self.log("".join(traceback.format_exception(error)[-6:]))
+            result.error = scrub(f"{type(error).__name__}: {error}")  # recorded and printed: no token
+            self.log(scrub("".join(traceback.format_exception(error)[-6:])))
             self.runner.release()
         except BaseException as error:  # Ctrl-C, a timeout's signal: never a clean-looking record
             result.error = f"interrupted ({type(error).__name__}) before this case finished"

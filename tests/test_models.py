@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flux_perf.model import models
 from flux_perf.model.models import FULL, ModelSource, ModelSourceError, resolve_model_source
 from flux_perf.model.synthetic_weights import build_on_device
 
@@ -99,14 +100,27 @@ def test_only_a_hub_id_may_download_and_no_token_is_passed(tmp_path, monkeypatch
 
     monkeypatch.setattr(FluxKontextPipeline, "from_pretrained", fake_from_pretrained)
     _kontext_index(tmp_path)
+    hub = {"unreachable": None, "cached": False}  # this machine, as the hub checks would see it
+    monkeypatch.setattr(models, "hub_unreachable", lambda: hub["unreachable"])
+    monkeypatch.setattr("flux_perf.model.pipeline.hub_unreachable", lambda: hub["unreachable"])
+    monkeypatch.setattr(models, "hub_cached", lambda repo: hub["cached"])
     for text in (str(tmp_path), "hub:black-forest-labs/FLUX.1-Kontext-dev"):
-        with pytest.raises(LookupError):
+        with pytest.raises(ModelSourceError, match="LookupError: stop here"):
             build_pipeline(resolve_model_source(text, "cpu"), "cpu", torch.float32)
-    (local, local_kwargs), (hub, hub_kwargs) = calls
+    (local, local_kwargs), (hub_id, hub_kwargs) = calls
     assert local == str(tmp_path.resolve()) and local_kwargs["local_files_only"] is True
-    assert hub == "black-forest-labs/FLUX.1-Kontext-dev" and hub_kwargs["local_files_only"] is False
+    assert hub_id == "black-forest-labs/FLUX.1-Kontext-dev" and hub_kwargs["local_files_only"] is False
     # huggingface_hub reads HF_TOKEN itself; passed on, it would show in tracebacks.
     assert "token" not in local_kwargs and "token" not in hub_kwargs
+    # No hub here: a cached copy loads without any request; none cached fails before from_pretrained.
+    hub.update(unreachable="the hub's host huggingface.co does not resolve", cached=True)
+    with pytest.raises(ModelSourceError, match="LookupError: stop here"):
+        build_pipeline(resolve_model_source("hub:black-forest-labs/FLUX.1-Kontext-dev", "cpu"), "cpu", torch.float32)
+    assert calls[-1][1]["local_files_only"] is True
+    hub["cached"] = False
+    with pytest.raises(ModelSourceError, match="does not resolve and it is not in the local hub cache"):
+        build_pipeline(resolve_model_source("hub:black-forest-labs/FLUX.1-Kontext-dev", "cpu"), "cpu", torch.float32)
+    assert len(calls) == 3
 
 
 def test_hf_token_is_not_in_a_long_traceback(tmp_path):

@@ -47,3 +47,41 @@ def test_no_list_gives_builtins_and_an_empty_one_is_an_error():
     for text in ("", ",", " , "):
         with pytest.raises(ScenarioError, match="no scenario in"):
             parse_scenarios(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    # Above the maximum: the suggestion is the maximum, never a multiple of 16 beyond it (was 4992).
+    ("5000x5000@6", "height=5000 exceeds the maximum of 4096 pixels (nearest valid: 4096; "
+                    "multiples of 16 from 16 to 4096)"),
+    ("4100x512@6", "height=4100 exceeds the maximum of 4096 pixels (nearest valid: 4096;"),
+    ("4095x512@6", "height=4095 is not a multiple of 16 (nearest valid: 4096)"),
+    ("512x8@6", "width=8 is not a multiple of 16 (nearest valid: 16)"),
+    ("1000x512@8", "height=1000 is not a multiple of 16 (nearest valid: 992)"),  # a tie goes down
+    ("0x512@6", "height=0 must be positive (multiples of 16 from 16 to 4096)"),
+    # 23 digits: integer arithmetic, in range (a float gave "nearest valid: 12345678901234567741440").
+    ("12345678901234567890123x512@6",
+     "height=12345678901234567890123 exceeds the maximum of 4096 pixels (nearest valid: 4096;"),
+])
+def test_size_suggestions_stay_in_range_and_exact(text, message):
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(text)
+    assert message in str(error.value)
+
+
+def test_nearest_valid_side_is_integer_arithmetic_within_the_range():
+    from flux_perf.model.scenarios import MAX_SIDE, nearest_valid_side
+
+    for value in [1, 7, 8, 9, 23, 24, 25, 4087, 4088, 4095, 4097, 4104, 5000, 10**22 + 7, 2**80 + 9]:
+        nearest = nearest_valid_side(value)
+        assert 16 <= nearest <= MAX_SIDE and nearest % 16 == 0, (value, nearest)
+        Scenario(nearest, nearest, 1)  # the suggestion itself is accepted
+    assert nearest_valid_side(8 * 10**21 + 24) == MAX_SIDE
+    assert [nearest_valid_side(v) for v in (24, 25, 1000, 1001)] == [16, 32, 992, 1008]
+
+
+def test_thousands_of_digits_are_named_by_their_length():
+    from flux_perf.model.scenarios import parse_resolution
+
+    for call in (lambda: parse_scenario("9" * 5000 + "@6"), lambda: parse_resolution("512x" + "9" * 5000)):
+        with pytest.raises(ScenarioError, match="is a number of 5000 digits: sizes are multiples of 16 from 16 to 4096"):
+            call()

@@ -116,6 +116,9 @@ def main() -> int:
     def reply(**message) -> None:
         protocol.write(json.dumps(message) + "\n")
 
+    from flux_perf.quiet import quiet_library_notices
+
+    quiet_library_notices()  # before torch and the rest are imported: they log while importing
     from flux_perf.instrument.environment import apply_guide_environment
 
     apply_guide_environment()

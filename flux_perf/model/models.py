@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +179,50 @@ def resolve_model_source(text: str | None, device: str, seed: int = 0) -> ModelS
         f"resolved to {path.resolve()}) nor a hub id; to download from the hub say hub:owner/name "
         "(e.g. hub:black-forest-labs/FLUX.1-Kontext-dev)"
     )
+
+
+HUB_HELP = ("download it where the hub is reachable (`hf download {repo} --local-dir DIR`; a gated model "
+            "needs its licence accepted and HF_TOKEN set there) and pass the folder: --flux-model DIR "
+            "(flux-perf run --model DIR); or use a stand-in checkpoint without any hub: "
+            "python3 -m flux_perf.model.checkpoint DIR (docs/real-weights.md)")
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached from this machine, found without sending any request (so no
+    token leaves); None when offline mode is off and the hub's host name resolves."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError) as error:
+        return f"the hub's host {host} does not resolve ({getattr(error, 'strerror', None) or error})"
+    return None
+
+
+def hub_cached(repo_id: str) -> bool:
+    """The local hub cache holds the pipeline's index (a download done before)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
+
+
+def check_hub_source(source: ModelSource) -> None:
+    """A hub model must be in the local cache or the hub reachable: fail here, before any request."""
+    if not source.is_hub or hub_cached(source.location):
+        return
+    reason = hub_unreachable()
+    if reason:
+        from huggingface_hub import constants
+
+        raise ModelSourceError(
+            f"model hub:{source.location} cannot be loaded on this machine: {reason} and it is not in the "
+            f"local hub cache ({constants.HF_HUB_CACHE}). To use it, " + HUB_HELP.format(repo=source.location)
+        )
 
 
 def _check_model_index(index: Path, text: str) -> None:

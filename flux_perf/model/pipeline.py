@@ -18,8 +18,9 @@ from .inputs import (
     prompt_token_count,
     synthetic_prompt_embeddings,
 )
-from .models import ModelSource
+from .models import HUB_HELP, ModelSource, ModelSourceError, check_hub_source, hub_unreachable
 from .prompt_tokens import resolve_prompt_tokens
+from .redact import scrub, scrubbed_logging
 from .synthetic_weights import build_on_device
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -27,6 +28,10 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 class DeviceError(RuntimeError):
     """The requested device does not exist here."""
+
+
+class ModelLoadError(ModelSourceError):
+    """from_pretrained failed: the message says why, scrubbed, without the library's frames."""
 
 
 class DeviceNameError(ValueError):
@@ -71,13 +76,7 @@ def build_pipeline(source: ModelSource, device: str, dtype: torch.dtype):
 
     check_device(device)
     if source.kind == "pretrained":
-        # No token argument: huggingface_hub reads HF_TOKEN itself, and an argument would be
-        # printed with the frame's values in pytest's long tracebacks. A local folder never
-        # goes to the network (a missing file is an error, not a download).
-        pipe = FluxKontextPipeline.from_pretrained(
-            source.location, torch_dtype=dtype, local_files_only=not source.is_hub,
-            **_absent_components(FluxKontextPipeline, source.location),
-        )
+        pipe = _from_pretrained(FluxKontextPipeline, source, dtype)
         pipe.to(device)
     else:
         arch = source.architecture
@@ -96,6 +95,46 @@ def build_pipeline(source: ModelSource, device: str, dtype: torch.dtype):
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _from_pretrained(pipeline_cls, source: ModelSource, dtype: torch.dtype):
+    """A local folder never goes to the network (a missing file is an error, not a download); a hub
+    id is asked for only when the hub is reachable, else loaded from the local cache. No token
+    argument: huggingface_hub reads HF_TOKEN itself. A failure comes back as a ModelLoadError with a
+    scrubbed message and no chained exception: the hub's frames hold the token in their request
+    headers, and pytest --tb=long / -l prints every frame's locals."""
+    local_only = True
+    if source.is_hub:
+        check_hub_source(source)  # not cached and no hub: a clear error before any request
+        local_only = hub_unreachable() is not None
+    try:
+        with scrubbed_logging():
+            return pipeline_cls.from_pretrained(source.location, dtype=dtype, local_files_only=local_only,
+                                                **_absent_components(pipeline_cls, source.location))
+    except Exception as error:  # noqa: BLE001 - any failure: its frames may hold the token
+        reason = _reasons(error)
+    # Raised outside the except clause: no __context__ to print, so no hub frame and no header.
+    what = HUB_HELP.format(repo=source.location) if source.is_hub else \
+        "check that the folder is a complete diffusers pipeline (docs/real-weights.md)"
+    raise ModelLoadError(f"cannot load model {'hub:' if source.is_hub else ''}{source.location}: {reason}. "
+                         f"To use it, {what}")
+
+
+def _reasons(error: BaseException) -> str:
+    """The error and the causes it chains (the frames are dropped), one line each, scrubbed."""
+    seen, parts = set(), []
+    while error is not None and id(error) not in seen and len(parts) < 4:
+        seen.add(id(error))
+        # The causes are listed here: diffusers' pointer to a traceback no longer shown goes.
+        first = (str(error).strip().splitlines() or [""])[0].replace(_SEE_ABOVE, "").strip()
+        part = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        if part not in parts:
+            parts.append(part)
+        error = error.__cause__ or error.__context__
+    return scrub("; caused by ".join(parts))
+
+
+_SEE_ABOVE = "Please check out the root cause in the stacktrace above."
 
 
 def _absent_components(pipeline_cls, location: str) -> dict:

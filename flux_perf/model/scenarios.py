@@ -28,15 +28,7 @@ class Scenario:
         for side, value in (("height", self.height), ("width", self.width)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ScenarioError(f"{side} must be an integer number of pixels, got {value!r}")
-            if value <= 0:
-                raise ScenarioError(f"{side}={value} must be positive")
-            if value % SIZE_MULTIPLE:
-                raise ScenarioError(
-                    f"{side}={value} is not a multiple of {SIZE_MULTIPLE} "
-                    f"(nearest valid: {max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
-                )
-            if value > MAX_SIDE:
-                raise ScenarioError(f"{side}={value} exceeds the maximum of {MAX_SIDE} pixels")
+            _check_side(side, value)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
             raise ScenarioError(f"steps={self.steps!r} must be an integer from 1 to {MAX_STEPS}")
         if not isinstance(self.guidance, (int, float)) or not 0.0 <= self.guidance <= 100.0:
@@ -66,6 +58,25 @@ class Scenario:
                 "guidance": self.guidance, "seed": self.seed, "id": self.id}
 
 
+def nearest_valid_side(value: int) -> int:
+    """The multiple of 16 nearest `value` within [16, MAX_SIDE], in integers: a float would round
+    a 23-digit size. A tie goes to the smaller (1000 -> 992)."""
+    nearest = (value + SIZE_MULTIPLE // 2 - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return min(MAX_SIDE, max(SIZE_MULTIPLE, nearest))
+
+
+def _check_side(side: str, value: int) -> None:
+    valid = f"multiples of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIDE}"
+    if value <= 0:
+        raise ScenarioError(f"{side}={value} must be positive ({valid})")
+    if value > MAX_SIDE:
+        raise ScenarioError(f"{side}={value} exceeds the maximum of {MAX_SIDE} pixels "
+                            f"(nearest valid: {nearest_valid_side(value)}; {valid})")
+    if value % SIZE_MULTIPLE:
+        raise ScenarioError(f"{side}={value} is not a multiple of {SIZE_MULTIPLE} "
+                            f"(nearest valid: {nearest_valid_side(value)})")
+
+
 # The guide's table (seed-guide.md, "Expected Results"); guidance 2.5 as the guide sets it.
 BUILTIN = (
     Scenario(512, 512, 6),
@@ -73,6 +84,19 @@ BUILTIN = (
     Scenario(1024, 1024, 8),
     Scenario(512, 512, 4),
 )
+
+# Far beyond any valid value: a longer number is named by its length (Python refuses to convert
+# more than 4300 digits, and a message should not print thousands).
+_MAX_DIGITS = 100
+
+
+def _number(digits: str, what: str, text: str) -> int:
+    if len(digits.lstrip("-")) > _MAX_DIGITS:
+        shown = text if len(text) <= 60 else f"{text[:40]}..."
+        raise ScenarioError(f"{what} in {shown!r} is a number of {len(digits.lstrip('-'))} digits: sizes are "
+                            f"multiples of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIDE}, steps 1 to {MAX_STEPS}")
+    return int(digits)
+
 
 _SPEC = re.compile(
     r"^(?P<h>-?\d+)(?:x(?P<w>-?\d+))?@(?P<steps>-?\d+)"
@@ -87,14 +111,14 @@ def parse_scenario(text: str) -> Scenario:
         raise ScenarioError(
             f"cannot read scenario {text!r}: write HEIGHTxWIDTH@STEPS, e.g. 512x512@6 or 1024@8"
         )
-    height = int(match["h"])
-    width = int(match["w"]) if match["w"] else height
+    height = _number(match["h"], "height", text)
+    width = _number(match["w"], "width", text) if match["w"] else height
     kwargs = {}
     if match["g"]:
         kwargs["guidance"] = float(match["g"])
     if match["seed"]:
         kwargs["seed"] = int(match["seed"])
-    return Scenario(height, width, int(match["steps"]), **kwargs)
+    return Scenario(height, width, _number(match["steps"], "steps", text), **kwargs)
 
 
 def parse_scenarios(text: str | None) -> tuple[Scenario, ...]:
@@ -115,5 +139,5 @@ def parse_resolution(text: str) -> tuple[int, int]:
     match = _RESOLUTION.match(str(text).strip())
     if not match:
         raise ScenarioError(f"cannot read resolution {text!r}: write N or HEIGHTxWIDTH, e.g. 512 or 768x1024")
-    height = int(match["h"])
-    return height, int(match["w"]) if match["w"] else height
+    height = _number(match["h"], "height", text)
+    return height, _number(match["w"], "width", text) if match["w"] else height
