@@ -14,8 +14,7 @@ import shlex
 
 import pytest
 
-from .scope import asked_for, flux_options_given, marker_selects, own_item, rootdir_note
-
+from .scope import asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note
 
 MARKER = "h100"
 _SESSION_KEY = pytest.StashKey["object"]()
@@ -45,10 +44,6 @@ def _gpu_selected(config) -> bool:
         asked_for(config) or _session(config, create=False) is not None)
 
 
-def _declared_by_project(config) -> bool:
-    return any(line.split(":")[0].split("(")[0].strip() == MARKER for line in config.getini("markers"))
-
-
 def _rank() -> int:
     from .instrument.distributed import rank
 
@@ -74,7 +69,7 @@ def pytest_configure(config):
         config.stash[_ADDED_KEY] = register_components(config.hook.pytest_flux_perf_components)
     except ValueError as error:
         raise pytest.UsageError(f"flux-perf: {error}") from None
-    if not _declared_by_project(config):
+    if not marker_declared(config):
         config.addinivalue_line(
             "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
         )

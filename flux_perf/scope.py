@@ -49,6 +49,11 @@ def marker_selects(markexpr: str | None, marker: str = MARKER) -> bool:
     return False
 
 
+def marker_declared(config, marker: str = MARKER) -> bool:
+    """The project's own ini already declares the marker: flux-perf adds no second line for it."""
+    return any(line.split(":")[0].split("(")[0].strip() == marker for line in config.getini("markers"))
+
+
 def flux_options_given(config) -> bool:
     return any(str(arg).startswith("--flux-") for arg in config.invocation_params.args)
 
