@@ -112,6 +112,7 @@ def _session(config, create: bool = True):
         from .gate.budgets import BudgetsError
         from .model.models import ModelSourceError
         from .session import FluxSession
+        from .store.entries import BaselineError
 
         def log(message: str) -> None:
             # Looked up on each call: the session is made in pytest_configure, before the reporter.
@@ -128,7 +129,7 @@ def _session(config, create: bool = True):
         try:
             session = FluxSession(suite, log=log, environment=config.stash.get(_ENV_KEY, None),
                                   command=shlex.join(["python3", "-m", "pytest", *config.invocation_params.args]))
-        except (BudgetsError, ModelSourceError) as error:
+        except (BudgetsError, ModelSourceError, BaselineError) as error:  # BaselineError: a store an update can't use
             raise pytest.UsageError(f"flux-perf: {error}") from None
         if suite.compile_cache:
             from .instrument import compile_cache
