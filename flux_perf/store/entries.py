@@ -84,7 +84,7 @@ def _provenance(entry: dict, where: str) -> Provenance:
     for key in ("commit", "uncommitted", "source", "driver"):
         if not _text(raw.get(key)):
             raise _bad(where, f"provenance.{key}", raw[key], "a string or null")
-    if raw.get("recorded_at") is not None and not _iso_date(raw["recorded_at"]):
+    if raw.get("recorded_at") not in (None, "") and not _iso_date(raw["recorded_at"]):  # "": not known
         raise _bad(where, "provenance.recorded_at", raw["recorded_at"], "an ISO date (2026-11-26T06:00:30+00:00)")
     software, components = raw.get("software", {}), raw.get("components", {})
     if not isinstance(software, dict) or not all(_text(v) or finite_number(v) for v in software.values()):
