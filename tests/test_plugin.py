@@ -55,7 +55,9 @@ def test_gpu_suite_on_cpu_update_then_gate(store, here, monkeypatch):
     disturbed = "disturbed" in verdicts
     # No calibration for this scenario: fidelity judged by the floor alone, which is said and exits 6.
     assert second.returncode == (1 if disturbed else 6), second.stdout[-3000:]
-    assert "fidelity judged by the floor alone (no fidelity calibration for 64x64@2" in second.stdout
+    assert "## Fidelity gaps" in (store / "report" / "summary.md").read_text()
+    # The exit-6 list of what was not judged is printed only when nothing else failed the run.
+    assert disturbed or "fidelity judged by the floor alone (no fidelity calibration for 64x64@2" in second.stdout
     if disturbed:
         assert "host CPU contention" in second.stdout and " failed" not in second.stdout.splitlines()[-1]
     assert {r["latency"]["budget"]["kind"] for r in results["records"]} == {"relative"}
