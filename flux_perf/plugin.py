@@ -115,6 +115,7 @@ def _session(config, create: bool = True):
         from .gate.budgets import BudgetsError
         from .model.models import ModelSourceError
         from .session import FluxSession
+        from .store.entries import BaselineError
 
         def log(message: str) -> None:
             # Looked up on each call: the session is made in pytest_configure, before the reporter.
@@ -122,8 +123,7 @@ def _session(config, create: bool = True):
             capture = config.pluginmanager.get_plugin("capturemanager")
             if reporter is None or _rank() != 0:
                 return
-            # Progress must reach the terminal while a test runs (compiles take minutes), so
-            # step around output capture the way pytest's live logging does.
+            # Progress must reach the terminal during a test (compiles take minutes): live logging's way.
             with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
                 reporter.write_line(f"[flux-perf] {message}")
 
@@ -131,7 +131,7 @@ def _session(config, create: bool = True):
         try:
             session = FluxSession(suite, log=log, environment=config.stash.get(_ENV_KEY, None),
                                   command=shlex.join(["python3", "-m", "pytest", *config.invocation_params.args]))
-        except (BudgetsError, ModelSourceError) as error:
+        except (BudgetsError, ModelSourceError, BaselineError) as error:  # BaselineError: a store an update can't use
             raise pytest.UsageError(f"flux-perf: {error}") from None
         if suite.compile_cache:
             from .instrument import compile_cache

@@ -19,7 +19,8 @@ from .config import SuiteConfig
 from .gate.budgets import LatencyBudget, load_budgets
 from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
 from .gate.images import compare_images, write_side_by_side
-from .gate.latency import LatencyResult, Target, decided, describe_disturbance, judge_latency, judge_target
+from .gate.latency import (LatencyResult, Target, Verdict, decided, describe_disturbance, judge_latency,
+                           judge_target)
 from .instrument import distributed
 from .instrument.machine import Machine
 from .instrument.measure import MEASUREMENT_VERSION
@@ -30,8 +31,8 @@ from .model.scenarios import Scenario
 from .report.records import CaseRecord, RunResults, case_record
 from .store.baselines import BaselineKey, BaselineStore
 from .store.provenance import Provenance, component_code, now_iso
-from .store.references import LATENCY, References, load_references, write_update
-from .update import reference_update
+from .store.references import LATENCY, References, check_latent_shapes, load_references, write_update
+from .update import reference_update, refuse_disturbed
 
 
 @dataclass
@@ -67,6 +68,8 @@ class FluxSession:
         self.budgets = load_budgets(config.budgets_path)
         self.budgets.check_gpu(self.machine.gpu_name)
         self.store = BaselineStore(config.baselines_dir)
+        if config.update_baselines:  # a broken table or a read-only folder: said before anything is built
+            self.store.check_update(self.machine.slug, self.machine.fingerprint)
         self.runner = CaseRunner(source, config.device, inject_slowdown=config.inject_slowdown, plant=config.plant,
                                  log=log, scripted_seconds=config.scripted_clock)
         self.cases: dict[tuple[str, str], CaseResult] = {}
@@ -179,9 +182,15 @@ class FluxSession:
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
                                        recording=self.config.update_baselines)
         result.target = judge_target(timed.wall.median, target_s)
+        refused = refuse_disturbed(disturbance) if self.config.update_baselines else None
+        if refused:  # nothing recorded: the case is an error, its latency disturbed (never "recorded")
+            result.error = refused
+            result.latency = replace(result.latency, verdict=Verdict.DISTURBED, disturbance=tuple(disturbance))
         if main:
-            if self.config.update_baselines:
+            if self.config.update_baselines and not refused:
                 refs = self._update_references(result, refs, clock, now)
+            # Recorded latents of another shape: fidelity's problem (naming the file), never the case's.
+            refs = check_latent_shapes(self.store, refs, timed.latents)
             result.fidelity = self._judge_fidelity(result, refs, floor)
         result.fidelity = distributed.from_main(result.fidelity)
         if self.config.profile and self.config.profile in result.id:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .components.stacks import BASELINE, Stack
@@ -19,8 +21,21 @@ from .store.provenance import Provenance
 from .store.references import ReferenceUpdate, References
 
 
+def refuse_disturbed(disturbance: Sequence[str]) -> str | None:
+    """Why rounds timed on a disturbed machine (another process on the GPU, a thermal or hardware
+    slow-down, host CPU contention: telemetry.DISTURBING) may not be recorded: as with an injected
+    slow-down, they would become the reference every later run is judged against."""
+    if not disturbance:
+        return None
+    return (f"refusing to record references from disturbed rounds ({'; '.join(disturbance)}): they would become "
+            "the reference every later run is judged against. Nothing was written; re-run the update on a quiet "
+            "machine")
+
+
 def _fidelity(stack: Stack, image: np.ndarray, latents: np.ndarray | None, reference: np.ndarray,
               reference_latents: np.ndarray | None, lossless: bool, provenance: Provenance) -> FidelityEntry:
+    if reference_latents is not None and latents is not None and reference_latents.shape != latents.shape:
+        reference_latents = None  # unusable (the gate names the file); the image is still compared
     measured = compare_images(reference, image, reference_latents, latents)
     return FidelityEntry(measured.ssim, measured.to_dict()["psnr"], measured.latent_rel_l2, png_sha256(image),
                          stack.key, lossless, provenance)

@@ -95,3 +95,19 @@ def assert_a_new_stack_leaves_the_kernel(tiny_model, calls, scenario):
     parse_stack("bf16").apply(tiny_model.pipe)
     generate_with(tiny_model, scenario)
     assert not calls
+
+
+class _QuietHost:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def stall_fraction(self) -> float:
+        return 0.0
+
+
+def quiet_host(monkeypatch, stall: float = 0.0) -> None:
+    """The host's CPU pressure during timed rounds reads `stall` (0: quiet). Tests that record
+    references with the real clock use it: an update refuses rounds timed under CPU contention,
+    and this shared test machine is seldom quiet. With `stall` > 0.1 it is the contention."""
+    monkeypatch.setattr("flux_perf.instrument.measure.HostPressure",
+                        type("Host", (_QuietHost,), {"stall_fraction": lambda self: stall}))

@@ -1,7 +1,10 @@
 """The baseline store and a case's references: keys, typed entries, provenance and staleness,
 atomic updates, refusals, the schema version, and every broken-file case."""
 
+import hashlib
+import io
 import json
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from flux_perf.components.stacks import parse_stack
 from flux_perf.instrument.measure import MEASUREMENT_VERSION
 from flux_perf.model.scenarios import Scenario
-from flux_perf.store.baselines import BaselineKey, BaselineMismatch, BaselineMissing, BaselineStore
+from flux_perf.store.baselines import BaselineKey, BaselineMismatch, BaselineMissing, BaselineStore, BaselineUnwritable
 from flux_perf.store.entries import (
     Band,
     BaselineCorrupt,
@@ -23,7 +26,7 @@ from flux_perf.store.entries import (
 )
 from flux_perf.store.migrate import migrate_folder
 from flux_perf.store.provenance import Provenance, component_code, software_versions, stale_reasons
-from flux_perf.store.references import load_references
+from flux_perf.store.references import check_latent_shapes, load_references
 
 SCENARIO = Scenario(64, 96, 2)
 KEY = BaselineKey("nvidia-h100-80gb-hbm3", "synthetic-abc", SCENARIO.id)
@@ -211,3 +214,122 @@ def test_nonsense_never_lands(store):
         store.write_latency(KEY, "bf16", latency(float("nan")), force=False)
     with pytest.raises(BaselineCorrupt, match="needs an ssim"):
         store.write_fidelity(KEY, "fast", FidelityEntry(2.0, None, None, None, "x", False, now()), None, force=False)
+
+
+# -- issue 29: a broken file never loses entries, a bad value is one clear message ---------------------
+@pytest.mark.parametrize("name, entry", [
+    ("latency.json", lambda: latency(0.2, "fast")),
+    ("fidelity.json", lambda: FidelityEntry(0.99, 40.0, None, None, "fast", False, now("fast"))),
+    ("calibration.json", lambda: CalibrationEntry(Band(0.999), {}, {}, now())),
+])
+def test_a_corrupt_table_stops_the_update_and_keeps_every_entry(store, name, entry):
+    """A trailing comma in latency.json made `baselines update --stacks bf16` rewrite the file with
+    bf16 alone (`except BaselineCorrupt: table = {}`)."""
+    other = BaselineKey(KEY.gpu_slug, KEY.fingerprint, "512x512@6")
+    write = {"latency.json": lambda k, e: store.write_latency(k, "fast", e, force=False),
+             "fidelity.json": lambda k, e: store.write_fidelity(k, "fast", e, None, force=False),
+             "calibration.json": lambda k, e: store.write_calibration(k, e, force=False)}[name]
+    write(other, entry())
+    path = store.folder(KEY) / name
+    broken = path.read_text().rstrip().removesuffix("}") + ",}"  # one stray comma
+    path.write_text(broken)
+    with pytest.raises(BaselineCorrupt, match=rf"{path} is not valid JSON: line \d+ column \d+: .*git checkout -- "):
+        store.check_update(KEY.gpu_slug, KEY.fingerprint)
+    with pytest.raises(BaselineCorrupt, match="is not valid JSON: line"):
+        write(KEY, entry())
+    assert path.read_text() == broken, "nothing rewritten, the other scenario's entry is still in the file"
+
+
+def test_an_old_schema_table_stops_the_update_naming_the_migration(store):
+    path = store.folder(KEY) / "latency.json"
+    path.write_text('{"512x512@6": {"fast": {"median_s": 0.2}}}')
+    with pytest.raises(SchemaError, match="flux-perf baselines migrate"):
+        store.check_update(KEY.gpu_slug, KEY.fingerprint)
+    with pytest.raises(SchemaError):
+        store.write_latency(KEY, "bf16", latency(), force=False)
+    assert "512x512@6" in path.read_text()
+
+
+def test_an_unwritable_store_is_said_before_measuring_naming_the_folder(tmp_path):
+    """An update into a read-only folder failed after measuring, naming `.latency.json.tmp-PID`.
+    (Tests run as root, which writes anywhere: a file where the GPU's folder belongs stands in.)"""
+    store = BaselineStore(tmp_path)
+    (tmp_path / KEY.gpu_slug).write_text("not a folder")
+    with pytest.raises(BaselineUnwritable) as caught:
+        store.check_update(KEY.gpu_slug, KEY.fingerprint)
+    folder = tmp_path / KEY.gpu_slug / KEY.fingerprint
+    assert str(caught.value).startswith(f"baselines folder {folder} is not writable (")
+    assert "nothing was measured" in str(caught.value) and "tmp" not in str(caught.value).replace(str(tmp_path), "")
+    with pytest.raises(BaselineUnwritable, match=f"cannot write {folder / 'latency.json'}: ") as caught:
+        store.write_latency(KEY, "bf16", latency(), force=False)
+    assert ".tmp-" not in str(caught.value)
+
+
+def _rehash_latents(store, data: bytes) -> None:
+    """Latents whose sha256 the baseline's JSON names: the hash matches, the content is bad."""
+    store.latents_path(KEY).write_bytes(data)
+    meta = store.paths(KEY)[1]
+    record = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**record, "latents_sha256": hashlib.sha256(data).hexdigest()}))
+
+
+def _npy(array, allow_pickle=False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, message", [
+    (_npy(np.ones((4, 8, 12), np.float32))[:-40], "cannot be read as an .npy array"),
+    (_npy(np.array([{"a": 1}], dtype=object), allow_pickle=True), "cannot be read as an .npy array"),
+    (pickle.dumps({"latents": [1.0]}), "cannot be read as an .npy array"),
+    (_npy(np.full((4, 8, 12), np.nan, np.float32)), "hold NaN or infinite values"),
+    (_npy(np.ones((4, 8, 12), np.int64)), "hold int64 of shape (4, 8, 12), not final latents"),
+    (_npy(np.ones(7, np.float32)), "of shape (7,), not final latents"),
+])
+def test_bad_latents_are_a_problem_naming_the_file_and_the_fix(store, data, message):
+    """Truncated, pickled, NaN or wrongly typed latents whose hash matches gave a bare ValueError or
+    AttributeError naming no file."""
+    _rehash_latents(store, data)
+    refs = references(store)
+    assert refs.baseline is None and "latency" in refs.problems, "only the baseline part is unusable"
+    problem = refs.problems["baseline"]
+    assert problem.startswith(f"latents {store.latents_path(KEY)} (baseline {KEY})") and message in problem
+    assert "Re-record them with: flux-perf baselines update" in problem
+
+
+def test_latents_of_another_shape_than_the_run_are_a_problem_naming_the_file(store):
+    store.write_fidelity(KEY, "fused-qkv", FidelityEntry(0.999, 50.0, 0.0, None, "fused-qkv", True, now("fused-qkv")),
+                         np.ones((4, 8, 12), np.float32), force=False)
+    refs = references(store, "fused-qkv")
+    assert check_latent_shapes(store, refs, np.ones((4, 8, 12))) is refs
+    moved = check_latent_shapes(store, refs, np.ones((1, 16, 64)))
+    assert moved.baseline is None and moved.own_latents is None
+    assert moved.problems["baseline"] == (
+        f"latents {store.latents_path(KEY)} are (4, 8, 12), this run's final latents (1, 16, 64): re-record them "
+        "with: flux-perf baselines update --stacks bf16 --scenarios 64x96@2")
+    assert f"latents {store.latents_path(KEY, 'fused-qkv')} are (4, 8, 12)" in moved.problems["fidelity"]
+
+
+@pytest.mark.parametrize("name, entry, message", [
+    ("fidelity.json", 5, "[64x96@2][fast] is a int, not an object"),
+    ("fidelity.json", {"ssim": 0.99, "provenance": {"software": ["torch"]}},
+     "[64x96@2][fast]: provenance.software=['torch'] is not an object of package -> version"),
+    ("latency.json", {"median_s": 0.2, "samples_s": [0.2], "ci_low_s": "high"},
+     "[64x96@2][fast]: ci_low_s='high' is not a positive number of seconds"),
+    ("latency.json", {"median_s": float("nan")}, "[64x96@2][fast]: median_s=nan is not a positive number"),
+    ("latency.json", {"median_s": 0.2, "provenance": {"recorded_at": "high"}},
+     "[64x96@2][fast]: provenance.recorded_at='high' is not an ISO date"),
+    ("latency.json", {"median_s": 0.2, "provenance": {"recorded_at": float("nan")}},
+     "provenance.recorded_at=nan is not an ISO date"),
+    ("latency.json", {"median_s": 0.2, "provenance": []}, "provenance=[] is not an object"),
+    ("fidelity.json", {"ssim": 0.99, "lossless": "yes"}, "lossless='yes' is not true or false"),
+    ("calibration.json", {"band": {"ssim": 0.999}, "stacks": ["fast"]}, "stacks=['fast'] is not an object"),
+])
+def test_wrongly_typed_entries_name_file_and_key(store, name, entry, message):
+    path = store.folder(KEY) / name
+    path.write_text(json.dumps({"flux_perf_store": 2, "entries": {"64x96@2": {"fast": entry}}}))
+    with pytest.raises(BaselineCorrupt) as caught:
+        store.table(KEY, name)
+    assert str(caught.value).startswith(str(path)) and message in str(caught.value)
+    assert "Re-record with: flux-perf baselines update" in str(caught.value)

@@ -98,3 +98,42 @@ def test_malformed_budgets_name_what_is_wrong(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(BudgetsError, match="does not exist"):
         load_budgets(tmp_path / "budgets.toml")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[latency.absolute."GPU"]\n"512x512@6" = { fast = 0.35 }\n"512@6" = { fast = 99 }',
+     "'512x512@6' and '512@6' are both '512x512@6'; keep one"),
+    ('[latency.targets."GPU"]\n"512@6" = { fast = 0.5, " fast" = 0.6 }', "'fast' and ' fast' are both 'fast'"),
+    ("[fidelity.ssim]\nbf16 = 0.9999\n' bf16' = 0.5", "'bf16' and ' bf16' are both 'bf16'"),
+    ("[fidelity.ssim]\n'Fast' = 0.99", "unknown stack or component 'Fast'; named stacks: bf16, cudnn"),
+])
+def test_two_spellings_of_one_key_or_an_unknown_stack_are_errors(tmp_path, text, message):
+    """Issue 29: "512@6" silently overrode "512x512@6" (0.35 s became 99 s)."""
+    path = tmp_path / "budgets.toml"
+    path.write_text(text)
+    with pytest.raises(BudgetsError, match=message):
+        load_budgets(path)
+
+
+def test_keys_are_normalized_as_runs_name_them(tmp_path):
+    """A scenario written N@STEPS and a stack with stray spaces apply to the runs they name."""
+    path = tmp_path / "budgets.toml"
+    path.write_text('[latency.absolute."GPU"]\n"512@6" = { " fast" = 0.35, "fp8 + fbc" = 0.4 }\n'
+                    "[fidelity.ssim]\n' unipc ' = 0.9975\n")
+    budgets = load_budgets(path)
+    assert [b.seconds for b in budgets.latency_budgets("GPU", "512x512@6", "fast")] == [0.35]
+    assert [b.seconds for b in budgets.latency_budgets("GPU", "512x512@6", "fp8+fbc")] == [0.4]
+    assert budgets.ssim_floor("unipc", False)[0] == 0.9975
+
+
+@pytest.mark.parametrize("text", ["", "[latency]\n", "[fidelity]\n", "[fidelity.ssim]\nbf16 = 0.9999\n"])
+def test_an_empty_or_partial_file_keeps_the_documented_defaults(tmp_path, text):
+    """Issue 29: an empty file dropped the SSIM floors from 0.999 to 0.98 / 0.8."""
+    committed = load_budgets(COMMITTED)
+    path = tmp_path / "budgets.toml"
+    path.write_text(text)
+    budgets = load_budgets(path)
+    assert budgets.ssim_floor("my-new-stack", True) == (committed.lossless_default, "lossless default") == \
+        (0.999, "lossless default")
+    assert budgets.ssim_floor("my-lossy-stack", False)[0] == committed.lossy_default == 0.999
+    assert budgets.relative_tolerance == committed.relative_tolerance == 0.03

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import copy_budgets, make_results
+from helpers import copy_budgets, make_results, quiet_host
 from helpers import run_flux_perf as flux_perf
 
 
@@ -70,10 +70,11 @@ def test_baselines_update_refused_under_ci(tmp_path, ci, cli, monkeypatch):
     assert result.returncode == 2 and f"refusing to rewrite baselines under CI={ci}" in result.stderr
 
 
-def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, cli):
+def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, cli, monkeypatch):
     """On a GPU model (here: this CPU) with nothing recorded, one command records every selected
     stack's references, the bf16 image and latents, and the fidelity calibration, case by case."""
     copy_budgets(tmp_path)
+    quiet_host(monkeypatch)  # an update refuses rounds timed under CPU contention
     update = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2",
                  "--stacks", "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
     assert update.returncode == 0, update.stderr[-2000:]
@@ -89,9 +90,46 @@ def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, c
     assert "own latents kept" in show.stdout.split("fused-qkv: SSIM")[1].splitlines()[0]
     assert "calibration.json 64x64@2 fidelity: lossless band SSIM >=" in show.stdout
     assert next(tmp_path.glob("cpu-*/*/64x64@2.fused-qkv.latents.npy")).stat().st_size > 0
-    next(tmp_path.glob("cpu-*/*/latency.json")).write_text("[1, 2]")
+    latency = next(tmp_path.glob("cpu-*/*/latency.json"))
+    recorded = latency.read_text()
+    latency.write_text("[1, 2]")
     broken = cli("baselines", "show", "--baselines-dir", str(tmp_path))
-    assert broken.returncode == 0 and "latency.json: UNREADABLE" in broken.stdout
+    assert broken.returncode == 1 and "latency.json: UNREADABLE" in broken.stdout
+    assert "fidelity.json 64x64@2 fused-qkv: SSIM" in broken.stdout, "the other files are still listed"
+    # Issue 29: a trailing comma, then an update of bf16 alone: every other stack's entry was dropped.
+    latency.write_text(recorded.rstrip()[:-1] + ",}\n")
+    again = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2", "--stacks",
+                "bf16", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
+    assert again.returncode == 2 and f"flux-perf: {latency} is not valid JSON: line " in again.stderr
+    assert "git checkout -- " in again.stderr and "[1/" not in again.stdout, "stopped before measuring"
+    assert latency.read_text() == recorded.rstrip()[:-1] + ",}\n", "the file is left as it was"
+
+
+def test_baselines_show_names_a_missing_folder_and_each_bad_entry(tmp_path, cli):
+    """Issue 29: a missing folder printed nothing with exit 0; a number-valued fidelity entry or a
+    list `software` gave a traceback; NaN and "high" were shown as values."""
+    missing = cli("baselines", "show", "--baselines-dir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and f"baselines folder {tmp_path / 'nowhere'} does not exist" in missing.stderr
+    folder = tmp_path / "cpu-x" / "tiny-y"
+    folder.mkdir(parents=True)
+    good = {"median_s": 0.25, "samples_s": [0.25], "provenance": {"recorded_at": "2026-12-06T05:13:49+00:00"}}
+    (folder / "latency.json").write_text(json.dumps({"flux_perf_store": 2, "entries": {"64x64@2": {
+        "bf16": good, "fast": {"median_s": float("nan")}, "fp8": {**good, "provenance": {"recorded_at": "high"}},
+        "compile": {**good, "provenance": {"software": ["torch"]}}}}}))
+    (folder / "fidelity.json").write_text(json.dumps({"flux_perf_store": 2, "entries": {"64x64@2": 5}}))
+    shown = cli("baselines", "show", "--baselines-dir", str(tmp_path))
+    assert shown.returncode == 1 and "Traceback" not in shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "  latency.json 64x64@2 bf16: 0.250 s over 1 rounds, recorded 2026-12-06T05:13:49+00:00" in lines
+    unreadable = {line.split(":")[0].strip(): line for line in lines if "UNREADABLE" in line}
+    assert set(unreadable) == {"latency.json 64x64@2 fast", "latency.json 64x64@2 fp8", "latency.json 64x64@2 compile",
+                               "fidelity.json"}
+    assert f"{folder / 'latency.json'} [64x64@2][fast]: median_s=nan is not a positive" in unreadable[
+        "latency.json 64x64@2 fast"]
+    assert "provenance.recorded_at='high' is not an ISO date" in unreadable["latency.json 64x64@2 fp8"]
+    assert "provenance.software=['torch'] is not an object" in unreadable["latency.json 64x64@2 compile"]
+    assert "`entries` [64x64@2] is 5" in unreadable["fidelity.json"]
+    assert f"4 unreadable in {tmp_path}" in shown.stderr
 
 
 def test_installed_without_a_checkout_names_the_option(tmp_path):

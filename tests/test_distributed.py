@@ -19,7 +19,8 @@ def test_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "pytest",
          "-p", "no:cacheprovider", "-q", "-m", "h100", "tests/h100/test_latency.py", "tests/h100/test_fidelity.py",
          "--flux-device", "cpu", "--flux-model", "tiny", "--flux-stacks", "bf16", "--flux-scenarios", "64x64@2",
-         "--flux-rounds", "3", "--flux-update-baselines",
+         # Scripted rounds: an update refuses rounds timed under CPU contention, and two ranks contend.
+         "--flux-rounds", "3", "--flux-update-baselines", "--flux-scripted-clock", "0.1",
          f"--flux-baselines-dir={tmp_path / 'baselines'}", f"--flux-report-dir={tmp_path / 'report'}"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
     )

@@ -2,12 +2,15 @@
 fidelity regression with its side-by-side picture, an OOM that does not end the session,
 and the report built from the run's real figures."""
 
+import hashlib
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from helpers import copy_budgets
+from helpers import copy_budgets, quiet_host
 
 from flux_perf.store.baselines import UpdateRefused
 from flux_perf.gate.budgets import LatencyBudget
@@ -53,6 +56,7 @@ def session_for(tmp_path, monkeypatch):
     monkeypatch.setitem(REGISTRY, "oom", OutOfMemory)
     baselines = tmp_path / "baselines"
     copy_budgets(baselines)
+    quiet_host(monkeypatch)  # updates refuse rounds timed under CPU contention (the test below)
 
     def make(stacks: str, update: bool = False, **settings) -> FluxSession:
         config = SuiteConfig(
@@ -127,6 +131,41 @@ def test_update_refused_under_ci_before_measuring(session_for, monkeypatch):
 def test_update_refused_with_an_injected_slowdown(session_for):
     with pytest.raises(ConfigError, match="refusing to record references with an injected slow-down"):
         session_for("bf16", update=True, inject_slowdown=0.03)
+
+
+def test_an_update_on_a_disturbed_machine_records_nothing(session_for, monkeypatch, tmp_path):
+    """Issue 29: an update under CPU contention (91 % of the rounds stalled) recorded its slow
+    rounds. Rounds still disturbed after measuring again (another process on the GPU, a thermal or
+    hardware slow-down, CPU contention) are refused, as an injected slow-down is."""
+    quiet_host(monkeypatch, stall=0.91)
+    session = session_for("bf16", update=True)
+    (result,) = run_all(session)
+    assert result.error.startswith("refusing to record references from disturbed rounds (host CPU contention: "
+                                   "runnable tasks waited for a CPU 91% of the timed rounds")
+    assert result.latency.verdict is Verdict.DISTURBED and result.latency.disturbance and result.timed.attempts == 2
+    assert not list((tmp_path / "baselines").rglob("*.json")) and not session.baseline_updates
+    assert not list((tmp_path / "baselines").rglob("*.png")), "no baseline image either"
+
+
+@pytest.mark.parametrize("latents", [np.full((1, 4, 4), np.nan, np.float32), np.ones((1, 3, 5), np.float32)],
+                         ids=["nan", "wrong-shape"])
+def test_bad_recorded_latents_fail_only_the_fidelity_judgement(session_for, latents):
+    """Issue 29: latents whose hash matched but held NaN or another shape gave a bare ValueError that
+    failed the latency test too."""
+    run_all(session_for("bf16", update=True))
+    session = session_for("bf16")
+    path = session.store.latents_path(session.key(SCENARIO))
+    data = io.BytesIO()
+    np.save(data, latents)
+    path.write_bytes(data.getvalue())
+    meta = session.store.paths(session.key(SCENARIO))[1]
+    meta.write_text(json.dumps({**json.loads(meta.read_text()),
+                                "latents_sha256": hashlib.sha256(data.getvalue()).hexdigest()}))
+    (result,) = run_all(session)
+    assert result.error is None and result.latency.verdict is not Verdict.NO_REFERENCE
+    assert result.latency.budget.kind == "relative", "the latency is judged against its reference as ever"
+    assert result.fidelity.verdict is FidelityVerdict.ERROR and result.fidelity.message.startswith(f"latents {path} ")
+    assert "flux-perf baselines update" in result.fidelity.message
 
 
 def test_update_refreshes_every_stack_and_marks_old_references_stale(session_for, tmp_path):

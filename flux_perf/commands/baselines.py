@@ -84,29 +84,39 @@ def _calibrated(store, key) -> bool:
 
 
 def show_references(args) -> int:
-    import json
-
+    """Every stored reference, one line each; an entry or file that cannot be read is listed as
+    UNREADABLE with its file, key and what to do (exit 1), never a traceback."""
     from ..config import default_baselines_dir
-    from ..store.baselines import TABLES, BaselineKey, BaselineStore
+    from ..store.baselines import TABLES, BaselineMissing, BaselineStore
     from ..store.entries import BaselineError
 
     root = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
-    store = BaselineStore(root)
-    for folder in sorted(p for p in root.glob("*/*") if p.is_dir()):
+    if not root.is_dir():
+        raise BaselineMissing(f"baselines folder {root} does not exist or is not a folder: pass --baselines-dir "
+                              "with the folder holding budgets.toml and <gpu>/<weights>/ references")
+    store, unreadable = BaselineStore(root), 0
+    folders = sorted(p for p in root.glob("*/*") if p.is_dir())
+    if not folders:
+        print(f"no references in {root} (record them with: flux-perf baselines update)")
+    for folder in folders:
         images = sorted(p.stem for p in folder.glob("*.png"))
         print(f"{folder.relative_to(root)}: bf16 baselines for {', '.join(images) or 'no scenario'}")
-        for name in TABLES:
-            if not (folder / name).exists():
-                continue
+        for name in (n for n in TABLES if (folder / n).exists()):
             try:
-                scenarios = sorted(json.loads((folder / name).read_text()).get("entries") or {})
-                for scenario in scenarios:
-                    key = BaselineKey(folder.parent.name, folder.name, scenario)
-                    for inner, entry in store.table(key, name).items():
-                        print(f"  {name} {scenario} {inner}: {_describe(entry)}")
-            except (BaselineError, ValueError, AttributeError) as error:
-                print(f"  {name}: UNREADABLE ({error})")
-    return 0
+                listed = store.listing(folder, name)
+            except BaselineError as error:
+                listed = [("", "", error)]
+            for scenario, inner, entry in listed:
+                where = f"  {name} {scenario} {inner}".rstrip()
+                if isinstance(entry, BaselineError):
+                    unreadable += 1
+                    print(f"{where}: UNREADABLE ({entry})")
+                else:
+                    print(f"{where}: {_describe(entry)}")
+    if unreadable:
+        print(f"{unreadable} unreadable in {root}: fix or restore each file named above (git checkout -- FILE), "
+              "then update what is still missing", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 def _describe(entry) -> str:

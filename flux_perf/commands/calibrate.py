@@ -94,8 +94,11 @@ def run(args) -> int:
         return restate(args)
     config = suite(args, stacks=BASELINE, scenarios=scenarios_of(args))
     machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
+    store = BaselineStore(config.baselines_dir)
+    if args.write:  # a broken calibration.json or a read-only folder: said before minutes of measuring
+        store.check_update(machine.slug, machine.fingerprint)
     runner = CaseRunner(machine.source, config.device, log=lambda m: progress("  " + m))
-    calibrate_scenarios(runner, BaselineStore(config.baselines_dir), machine, config.scenarios, lossless=args.lossless,
+    calibrate_scenarios(runner, store, machine, config.scenarios, lossless=args.lossless,
                         stacks=args.stacks, breaks=args.breaks, repeats=args.repeats, margin=args.margin,
                         cold_compiles=args.cold_compiles, write=args.write, force=args.force, json_path=args.json)
     if args.json:

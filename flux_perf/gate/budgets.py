@@ -1,4 +1,10 @@
-"""`baselines/budgets.toml`: latency budgets and fidelity floors, edited by hand on purpose."""
+"""`baselines/budgets.toml`: latency budgets and fidelity floors, edited by hand on purpose.
+
+A key missing from the file takes the documented default below (the committed file's values), so
+an empty or partial file never loosens a floor. Scenario keys are normalized (`512@6` is
+`512x512@6`) and stack names stripped (`" fast"` is `fast`); two spellings of one key, or a
+stack or component this flux-perf does not know, are errors naming them.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,16 @@ else:  # pragma: no cover
 
 class BudgetsError(ValueError):
     """budgets.toml is missing or malformed."""
+
+
+# What a key missing from budgets.toml means: the committed file's values (docs/reliability.md).
+DEFAULT_RELATIVE_TOLERANCE = 0.03
+DEFAULT_SSIM_FLOOR = 0.9990  # lossless_default and lossy_default alike
+
+
+def stack_label(name: str) -> str:
+    """A stack name as budgets compare it: outer spaces and spaces around `+` dropped."""
+    return "+".join(part.strip() for part in str(name).strip().split("+"))
 
 
 @dataclass(frozen=True)
@@ -41,8 +57,8 @@ class Budgets:
     targets: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> seconds (never a gate)
     tolerances: dict = field(default_factory=dict)  # gpu name -> scenario id -> stack name -> relative tolerance
     ssim_floors: dict = field(default_factory=dict)  # stack name -> floor
-    lossless_default: float = 0.98
-    lossy_default: float = 0.8
+    lossless_default: float = DEFAULT_SSIM_FLOOR
+    lossy_default: float = DEFAULT_SSIM_FLOOR
 
     def latency_budgets(self, gpu: str | None, scenario_id: str, stack: str, recorded=None,
                         stale: tuple[str, ...] = ()) -> list[LatencyBudget]:
@@ -62,7 +78,7 @@ class Budgets:
                 tuple(stale),
                 median,
             ))
-        seconds = self.absolute.get(gpu or "", {}).get(scenario_id, {}).get(stack)
+        seconds = self.absolute.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack))
         if seconds is not None:
             budgets.append(LatencyBudget(seconds, "absolute", f"{Path(self.path).name} [{gpu}] {scenario_id} {stack}"))
         return budgets
@@ -70,10 +86,10 @@ class Budgets:
     def tolerance(self, gpu: str | None, scenario_id: str, stack: str) -> float:
         """The case's own tolerance where this file names one (a case measured to move more than
         the default between machines of one GPU model), else the default."""
-        return self.tolerances.get(gpu or "", {}).get(scenario_id, {}).get(stack, self.relative_tolerance)
+        return self.tolerances.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack), self.relative_tolerance)
 
     def target(self, gpu: str | None, scenario_id: str, stack: str) -> float | None:
-        return self.targets.get(gpu or "", {}).get(scenario_id, {}).get(stack)
+        return self.targets.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack))
 
     def check_gpu(self, gpu: str | None) -> None:
         """A GPU name in this file that is nearly this GPU's is a typo that would silently
@@ -89,6 +105,7 @@ class Budgets:
                                "fix the spelling or its budgets never apply")
 
     def ssim_floor(self, stack: str, lossless: bool) -> tuple[float, str]:
+        stack = stack_label(stack)
         if stack in self.ssim_floors:
             return self.ssim_floors[stack], f"{Path(self.path).name} [fidelity.ssim] {stack}"
         if lossless:
@@ -127,14 +144,13 @@ def load_budgets(path: str | Path) -> Budgets:
     latency = _table(data.get("latency", {}), f"{where} [latency]")
     _only(latency, {"relative_tolerance", "absolute", "targets", "tolerances"}, f"{where} [latency]")
     # Up to 10 (1000 %): plumbing tests on busy CPUs use a band no CPU noise reaches.
-    tolerance = _number(latency.get("relative_tolerance", 0.03), f"{where} latency.relative_tolerance", 0.0, 10.0)
+    tolerance = _number(latency.get("relative_tolerance", DEFAULT_RELATIVE_TOLERANCE),
+                        f"{where} latency.relative_tolerance", 0.0, 10.0)
     fidelity = _table(data.get("fidelity", {}), f"{where} [fidelity]")
     _only(fidelity, {"lossless_default", "lossy_default", "ssim"}, f"{where} [fidelity]")
     # An SSIM floor at or under 0 would let every image pass.
-    floors = {
-        _stack_name(stack, f"{where} fidelity.ssim"): _number(value, f"{where} fidelity.ssim.{stack}", 1e-6, 1.0)
-        for stack, value in _table(fidelity.get("ssim", {}), f"{where} [fidelity.ssim]").items()
-    }
+    floors = _by_stack(_table(fidelity.get("ssim", {}), f"{where} [fidelity.ssim]"), f"{where} fidelity.ssim",
+                       lambda value, place: _number(value, place, 1e-6, 1.0))
     return Budgets(
         path=str(path),
         relative_tolerance=tolerance,
@@ -142,24 +158,27 @@ def load_budgets(path: str | Path) -> Budgets:
         targets=_seconds_by_gpu(latency, "targets", where),
         tolerances=_seconds_by_gpu(latency, "tolerances", where, low=0.0, high=10.0),
         ssim_floors=floors,
-        lossless_default=_number(fidelity.get("lossless_default", 0.98), f"{where} fidelity.lossless_default",
-                                 1e-6, 1),
-        lossy_default=_number(fidelity.get("lossy_default", 0.8), f"{where} fidelity.lossy_default", 1e-6, 1),
+        lossless_default=_number(fidelity.get("lossless_default", DEFAULT_SSIM_FLOOR),
+                                 f"{where} fidelity.lossless_default", 1e-6, 1),
+        lossy_default=_number(fidelity.get("lossy_default", DEFAULT_SSIM_FLOOR), f"{where} fidelity.lossy_default",
+                              1e-6, 1),
     )
 
 
 def _stack_name(name: str, where: str) -> str:
-    """A stack named in this file must exist: a misspelt one would silently never apply."""
+    """A stack named in this file must exist (a misspelt one would silently never apply); it is
+    kept as runs name it: stripped, no spaces around `+`."""
     from ..components.stacks import StackError, parse_stack
 
     try:
         parse_stack(name)
     except StackError as error:
         raise BudgetsError(f"{where}: {error}") from None
-    return name
+    return stack_label(name)
 
 
 def _scenario_id(text: str, where: str) -> str:
+    """`512@6` and `512x512@6` are one scenario: keyed by its id, as runs name it."""
     from ..model.scenarios import ScenarioError, parse_scenario
 
     try:
@@ -168,15 +187,31 @@ def _scenario_id(text: str, where: str) -> str:
         raise BudgetsError(f"{where}: {error}") from None
 
 
+def _normalized(table: dict, normalize, where: str) -> dict:
+    """`table` keyed by `normalize(key, where)`; two spellings of one key are an error naming both
+    (TOML keeps both, and the later would silently win)."""
+    out, spelled = {}, {}
+    for key, value in table.items():
+        name = normalize(key, where)
+        if name in out:
+            raise BudgetsError(f"{where}: {spelled[name]!r} and {key!r} are both {name!r}; keep one")
+        out[name], spelled[name] = value, key
+    return out
+
+
+def _by_stack(table: dict, where: str, value_of) -> dict:
+    stacks = _normalized(table, _stack_name, where)
+    return {stack: value_of(value, f"{where}.{stack}") for stack, value in stacks.items()}
+
+
 def _seconds_by_gpu(latency: dict, key: str, where: str, low: float = 1e-4, high: float = 3600) -> dict:
     """[latency.<key>."GPU NAME"] "HxW@STEPS" = { stack = seconds (or, for tolerances, a fraction) }."""
     out: dict = {}
     for gpu, scenarios in _table(latency.get(key, {}), f"{where} [latency.{key}]").items():
-        out[gpu] = {}
-        for scenario_id, stacks in _table(scenarios, f"{where} [latency.{key}.\"{gpu}\"]").items():
-            place = f"{where} latency.{key}.\"{gpu}\".\"{scenario_id}\""
-            out[gpu][_scenario_id(scenario_id, place)] = {
-                _stack_name(stack, place): _number(seconds, f"{place}.{stack}", low, high)
-                for stack, seconds in _table(stacks, place).items()
-            }
+        place = f"{where} latency.{key}.\"{gpu}\""
+        out[gpu] = {
+            scenario_id: _by_stack(_table(stacks, f"{place}.\"{scenario_id}\""), f"{place}.\"{scenario_id}\"",
+                                   lambda seconds, at: _number(seconds, at, low, high))
+            for scenario_id, stacks in _normalized(_table(scenarios, place), _scenario_id, place).items()
+        }
     return out

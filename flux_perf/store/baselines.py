@@ -10,6 +10,7 @@ update reaches it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -43,6 +44,15 @@ TABLES = {"latency.json": LatencyEntry, "fidelity.json": FidelityEntry, "calibra
 
 class BaselineMissing(BaselineError):
     pass
+
+
+class BaselineUnwritable(BaselineError):
+    """The store cannot be written: said before anything is measured, naming the folder."""
+
+
+def _fix_hint(path: Path) -> str:
+    return (f"Fix it by hand or restore it (git checkout -- {path}): an update refuses to rewrite a file it "
+            "cannot read whole, so none of its entries is lost")
 
 
 @dataclass(frozen=True)
@@ -102,8 +112,52 @@ def updates_allowed(force: bool) -> None:
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BaselineCorrupt(f"{path} is not valid JSON ({error})") from None
+    except json.JSONDecodeError as error:
+        raise BaselineCorrupt(f"{path} is not valid JSON: line {error.lineno} column {error.colno}: {error.msg}. "
+                              + _fix_hint(path)) from None
+    except UnicodeDecodeError as error:
+        raise BaselineCorrupt(f"{path} is not valid JSON: not UTF-8 text ({error.reason} at byte {error.start}). "
+                              + _fix_hint(path)) from None
+
+
+def _table_file(path: Path) -> dict:
+    """A table file (latency.json, ...) of this schema whose `entries` map scenario -> name -> entry."""
+    data = check_schema(_read_json(path), path)
+    scenarios = data.get("entries")
+    for scenario, entries in (scenarios.items() if isinstance(scenarios, dict) else [(None, scenarios)]):
+        if not isinstance(entries, dict):
+            at = "`entries`" if scenario is None else f"`entries` [{scenario}]"
+            raise BaselineCorrupt(f"{path}: `entries` must be an object of scenario -> name -> entry; {at} is "
+                                  f"{entries!r:.60}. " + _fix_hint(path))
+    return data
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An OSError while writing names the store's file, never the temporary beside it."""
+    try:
+        yield
+    except OSError as error:
+        raise BaselineUnwritable(f"cannot write {path}: {error.strerror or error}. Make {path.parent} writable "
+                                 "(or pass --baselines-dir with a writable copy) and update again") from None
+
+
+def _latents(path: Path, data: bytes, owner: str) -> np.ndarray:
+    """Stored final latents, checked: an .npy of finite floats (never a pickle). The hash can match
+    a file that was bad when it was written, so the content is checked too."""
+    fix = f"Re-record them with: {UPDATE_HINT}"
+    try:
+        latents = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise BaselineCorrupt(f"latents {path} ({owner}) cannot be read as an .npy array of numbers "
+                              f"({str(error).splitlines()[0][:120]}). {fix}") from None
+    if not isinstance(latents, np.ndarray) or not np.issubdtype(latents.dtype, np.floating) or latents.ndim < 2:
+        raise BaselineCorrupt(f"latents {path} ({owner}) hold {getattr(latents, 'dtype', type(latents))} of shape "
+                              f"{getattr(latents, 'shape', None)}, not final latents (floats, batch x tokens x "
+                              f"channels). {fix}")
+    if not np.isfinite(latents).all():
+        raise BaselineCorrupt(f"latents {path} ({owner}) hold NaN or infinite values. {fix}")
+    return latents
 
 
 class BaselineStore:
@@ -132,13 +186,41 @@ class BaselineStore:
         path = self.folder(key) / name
         if not path.exists():
             return {}
-        scenarios = check_schema(_read_json(path), path).get("entries")
-        if not isinstance(scenarios, dict) or not all(isinstance(v, dict) for v in scenarios.values()):
-            raise BaselineCorrupt(f"{path}: `entries` must be an object of scenario -> name -> entry. "
-                                  f"Re-record it with: {UPDATE_HINT}")
         kind = TABLES[name]
         return {inner: kind.from_json(entry, f"{path} [{key.scenario_id}][{inner}]")
-                for inner, entry in scenarios.get(key.scenario_id, {}).items()}
+                for inner, entry in _table_file(path)["entries"].get(key.scenario_id, {}).items()}
+
+    def listing(self, folder: Path, name: str) -> list[tuple[str, str, object]]:
+        """Every entry of one table file, for `baselines show`: (scenario, name, the typed entry or
+        the BaselineError it raised), so one bad entry hides no other. A file that cannot be read
+        whole raises."""
+        path, kind = folder / name, TABLES[name]
+        out = []
+        for scenario, entries in sorted(_table_file(path)["entries"].items()):
+            for inner, entry in sorted(entries.items()):
+                try:
+                    out.append((scenario, inner, kind.from_json(entry, f"{path} [{scenario}][{inner}]")))
+                except BaselineError as error:
+                    out.append((scenario, inner, error))
+        return out
+
+    def check_update(self, gpu_slug: str, fingerprint: str) -> Path:
+        """Before an update builds or measures anything: every table it will rewrite can be read
+        whole (a broken one would lose its other entries), and the folder can be written."""
+        folder = self.root / gpu_slug / fingerprint
+        for name in TABLES:
+            if (folder / name).exists():
+                _table_file(folder / name)
+        probe = folder / f".flux-perf-write-test-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise BaselineUnwritable(f"baselines folder {folder} is not writable ({error.strerror or error}): "
+                                     "nothing was measured. Make it writable, or pass --baselines-dir / "
+                                     "--flux-baselines-dir with a writable copy") from None
+        return folder
 
     def load_baseline(self, key: BaselineKey, scenario: Scenario) -> Baseline:
         image_path, meta_path = self.paths(key)
@@ -181,18 +263,16 @@ class BaselineStore:
         if sha256(data) != expected_sha256:
             raise BaselineCorrupt(f"latents {path} do not match the sha256 {owner} names: edited or half-written. "
                                   f"Re-create them with: {UPDATE_HINT}")
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return _latents(path, data, owner)
 
     # -- writing (only ever on purpose) -----------------------------------------
     def _write_table_entry(self, key: BaselineKey, name: str, inner: str, entry) -> Path:
+        # A file that cannot be read whole is an error, never replaced: it holds other entries.
         path = self.folder(key) / name
-        try:
-            data = check_schema(_read_json(path), path) if path.exists() else {}
-        except BaselineCorrupt:
-            data = {}  # an update on purpose replaces a broken file
-        entries = data.get("entries") if isinstance(data.get("entries"), dict) else {}
+        entries = _table_file(path)["entries"] if path.exists() else {}
         entries.setdefault(key.scenario_id, {})[inner] = entry.to_json()
-        write_json(path, {SCHEMA_KEY: SCHEMA_VERSION, "entries": entries}, indent=2, sort_keys=True)
+        with _writing(path):
+            write_json(path, {SCHEMA_KEY: SCHEMA_VERSION, "entries": entries}, indent=2, sort_keys=True)
         return path
 
     def write_baseline(self, key: BaselineKey, image: np.ndarray, latents: np.ndarray | None, record: dict, *,
@@ -204,12 +284,15 @@ class BaselineStore:
                   "image_sha256": sha256(data), "image_shape": list(image.shape)}
         if latents is not None:
             latent_bytes = npy_bytes(latents)
-            atomic_write(self.latents_path(key), latent_bytes)
+            with _writing(self.latents_path(key)):
+                atomic_write(self.latents_path(key), latent_bytes)
             record["latents_sha256"] = sha256(latent_bytes)
         # Image first, then the JSON naming its hash: a crash in between leaves a pair that
         # load_baseline() reports as half-written rather than a silently wrong baseline.
-        atomic_write(image_path, data)
-        write_json(meta_path, record, indent=2, sort_keys=True)
+        with _writing(image_path):
+            atomic_write(image_path, data)
+        with _writing(meta_path):
+            write_json(meta_path, record, indent=2, sort_keys=True)
         return image_path
 
     def write_latency(self, key: BaselineKey, stack: str, entry: LatencyEntry, *, force: bool) -> Path:
@@ -225,7 +308,8 @@ class BaselineStore:
         FidelityEntry.from_json(entry.to_json(), f"new fidelity entry for {key} {stack}")
         if latents is not None:
             data = npy_bytes(latents)
-            atomic_write(self.latents_path(key, stack), data)
+            with _writing(self.latents_path(key, stack)):
+                atomic_write(self.latents_path(key, stack), data)
             entry = FidelityEntry(**{**entry.__dict__, "latents_sha256": sha256(data)})
         return self._write_table_entry(key, "fidelity.json", stack, entry)
 

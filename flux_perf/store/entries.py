@@ -8,6 +8,7 @@ version is refused with what to do (`flux-perf baselines migrate` converts versi
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import asdict, dataclass, field
 
 from .files import finite_number
@@ -56,9 +57,49 @@ def _object(entry, where: str) -> dict:
     return entry
 
 
-def _provenance(entry: dict) -> Provenance:
-    raw = entry.get("provenance")
-    return Provenance.from_json(raw if isinstance(raw, dict) else {})
+def _bad(where: str, key: str, value, expected: str) -> BaselineCorrupt:
+    """One message style for a wrongly typed value: the file and entry, the key, what was found,
+    what is expected, and the command that re-records it."""
+    return BaselineCorrupt(f"{where}: {key}={value!r:.80} is not {expected}. Re-record with: {UPDATE_HINT}")
+
+
+def _text(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _iso_date(value) -> bool:
+    try:
+        _dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _provenance(entry: dict, where: str) -> Provenance:
+    """The entry's provenance, every field checked: a list `software` or a date of "high" would
+    otherwise be shown, or compared, as if it were one."""
+    raw = entry.get("provenance", {})
+    if not isinstance(raw, dict):
+        raise _bad(where, "provenance", raw, "an object")
+    for key in ("commit", "uncommitted", "source", "driver"):
+        if not _text(raw.get(key)):
+            raise _bad(where, f"provenance.{key}", raw[key], "a string or null")
+    if raw.get("recorded_at") not in (None, "") and not _iso_date(raw["recorded_at"]):  # "": not known
+        raise _bad(where, "provenance.recorded_at", raw["recorded_at"], "an ISO date (2026-11-26T06:00:30+00:00)")
+    software, components = raw.get("software", {}), raw.get("components", {})
+    if not isinstance(software, dict) or not all(_text(v) or finite_number(v) for v in software.values()):
+        raise _bad(where, "provenance.software", software, "an object of package -> version")
+    if not isinstance(components, dict) or not all(isinstance(v, str) for v in components.values()):
+        raise _bad(where, "provenance.components", components, "an object of component -> code hash")
+    return Provenance.from_json(raw)
+
+
+def _optional(entry: dict, where: str, key: str, check, expected: str):
+    """entry[key] when it is absent, null or passes `check`; anything else is an error naming it."""
+    value = entry.get(key)
+    if value is not None and not check(value):
+        raise _bad(where, key, value, expected)
+    return value
 
 
 @dataclass(frozen=True)
@@ -84,10 +125,13 @@ class LatencyEntry:
         if not (isinstance(samples, list) and all(_positive(s) for s in samples)):
             raise BaselineCorrupt(f"{where}: samples_s must be a list of positive seconds, got {samples!r:.80}. "
                                   f"Re-record with: {UPDATE_HINT}")
-        clock = entry.get("sm_clock_mhz")
-        return cls(float(entry["median_s"]), tuple(float(s) for s in samples), str(entry.get("stack") or ""),
-                   _provenance(entry), entry.get("ci_low_s"), entry.get("ci_high_s"),
-                   float(clock) if _positive(clock) else None, entry.get("measurement_version"))
+        low, high = (_optional(entry, where, k, _positive, "a positive number of seconds")
+                     for k in ("ci_low_s", "ci_high_s"))
+        clock = _optional(entry, where, "sm_clock_mhz", _non_negative, "a clock in MHz")
+        version = _optional(entry, where, "measurement_version", lambda v: type(v) is int, "an integer")
+        stack = _optional(entry, where, "stack", lambda v: isinstance(v, str), "a string")
+        return cls(float(entry["median_s"]), tuple(float(s) for s in samples), stack or "", _provenance(entry, where),
+                   low, high, float(clock) if _positive(clock) else None, version)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -117,11 +161,15 @@ class FidelityEntry:
                                   f"Re-record with: {UPDATE_HINT}")
         psnr, distance = entry.get("psnr"), entry.get("latent_rel_l2")
         if psnr is not None and not _positive(psnr):
-            raise BaselineCorrupt(f"{where}: psnr={psnr!r} is not a positive number of dB (null: identical)")
+            raise _bad(where, "psnr", psnr, "a positive number of dB (null: identical)")
         if distance is not None and not _non_negative(distance):
-            raise BaselineCorrupt(f"{where}: latent_rel_l2={distance!r} is not a distance >= 0")
-        return cls(float(entry["ssim"]), psnr, distance, entry.get("image_sha256"), str(entry.get("stack") or ""),
-                   bool(entry.get("lossless")), _provenance(entry), entry.get("latents_sha256"))
+            raise _bad(where, "latent_rel_l2", distance, "a distance >= 0")
+        hashes = [_optional(entry, where, k, lambda v: isinstance(v, str), "a sha256 string")
+                  for k in ("image_sha256", "latents_sha256")]
+        stack = _optional(entry, where, "stack", lambda v: isinstance(v, str), "a string")
+        lossless = _optional(entry, where, "lossless", lambda v: isinstance(v, bool), "true or false")
+        return cls(float(entry["ssim"]), psnr, distance, hashes[0], stack or "", bool(lossless),
+                   _provenance(entry, where), hashes[1])
 
     def to_json(self) -> dict:
         return {**asdict(self), "provenance": self.provenance.to_json()}
@@ -164,16 +212,17 @@ class CalibrationEntry:
             raise BaselineCorrupt(f"{where}: needs a `band` object with an SSIM; re-run flux-perf calibrate --write")
         for name in ("psnr", "latent_rel_l2"):
             if band.get(name) is not None and not _positive(band[name]):
-                raise BaselineCorrupt(f"{where}: band.{name}={band[name]!r} is not a positive number")
+                raise _bad(where, f"band.{name}", band[name], "a positive number")
         spread = entry.get("spread") or {}
         if not isinstance(spread, dict) or not all(
                 isinstance(s, dict) and all(_non_negative(v) for v in s.values()) for s in spread.values()):
             raise BaselineCorrupt(f"{where}: spread must map stack -> metric -> a number >= 0, got {spread!r:.120}")
-        stacks = entry.get("stacks") if isinstance(entry.get("stacks"), dict) else {}
+        stacks = _optional(entry, where, "stacks", lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) for k in v.values()), "an object of stack -> components") or {}
         details = {k: v for k, v in entry.items() if k not in ("band", "spread", "stacks", "provenance")}
         return cls(Band(float(band["ssim"]), band.get("psnr"), band.get("latent_rel_l2")),
                    {name: Spread(**{k: float(v) for k, v in s.items() if k in ("ssim", "psnr", "latent_rel_l2")})
-                    for name, s in spread.items()}, dict(stacks), _provenance(entry), details)
+                    for name, s in spread.items()}, dict(stacks), _provenance(entry, where), details)
 
     def to_json(self) -> dict:
         return {**self.details, "band": asdict(self.band), "spread": {k: asdict(v) for k, v in self.spread.items()},

@@ -7,7 +7,7 @@ whole; the sanctioned update writes a new set through the store in one go.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -118,6 +118,28 @@ def load_references(store: BaselineStore, key: BaselineKey, scenario: Scenario, 
         CALIBRATION: tuple(_calibration_stale(calibration, now, stack, packages)) if calibration else (),
     }
     return References(key, stack.name, baseline, latency, fidelity, own, calibration, problems, stale)
+
+
+def check_latent_shapes(store: BaselineStore, refs: References, latents: np.ndarray | None) -> References:
+    """Recorded latents of another shape than this run's final latents cannot be compared: a
+    problem of the part that holds them (naming the file), so only the fidelity judgement of the
+    case is an error, never the case (its latency stands)."""
+    if latents is None:
+        return refs
+    problems, baseline, own = dict(refs.problems), refs.baseline, refs.own_latents
+    fix = f"re-record them with: flux-perf baselines update --stacks {{}} --scenarios {refs.key.scenario_id}"
+    if baseline is not None and baseline.latents is not None and baseline.latents.shape != latents.shape:
+        problems[BASELINE_IMAGE] = (f"latents {store.latents_path(refs.key)} are {baseline.latents.shape}, this "
+                                    f"run's final latents {latents.shape}: " + fix.format(BASELINE))
+        baseline = None
+        own = None if refs.stack == BASELINE else own
+    if own is not None and refs.stack != BASELINE and own.shape != latents.shape:
+        problems[FIDELITY] = (f"latents {store.latents_path(refs.key, refs.stack)} are {own.shape}, this run's "
+                              f"final latents {latents.shape}: " + fix.format(refs.stack))
+        own = None
+    if problems == refs.problems:
+        return refs
+    return replace(refs, baseline=baseline, own_latents=own, problems=problems)
 
 
 @dataclass(frozen=True)
