@@ -16,7 +16,7 @@ import importlib.util
 import torch
 
 from .base import Capabilities
-from .local_attention import LocalAttentionKernel
+from .local_attention import LocalAttentionKernel, plain_dispatch
 
 OP_NAME = "flux_perf::flash_attn_3"
 MODULES = ("flash_attn_interface", "fa3_fwd_interface")  # preference order
@@ -46,13 +46,7 @@ def _flash_attn_3_shape(query, key, value, scale):
     return query.new_empty(*query.shape[:-1], value.shape[-1])
 
 
-def fa3_dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                 scale: float | None = None, is_causal: bool = False, return_lse: bool = False,
-                 _parallel_config=None) -> torch.Tensor:
-    """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
-    if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
-        raise ValueError("attn-fa3 serves plain non-causal attention only: no mask, causal, lse or context parallel")
-    return torch.ops.flux_perf.flash_attn_3(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
+fa3_dispatch = plain_dispatch(lambda *args: torch.ops.flux_perf.flash_attn_3(*args), "attn-fa3")
 
 
 class FlashAttn3(LocalAttentionKernel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .local_attention import LocalAttentionKernel
+from .local_attention import LocalAttentionKernel, plain_dispatch
 
 OP_NAME = "flux_perf::flash_attn_4"
 
@@ -31,13 +31,7 @@ def _flash_attn_4_shape(query, key, value, scale):
     return query.new_empty(*query.shape[:-1], value.shape[-1])
 
 
-def fa4_dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                 scale: float | None = None, is_causal: bool = False, return_lse: bool = False,
-                 _parallel_config=None) -> torch.Tensor:
-    """diffusers' backend signature (its dispatcher passes only the names this one declares)."""
-    if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
-        raise ValueError("attn-fa4 serves plain non-causal attention only: no mask, causal, lse or context parallel")
-    return torch.ops.flux_perf.flash_attn_4(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
+fa4_dispatch = plain_dispatch(lambda *args: torch.ops.flux_perf.flash_attn_4(*args), "attn-fa4")
 
 
 class FlashAttn4(LocalAttentionKernel):

@@ -62,6 +62,20 @@ def set_processor_backend(transformer, slot) -> int:
     return count
 
 
+def plain_dispatch(op: Callable, component: str) -> Callable:
+    """A diffusers backend for a kernel `op(query, key, value, scale)` that serves plain non-causal
+    attention: diffusers' backend signature (its dispatcher passes only the names one declares)."""
+
+    def dispatch(query, key, value, attn_mask=None, scale: float | None = None, is_causal: bool = False,
+                 return_lse: bool = False, _parallel_config=None):
+        if attn_mask is not None or is_causal or return_lse or _parallel_config is not None:
+            raise ValueError(f"{component} serves plain non-causal attention only: no mask, causal, lse or "
+                             "context parallel")
+        return op(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
+
+    return dispatch
+
+
 class LocalAttentionKernel(Component):
     """An attention kernel served from a locally installed package through a borrowed slot."""
 
