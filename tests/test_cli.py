@@ -136,10 +136,12 @@ def test_compare_refuses_other_machines_and_weights(tmp_path, cli, head_kwargs, 
 @pytest.mark.parametrize("content, message", [
     ('{"records": []}', "results schema None"),
     ('{"flux_perf_results": 9, "records": []}', "results schema 9"),
-    ('{"flux_perf_results": 2, "records": [{"stack": "bf16"}]}', "lacks id"),
-    ('{"flux_perf_results": 2, "records": [{"id": "a", "stack": "a", "stack_key": "a", "components": "", '
-     '"lossless": true, "scenario": {"id": "x"}, "model": "m", "fingerprint": "f", "gpu": null, "device": "cpu", '
-     '"wall_samples_s": ["slow"]}]}', "wall_samples_s holds something other than finite numbers"),
+    ('{"flux_perf_results": 2, "records": [{"stack": "bf16"}]}', "bad.json: key 'machine' is missing"),
+    ('{"flux_perf_results": 2, "machine": {"model": {"fingerprint": "f"}}, "records": [{"stack": "bf16"}]}',
+     "bad.json: record 0: key 'id' is missing"),
+    ('{"flux_perf_results": 2, "machine": {"model": {"fingerprint": "f"}}, "records": [{"id": "a", "stack": "a", '
+     '"stack_key": "a", "components": "", "lossless": true, "scenario": {"id": "x"}, "model": "m", "fingerprint": "f", '
+     '"gpu": null, "device": "cpu", "wall_samples_s": ["slow"]}]}', "record 0 (a): key 'wall_samples_s' holds str 'slow'"),
 ])
 def test_compare_refuses_broken_results(tmp_path, cli, content, message):
     bad = tmp_path / "bad.json"

@@ -98,3 +98,9 @@ def test_a_report_folder_under_a_file_or_read_only_is_refused_before_measuring(t
     assert refused.returncode == 2 and "measuring" not in refused.stdout
     assert f"report folder {tmp_path}/ro is not writable: Read-only file system (EROFS)" in refused.stderr
 
+
+def test_compare_and_table_name_a_path_they_cannot_read(tmp_path, cli):
+    for command in (("compare", tmp_path / LONG, tmp_path / LONG), ("table", tmp_path / LONG)):
+        result = cli(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"{'a' * 40}...(300 characters): cannot be read (File name too long)" in result.stderr
