@@ -44,6 +44,11 @@ def main(argv=None) -> int:
                 ResultsError, ConfigError, AbError, ReportError, ValueError) as error:
             print(f"flux-perf: {error}", file=sys.stderr)
             return 2
+        except OSError as error:  # a disk or a folder failing outside the report (a --json file)
+            from .store.folders import os_error_line
+
+            print(f"flux-perf: {os_error_line(error)}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt as error:
             print(f"flux-perf: interrupted by {interrupts.describe(error)}", file=sys.stderr)
             return interrupts.exit_status()

@@ -135,3 +135,16 @@ def test_sigint_keeps_the_measured_cases_of_ab(tmp_path, cli, monkeypatch):
     saved = json.loads((tmp_path / "ab.json").read_text())
     assert [case["stack"] for case in saved["cases"]] == ["bf16"] and not saved["final"]
     assert saved["interrupted"] == "interrupted by SIGINT: 1 of 2 cases measured"
+
+
+def test_a_second_signal_during_the_final_write_is_noted_not_obeyed():
+    from flux_perf import interrupts
+
+    with interrupts.catching():
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode; never reached
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # the report would be written here, whole
+        assert interrupts.describe() == "SIGTERM" and interrupts.exit_status() == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and interrupts.received() is None

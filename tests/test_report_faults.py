@@ -104,3 +104,22 @@ def test_compare_and_table_name_a_path_they_cannot_read(tmp_path, cli):
         result = cli(*command)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert f"{'a' * 40}...(300 characters): cannot be read (File name too long)" in result.stderr
+
+
+def test_a_json_file_of_calibrate_that_cannot_be_written_is_one_line(tmp_path, cli, monkeypatch, failing_writes):
+    import flux_perf.gate.calibrate as calibrate
+
+    class Finished:
+        def entry(self, driver):
+            return type("Entry", (), {"to_json": lambda self: {"band": {"ssim": 0.999}}})()
+
+    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: Finished())
+    monkeypatch.setattr(calibrate, "format_calibration", lambda result: "calibrated")
+    (tmp_path / "file").write_text("")
+    early = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--json", tmp_path / "file" / "c.json")
+    assert early.returncode == 2 and "calibrating" not in early.stdout
+    assert f"flux-perf: --json folder {tmp_path}/file exists and is not a folder" in early.stderr
+    failing_writes(tmp_path / "out", errno.ENOSPC)
+    full = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--json", tmp_path / "out" / "c.json")
+    assert full.returncode == 1 and "Traceback" not in full.stderr and ".tmp-" not in full.stderr
+    assert f"flux-perf: cannot write or read in {tmp_path}/out: No space left on device (ENOSPC)" in full.stderr

@@ -54,3 +54,15 @@ def folder_problem(folder: Path, *, writable: bool) -> str | None:
         name = errno.errorcode.get(error.errno or 0, "")
         return f"is not writable: {error.strerror or error}" + (f" ({name})" if name else "")
     return None
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an OSError from a write outside the report (a --json file): the folder of an
+    atomic write's temporary file (what the user named is the folder), the error and its code."""
+    name = errno.errorcode.get(error.errno or 0, "")
+    reason = f"{error.strerror or error}" + (f" ({name})" if name else "")
+    if not error.filename:
+        return reason
+    path = Path(os.fsdecode(error.filename))
+    where = f"in {shown(path.parent)}" if ".tmp-" in path.name else shown(path)
+    return f"cannot write or read {where}: {reason}"
