@@ -26,11 +26,13 @@ def _handler(signum, frame) -> None:
 
 def install() -> dict | None:
     """SIGINT and SIGTERM raise KeyboardInterrupt; returns the handlers to give back to `restore`
-    (None off the main thread, where Python allows no handler)."""
+    (None off the main thread, where Python allows no handler). A signal the process was started
+    with ignored (a background job's SIGINT, nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         return None
     _state["installed"] += 1
-    return {number: signal.signal(number, _handler) for number in SIGNALS}
+    return {number: signal.signal(number, _handler) for number in SIGNALS
+            if signal.getsignal(number) is not signal.SIG_IGN}
 
 
 def restore(previous: dict | None) -> None:
