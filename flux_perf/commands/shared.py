@@ -60,7 +60,6 @@ def baselines_dir(args) -> Path:
     if problem:
         raise BudgetsError(f"--baselines-dir {shown(path)} {problem}")
     if not (path / "budgets.toml").is_file():
-
         hint = "" if args.baselines_dir else " (flux-perf is not running from a checkout: pass --baselines-dir)"
         raise BudgetsError(f"no budgets.toml in {path}{hint}")
     return path
