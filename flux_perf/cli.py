@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import interrupts
 from .quiet import quiet_library_notices
 
 quiet_library_notices()  # before the commands import torch and the rest: they log while importing
@@ -37,13 +38,23 @@ def main(argv=None) -> int:
     from .model.scenarios import ScenarioError
     from .report.records import ResultsError
     from .store.entries import BaselineError
+    from .report.summary import ReportError
 
-    try:
-        return args.func(args)
-    except (ScenarioError, ComponentError, ModelSourceError, DeviceError, BudgetsError, BaselineError,
-            ResultsError, ConfigError, AbError, ValueError) as error:
-        print(f"flux-perf: {error}", file=sys.stderr)
-        return 2
+    with interrupts.catching():  # SIGTERM as Ctrl-C: each command keeps what finished
+        try:
+            return args.func(args)
+        except (ScenarioError, ComponentError, ModelSourceError, DeviceError, BudgetsError, BaselineError,
+                ResultsError, ConfigError, AbError, ReportError, ValueError) as error:
+            print(f"flux-perf: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:  # a disk or a folder failing outside the report (a --json file)
+            from .store.folders import os_error_line
+
+            print(f"flux-perf: {os_error_line(error)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as error:
+            print(f"flux-perf: interrupted by {interrupts.describe(error)}", file=sys.stderr)
+            return interrupts.exit_status()
 
 
 if __name__ == "__main__":

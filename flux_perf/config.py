@@ -71,6 +71,11 @@ class SuiteConfig:
         """Fail before measuring when the report cannot be written: minutes of measurements
         must never be lost to a reporting error at the end."""
         check_writable_dir(self.report_dir, "report folder")
+        from .store.folders import folder_problem, shown
+
+        problem = folder_problem(self.baselines_dir, writable=False)  # read here; writes check on their own
+        if problem:
+            raise ConfigError(f"baselines folder {shown(self.baselines_dir)} {problem}")
 
     @property
     def budgets_path(self) -> Path:
@@ -109,15 +114,11 @@ class SuiteConfig:
 
 
 def check_writable_dir(folder: Path, what: str) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{what} {folder} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".flux-perf-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"{what} {folder} is not writable ({error.strerror or error})") from None
+    from .store.folders import folder_problem, shown
+
+    problem = folder_problem(folder, writable=True)
+    if problem:
+        raise ConfigError(f"{what} {shown(folder)} {problem}")
 
 
 def _resolve(path: str, root: Path) -> Path:

@@ -60,6 +60,9 @@ def pytest_unconfigure(config):
     from .hooks import unregister_components
 
     unregister_components(config.stash.get(_ADDED_KEY, []))
+    from .plugin_report import release_signals
+
+    release_signals(config)
 
 
 def pytest_configure(config):
@@ -78,7 +81,9 @@ def pytest_configure(config):
     from .quiet import quiet_library_notices  # before torch and the rest: they log while importing
     quiet_library_notices()
     from .instrument.environment import apply_guide_environment
+    from .plugin_report import catch_signals
 
+    catch_signals(config)  # SIGTERM as Ctrl-C: a run cut short keeps its cases and is marked interrupted
     # Before anything initialises CUDA: allocator settings are read once.
     config.stash[_ENV_KEY] = apply_guide_environment()
     suite = flux_suite_config(config)
@@ -252,12 +257,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpu"] = flux.machine.gpu.to_dict() if flux.machine.gpu else None
 
 
-def _write(flux, plots: bool) -> dict:
-    from .report.summary import write_report
-
-    return write_report(flux.results(), flux.config.report_dir, plots=plots, log=flux.log)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem):
     """Keep results.json and summary.md current after every test: a run cut short (timeout,
@@ -267,7 +266,9 @@ def pytest_runtest_teardown(item, nextitem):
         return
     written = (len(flux.records), len(flux.skipped))
     if written != item.config.stash.get(_WRITTEN_KEY, (0, 0)):  # something new since the last write
-        _write(flux, plots=False)
+        from .plugin_report import write
+
+        write(flux, item.config, plots=False)
         item.config.stash[_WRITTEN_KEY] = written
 
 
@@ -306,13 +307,17 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
+        flux.mark_interrupted()
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged
         session.exitstatus = NOT_JUDGED
     if not (flux.records or flux.skipped) or _rank() != 0:
         return
-    session.config.stash[_PATHS_KEY] = _write(flux, plots=True)
+    from .plugin_report import write_final
+
+    session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, NOT_JUDGED))
     if flux.config.compile_cache:
         from .instrument import compile_cache
 
@@ -328,8 +333,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("flux-perf", red=True)
         terminalreporter.write_line(f"FAILED: -m {MARKER} ran no GPU case ({no_gpu}). A gate that measured "
                                     "nothing must not pass; --flux-allow-no-gpu accepts it.", red=True)
+    from .plugin_report import summary_lines, unwritten
+
     paths = config.stash.get(_PATHS_KEY, None)
-    if not paths:
+    if not (paths or unwritten(config)):
         return
     undecided = terminalreporter.stats.get("inconclusive", [])
     terminalreporter.section("flux-perf")
@@ -337,11 +344,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"NO REFERENCES: {flux.unrecorded}", red=True)
     for report in undecided:
         terminalreporter.write_line(f"INCONCLUSIVE {report.nodeid}: {report.longrepr[2]}", yellow=True)
-    for line in paths["summary"].read_text().splitlines():
-        terminalreporter.write_line(line)
-    for message in flux.baseline_updates:
-        terminalreporter.write_line(f"reference updated: {message}")
-    terminalreporter.write_line(f"report: {', '.join(str(p) for p in paths.values())}")
+    for line, markup in summary_lines(flux, config, paths):
+        terminalreporter.write_line(line, **markup)
     not_judged = config.stash.get(_NOT_JUDGED_KEY, [])
     if not_judged:
         terminalreporter.write_line(f"exit {NOT_JUDGED}: nothing failed, but {len(not_judged)} case(s) could not be "

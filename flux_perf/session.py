@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .components.stacks import BASELINE, Stack
+from . import interrupts
 from .config import SuiteConfig
 from .gate.budgets import LatencyBudget, load_budgets
 from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
@@ -33,6 +34,9 @@ from .store.baselines import BaselineKey, BaselineStore
 from .store.provenance import Provenance, component_code, now_iso
 from .store.references import LATENCY, References, check_latent_shapes, load_references, write_update
 from .update import reference_update, refuse_disturbed
+
+
+CUT_SHORT = "interrupted"  # how the error of a case a signal stopped begins
 
 
 @dataclass
@@ -147,7 +151,7 @@ class FluxSession:
             self.log(scrub("".join(traceback.format_exception(error)[-6:])))
             self.runner.release()
         except BaseException as error:  # Ctrl-C, a timeout's signal: never a clean-looking record
-            result.error = f"interrupted ({type(error).__name__}) before this case finished"
+            result.error = f"{CUT_SHORT} ({interrupts.describe(error)}) before this case finished"
             self.interrupted = result.error
             self.records[cache_key] = self._record(result)
             raise
@@ -230,6 +234,15 @@ class FluxSession:
         return case_record(result.id, result.stack, result.scenario, self.machine, self.config, result.measured,
                            latency=result.latency, fidelity=result.fidelity, target=result.target,
                            error=result.error, profile_trace=result.profile_trace)
+
+    def mark_interrupted(self, error: BaseException | None = None) -> str:
+        """The run ended early: say which signal and how many of the planned cases finished."""
+        planned = len(self.config.stacks) * len(self.config.scenarios)
+        cut = [r.id for r in self.records.values() if (r.error or "").startswith(CUT_SHORT)]
+        done = len(self.records) + len(self.skipped) - len(cut)
+        self.interrupted = (f"interrupted by {interrupts.describe(error)}: {done} of {planned} cases finished"
+                            + (f", {', '.join(cut)} cut short" if cut else ""))
+        return self.interrupted
 
     def not_judged(self) -> list[str]:
         """The cases this run could not judge without failing them: undecided latency, a fidelity

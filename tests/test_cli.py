@@ -174,10 +174,12 @@ def test_compare_refuses_other_machines_and_weights(tmp_path, cli, head_kwargs, 
 @pytest.mark.parametrize("content, message", [
     ('{"records": []}', "results schema None"),
     ('{"flux_perf_results": 9, "records": []}', "results schema 9"),
-    ('{"flux_perf_results": 2, "records": [{"stack": "bf16"}]}', "lacks id"),
-    ('{"flux_perf_results": 2, "records": [{"id": "a", "stack": "a", "stack_key": "a", "components": "", '
-     '"lossless": true, "scenario": {"id": "x"}, "model": "m", "fingerprint": "f", "gpu": null, "device": "cpu", '
-     '"wall_samples_s": ["slow"]}]}', "wall_samples_s holds something other than finite numbers"),
+    ('{"flux_perf_results": 2, "records": [{"stack": "bf16"}]}', "bad.json: key 'machine' is missing"),
+    ('{"flux_perf_results": 2, "machine": {"model": {"fingerprint": "f"}}, "records": [{"stack": "bf16"}]}',
+     "bad.json: record 0: key 'id' is missing"),
+    ('{"flux_perf_results": 2, "machine": {"model": {"fingerprint": "f"}}, "records": [{"id": "a", "stack": "a", '
+     '"stack_key": "a", "components": "", "lossless": true, "scenario": {"id": "x"}, "model": "m", "fingerprint": "f", '
+     '"gpu": null, "device": "cpu", "wall_samples_s": ["slow"]}]}', "record 0 (a): key 'wall_samples_s' holds str 'slow'"),
 ])
 def test_compare_refuses_broken_results(tmp_path, cli, content, message):
     bad = tmp_path / "bad.json"
@@ -224,9 +226,10 @@ def test_an_interrupted_run_keeps_what_finished(tmp_path, cli, monkeypatch):
     (tmp_path / "report" / "latency.png").write_bytes(b"an older run's picture")
     result = cli("run", "--device", "cpu", "--scenarios", "64x64@2,64x64@1", "--rounds", "2",
                  "--report-dir", tmp_path / "report")
-    assert result.returncode == 1 and "interrupted" in result.stderr
+    assert result.returncode == 130 and "interrupted" in result.stderr  # 128 + SIGINT, as a shell says Ctrl-C
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
-    assert [r["id"] for r in saved["records"]] == ["bf16-64x64@2"] and saved["interrupted"]
+    assert [r["id"] for r in saved["records"]] == ["bf16-64x64@2"]
+    assert saved["interrupted"] == "interrupted by KeyboardInterrupt: 1 of 2 cases finished"
     assert (tmp_path / "report" / "latency.png").read_bytes() != b"an older run's picture"
 
 

@@ -218,6 +218,9 @@ EFFECT_CHECKS = {
     "steps": lambda pipe, stack: stack.adjust(SCENARIO).steps == 4,
     "guidance": lambda pipe, stack: stack.adjust(SCENARIO).guidance != SCENARIO.guidance,
     "tf32": _check_tf32,
+    "precompute-modulation": lambda pipe, stack: (
+        type(pipe.transformer.transformer_blocks[0].norm1.linear).__name__ == "PrecomputedModulation"
+        and stack.report()["precompute-modulation"]["tables_built"] >= 2),
     "fp8-static": lambda pipe, stack: (
         type(pipe.transformer.transformer_blocks[0].ff.net[2].weight).__name__ == "PrototypeFloat8Tensor"
         and stack.report()["fp8-static:64x64@2-s1"]["calibrated_linears"] > 0),

@@ -74,17 +74,29 @@ def run(args) -> int:
                 "tolerance": args.tolerance, "inject": inject, "control": args.control,
                 "command": command_line()}
 
-    def save(cases, final: bool) -> None:  # after every block: a run cut short keeps its rounds
+    measured: list = []  # the cases as of the last block
+
+    def save(cases, final: bool, **more) -> None:  # after every block: a run cut short keeps its rounds
+        measured[:] = cases
         if args.json:
-            write_json(Path(args.json), cases_to_json(cases, settings, final))
+            write_json(Path(args.json), {**cases_to_json(cases, settings, final), **more})
 
     if args.json:
         check_writable_dir(Path(args.json).parent, "--json folder")
-    cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
-                   block_seconds=args.block_seconds,
-                   tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
-                   log=progress, pin=not args.no_pin, control=args.control,
-                   on_block=lambda cases: save(cases, final=False))
+    try:
+        cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
+                       block_seconds=args.block_seconds,
+                       tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
+                       log=progress, pin=not args.no_pin, control=args.control,
+                       on_block=lambda cases: save(list(cases), final=False))
+    except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the blocks measured so far stay, marked
+        from .. import interrupts
+
+        done = [case for case in measured if case.blocks]
+        cut = f"interrupted by {interrupts.describe(error)}: {len(done)} of {len(stacks) * len(scenarios)} cases measured"
+        save(done, final=False, interrupted=cut)
+        progress(cut + (f" (kept in {args.json})" if args.json else ""))
+        raise
     save(cases, final=True)
     print(format_cases(cases, args.tolerance))
     if args.json:

@@ -46,7 +46,6 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
     from ..components.stacks import BASELINE, DEFAULT_STACKS
     from ..gate.calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, calibrate_scenario, format_calibration, runnable
     from ..store.baselines import BaselineKey
-    from ..store.entries import BaselineError
     from ..store.files import write_json
 
     lossless, skipped = runnable(listed(lossless, LOSSLESS_CUDA if machine.cuda else LOSSLESS_CPU), machine.caps)
@@ -56,27 +55,48 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
         print(f"not measured: {line}", file=sys.stderr)
     driver = machine.gpu.driver_version if machine.gpu else None
     report = {}
-    for number, scenario in enumerate(scenarios, 1):
-        key = BaselineKey(machine.slug, machine.fingerprint, scenario.id)
-        progress(f"[{number}/{len(scenarios)}] calibrating {key}: {len(lossless) + 1} lossless, {len(stacks)} stacks "
-                 f"x {repeats}, {len(breaks)} breaks")
-        result = calibrate_scenario(runner, store, key, scenario, lossless=lossless, stacks=stacks, breaks=breaks,
-                                    repeats=repeats, margin=margin, log=progress, cold_compiles=cold_compiles)
-        print(format_calibration(result))
-        entry = result.entry(driver)
-        report[scenario.id] = entry.to_json()
+
+    def save(**more) -> None:
         if json_path:
-            write_json(Path(json_path), {"flux_perf_calibration": 2, "key": str(key.folder), "scenarios": report})
-        if write:
-            try:
-                old = store.table(key, "calibration.json").get("fidelity")
-            except BaselineError as error:
-                print(f"{key}: replacing an unusable calibration ({error})")
-                old = None
-            path = store.write_calibration(key, entry, force=force)
-            before = f"band SSIM {old.band.ssim:.5f} -> " if old else "new: band SSIM "
-            print(f"{key}: {before}{entry.band.ssim:.5f} ({path})")
+            key = BaselineKey(machine.slug, machine.fingerprint, "")
+            write_json(Path(json_path), {"flux_perf_calibration": 2, "key": str(key.folder), "scenarios": report,
+                                         **more})
+
+    try:
+        for number, scenario in enumerate(scenarios, 1):
+            key = BaselineKey(machine.slug, machine.fingerprint, scenario.id)
+            progress(f"[{number}/{len(scenarios)}] calibrating {key}: {len(lossless) + 1} lossless, {len(stacks)} "
+                     f"stacks x {repeats}, {len(breaks)} breaks")
+            result = calibrate_scenario(runner, store, key, scenario, lossless=lossless, stacks=stacks,
+                                        breaks=breaks, repeats=repeats, margin=margin, log=progress,
+                                        cold_compiles=cold_compiles)
+            print(format_calibration(result))
+            entry = result.entry(driver)
+            report[scenario.id] = entry.to_json()
+            save()
+            if write:
+                _store(store, key, entry, force)
+    except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
+        from .. import interrupts
+
+        cut = f"interrupted by {interrupts.describe(error)}: {len(report)} of {len(scenarios)} scenarios finished"
+        save(interrupted=cut)
+        progress(cut + (f" (kept in {json_path})" if json_path else ""))
+        raise
     return report
+
+
+def _store(store, key, entry, force: bool) -> None:
+    from ..store.entries import BaselineError
+
+    try:
+        old = store.table(key, "calibration.json").get("fidelity")
+    except BaselineError as error:
+        print(f"{key}: replacing an unusable calibration ({error})")
+        old = None
+    path = store.write_calibration(key, entry, force=force)
+    before = f"band SSIM {old.band.ssim:.5f} -> " if old else "new: band SSIM "
+    print(f"{key}: {before}{entry.band.ssim:.5f} ({path})")
 
 
 def run(args) -> int:
@@ -92,6 +112,10 @@ def run(args) -> int:
         raise ValueError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
     if args.restate:
         return restate(args)
+    if args.json:
+        from ..config import check_writable_dir
+
+        check_writable_dir(Path(args.json).parent, "--json folder")  # before minutes of measuring
     config = suite(args, stacks=BASELINE, scenarios=scenarios_of(args))
     machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
     store = BaselineStore(config.baselines_dir)

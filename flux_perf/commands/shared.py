@@ -52,10 +52,14 @@ def scenarios_of(args):
 
 
 def baselines_dir(args) -> Path:
-    path = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
-    if not (path / "budgets.toml").is_file():
-        from ..gate.budgets import BudgetsError
+    from ..gate.budgets import BudgetsError
+    from ..store.folders import folder_problem, shown
 
+    path = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
+    problem = folder_problem(path, writable=False)
+    if problem:
+        raise BudgetsError(f"--baselines-dir {shown(path)} {problem}")
+    if not (path / "budgets.toml").is_file():
         hint = "" if args.baselines_dir else " (flux-perf is not running from a checkout: pass --baselines-dir)"
         raise BudgetsError(f"no budgets.toml in {path}{hint}")
     return path
@@ -82,11 +86,15 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
 
 
 def run_cases(session, cases, config, *, show=None) -> int:
-    """Measure every case with a progress line each, and write the report whatever happens: an
-    error or a Ctrl-C keeps every case that finished."""
-    from ..report.summary import write_report
+    """Measure every case with a progress line each. The report is written as each case finishes
+    and once more at the end, whatever happens: an error, Ctrl-C or SIGTERM keeps every case that
+    finished, and the run is marked interrupted. Exit 1 when a case failed or the report could
+    not be written, 128 + the signal's number when a signal stopped the run."""
+    from .. import interrupts
+    from ..report.summary import ReportError, summary_markdown, write_report
 
-    failed = False
+    failed = interrupted = False
+    unwritten = None  # the first failed write mid-run, said once: the measurements are in memory
     try:
         for number, (stack, scenario) in enumerate(cases, 1):
             progress(f"[{number}/{len(cases)}] {stack.name} at {scenario.id}")
@@ -96,11 +104,22 @@ def run_cases(session, cases, config, *, show=None) -> int:
                 failed = True
             elif show:
                 show(result)
-    except KeyboardInterrupt:
-        session.interrupted = session.interrupted or "interrupted (KeyboardInterrupt)"
-        failed = True
-        print("\ninterrupted: writing the report of the cases that finished", file=sys.stderr)
+            try:
+                write_report(session.results(), config.report_dir, plots=False)
+            except ReportError as error:
+                if unwritten is None:
+                    progress(f"{error}; measuring goes on, the report is tried again at the end")
+                unwritten = error
+    except KeyboardInterrupt as error:
+        interrupted = True
+        print(f"\n{session.mark_interrupted(error)}: writing the report of the cases that finished", file=sys.stderr)
     finally:
-        paths = write_report(session.results(), config.report_dir, log=progress)
-        print(f"\nreport: {paths['results']}")
-    return 1 if failed else 0
+        with interrupts.deferred():  # a second signal must not cut the final report short
+            try:
+                paths = write_report(session.results(), config.report_dir, log=progress)
+                print(f"\nreport: {paths['results']}")
+            except ReportError as error:
+                print(summary_markdown(session.results()))
+                print(f"flux-perf: {error}; the summary above is all that is left of this run", file=sys.stderr)
+                failed = True
+    return interrupts.exit_status() if interrupted else 1 if failed else 0

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store.files import finite_number, write_json
+from ..store.files import write_json
+from .validate import duplicate_problem, record_problem, run_problem
 
 SCHEMA_VERSION = 3
 # Version 1 files (written before the records were typed) and version 2 (before one-sided latency
@@ -126,32 +127,30 @@ class CaseRecord:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "record") -> CaseRecord:
-        if not isinstance(data, dict):
-            raise ResultsError(f"{where} is a {type(data).__name__}, not a record object")
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   and f.name not in data]
-        if missing:
-            raise ResultsError(f"{where} lacks {', '.join(missing)}")
-        values = {k: v for k, v in data.items() if k in names}
+        """A record as read from a file: every key of the type flux-perf writes, timings that make
+        sense (validate.py), else a ResultsError naming the file, the record and the key."""
+        problem = record_problem(data, where, _FIELDS)
+        if problem:
+            raise ResultsError(problem)
+        values = {k: v for k, v in data.items() if k in _FIELDS}
         if "linear_precision" not in data:  # records before schema 3 named no precision: read it off the stack
             values["linear_precision"] = _linear_precision(str(data.get("stack_key", "")))
-        record = cls(**values)
-        if record.wall_samples_s and not all(finite_number(x) for x in record.wall_samples_s):
-            raise ResultsError(f"{where} ({record.id}): wall_samples_s holds something other than finite numbers")
-        if record.wall_s is not None and not finite_number(record.wall_s.get("median")):
-            raise ResultsError(f"{where} ({record.id}): wall_s has no finite median")
-        return record
+        return cls(**values)
+
+
+# Each key of a record: (its annotation, whether a file must hold it).
+_FIELDS = {f.name: (str(f.type), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+           for f in dataclasses.fields(CaseRecord)}
 
 
 def _linear_precision(stack_key: str) -> str:
+    from ..components import ComponentError
     from ..components.stacks import StackError, parse_stack
 
     try:
         return parse_stack(stack_key).linear_precision
-    except StackError:
-        return "bf16"  # a stack this flux-perf no longer knows
+    except (StackError, ComponentError):
+        return "bf16"  # a stack (or an option of one) this flux-perf no longer accepts
 
 
 @dataclass
@@ -189,29 +188,44 @@ def write_results(results: RunResults, path: Path) -> Path:
 
 
 def read_results(path: str | Path) -> RunResults:
+    """A results.json (or the folder holding one), checked whole before anything trusts it."""
     path = Path(path)
-    if path.is_dir():
-        candidate = path / "results.json"
-        if not candidate.is_file():
-            raise ResultsError(f"{path} is a directory without a results.json")
-        path = candidate
     try:
+        if path.is_dir():
+            if not (path / "results.json").is_file():
+                raise ResultsError(f"{path} is a directory without a results.json")
+            path = path / "results.json"
         payload = json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultsError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ResultsError(f"{path} is not JSON ({error})") from None
+    except OSError as error:
+        from ..store.folders import shown
+
+        raise ResultsError(f"{shown(path)}: cannot be read ({error.strerror or error})") from None
+    return _results_of(payload, path)
+
+
+def _results_of(payload, path: Path) -> RunResults:
     if not isinstance(payload, dict) or "records" not in payload:
-        raise ResultsError(f"{path} is not a flux-perf results.json (no 'records')")
+        other = [k for k in payload if str(k).startswith("flux_perf_")] if isinstance(payload, dict) else []
+        what = f"a {other[0]} file" if other else "no 'records'"
+        raise ResultsError(f"{path} is not a flux-perf results.json ({what}); pass the results.json of a run")
     version = payload.get(SCHEMA_KEY)
     if version not in READABLE_VERSIONS:
         raise ResultsError(f"{path}: results schema {version!r}, this flux-perf reads {READABLE_VERSIONS}; "
                            "use the flux-perf version that wrote it")
     if not isinstance(payload["records"], list):
-        raise ResultsError(f"{path}: 'records' is not a list")
-    records = [CaseRecord.from_dict(r, f"{path} record {i}") for i, r in enumerate(payload["records"])]
-    machine = payload.get("machine") if isinstance(payload.get("machine"), dict) else {}
-    return RunResults(machine=machine, records=records, started=payload.get("started"),
+        raise ResultsError(f"{path}: key 'records' is {type(payload['records']).__name__}, expected a list")
+    problem = run_problem(payload, path)
+    if problem:
+        raise ResultsError(problem)
+    records = [CaseRecord.from_dict(r, f"{path}: record {i}") for i, r in enumerate(payload["records"])]
+    problem = duplicate_problem([r.id for r in records], path)
+    if problem:
+        raise ResultsError(problem)
+    return RunResults(machine=payload["machine"], records=records, started=payload.get("started"),
                       command=payload.get("command"), environment=payload.get("environment"),
                       baseline_updates=payload.get("baseline_updates") or [], skipped=payload.get("skipped") or [],
                       interrupted=payload.get("interrupted"), unrecorded=payload.get("unrecorded"),

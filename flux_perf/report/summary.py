@@ -4,15 +4,30 @@ and the plots. Nothing here changes the records it is given."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import traceback
 from pathlib import Path
 
 from ..components.stacks import BASELINE
 from .plots import plot_latency, plot_telemetry
+from ..store.files import atomic_write
 from .records import CaseRecord, RunResults, write_results
 
 NOT_JUDGED = ("inconclusive", "no-reference", "disturbed")
+
+
+class ReportError(RuntimeError):
+    """The report could not be written (disk full, a folder turned read-only): one line naming the
+    folder and the OS error, so the caller can still print the summary and exit non-zero."""
+
+
+def report_error(folder: Path, error: OSError) -> ReportError:
+    name = errno.errorcode.get(error.errno, "") if error.errno else ""
+    reason = f"{error.strerror} ({name})" if error.strerror and name else str(error)
+    return ReportError(f"could not write the report in {folder}: {reason}; free space there or choose another "
+                       "folder (--report-dir / --flux-report-dir)")
 
 
 def fmt(value, spec: str, missing: str = "-") -> str:
@@ -190,14 +205,18 @@ def summary_markdown(results: RunResults) -> str:
 def write_report(results: RunResults, folder: Path, plots: bool = True, log=lambda _: None) -> dict:
     """Write results.json first (the measurements), then summary.md and, unless `plots` is False,
     the plots; return the paths. A plot that cannot be drawn is logged, never fatal; a plot not
-    drawn now is removed, so no picture of an older run sits beside these results."""
+    drawn now is removed, so no picture of an older run sits beside these results. A file that
+    cannot be written raises ReportError (the older file, if any, is left whole)."""
     folder = Path(folder)
-    written = {"results": write_results(results, folder / "results.json")}
-    written["summary"] = folder / "summary.md"
-    written["summary"].write_text(summary_markdown(results))
+    try:
+        written = {"results": write_results(results, folder / "results.json")}
+        written["summary"] = atomic_write(folder / "summary.md", summary_markdown(results).encode())
+    except OSError as error:
+        raise report_error(folder, error) from None
     for name, plotter in (("latency", plot_latency), ("telemetry", plot_telemetry)):
         path = folder / f"{name}.png"
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # an older picture that cannot go is at worst stale
+            path.unlink(missing_ok=True)
         if not plots:
             continue
         try:

@@ -20,8 +20,9 @@ def load_runs(paths) -> list[Run]:
     runs = []
     for path in paths:
         path = Path(path)
+        results = read_results(path)  # first: it names a path it cannot read
         name = path.parent.name if path.name == "results.json" else (path.name if path.is_dir() else path.stem)
-        runs.append(Run(name, read_results(path)))
+        runs.append(Run(name, results))
     return runs
 
 
