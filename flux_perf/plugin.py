@@ -230,21 +230,14 @@ def flux_latency(flux_result):
 def pytest_report_header(config):
     if not _gpu_selected(config):
         return None
-    from .instrument.nvml import gpu_identity, nvml_unavailable_reason
+    from .instrument.nvml import gpu_identity, gpu_line
 
     suite = flux_suite_config(config)
     lines = [f"flux-perf: stacks {', '.join(s.name for s in suite.stacks)}; "
              f"scenarios {', '.join(c.id for c in suite.scenarios)}; rounds {suite.measure.rounds}"
              f" (max {suite.measure.max_rounds}); report -> {suite.report_dir}"]
     flux = _session(config, create=False)
-    gpu = flux.machine.gpu if flux is not None else gpu_identity()  # the card this run uses, not card 0
-    if gpu:
-        lines.append(
-            f"flux-perf GPU: {gpu.name}, driver {gpu.driver_version}, CUDA {gpu.cuda_driver_version}, "
-            f"power limit {gpu.power_limit_w} W, max SM clock {gpu.max_sm_clock_mhz} MHz"
-        )
-    else:
-        lines.append(f"flux-perf GPU telemetry unavailable: {nvml_unavailable_reason()}")
+    lines.append(gpu_line(flux.machine.gpu if flux is not None else gpu_identity()))  # this run's card, not card 0
     applied = [e["name"] for e in config.stash.get(_ENV_KEY, []) if e["status"] == "applied"]
     lines.append(f"flux-perf environment applied: {', '.join(applied) or 'none'}")
     return lines + [note for note in [rootdir_note(config)] if note]

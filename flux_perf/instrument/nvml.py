@@ -236,3 +236,11 @@ def _clock_event_reasons(handle, unsupported: set[str]) -> int | None:
     if pynvml is not None and hasattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons"):
         return _query("nvmlDeviceGetCurrentClocksEventReasons", handle, unsupported=unsupported)
     return _query("nvmlDeviceGetCurrentClocksThrottleReasons", handle, unsupported=unsupported)
+
+
+def gpu_line(gpu) -> str:
+    """The GPU a run uses, in one line of the report header (or why NVML cannot say)."""
+    if not gpu:
+        return f"flux-perf GPU telemetry unavailable: {nvml_unavailable_reason()}"
+    return (f"flux-perf GPU: {gpu.name}, driver {gpu.driver_version}, CUDA {gpu.cuda_driver_version}, "
+            f"power limit {gpu.power_limit_w} W, max SM clock {gpu.max_sm_clock_mhz} MHz")
