@@ -47,6 +47,11 @@ def main(argv=None) -> int:
                 ResultsError, ConfigError, AbError, ReportError, ValueError) as error:
             print(f"flux-perf: {error}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `flux-perf table ... | head`: the reader left; nothing more to say
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            return 141  # what a shell reports for a process ended by SIGPIPE
         except OSError as error:  # a disk or a folder failing outside the report (a --json file)
             from .store.folders import os_error_line
 

@@ -257,3 +257,24 @@ def test_table_lists_a_case_that_raised_with_its_error_not_its_numbers(tmp_path,
     assert "| 512x512@6 | fp8 | fp8 | failed: RuntimeError: cuDNN version incompatibility | te |" in result.stdout
     rows = json.loads(cli("table", run, "--json").stdout)
     assert [r["stack"] for r in rows["rows"]] == ["bf16"] and rows["not_run"][0]["reason"].startswith("failed:")
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`flux-perf table ... | head`: once the reader has gone, the command stops quietly (141, as a
+    shell reports SIGPIPE) instead of a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line is written
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-m", "flux_perf", "stacks"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, env=env, cwd=ROOT, timeout=300)
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr[-2000:]
