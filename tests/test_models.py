@@ -170,3 +170,23 @@ def test_pretrained_fingerprint_follows_content(tmp_path):
     first = resolve_model_source(str(tmp_path), "cpu").fingerprint()
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxKontextPipeline", "x": 1}))
     assert resolve_model_source(str(tmp_path), "cpu").fingerprint() != first
+
+
+def test_a_resolver_that_never_answers_is_unreachable_not_a_hang(monkeypatch):
+    """getaddrinfo has no timeout: a hung resolver must not hang the run's start."""
+    import threading
+
+    from flux_perf.model import models
+
+    release = threading.Event()
+    monkeypatch.setattr(models.socket, "getaddrinfo", lambda *args: release.wait())  # blocks until released
+    monkeypatch.setattr(models, "HUB_RESOLVE_TIMEOUT_S", 0.05)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    try:
+        reason = models.hub_unreachable()
+    finally:
+        release.set()
+    assert reason is not None and "did not resolve within 0.05 s" in reason
+    monkeypatch.setattr(models.socket, "getaddrinfo", lambda *args: [])
+    assert models.hub_unreachable() is None

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +188,9 @@ HUB_HELP = ("download it where the hub is reachable (`hf download {repo} --local
             "python3 -m flux_perf.model.checkpoint DIR (docs/real-weights.md)")
 
 
+HUB_RESOLVE_TIMEOUT_S = 5.0
+
+
 def hub_unreachable() -> str | None:
     """Why the hub cannot be reached from this machine, found without sending any request (so no
     token leaves); None when offline mode is off and the hub's host name resolves."""
@@ -197,10 +201,22 @@ def hub_unreachable() -> str | None:
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
-    try:
-        socket.getaddrinfo(host, 443)
-    except (OSError, UnicodeError) as error:
-        return f"the hub's host {host} does not resolve ({getattr(error, 'strerror', None) or error})"
+    failed: list = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+        except (OSError, UnicodeError) as error:
+            failed.append(error)
+
+    # getaddrinfo has no timeout of its own, and a resolver that never answers must not hang the run.
+    lookup = threading.Thread(target=resolve, daemon=True)
+    lookup.start()
+    lookup.join(HUB_RESOLVE_TIMEOUT_S)
+    if lookup.is_alive():
+        return f"the hub's host {host} did not resolve within {HUB_RESOLVE_TIMEOUT_S:g} s"
+    if failed:
+        return f"the hub's host {host} does not resolve ({getattr(failed[0], 'strerror', None) or failed[0]})"
     return None
 
 
