@@ -264,6 +264,28 @@ def test_workers_with_a_control_run_each_side_in_its_own_process_and_keep_every_
                   "Holm's correction over 1 case "):
         assert shown in result.stdout, shown
     assert set(measured_pairs(tmp_path / "ab.json")) == {"bf16-64x64@2", "bf16-64x64@2 control"}
+    # The control is sized to half of the whole warm round, not of its transformer steps alone.
+    assert case["base"]["plant"] is None and case["control"]["plant"]["sized_to"] == "round"
+    assert case["control"]["plant"]["fraction"] == 0.5 and case["control"]["plant"]["round_ms"] > 0
+
+
+def test_a_plant_sized_to_the_round_takes_that_share_of_the_whole_round():
+    """At 512 the steps are about four fifths of a round: a plant sized to the steps read 1.6 % for
+    2 %. Sized to the round, its extra work per step is the fraction of the unslowed round / steps."""
+    from flux_perf.components.slowdown import Slowdown
+
+    plant = Slowdown("0.02")
+    with pytest.raises(RuntimeError, match="needs a warm call first"):
+        plant.size_to_round(100.0, 6)
+    # As the plant leaves itself after its warm call: 2 % of a 13.3 ms step, 1 ms a probe of 16384 rows.
+    plant.rows = {("shape", "cpu"): 4352}
+    plant.calibration = {"probe_ms": 1.0, "extra_ms_per_step": 4352 / 16384, "sized_to": "step"}
+    round_ms = 100.0 + 6 * 4352 / 16384  # an unslowed round of 100 ms, with the per-step plant in it
+    plant.size_to_round(round_ms, steps=6)
+    extra_per_step = 0.02 * 100.0 / 6  # 2 % of the round, over its 6 steps: 0.333 ms
+    assert plant.rows == {("shape", "cpu"): int(extra_per_step * 16384) // 16 * 16}
+    assert plant.report()["sized_to"] == "round" and plant.report()["round_ms"] == pytest.approx(100.0)
+    assert 6 * plant.report()["extra_ms_per_step"] == pytest.approx(2.0, rel=0.01)
 
 
 def test_a_slowed_card_is_named_beside_the_verdict():

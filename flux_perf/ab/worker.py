@@ -104,6 +104,19 @@ class Worker:
                 self.process.kill()
 
 
+def size_plant_to_round(case, warmup: list, fraction) -> dict | None:
+    """A planted slow-down (the control, --*-inject-slowdown) made FRACTION of the whole warm round,
+    not of its transformer steps alone, then one more warm round with it: what the A/B plants is
+    what it reports. Returns the plant's report (None without a plant, or in a checkout whose plant
+    cannot re-size)."""
+    plant = next((c for c in case.prepared.stack.components if c.name == "slowdown"), None) if fraction else None
+    if plant is None or not hasattr(plant, "size_to_round") or not warmup:
+        return plant.report() if plant is not None else None
+    plant.size_to_round(warmup[-1] * 1000.0, case.effective.steps)
+    warmup.append(case.round().times.wall_ms / 1000.0)
+    return plant.report()
+
+
 def main() -> int:
     cores = os.environ.get(CORES_VARIABLE)  # set by the orchestrator
     if cores:
@@ -141,11 +154,12 @@ def main() -> int:
                                         log=lambda m: print(f"[{request['side']}] {m}", file=sys.stderr, flush=True))
                 case = runner.case(parse_stack(request["stack"]), parse_scenario(request["scenario"]))
                 first_call_s, warmup = warm_up(case.round, MeasureSettings(), runner.log)
+                plant = size_plant_to_round(case, warmup, request.get("inject_slowdown"))
                 # Every round collects garbage before it (quiet_host); with the whole model's heap
                 # frozen, that collection sees only new objects: ~0.45 s a round went to it.
                 gc.collect()
                 gc.freeze()
-                reply(ok=True, first_call_s=first_call_s, warmup_s=warmup, stack_key=case.prepared.key,
+                reply(ok=True, first_call_s=first_call_s, warmup_s=warmup, stack_key=case.prepared.key, plant=plant,
                       fingerprint=runner.source.fingerprint(), commit=git_commit(), code=os.path.dirname(flux_perf.__file__),
                       pid=os.getpid())
             elif request["cmd"] == "round":

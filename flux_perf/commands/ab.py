@@ -53,7 +53,7 @@ def register(sub) -> None:
                     help="test-only: plant a slow-down on the head side (proves the gate)")
     ab.add_argument("--control", type=float, default=None, metavar="FRACTION",
                     help="a positive control: a third worker runs the head's code with this slow-down planted "
-                         "(e.g. 0.02), interleaved with the others; a case whose pairs do not see it slower says "
+                         "(e.g. 0.02 of the whole warm round), interleaved with the others; a case whose pairs do not see it slower says "
                          "inconclusive instead of same. Costs half as many rounds again")
     ab.set_defaults(func=run)
 

@@ -19,6 +19,11 @@ from .base import Component, Phase, parse_float_param
 _PROBE_ROWS = 16384
 
 
+def _rows_for(extra_ms: float, probe_ms: float) -> int:
+    """Rows of the extra matmul that take `extra_ms`, from the probe's time for _PROBE_ROWS rows."""
+    return max(16, int(extra_ms / probe_ms * _PROBE_ROWS) // 16 * 16)
+
+
 class Slowdown(Component):
     name = "slowdown"
     summary = "test-only: extra matmul work worth FRACTION of each step's time (e.g. slowdown:0.05)"
@@ -88,13 +93,28 @@ class Slowdown(Component):
                 torch.mm(a, b, out=sink)
                 probes.append(elapsed_ms(probe_start))
             probe_ms = sorted(probes)[len(probes) // 2]
-            rows = max(16, int(float(self.param) * step_ms / probe_ms * _PROBE_ROWS) // 16 * 16)
-            self.rows[key] = rows
-            self.calibration = {"step_ms": step_ms, "extra_ms_per_step": probe_ms * rows / _PROBE_ROWS,
-                                "rows": rows, "width": width}
+            self.rows[key] = _rows_for(float(self.param) * step_ms, probe_ms)
+            self.calibration = {"step_ms": step_ms, "probe_ms": probe_ms, "width": width, "sized_to": "step",
+                                **self._extra(self.rows[key], probe_ms)}
 
         transformer.register_forward_pre_hook(before, with_kwargs=True)
         transformer.register_forward_hook(after, with_kwargs=True)
+
+    @staticmethod
+    def _extra(rows: int, probe_ms: float) -> dict:
+        return {"rows": rows, "extra_ms_per_step": probe_ms * rows / _PROBE_ROWS}
+
+    def size_to_round(self, round_ms: float, steps: int) -> None:
+        """Re-size the extra work to the fraction of a whole warm round (`round_ms`, measured with
+        the current plant in it), not of the transformer steps alone: at 512 the steps are about
+        four fifths of a round, so a per-step 2 % read 1.6-1.9 % end to end."""
+        if not self.rows or "probe_ms" not in self.calibration:
+            raise RuntimeError("slowdown: size_to_round needs a warm call first (the plant measures a step then)")
+        probe_ms = self.calibration["probe_ms"]
+        unslowed_ms = round_ms - steps * self.calibration["extra_ms_per_step"]
+        rows = _rows_for(float(self.param) * unslowed_ms / steps, probe_ms)
+        self.rows = dict.fromkeys(self.rows, rows)
+        self.calibration.update(sized_to="round", round_ms=unslowed_ms, **self._extra(rows, probe_ms))
 
     def report(self) -> dict:
         return {"fraction": float(self.param), **self.calibration}
