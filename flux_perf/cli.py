@@ -5,6 +5,7 @@ this file only builds the parser and dispatches."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import interrupts
@@ -48,8 +49,6 @@ def main(argv=None) -> int:
             print(f"flux-perf: {error}", file=sys.stderr)
             return 2
         except BrokenPipeError:  # `flux-perf table ... | head`: the reader left; nothing more to say
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
             return 141  # what a shell reports for a process ended by SIGPIPE
         except OSError as error:  # a disk or a folder failing outside the report (a --json file)

@@ -57,7 +57,7 @@ def test_fp8_attention_is_judged_against_the_fp8_ceiling():
 
 def test_a_step_is_set_against_its_floor_at_its_own_precisions():
     flops = {"linear": 400e9, "attention": 100e9}  # per step
-    datasheet = {"bf16": 1000.0, "fp8": 2000.0}
+    datasheet = {"bf16_tflops": 1000.0, "fp8_tflops": 2000.0}
     result = account(TRACE, steps=2, flops=flops, ceilings={"bf16_tflops": 800.0, "fp8_tflops": 1600.0},
                      datasheet=datasheet)
     assert result.precisions() == ("bf16", "bf16")

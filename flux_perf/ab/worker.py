@@ -107,12 +107,11 @@ class Worker:
 def size_plant_to_round(case, warmup: list, fraction) -> dict | None:
     """A planted slow-down (the control, --*-inject-slowdown) made FRACTION of the whole warm round,
     not of its transformer steps alone, then one more warm round with it: what the A/B plants is
-    what it reports. Returns the plant's report (None without a plant, or in a checkout whose plant
-    cannot re-size)."""
+    what it reports. Returns the plant's report, None without a plant."""
     plant = next((c for c in case.prepared.stack.components if c.name == "slowdown"), None) if fraction else None
-    if plant is None or not hasattr(plant, "size_to_round") or not warmup:
-        return plant.report() if plant is not None else None
-    plant.size_to_round(warmup[-1] * 1000.0, case.effective.steps)
+    if plant is None:
+        return None
+    plant.size_to_round(warmup[-1] * 1000.0, case.effective.steps)  # warm_up returns one call at least
     warmup.append(case.round().times.wall_ms / 1000.0)
     return plant.report()
 

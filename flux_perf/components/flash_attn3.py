@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import torch
 
@@ -33,11 +34,18 @@ def installed_module() -> str | None:
     return None
 
 
+def _interface():
+    """The FA3 module, looked up in sys.modules first: this runs at every attention call."""
+    for name in MODULES:
+        if name in sys.modules:
+            return sys.modules[name]
+    return importlib.import_module(installed_module() or MODULES[-1])
+
+
 @torch.library.custom_op(OP_NAME, mutates_args=())
 def flash_attn_3(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
     """Non-causal attention on (batch, tokens, heads, head_dim) tensors, as diffusers lays them out."""
-    module = importlib.import_module(installed_module() or MODULES[-1])
-    out = module.flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
+    out = _interface().flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
     return out[0] if isinstance(out, (tuple, list)) else out  # some builds return (out, lse)
 
 

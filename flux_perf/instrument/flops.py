@@ -41,11 +41,12 @@ def step_flops_breakdown(config: dict, image_tokens: int, text_tokens: int) -> S
     return StepFlops(linear=linear, attention=attention)
 
 
-# Dense tensor-core peaks from NVIDIA's datasheets (TFLOP/s, without sparsity), keyed by NVML's name:
+# Dense tensor-core peaks from NVIDIA's datasheets (TFLOP/s, without sparsity), keyed by NVML's name and
+# spelled as the measured ceilings (MatmulPeaks.to_dict):
 # the floor a step cannot beat at its precision. A GPU not listed gets the measured ceilings only.
 DATASHEET_DENSE_TFLOPS = {
-    "NVIDIA H100 80GB HBM3": {"bf16": 989.4, "fp8": 1978.9},  # H100 SXM5
-    "NVIDIA H200": {"bf16": 989.4, "fp8": 1978.9},
+    "NVIDIA H100 80GB HBM3": {"bf16_tflops": 989.4, "fp8_tflops": 1978.9},  # H100 SXM5
+    "NVIDIA H200": {"bf16_tflops": 989.4, "fp8_tflops": 1978.9},
 }
 
 

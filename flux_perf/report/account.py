@@ -72,7 +72,7 @@ class Account:
     flops: dict | None = None  # per step: linear, attention
     ceilings: dict | None = None  # TFLOP/s: bf16, fp8
     fp8_attention_us: float = 0.0  # attention kernels that compute in FP8 (judged against the fp8 ceiling)
-    datasheet: dict | None = None  # TFLOP/s: bf16, fp8 dense peaks of this GPU model
+    datasheet: dict | None = None  # TFLOP/s: bf16_tflops, fp8_tflops dense peaks of this GPU model
 
     def precisions(self) -> tuple[str, str]:
         """(linear, attention) precision the step mostly ran in: "fp8" or "bf16"."""
@@ -88,11 +88,9 @@ class Account:
         linear, attention = self.precisions()
         floors = {}
         for name, table in (("datasheet peak", self.datasheet), ("measured ceiling", self.ceilings)):
-            if table:
-                key = "" if table is self.datasheet else "_tflops"
-                floor = step_floor_ms(self.flops, table.get(linear + key), table.get(attention + key))
-                if floor:
-                    floors[name] = floor
+            floor = step_floor_ms(self.flops, *((table or {}).get(f"{p}_tflops") for p in (linear, attention)))
+            if floor:
+                floors[name] = floor
         return floors
 
     def per_step_ms(self, us: float) -> float:
