@@ -68,8 +68,7 @@ class PrecomputeModulation(Component):
         if not linears:
             raise RuntimeError("precompute-modulation found no AdaLN modulation linear in the transformer")
         width = sum(linear.out_features for _, linear in linears)
-        weight = linears[0][1].weight
-        self.flat = torch.zeros(width, dtype=transformer.dtype, device=weight.device)
+        self.flat = torch.zeros(width, dtype=transformer.dtype, device=transformer.device)
         offset = 0
         for name, linear in linears:
             row = self.flat[offset:offset + linear.out_features].view(1, -1)
