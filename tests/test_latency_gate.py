@@ -81,6 +81,14 @@ def test_a_reference_without_rounds_is_judged_against_its_median():
     assert judge_latency(scaled(1.1), [old]).verdict is Verdict.FAIL
 
 
+def test_a_reference_of_one_or_two_rounds_can_still_fail():
+    """Two rounds against one cannot reach the first look's confidence whatever the rounds say: such
+    a reference (`--rounds 1`) is judged against its median, or it would never fail again."""
+    for recorded in ((1.0,), (1.0, 1.001)):
+        assert judge_latency(scaled(2.0), [relative(recorded=recorded)]).verdict is Verdict.FAIL
+        assert judge_latency(scaled(1.0), [relative(recorded=recorded)]).verdict is Verdict.PASS
+
+
 def test_each_look_spends_part_of_the_error_and_more_rounds_decide():
     assert look_confidence(0.95, 3) == pytest.approx(1 - 0.05 / 3)
     edge = [1.03 * x for x in (0.99, 1.01, 0.995, 1.005, 0.99, 1.01, 1.0, 1.0)]

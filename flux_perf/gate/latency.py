@@ -67,14 +67,17 @@ def _side(low: float, high: float, limit: float, reached: bool) -> Verdict:
 def check_budget(samples: Sequence[float], budget: LatencyBudget, confidence: float) -> BudgetCheck:
     """One budget: a relative budget with recorded rounds compares the two sets of rounds (exact
     Mann-Whitney interval of the ratio, so the reference's own noise counts); otherwise the
-    median's interval against the budget in seconds."""
+    median's interval against the budget in seconds. A reference of too few rounds for the
+    two-sample interval to reach `confidence` (one or two) is taken as exact, as one without rounds:
+    else it could never fail again."""
     if budget.kind == "relative" and budget.recorded_samples:
         ratio = two_sample_ratio(budget.recorded_samples, samples, confidence)
-        reference = budget.reference_s
-        limit = 1 + budget.tolerance
-        verdict = _side(ratio.low, ratio.high, limit, ratio.reached)
-        return BudgetCheck(budget, verdict, ratio.low * reference, ratio.high * reference,
-                           reference * limit * ratio.ratio / ratio.low, ratio)
+        if ratio.reached:
+            reference = budget.reference_s
+            limit = 1 + budget.tolerance
+            verdict = _side(ratio.low, ratio.high, limit, True)
+            return BudgetCheck(budget, verdict, ratio.low * reference, ratio.high * reference,
+                               reference * limit * ratio.ratio / ratio.low, ratio)
     summary = summarize(samples, confidence)
     reached = summary.ci_level >= confidence - 1e-12
     verdict = _side(summary.ci_low, summary.ci_high, budget.seconds, reached)
