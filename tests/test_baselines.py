@@ -59,6 +59,14 @@ def store(tmp_path, monkeypatch, image):
     return store
 
 
+@pytest.mark.parametrize("provenance", [["x"], "x", {"software": ["torch"]}])
+def test_a_baselines_provenance_of_the_wrong_shape_names_the_file(store, provenance):
+    meta = store.paths(KEY)[1]
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "provenance": provenance}))
+    with pytest.raises(BaselineCorrupt, match=f"{meta}: provenance"):
+        store.load_baseline(KEY, SCENARIO)
+
+
 def latency(median=0.5, stack="bf16", provenance=None):
     return LatencyEntry(median, (median, median * 1.01), parse_stack(stack).key, provenance or now(stack),
                         measurement_version=MEASUREMENT_VERSION)

@@ -35,6 +35,7 @@ from .entries import (
     LatencyEntry,
     UpdateRefused,
     check_schema,
+    checked_provenance,
 )
 from .files import atomic_write, write_json
 from .provenance import Provenance
@@ -250,8 +251,7 @@ class BaselineStore:
                 raise BaselineMismatch(f"baseline {meta_path} was made with {name}={recorded[name]}, the scenario "
                                        f"has {name}={getattr(scenario, name)}")
         latents = self.read_latents(self.latents_path(key), record.get("latents_sha256"), f"baseline {key}")
-        provenance = Provenance.from_json(record.get("provenance") or {})
-        return Baseline(image, latents, provenance, image_path)
+        return Baseline(image, latents, checked_provenance(record, str(meta_path)), image_path)
 
     def read_latents(self, path: Path, expected_sha256: str | None, owner: str) -> np.ndarray | None:
         if expected_sha256 is None:

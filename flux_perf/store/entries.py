@@ -75,7 +75,7 @@ def _iso_date(value) -> bool:
     return True
 
 
-def _provenance(entry: dict, where: str) -> Provenance:
+def checked_provenance(entry: dict, where: str) -> Provenance:
     """The entry's provenance, every field checked: a list `software` or a date of "high" would
     otherwise be shown, or compared, as if it were one."""
     raw = entry.get("provenance", {})
@@ -130,7 +130,7 @@ class LatencyEntry:
         clock = _optional(entry, where, "sm_clock_mhz", _non_negative, "a clock in MHz")
         version = _optional(entry, where, "measurement_version", lambda v: type(v) is int, "an integer")
         stack = _optional(entry, where, "stack", lambda v: isinstance(v, str), "a string")
-        return cls(float(entry["median_s"]), tuple(float(s) for s in samples), stack or "", _provenance(entry, where),
+        return cls(float(entry["median_s"]), tuple(float(s) for s in samples), stack or "", checked_provenance(entry, where),
                    low, high, float(clock) if _positive(clock) else None, version)
 
     def to_json(self) -> dict:
@@ -169,7 +169,7 @@ class FidelityEntry:
         stack = _optional(entry, where, "stack", lambda v: isinstance(v, str), "a string")
         lossless = _optional(entry, where, "lossless", lambda v: isinstance(v, bool), "true or false")
         return cls(float(entry["ssim"]), psnr, distance, hashes[0], stack or "", bool(lossless),
-                   _provenance(entry, where), hashes[1])
+                   checked_provenance(entry, where), hashes[1])
 
     def to_json(self) -> dict:
         return {**asdict(self), "provenance": self.provenance.to_json()}
@@ -222,7 +222,7 @@ class CalibrationEntry:
         details = {k: v for k, v in entry.items() if k not in ("band", "spread", "stacks", "provenance")}
         return cls(Band(float(band["ssim"]), band.get("psnr"), band.get("latent_rel_l2")),
                    {name: Spread(**{k: float(v) for k, v in s.items() if k in ("ssim", "psnr", "latent_rel_l2")})
-                    for name, s in spread.items()}, dict(stacks), _provenance(entry, where), details)
+                    for name, s in spread.items()}, dict(stacks), checked_provenance(entry, where), details)
 
     def to_json(self) -> dict:
         return {**self.details, "band": asdict(self.band), "spread": {k: asdict(v) for k, v in self.spread.items()},
