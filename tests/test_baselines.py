@@ -149,6 +149,25 @@ def test_an_old_schema_names_the_migration(store):
         store.table(KEY, "fidelity.json")
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("64x96@2.json", {"flux_perf_store": 3, "provenance": {"recorded_at": "2027-01-01", "software": {"t": "1"}}},
+     "schema version 3"),
+    ("latency.json", {"flux_perf_store": 3, "entries": {}}, "schema version 3"),
+    ("latency.json", [1, 2], "JSON list"),
+    ("latency.json", {"64x96@2": [1]}, "scenario -> stack -> entry"),
+])
+def test_migration_refuses_what_is_not_schema_1_and_rewrites_nothing(tmp_path, name, content, message):
+    folder = tmp_path / "gpu" / "weights"
+    folder.mkdir(parents=True)
+    old = {"64x96@2": {"cudnn": {"median_s": 0.3, "samples_s": [0.3], "stack": "attn-cudnn"}}}
+    (folder / "fidelity.json").write_text(json.dumps(old))  # schema 1, sorted before the bad file
+    (folder / name).write_text(json.dumps(content))
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    with pytest.raises(SchemaError, match=message):
+        migrate_folder(folder)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
 def test_migration_keeps_every_value_and_regroups_the_provenance(tmp_path):
     folder = tmp_path / "gpu" / "weights"
     folder.mkdir(parents=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .entries import SCHEMA_KEY, SCHEMA_VERSION
+from .entries import SCHEMA_KEY, SCHEMA_VERSION, SchemaError
 from .files import write_json
 
 _PROVENANCE_KEYS = ("recorded_at", "created_at", "commit", "software", "driver_version")
@@ -34,25 +34,42 @@ def _calibration(entry: dict) -> dict:
     return converted
 
 
+def _converted(path: Path) -> dict | None:
+    """The file in this schema; None when it already is. Only a file without any schema version is
+    schema 1: a newer one, or one of the wrong shape, is an error naming it (nothing is rewritten)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SchemaError(f"{path}: cannot be read as JSON ({error}); fix or restore it first") from None
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path} is a JSON {type(data).__name__}, not a flux-perf store file")
+    if SCHEMA_KEY in data:
+        if data[SCHEMA_KEY] == SCHEMA_VERSION:
+            return None
+        raise SchemaError(f"{path} has schema version {data[SCHEMA_KEY]!r}: this flux-perf converts only "
+                          f"version 1 (no version key) to {SCHEMA_VERSION}")
+    if path.name in ("latency.json", "fidelity.json", "calibration.json"):
+        if not all(isinstance(t, dict) and all(isinstance(e, dict) for e in t.values()) for t in data.values()):
+            raise SchemaError(f"{path}: expected scenario -> stack -> entry objects (schema 1)")
+        convert = _calibration if path.name == "calibration.json" else _entry
+        return {SCHEMA_KEY: SCHEMA_VERSION, "entries": {scenario: {name: convert(entry) for name, entry in t.items()}
+                                                        for scenario, t in data.items()}}
+    gpu = data.get("gpu") if isinstance(data.get("gpu"), dict) else {}  # a bf16 baseline's record
+    kept = {k: v for k, v in data.items() if k not in _PROVENANCE_KEYS}
+    return {**kept, SCHEMA_KEY: SCHEMA_VERSION, "provenance": _provenance(data, gpu.get("driver_version"))}
+
+
 def migrate_folder(folder: Path) -> list[str]:
-    """Rewrite every schema-1 file of `folder` in place; return what was done, file by file."""
+    """Rewrite every schema-1 file of `folder` in place; return what was done, file by file. Every
+    file is converted in memory first: one that cannot be leaves the whole folder untouched."""
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a baseline folder (<baselines>/<gpu>/<model fingerprint>)")
+    converted = {path: _converted(path) for path in sorted(folder.glob("*.json"))}
     lines = []
-    for path in sorted(folder.glob("*.json")):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get(SCHEMA_KEY) == SCHEMA_VERSION:
+    for path, data in converted.items():
+        if data is None:
             lines.append(f"{path}: already schema {SCHEMA_VERSION}")
             continue
-        if path.name in ("latency.json", "fidelity.json", "calibration.json"):
-            convert = _calibration if path.name == "calibration.json" else _entry
-            entries = {scenario: {name: convert(entry) for name, entry in table.items()}
-                       for scenario, table in data.items()}
-            write_json(path, {SCHEMA_KEY: SCHEMA_VERSION, "entries": entries}, indent=2, sort_keys=True)
-        else:  # a bf16 baseline's record
-            driver = (data.get("gpu") or {}).get("driver_version")
-            kept = {k: v for k, v in data.items() if k not in _PROVENANCE_KEYS}
-            write_json(path, {**kept, SCHEMA_KEY: SCHEMA_VERSION, "provenance": _provenance(data, driver)},
-                       indent=2, sort_keys=True)
+        write_json(path, data, indent=2, sort_keys=True)
         lines.append(f"{path}: schema 1 -> {SCHEMA_VERSION}")
     return lines
