@@ -25,12 +25,17 @@ def _imports(path: Path):
     """(line, imported flux_perf module) for every import in the file, inside functions too."""
     package = ["flux_perf", *path.relative_to(PACKAGE).parent.parts]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
+        if isinstance(node, ast.Import):  # import flux_perf.report.summary
+            yield from ((node.lineno, alias.name) for alias in node.names if alias.name.startswith("flux_perf"))
+        elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
-                yield node.lineno, ".".join(base + ([node.module] if node.module else []))
+                module = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
             elif node.module and node.module.startswith("flux_perf"):
-                yield node.lineno, node.module
+                module = node.module
+            else:
+                continue
+            # `from .. import report` imports the layer itself: each name may be a module
+            yield from ((node.lineno, f"{module}.{alias.name}") for alias in node.names)
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -42,6 +47,17 @@ def test_imports_run_downward_only(path):
     upward = [f"line {line}: {target}" for line, target in _imports(path)
               if (layer := _layer(target)) is not None and layer > own]
     assert not upward, f"{module} ({LAYERS[own]}) imports a higher layer: {upward}"
+
+
+def test_every_spelling_of_an_upward_import_is_seen(tmp_path, monkeypatch):
+    folder = tmp_path / "flux_perf" / "model"
+    folder.mkdir(parents=True)
+    probe = folder / "probe.py"
+    probe.write_text("import flux_perf.report.summary\nfrom .. import report\nfrom flux_perf import gate\n"
+                     "from ..store.entries import SCHEMA_KEY\n")
+    monkeypatch.setitem(globals(), "PACKAGE", tmp_path / "flux_perf")
+    targets = [t for _, t in _imports(probe)]
+    assert [_layer(t) for t in targets] == [5, 5, 4, 2]  # report, report, gate, store
 
 
 def test_modules_and_functions_stay_small():
