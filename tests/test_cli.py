@@ -39,6 +39,9 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("run", "--device", "cpu", "--report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),
     (("run", "--device", "cpu", "--resolution", "64", "--save-image", "/tmp/x_{foo}.png"),
      "only {scenario} and {stack} may appear"),
+    (("run", "--device", "cpu", "--resolution", "64", "--save-image", "/tmp/x_{stack.name}.png"),
+     "only {scenario} and {stack} may appear"),
+    (("run", "--device", "cpu", "--scenarios", "64@2-g1.2.3"), "cannot read scenario '64@2-g1.2.3'"),
     (("compare", "a.json", "b.json", "--tolerance", "-1"), "tolerance -1.0: must be a fraction"),
     (("compare", "a.json", "b.json", "--tolerance", "nan"), "tolerance nan: must be a fraction"),
 ])

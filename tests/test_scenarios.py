@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from flux_perf.model.scenarios import BUILTIN, Scenario, ScenarioError, parse_scenario, parse_scenarios
@@ -85,3 +87,15 @@ def test_thousands_of_digits_are_named_by_their_length():
     for call in (lambda: parse_scenario("9" * 5000 + "@6"), lambda: parse_resolution("512x" + "9" * 5000)):
         with pytest.raises(ScenarioError, match="is a number of 5000 digits: sizes are multiples of 16 from 16 to 4096"):
             call()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("512@6-g1.2.3", "cannot read scenario '512@6-g1.2.3'"),
+    ("512@6-g.", "cannot read scenario '512@6-g.'"),
+    ("512@6-s" + "9" * 30, "must be an integer from 0 to 2**63 - 1"),
+])
+def test_a_bad_guidance_or_seed_is_a_scenario_error_naming_it(text, message):
+    """A bare ValueError from float() or torch's seed overflow named no file or key (budgets.toml)."""
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        parse_scenario(text)
+    assert parse_scenario("512@6-g3.5-s7").id == "512x512@6-g3.5-s7"

@@ -21,7 +21,7 @@ def register(sub) -> None:
 def image_path(template: str, scenario, stack) -> Path:
     try:
         return Path(template.format(scenario=scenario.id, stack=stack.name))
-    except (KeyError, IndexError, ValueError) as error:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:  # {stack.name}, {0:d}
         raise ValueError(f"--save-image {template!r}: only {{scenario}} and {{stack}} may appear in it ({error!r})") \
             from None
 

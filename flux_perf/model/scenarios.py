@@ -33,8 +33,8 @@ class Scenario:
             raise ScenarioError(f"steps={self.steps!r} must be an integer from 1 to {MAX_STEPS}")
         if not isinstance(self.guidance, (int, float)) or not 0.0 <= self.guidance <= 100.0:
             raise ScenarioError(f"guidance={self.guidance!r} must be a number from 0 to 100")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ScenarioError(f"seed={self.seed!r} must be a non-negative integer")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ScenarioError(f"seed={self.seed!r} must be an integer from 0 to 2**63 - 1 (torch's generator seed)")
 
     @property
     def id(self) -> str:
@@ -100,7 +100,7 @@ def _number(digits: str, what: str, text: str) -> int:
 
 _SPEC = re.compile(
     r"^(?P<h>-?\d+)(?:x(?P<w>-?\d+))?@(?P<steps>-?\d+)"
-    r"(?:-g(?P<g>[0-9.]+))?(?:-s(?P<seed>\d+))?$"
+    r"(?:-g(?P<g>\d+(?:\.\d+)?))?(?:-s(?P<seed>\d+))?$"
 )
 
 
@@ -109,7 +109,8 @@ def parse_scenario(text: str) -> Scenario:
     match = _SPEC.match(text.strip())
     if not match:
         raise ScenarioError(
-            f"cannot read scenario {text!r}: write HEIGHTxWIDTH@STEPS, e.g. 512x512@6 or 1024@8"
+            f"cannot read scenario {text!r}: write HEIGHTxWIDTH@STEPS[-gGUIDANCE][-sSEED], e.g. 512x512@6, "
+            "1024@8 or 512x512@6-g3.5-s7"
         )
     height = _number(match["h"], "height", text)
     width = _number(match["w"], "width", text) if match["w"] else height
@@ -117,7 +118,7 @@ def parse_scenario(text: str) -> Scenario:
     if match["g"]:
         kwargs["guidance"] = float(match["g"])
     if match["seed"]:
-        kwargs["seed"] = int(match["seed"])
+        kwargs["seed"] = _number(match["seed"], "seed", text)
     return Scenario(height, width, _number(match["steps"], "steps", text), **kwargs)
 
 
