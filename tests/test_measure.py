@@ -138,3 +138,14 @@ def test_cpu_pressure_marks_rounds_disturbed(tmp_path):
     reasons = describe_disturbance([Flag.CPU_CONTENTION], [], None, None, host_stall=0.5)
     assert reasons == ["host CPU contention: runnable tasks waited for a CPU 50% of the timed rounds "
                        "(/proc/pressure/cpu)"]
+
+
+def test_a_scripted_generation_that_failed_halfway_leaves_the_next_one_right():
+    """The scripted clock used to tell start from end by alternating calls: one generation that
+    raised between them made every later one read 0 s."""
+    from flux_perf.model.clocks import ScriptedClock
+
+    clock = ScriptedClock(0.5, jitter=0.0)
+    clock.start_wall()  # a generation that raises before its end
+    start = clock.start_wall()
+    assert clock.wall_ms(start) == 500.0 and clock.wall_ms(clock.start_wall()) == 500.0

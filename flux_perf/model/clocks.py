@@ -2,7 +2,7 @@
 of the gate. Same interface.
 
 `mark()` never synchronises, so marks can sit inside the denoising loop; read the intervals with
-`elapsed_ms` only after `settle()`. `now()` is the wall clock around a whole generation.
+`elapsed_ms` only after `settle()`. `wall_ms(start_wall())` is the wall time of a whole generation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,19 @@ import time
 import torch
 
 
-class CudaEventClock:
+class WallClock:
+    """The host's wall clock around a whole generation."""
+
+    @staticmethod
+    def start_wall() -> float:
+        return time.perf_counter()
+
+    @staticmethod
+    def wall_ms(start: float) -> float:
+        return (time.perf_counter() - start) * 1000.0
+
+
+class CudaEventClock(WallClock):
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
 
@@ -30,12 +42,8 @@ class CudaEventClock:
     def elapsed_ms(start: torch.cuda.Event, end: torch.cuda.Event) -> float:
         return float(start.elapsed_time(end))
 
-    @staticmethod
-    def now() -> float:
-        return time.perf_counter()
 
-
-class HostClock:
+class HostClock(WallClock):
     def mark(self) -> float:
         return time.perf_counter()
 
@@ -46,32 +54,22 @@ class HostClock:
     def elapsed_ms(start: float, end: float) -> float:
         return (end - start) * 1000.0
 
-    @staticmethod
-    def now() -> float:
-        return time.perf_counter()
-
 
 class ScriptedClock(HostClock):
     """Test-only: every generation takes `seconds` of scripted wall time, spread by a seeded
     `jitter` (a fraction), whatever the machine does; stage marks stay the host's. It lets the
     CPU suite drive the latency gate to a pass or a failure without depending on a busy CPU's
-    speed. `now()` is called twice a generation, at its start and at its end."""
+    speed. Each `wall_ms` is one scripted draw, whatever came before (a generation that failed
+    halfway leaves nothing behind)."""
 
     def __init__(self, seconds: float, jitter: float = 0.002, seed: int = 0):
         if not seconds > 0:
             raise ValueError(f"scripted clock: {seconds!r} s a generation must be positive")
         self.seconds, self.jitter = seconds, jitter
         self._rng = random.Random(seed)
-        self._time = 0.0
-        self._started: float | None = None
 
-    def now(self) -> float:
-        if self._started is None:
-            self._started = self._time
-            return self._time
-        self._time = self._started + self.seconds * (1 + self.jitter * self._rng.gauss(0, 1))
-        self._started = None
-        return self._time
+    def wall_ms(self, start: float) -> float:
+        return self.seconds * 1000.0 * (1 + self.jitter * self._rng.gauss(0, 1))
 
 
 def clock_for(device: torch.device | str):
