@@ -14,9 +14,8 @@ import shlex
 
 import pytest
 
-from .scope import asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note
+from .scope import MARKER, asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note
 
-MARKER = "h100"
 _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
 _ENV_KEY = pytest.StashKey["list"]()
@@ -186,6 +185,8 @@ class MachineDisturbed(Exception):
 class Inconclusive(pytest.skip.Exception):
     """A case the run could not judge: its own outcome (`INCONCLUSIVE`, yellow), never a pass.
     --flux-strict turns it into a failure."""
+
+    __module__ = "builtins"  # as pytest's own Skipped: reports show the reason, not flux_perf.plugin.Inconclusive
 
 
 def _inconclusive_report(report) -> bool:

@@ -71,6 +71,7 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
     assert result.returncode == 6, "nothing failed, but a case could not be judged: not the exit code of a pass"
     assert f"bf16-{SCENARIO}: latency inconclusive (undecided at the cap of 16 rounds)" in result.stdout
     assert "INCONCLUSIVE tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
+    assert "flux_perf.plugin.Inconclusive" not in result.stdout, "the reason, not a class path"
     record = records(store)[f"bf16-{SCENARIO}"]
     assert record["latency"]["verdict"] == "inconclusive" and record["rounds"] == 16, "rounds doubled to the cap"
     assert "undecided at the cap of 16 rounds" in record["stopped"]
