@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import attend_through
+from helpers import assert_a_new_stack_leaves_the_kernel, attend_through
 
 from flux_perf.components import Capabilities
 from flux_perf.components.attention import FlashAttn
@@ -42,13 +42,16 @@ def test_the_transformer_attends_through_fa3_and_gets_the_same_output(tiny_model
     monkeypatch.setattr("flux_perf.components.flash_attn3.installed_module", lambda: "fa3_fwd_interface")
     scenario = Scenario(64, 64, 2)
     component = FlashAttn3()
-    reference, routed, layers = attend_through(tiny_model, component, scenario)
-    assert len(stand_in_fa3) >= layers * scenario.steps, "every attention call went to FA3"
-    assert all(not causal and scale == pytest.approx(shape[-1] ** -0.5) for shape, scale, causal in stand_in_fa3)
-    assert component.report() == {"kernel": "flashattention-3", "attention_processors": layers,
-                                  "module": "fa3_fwd_interface"}
-    np.testing.assert_allclose(routed.latents, reference.latents, rtol=1e-4, atol=1e-5)
-    component.release(tiny_model.pipe)
+    try:
+        reference, routed, layers = attend_through(tiny_model, component, scenario)
+        assert len(stand_in_fa3) >= layers * scenario.steps, "every attention call went to FA3"
+        assert all(not causal and scale == pytest.approx(shape[-1] ** -0.5) for shape, scale, causal in stand_in_fa3)
+        assert component.report() == {"kernel": "flashattention-3", "attention_processors": layers,
+                                      "module": "fa3_fwd_interface"}
+        np.testing.assert_allclose(routed.latents, reference.latents, rtol=1e-4, atol=1e-5)
+        assert_a_new_stack_leaves_the_kernel(tiny_model, stand_in_fa3, scenario)
+    finally:
+        component.release(tiny_model.pipe)  # the borrowed slot goes back even when an assertion fails
 
 
 def test_the_custom_op_stays_in_a_compiled_graph(stand_in_fa3, monkeypatch):

@@ -36,12 +36,21 @@ def test_same_output_with_the_modulation_computed_once_per_generation(tiny_model
 
 
 def test_each_step_reads_its_own_row(tiny_model):
-    """A table built from the wrong timesteps would change the output: the rows are per step."""
+    """What a block receives at step i is row i of the table: a hook that always copied row 0 (or a
+    stale table) would still give rows that differ, so the rows seen are recorded step by step."""
     scenario = Scenario(64, 64, 3)
     component = make_component("precompute-modulation")
     component.apply(tiny_model.pipe)
-    generate_with(tiny_model, scenario)
-    table = component.table
-    assert table.shape[0] == scenario.steps
-    assert not torch.equal(table[0], table[1]) and not torch.equal(table[1], table[2])
-    component.release(tiny_model.pipe)
+    first = component.wrappers[0]
+    seen = []
+    first.register_forward_hook(lambda module, args, out: seen.append(out.detach().clone()))
+    try:
+        generate_with(tiny_model, scenario)
+        table = component.table
+        width = first.row.shape[1]
+        assert table.shape[0] == scenario.steps and len(seen) == scenario.steps
+        for step, row in enumerate(seen):
+            assert torch.equal(row[0], table[step, :width]), step
+        assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    finally:
+        component.release(tiny_model.pipe)

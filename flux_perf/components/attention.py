@@ -7,6 +7,7 @@ import os
 from typing import ClassVar
 
 from .base import Capabilities, Component, Phase
+from .flash_attn3 import MODULES as FA3_MODULES
 
 
 class AttentionBackend(Component):
@@ -86,7 +87,7 @@ class FlashAttn(AttentionBackend):
     @staticmethod
     def pick(caps: Capabilities) -> str | None:
         hopper = caps.capability is not None and caps.capability >= (9, 0)
-        if hopper and (caps.has_package("flash_attn_interface") or caps.has_package("fa3_fwd_interface")):
+        if hopper and any(caps.has_package(name) for name in FA3_MODULES):
             return "fa3"
         if hopper and caps.has_package("flash_attn.cute"):
             return "fa4"
