@@ -102,7 +102,6 @@ def test_only_a_hub_id_may_download_and_no_token_is_passed(tmp_path, monkeypatch
     _kontext_index(tmp_path)
     hub = {"unreachable": None, "cached": False}  # this machine, as the hub checks would see it
     monkeypatch.setattr(models, "hub_unreachable", lambda: hub["unreachable"])
-    monkeypatch.setattr("flux_perf.model.pipeline.hub_unreachable", lambda: hub["unreachable"])
     monkeypatch.setattr(models, "hub_cached", lambda repo: hub["cached"])
     for text in (str(tmp_path), "hub:black-forest-labs/FLUX.1-Kontext-dev"):
         with pytest.raises(ModelSourceError, match="LookupError: stop here"):

@@ -110,6 +110,14 @@ def test_no_hub_and_no_cache_is_one_clear_error_before_any_request(cli, tmp_path
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr(FluxKontextPipeline, "from_pretrained", None)  # never reached
+    import socket
+
+    from flux_perf.model import models
+
+    def no_such_host(host, *args):  # what a resolver answers for .invalid, without asking one (it may hang)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(models.socket, "getaddrinfo", no_such_host)
     result = cli("run", "--model", HUB_MODEL, "--device", "cpu", "--report-dir", tmp_path / "report")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("flux-perf: model hub:black-forest-labs/FLUX.1-Kontext-dev cannot be loaded "
@@ -129,7 +137,6 @@ def test_a_failed_load_chains_no_frame_and_names_no_token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(models, "hub_cached", lambda repo: False)
     monkeypatch.setattr(models, "hub_unreachable", lambda: None)
-    monkeypatch.setattr("flux_perf.model.pipeline.hub_unreachable", lambda: None)
 
     def from_pretrained(location, **kwargs):
         headers = {"authorization": f"Bearer {TOKEN}"}  # noqa: F841 - what huggingface_hub's frames hold

@@ -227,18 +227,21 @@ def hub_cached(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
 
 
-def check_hub_source(source: ModelSource) -> None:
-    """A hub model must be in the local cache or the hub reachable: fail here, before any request."""
-    if not source.is_hub or hub_cached(source.location):
-        return
+def check_hub_source(source: ModelSource) -> bool:
+    """A hub model must be in the local cache or the hub reachable: fail here, before any request.
+    Returns whether to load from local files only (a folder, or a hub model whose hub is out of
+    reach), from one look at the hub."""
+    if not source.is_hub:
+        return True
     reason = hub_unreachable()
-    if reason:
+    if reason and not hub_cached(source.location):
         from huggingface_hub import constants
 
         raise ModelSourceError(
             f"model hub:{source.location} cannot be loaded on this machine: {reason} and it is not in the "
             f"local hub cache ({constants.HF_HUB_CACHE}). To use it, " + HUB_HELP.format(repo=source.location)
         )
+    return reason is not None
 
 
 def _check_model_index(index: Path, text: str) -> None:

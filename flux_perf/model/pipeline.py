@@ -18,7 +18,7 @@ from .inputs import (
     prompt_token_count,
     synthetic_prompt_embeddings,
 )
-from .models import HUB_HELP, ModelSource, ModelSourceError, check_hub_source, hub_unreachable
+from .models import HUB_HELP, ModelSource, ModelSourceError, check_hub_source
 from .prompt_tokens import resolve_prompt_tokens
 from .redact import scrub, scrubbed_logging
 from .synthetic_weights import build_on_device
@@ -103,10 +103,7 @@ def _from_pretrained(pipeline_cls, source: ModelSource, dtype: torch.dtype):
     argument: huggingface_hub reads HF_TOKEN itself. A failure comes back as a ModelLoadError with a
     scrubbed message and no chained exception: the hub's frames hold the token in their request
     headers, and pytest --tb=long / -l prints every frame's locals."""
-    local_only = True
-    if source.is_hub:
-        check_hub_source(source)  # not cached and no hub: a clear error before any request
-        local_only = hub_unreachable() is not None
+    local_only = check_hub_source(source)  # not cached and no hub: a clear error before any request
     try:
         with scrubbed_logging():
             return pipeline_cls.from_pretrained(source.location, dtype=dtype, local_files_only=local_only,
