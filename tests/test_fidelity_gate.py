@@ -189,8 +189,11 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path, cli):
     assert missing.returncode != 0 and "no calibration.json there" in missing.stderr
     (folder / "calibration.json").write_text("{half written")
     corrupt = cli("calibrate", "--restate", str(folder), "--write", "--force")
-    assert corrupt.returncode != 0 and f"{folder / 'calibration.json'} is not a calibration table" in corrupt.stderr
+    assert corrupt.returncode != 0 and f"{folder / 'calibration.json'} is not valid JSON" in corrupt.stderr
     assert (folder / "calibration.json").read_text() == "{half written", "nothing rewritten"
+    (folder / "calibration.json").write_text(json.dumps({"flux_perf_store": 2, "entries": {"512x512@6": {}}}))
+    odd = cli("calibrate", "--restate", str(folder))  # a bare KeyError before: no 'fidelity' entry
+    assert odd.returncode == 0 and "Traceback" not in odd.stderr, odd.stderr
 
 
 def test_the_latent_criterion_is_the_move_from_the_stacks_own_recorded_output():

@@ -4,7 +4,6 @@ this GPU (gate/calibrate.py), print the proposal, and store it with --write, sce
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -44,7 +43,14 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
                         margin=1.5, cold_compiles=False, write=False, force=False, json_path=None) -> dict:
     """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries."""
     from ..components.stacks import BASELINE, DEFAULT_STACKS
-    from ..gate.calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, calibrate_scenario, format_calibration, runnable
+    from ..gate.calibrate import (
+        BREAKS,
+        LOSSLESS_CPU,
+        LOSSLESS_CUDA,
+        calibrate_scenario,
+        format_calibration,
+        runnable,
+    )
     from ..store.baselines import BaselineKey
     from ..store.files import write_json
 
@@ -140,6 +146,7 @@ def restate(args) -> int:
     from ..gate.calibrate import format_calibration, restated
     from ..model.scenarios import parse_scenario
     from ..store.baselines import BaselineKey, BaselineStore
+    from ..store.entries import BaselineError
 
     folder = Path(args.restate)
     path = folder / "calibration.json"
@@ -147,13 +154,12 @@ def restate(args) -> int:
         raise ValueError(f"--restate {folder}: no calibration.json there (a baseline folder: "
                          "<baselines>/<gpu>/<model fingerprint>)")
     store = BaselineStore(folder.parent.parent)
-    try:
-        scenario_ids = sorted(json.loads(path.read_text()).get("entries") or {})
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as error:
-        raise ValueError(f"--restate: {path} is not a calibration table ({error})") from None
-    for scenario_id in scenario_ids:
+    for scenario_id, inner, old in store.listing(folder, "calibration.json"):  # read and checked whole
+        if isinstance(old, BaselineError):
+            raise old
+        if inner != "fidelity":
+            continue
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
-        old = store.table(key, "calibration.json")["fidelity"]
         result = restated(old, parse_scenario(scenario_id), args.margin)
         print(format_calibration(result))
         if args.write:
