@@ -20,7 +20,7 @@ from .config import SuiteConfig
 from .gate.budgets import LatencyBudget, load_budgets
 from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
 from .gate.images import compare_images, write_side_by_side
-from .gate.latency import (LatencyResult, Target, Verdict, decided, describe_disturbance, judge_latency,
+from .gate.latency import (LatencyResult, Target, decided, describe_disturbance, judge_latency,
                            judge_target)
 from .instrument import distributed
 from .instrument.machine import Machine
@@ -187,9 +187,8 @@ class FluxSession:
                                        recording=self.config.update_baselines)
         result.target = judge_target(timed.wall.median, target_s)
         refused = refuse_disturbed(disturbance) if self.config.update_baselines else None
-        if refused:  # nothing recorded: the case is an error, its latency disturbed (never "recorded")
+        if refused:  # nothing recorded: the case is an error; judge_latency already called it disturbed
             result.error = refused
-            result.latency = replace(result.latency, verdict=Verdict.DISTURBED, disturbance=tuple(disturbance))
         if main:
             if self.config.update_baselines and not refused:
                 refs = self._update_references(result, refs, clock, now)

@@ -100,3 +100,11 @@ def test_each_look_spends_part_of_the_error_and_more_rounds_decide():
 def test_stale_reasons_travel_with_the_verdict():
     result = judge_latency(scaled(1.0), [relative(stale=("torch 2.10 -> 2.11",))])
     assert result.stale == ("torch 2.10 -> 2.11",) and result.verdict is Verdict.PASS
+
+
+def test_a_recording_on_a_disturbed_machine_is_disturbed_whatever_the_rounds_say():
+    """An update never keeps rounds timed beside another process: its verdict says so at the judge."""
+    result = judge_latency(scaled(1.0), [], disturbance=("another process on the GPU",), recording=True)
+    assert result.verdict is Verdict.DISTURBED and result.disturbance == ("another process on the GPU",)
+    assert judge_latency(scaled(1.0), [], recording=True).verdict is Verdict.RECORDED
+    assert judge_latency(scaled(1.0), [relative()], disturbance=("x",)).verdict is Verdict.PASS  # a fast case stands

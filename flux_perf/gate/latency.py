@@ -164,7 +164,8 @@ def judge_latency(samples: Sequence[float], budgets: Sequence[LatencyBudget], *,
         verdicts.add(Verdict.NO_REFERENCE)
     if not verdicts:
         verdicts.add(Verdict.RECORDED if recording else Verdict.NO_REFERENCE)
-    if disturbance and verdicts & {Verdict.FAIL, Verdict.INCONCLUSIVE}:
+    # A slow case on a disturbed machine is not judged; a recording there is never kept (update.py).
+    if disturbance and (recording or verdicts & {Verdict.FAIL, Verdict.INCONCLUSIVE}):
         verdicts.add(Verdict.DISTURBED)
         verdicts -= {Verdict.FAIL}
     verdict = min(verdicts, key=_DECISIVE.index)
