@@ -14,14 +14,20 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .components.stacks import BASELINE, Stack
 from . import interrupts
+from .components.stacks import BASELINE, Stack
 from .config import SuiteConfig
 from .gate.budgets import LatencyBudget, load_budgets
 from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
 from .gate.images import compare_images, write_side_by_side
-from .gate.latency import (LatencyResult, Target, decided, describe_disturbance, judge_latency,
-                           judge_target)
+from .gate.latency import (
+    LatencyResult,
+    Target,
+    decided,
+    describe_disturbance,
+    judge_latency,
+    judge_target,
+)
 from .instrument import distributed
 from .instrument.machine import Machine
 from .instrument.measure import MEASUREMENT_VERSION
@@ -32,9 +38,14 @@ from .model.scenarios import Scenario
 from .report.records import CaseRecord, RunResults, case_record
 from .store.baselines import BaselineKey, BaselineStore
 from .store.provenance import Provenance, component_code, now_iso
-from .store.references import LATENCY, References, check_latent_shapes, load_references, write_update
+from .store.references import (
+    LATENCY,
+    References,
+    check_latent_shapes,
+    load_references,
+    write_update,
+)
 from .update import reference_update, refuse_disturbed
-
 
 CUT_SHORT = "interrupted"  # how the error of a case a signal stopped begins
 
