@@ -406,6 +406,12 @@ def _set_round(value):
     return lambda data: data["cases"][0]["blocks"][0]["base_s"].__setitem__(3, value)
 
 
+def _control_in_the_second_block_only(data):
+    """Its control rounds would be paired with the first block's base rounds."""
+    blocks = data["cases"][0]["blocks"]
+    blocks.append({**blocks[0], "control": {"control_s": list(blocks[0]["base_s"])}})
+
+
 @pytest.mark.parametrize("edit, named", [
     (_set_round("1.0"), 'cases[0].blocks[0].base_s[3] = "1.0": expected a round\'s seconds: a finite number above 0'),
     (_set_round(-1.0), "cases[0].blocks[0].base_s[3] = -1.0: expected a round's seconds"),
@@ -416,6 +422,7 @@ def _set_round(value):
     (lambda data: data.update(flux_perf_ab="2"), 'flux_perf_ab = "2": this flux-perf reads versions 1 and 2'),
     (lambda data: data["cases"][0].update(stack=None), "cases[0].stack = null: expected a string"),
     (lambda data: data["settings"].update(inject={"head": "3%"}), 'settings.inject.head = "3%": expected a finite'),
+    (_control_in_the_second_block_only, "cases[0].blocks[0].control = null: expected a control, as in blocks [1]"),
 ])
 def test_ab_pairs_refuses_a_bad_file_naming_file_key_and_value(tmp_path, cli, edit, named):
     path = _edited_ab_file(tmp_path, edit)

@@ -35,6 +35,7 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("run", "--device", "cpu", "--resolution", "64", "--rounds", "0"), "--rounds 0"),
     (("run", "--device", "bogus", "--resolution", "64"), "device 'bogus' is not supported"),
     (("stacks", "--device", "bogus"), "device 'bogus' is not supported"),
+    (("ab", "--base", ".", "--head", ".", "--device", "mps"), "device 'mps' is not supported"),
     (("run", "--device", "cpu", "--scenarios", ","), "no scenario in ','"),
     (("run", "--device", "cpu", "--report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),
     (("run", "--device", "cpu", "--resolution", "64", "--save-image", "/tmp/x_{foo}.png"),

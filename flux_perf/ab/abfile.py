@@ -60,8 +60,15 @@ class _Checker:
         for name in ("base", "head"):
             self.kind(f"{key}.{name}", case.get(name), (dict,), "an object or null", True)
         self.optional_number(f"{key}.prepare_s", case.get("prepare_s"))
-        for i, block in enumerate(self.kind(f"{key}.blocks", case.get("blocks"), (list,), "a list of blocks")):
+        blocks = self.kind(f"{key}.blocks", case.get("blocks"), (list,), "a list of blocks")
+        for i, block in enumerate(blocks):
             self.block(f"{key}.blocks[{i}]", block)
+        # The control's rounds pair with base's block by block: in some blocks only, they would not.
+        with_control = [i for i, block in enumerate(blocks) if block.get("control") is not None]
+        if with_control and len(with_control) != len(blocks):
+            first_without = next(i for i in range(len(blocks)) if i not in with_control)
+            self.fail(f"{key}.blocks[{first_without}].control", None,
+                      f"a control, as in blocks {with_control} (every block has one, or none)")
 
     def settings(self, settings) -> None:
         self.kind("settings", settings, (dict,), "an object or null", True)

@@ -53,19 +53,21 @@ def register(sub) -> None:
                     help="test-only: plant a slow-down on the head side (proves the gate)")
     ab.add_argument("--control", type=float, default=None, metavar="FRACTION",
                     help="a positive control: a third worker runs the head's code with this slow-down planted "
-                         "(e.g. 0.02 of the whole warm round), interleaved with the others; a case whose pairs do not see it slower says "
-                         "inconclusive instead of same. Costs half as many rounds again")
+                         "(e.g. 0.02 of the whole warm round), interleaved with the others; a case whose pairs do "
+                         "not see it slower says inconclusive instead of same. Costs half as many rounds again")
     ab.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..ab.orchestrator import cases_to_json, check_tolerance, format_cases, run_ab
+    from ..model.pipeline import check_device
     from ..config import check_writable_dir
     from ..store.files import write_json
     from ..model.scenarios import parse_scenarios
     from ..components.stacks import parse_stacks
 
     check_tolerance(args.tolerance)
+    check_device(args.device or "cuda")  # before three workers start and fail each case on it
     stacks = [s.name for s in parse_stacks(args.stacks)]
     scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
