@@ -1,9 +1,7 @@
 """No hidden state (issue 27): a component keeps what it learns on itself or on the pipeline, and its
 `release` gives back what `apply` changed outside the pipeline (diffusers' borrowed dispatch slot and
-default backend, module-level caches), so a case leaves every component module as it found it.
-
-The runner does not call `release` yet (stacks.py and runner.py are another change): here each
-component's `release` is called directly, in the reverse order of `apply`, as Stack.release will."""
+default backend, module-level caches), so a case leaves every component module as it found it:
+`Stack.release`, which the runner calls when a case is done."""
 
 import sys
 import types
@@ -50,12 +48,6 @@ def apply_stack(stack, model):
     stack.apply(model.pipe, calibrate=lambda scenario, contexts: generate_with(model, scenario, contexts))
 
 
-def release_stack(stack, pipe):
-    """What Stack.release(pipe) does: every component's release, in the reverse order of apply."""
-    for component in reversed(stack.components):
-        component.release(pipe)
-
-
 def registry_state() -> dict:
     """diffusers' process-wide attention registry: each table's entries (by identity) and the default."""
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
@@ -98,7 +90,7 @@ def test_a_static_fp8_stack_leaves_per_call_fp8_attention_as_it_was(tiny_model, 
         "on its layers' calibrated scales"
 
     during = fp8_attention(q, k, v)  # with the static stack live
-    release_stack(stack, tiny_model.pipe)
+    stack.release(tiny_model.pipe)
     after = fp8_attention(q, k, v)
     assert torch.equal(during, before) and torch.equal(after, before)
     assert float((after - reference).norm() / reference.norm()) < 0.1
@@ -118,7 +110,7 @@ def test_a_case_leaves_every_component_modules_globals_as_it_found_them(tiny_mod
     assert changed == {"flux_perf.components.attention_fp8._constants"}, "the snapshot sees a filled cache"
     assert registry_state() != registry_before, "the slot is borrowed while the stack is live"
 
-    release_stack(stack, tiny_model.pipe)
+    stack.release(tiny_model.pipe)
     after = module_globals()
     assert {name for name in after if globals_before.get(name) != after[name]} == set()
     assert set(after) == set(globals_before)
@@ -202,7 +194,7 @@ def test_the_planted_slowdown_frees_its_buffers_on_release_and_keeps_its_report(
     generate_with(tiny_model, SCENARIO)
     generate_with(tiny_model, SCENARIO)
     assert slowdown.buffers and slowdown.report()["rows"] >= 16
-    release_stack(stack, tiny_model.pipe)
+    stack.release(tiny_model.pipe)
     assert not slowdown.buffers
     assert slowdown.report()["rows"] >= 16, "what it measured is still reported"
 

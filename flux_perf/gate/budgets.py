@@ -32,6 +32,11 @@ def stack_label(name: str) -> str:
     return "+".join(part.strip() for part in str(name).strip().split("+"))
 
 
+def _lookup(table: dict, gpu: str | None, scenario_id: str, stack: str, default=None):
+    """table[gpu][scenario][stack] as budgets.toml keys it (stack spelled as stack_label does)."""
+    return table.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack), default)
+
+
 @dataclass(frozen=True)
 class LatencyBudget:
     seconds: float
@@ -78,7 +83,7 @@ class Budgets:
                 tuple(stale),
                 median,
             ))
-        seconds = self.absolute.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack))
+        seconds = _lookup(self.absolute, gpu, scenario_id, stack)
         if seconds is not None:
             budgets.append(LatencyBudget(seconds, "absolute", f"{Path(self.path).name} [{gpu}] {scenario_id} {stack}"))
         return budgets
@@ -86,10 +91,10 @@ class Budgets:
     def tolerance(self, gpu: str | None, scenario_id: str, stack: str) -> float:
         """The case's own tolerance where this file names one (a case measured to move more than
         the default between machines of one GPU model), else the default."""
-        return self.tolerances.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack), self.relative_tolerance)
+        return _lookup(self.tolerances, gpu, scenario_id, stack, self.relative_tolerance)
 
     def target(self, gpu: str | None, scenario_id: str, stack: str) -> float | None:
-        return self.targets.get(gpu or "", {}).get(scenario_id, {}).get(stack_label(stack))
+        return _lookup(self.targets, gpu, scenario_id, stack)
 
     def check_gpu(self, gpu: str | None) -> None:
         """A GPU name in this file that is nearly this GPU's is a typo that would silently

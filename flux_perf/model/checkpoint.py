@@ -80,7 +80,6 @@ MODEL_INDEX = {
 }
 
 
-
 def log(message: str) -> None:
     print(f"[checkpoint] {message}", flush=True)
 
@@ -184,7 +183,7 @@ def make_checkpoint(out: str | Path, size: str = "tiny", device: str = "cpu", sh
     corpus = made_up_corpus(seed)
     clip_tokenizer = write_clip_tokenizer(out / "tokenizer", corpus)
     log(f"tokenizer: CLIPTokenizer, byte-level BPE of {len(clip_tokenizer)} tokens")
-    t5_tokenizer = write_t5_tokenizer(out / "tokenizer_2", corpus, seed)
+    t5_tokenizer = write_t5_tokenizer(out / "tokenizer_2", corpus)
     log(f"tokenizer_2: T5TokenizerFast, sentencepiece unigram of {len(t5_tokenizer)} tokens")
 
     # One model in memory at a time: the full transformer alone is 23.8 GB.

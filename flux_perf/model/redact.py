@@ -63,8 +63,9 @@ def scrubbed_logging():
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is the logging module's to report
             return record
-        if scrub(message, tokens) != message:
-            record.msg, record.args = scrub(message, tokens), None
+        scrubbed = scrub(message, tokens)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
         return record
 
     logging.setLogRecordFactory(factory)

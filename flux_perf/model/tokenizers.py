@@ -94,7 +94,7 @@ def write_clip_tokenizer(folder: Path, corpus: list[str]):
     return tokenizer
 
 
-def write_t5_tokenizer(folder: Path, corpus: list[str], seed: int):
+def write_t5_tokenizer(folder: Path, corpus: list[str]):
     try:
         import sentencepiece as spm
     except ImportError as error:
@@ -123,6 +123,3 @@ def write_t5_tokenizer(folder: Path, corpus: list[str], seed: int):
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(folder)
     return tokenizer
-
-
-# ---- models -------------------------------------------------------------------------------
