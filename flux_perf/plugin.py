@@ -14,6 +14,7 @@ import shlex
 
 import pytest
 
+from .report.judged import EXIT_NOT_JUDGED
 from .scope import MARKER, asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note
 
 _SESSION_KEY = pytest.StashKey["object"]()
@@ -21,9 +22,8 @@ _CONFIG_KEY = pytest.StashKey["object"]()
 _ENV_KEY = pytest.StashKey["list"]()
 _NO_GPU_KEY = pytest.StashKey["str"]()
 _NOT_JUDGED_KEY = pytest.StashKey["list"]()
-# The exit status of a run in which nothing failed but some case could not be judged: not 0, which
-# CI reads as green, and not 1, which says a test failed (pytest's own codes stop at 5).
-NOT_JUDGED = 6
+# Nothing failed but some case could not be judged: not 0, which CI reads as green, nor 1 (a failure).
+NOT_JUDGED = EXIT_NOT_JUDGED
 _WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files already
 _PATHS_KEY = pytest.StashKey["dict"]()
 _GPU_PASSED_KEY = pytest.StashKey["int"]()  # h100 tests that passed outside the measured cases (kernel checks)
@@ -303,7 +303,8 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
         flux.mark_interrupted()
-    not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
+    not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else \
+        [item.line() for item in flux.not_judged()]
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged
         session.exitstatus = NOT_JUDGED

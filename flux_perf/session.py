@@ -35,6 +35,7 @@ from .instrument.runner import CaseRunner, Measured, with_injection
 from .model.models import check_hub_source, resolve_model_source
 from .model.redact import scrub
 from .model.scenarios import Scenario
+from .report.judged import NotJudged, not_judged
 from .report.records import CaseRecord, RunResults, case_record
 from .store.baselines import BaselineKey, BaselineStore
 from .store.provenance import Provenance, component_code, now_iso
@@ -254,18 +255,11 @@ class FluxSession:
                             + (f", {', '.join(cut)} cut short" if cut else ""))
         return self.interrupted
 
-    def not_judged(self) -> list[str]:
-        """The cases this run could not judge without failing them: undecided latency, a fidelity
-        gap (both fail instead under --flux-strict), a case the machine could not run."""
-        lines = []
-        for record in self.records.values():
-            latency, fidelity = record.latency or {}, record.fidelity or {}
-            if latency.get("verdict") == "inconclusive" and not latency.get("failed"):
-                lines.append(f"{record.id}: latency inconclusive ({record.stopped})")
-            if fidelity.get("gap") and not fidelity.get("failed"):
-                lines.append(f"{record.id}: fidelity judged by the floor alone ({fidelity['gap']})")
-        lines += [f"{s['stack']}-{s['scenario']}: not run ({s['reason']})" for s in self.skipped.values()]
-        return lines
+    def not_judged(self) -> list[NotJudged]:
+        """What this run could not judge without failing it: undecided latency, a fidelity gap
+        (both fail instead under --flux-strict), a case the machine could not run."""
+        return [item for item in not_judged(list(self.records.values()), list(self.skipped.values()))
+                if not item.failed]
 
     def results(self) -> RunResults:
         return RunResults(

@@ -219,6 +219,23 @@ def check_gate_not_swallowed(wf: Workflow, job_id: str = "h100") -> list[str]:
     return problems
 
 
+def check_undecided_goes_to_ab(wf: Workflow) -> list[str]:
+    """A case the suite left undecided (exit 6) is never a pass by itself: on main the suite step
+    hands it to `flux-perf ab --undecided-from` against the parent, on a pull request the compare
+    job's A/B takes the suite's report, after the suite, whatever its outcome."""
+    problems = []
+    suite = " ".join(str(s.get("run", "")) for s in steps_of(_job(wf, "h100")) if "pytest -m h100" in str(s.get("run", "")))
+    if "--undecided-from flux-perf-report/results.json" not in suite or "HEAD~1" not in suite:
+        problems.append("job h100: exit 6 off pull requests is not A/B-tested against the parent commit")
+    compare = _job(wf, "compare")
+    runs = " ".join(str(s.get("run", "")) for s in steps_of(compare))
+    if "--undecided-from suite-report/results.json" not in runs or '"${undecided[@]}"' not in runs:
+        problems.append("job compare: its A/B does not take the suite's undecided cases")
+    if compare.get("needs") != "h100" or "always()" not in str(compare.get("if", "")):
+        problems.append("job compare: must run after the suite (needs: h100) whatever its outcome (always())")
+    return problems
+
+
 def check_dispatch_only(wf: Workflow) -> list[str]:
     problems = []
     on = triggers(wf)
@@ -340,6 +357,10 @@ def test_h100_uploads_report_always_and_keeps_exit_code(workflows):
     assert check_gate_not_swallowed(workflows["h100"]) == []
 
 
+def test_undecided_cases_go_to_the_ab(workflows):
+    assert check_undecided_goes_to_ab(workflows["h100"]) == []
+
+
 def test_update_baselines_workflow(workflows):
     wf = workflows["update-baselines"]
     assert check_dispatch_only(wf) == []
@@ -397,6 +418,9 @@ BROKEN: list[tuple[str, str, Callable[[Workflow], None], Callable[[Workflow], li
     ("upload-missing", "h100", lambda wf: _job(wf, "h100")["steps"].remove(_upload_step(wf)), check_report_uploaded_always),
     ("gate-continue", "h100", lambda wf: _set(_suite_step(wf), "continue-on-error", True), check_gate_not_swallowed),
     ("gate-or-true", "h100", lambda wf: _set(_suite_step(wf), "run", _suite_step(wf)["run"].rstrip() + " || true\n"), check_gate_not_swallowed),
+    ("undecided-main-passes", "h100", lambda wf: _set(_suite_step(wf), "run", _suite_step(wf)["run"].replace("--undecided-from", "--json-only")), check_undecided_goes_to_ab),
+    ("compare-without-suite", "h100", lambda wf: _job(wf, "compare").pop("needs"), check_undecided_goes_to_ab),
+    ("compare-ignores-suite", "h100", lambda wf: [s.__setitem__("run", s["run"].replace('"${undecided[@]}"', "")) for s in steps_of(_job(wf, "compare")) if "run" in s], check_undecided_goes_to_ab),
     ("dispatch-plus-push", "update-baselines", lambda wf: _set(wf["on"], "push", None), check_dispatch_only),
     ("reason-optional", "update-baselines", lambda wf: _set(wf["on"]["workflow_dispatch"]["inputs"]["reason"], "required", False), check_dispatch_only),
     ("push-main", "update-baselines", lambda wf: _add_run(wf, "update", "git push origin HEAD:main"), check_pushes_only_update_branch),

@@ -227,12 +227,12 @@ def measure_case(case: AbCase, workers: dict[str, Worker], blocks: int, toleranc
                      "temperature_c_max": (summary.get("temperature_c") or {}).get("max")}
 
 
-def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, pairs: int | None = None,
+def run_ab(base: Path, head: Path, cases: list[tuple[str, str]], *, pairs: int | None = None,
            blocks: int = 1, block_seconds: float = BLOCK_SECONDS, tolerance: float = 0.01, model: str | None = None,
            device: str = "cuda", inject: dict | None = None, log: Callable[[str], None] = print, pin: bool = True,
            control: float | None = None,
            on_block: Callable[[list[AbCase]], None] = lambda cases: None) -> list[AbCase]:
-    """A/B every (stack, scenario); `inject` = {"base": fraction, "head": fraction} plants a
+    """A/B every (stack, scenario id) of `cases`, in that order; `inject` = {"base": fraction, "head": fraction} plants a
     slow-down on a side (to prove the gate); `control` adds the head's code with that planted
     slow-down as a third side (module docstring). `on_block` sees the cases after every block,
     provisionally decided (to keep the rounds on disk if the run is cut short); the cases come
@@ -259,16 +259,15 @@ def run_ab(base: Path, head: Path, stacks: list[str], scenarios: list[str], *, p
         on_block(results)
 
     try:
-        for stack in stacks:
-            for scenario in scenarios:
-                case = AbCase(stack, scenario, {}, {})
-                results.append(case)
-                try:
-                    prepare_case(case, workers, sources, request, pairs, block_seconds, log)
-                    measure_case(case, workers, blocks, tolerance, gpu, log, after_block)
-                except AbError as error:
-                    case.error = str(error)
-                    log(f"{stack} {scenario}: ERROR {error}")
+        for stack, scenario in cases:
+            case = AbCase(stack, scenario, {}, {})
+            results.append(case)
+            try:
+                prepare_case(case, workers, sources, request, pairs, block_seconds, log)
+                measure_case(case, workers, blocks, tolerance, gpu, log, after_block)
+            except AbError as error:
+                case.error = str(error)
+                log(f"{stack} {scenario}: ERROR {error}")
     finally:
         for worker in workers.values():
             worker.close()

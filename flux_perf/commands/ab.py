@@ -26,11 +26,18 @@ def register(sub) -> None:
     pairs.add_argument("--json", default=None, help="write the counts (or resampled rates) here")
     pairs.set_defaults(func=run_pairs)
 
-    ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is slower")
+    ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is "
+                                    "slower, 6 when a case stays undecided, 3 when a side failed")
     ab.add_argument("--base", required=True, help="checkout of the base (e.g. main)")
     ab.add_argument("--head", required=True, help="checkout of the change")
-    ab.add_argument("--stacks", default="bf16,fast", help="comma-separated stacks (default: bf16,fast)")
-    ab.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8)")
+    ab.add_argument("--stacks", default=None,
+                    help="comma-separated stacks (default: bf16,fast; none with --undecided-from alone)")
+    ab.add_argument("--scenarios", default=None,
+                    help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8; none with --undecided-from alone)")
+    ab.add_argument("--undecided-from", default=None, metavar="RESULTS",
+                    help="a suite run's results.json: also A/B every case its latency gate left INCONCLUSIVE, and "
+                         "exit 6 if it left anything else unjudged that an A/B cannot decide (a fidelity gap, no "
+                         "reference, a case not run)")
     ab.add_argument("--pairs", type=int, default=None,
                     help="interleaved pairs of rounds per verdict (default: enough for --block-seconds, at least 10)")
     ab.add_argument("--block-seconds", type=float, default=60.0,
@@ -63,13 +70,10 @@ def run(args) -> int:
     from ..model.pipeline import check_device
     from ..config import check_writable_dir
     from ..store.files import write_json
-    from ..model.scenarios import parse_scenarios
-    from ..components.stacks import parse_stacks
 
     check_tolerance(args.tolerance)
     check_device(args.device or "cuda")  # before three workers start and fail each case on it
-    stacks = [s.name for s in parse_stacks(args.stacks)]
-    scenarios = [s.id for s in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")]
+    wanted, undecidable = ab_cases(args)
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
                 "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
@@ -85,8 +89,11 @@ def run(args) -> int:
 
     if args.json:
         check_writable_dir(Path(args.json).parent, "--json folder")
+    if not wanted:
+        print("nothing to A/B: no --stacks/--scenarios, and the suite run left no latency verdict undecided")
+        return ab_exit([], undecidable)
     try:
-        cases = run_ab(Path(args.base), Path(args.head), stacks, scenarios, pairs=args.pairs, blocks=args.blocks,
+        cases = run_ab(Path(args.base), Path(args.head), wanted, pairs=args.pairs, blocks=args.blocks,
                        block_seconds=args.block_seconds,
                        tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
                        log=progress, pin=not args.no_pin, control=args.control,
@@ -95,7 +102,7 @@ def run(args) -> int:
         from .. import interrupts
 
         done = [case for case in measured if case.blocks]
-        cut = f"interrupted by {interrupts.describe(error)}: {len(done)} of {len(stacks) * len(scenarios)} cases measured"
+        cut = f"interrupted by {interrupts.describe(error)}: {len(done)} of {len(wanted)} cases measured"
         save(done, final=False, interrupted=cut)
         progress(cut + (f" (kept in {args.json})" if args.json else ""))
         raise
@@ -103,9 +110,54 @@ def run(args) -> int:
     print(format_cases(cases, args.tolerance))
     if args.json:
         print(f"\nA/B rounds and verdicts: {args.json}")
+    return ab_exit(cases, undecidable)
+
+
+def ab_cases(args) -> tuple[list[tuple[str, str]], list]:
+    """The (stack, scenario) cases to A/B: --stacks x --scenarios, then the cases the suite run of
+    --undecided-from left INCONCLUSIVE; and what that run left unjudged that no A/B can decide."""
+    from ..components.stacks import parse_stacks
+    from ..model.scenarios import parse_scenarios
+
+    explicit = args.stacks is not None or args.scenarios is not None or args.undecided_from is None
+    cases = [(stack.name, scenario.id) for stack in parse_stacks(args.stacks or "bf16,fast")
+             for scenario in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")] if explicit else []
+    if args.undecided_from is None:
+        return cases, []
+    from ..report.judged import not_judged_in
+    from ..report.records import read_results
+
+    results = read_results(args.undecided_from)
+    unjudged = not_judged_in(results)
+    if args.model is None:  # the weights the suite measured
+        labels = {record.model for record in results.records}
+        label = labels.pop() if len(labels) == 1 else None
+        args.model = label if label in (None, "synthetic", "tiny") or Path(label).is_absolute() else f"hub:{label}"
+    undecided = [(item.stack, item.scenario) for item in unjudged if item.resolvable_by_ab]
+    cases += [case for case in dict.fromkeys(undecided) if case not in cases]
+    progress(f"{args.undecided_from}: {len(undecided)} case(s) with an undecided latency verdict to A/B"
+             + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
+    return cases, [item for item in unjudged if not item.resolvable_by_ab]
+
+
+def ab_exit(cases, undecidable: list) -> int:
+    """3: a side failed or the GPU was shared; 1: head slower; 6: nothing slower, but a case was
+    not decided (an A/B inconclusive, or unjudged by the suite and beyond an A/B); 0: all decided."""
+    from ..report.judged import EXIT_NOT_JUDGED
+
+    if undecidable:
+        print(f"\nNot judged by the suite, and an A/B cannot decide it (exit {EXIT_NOT_JUDGED} unless a worse "
+              "one applies):")
+        print("\n".join(f"  {item.line()}" for item in undecidable))
     if any(case.verdict in ("error", "disturbed") for case in cases):
         return 3  # not a verdict on the code: re-run on a quiet machine
-    return 1 if any(case.verdict == "slower" for case in cases) else 0
+    if any(case.verdict == "slower" for case in cases):
+        return 1
+    undecided = [f"{case.stack}-{case.scenario}" for case in cases if case.verdict == "inconclusive"]
+    if undecided:
+        print(f"\nexit {EXIT_NOT_JUDGED}: not decided: {', '.join(undecided)}; more pairs decide it (--blocks 2 "
+              "or more, on a quiet machine)")
+    return EXIT_NOT_JUDGED if undecided or undecidable else 0
 
 
 def _pair_counts(option: str, text: str) -> list[int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..components.stacks import BASELINE
 from .plots import plot_latency, plot_telemetry
 from ..store.files import atomic_write
+from .judged import Unjudged, not_judged
 from .records import CaseRecord, RunResults, write_results
 
 NOT_JUDGED = ("inconclusive", "no-reference", "disturbed")
@@ -135,21 +136,13 @@ LEGEND = ("Latency: end-to-end wall time of one edit (reference encode + denoisi
           "denoising time, % of the measured matmul ceiling of the stack's linear precision.")
 
 
+_NOT_JUDGED_LABELS = {Unjudged.LATENCY_INCONCLUSIVE: "INCONCLUSIVE", Unjudged.NO_REFERENCE: "NO REFERENCE",
+                      Unjudged.DISTURBED: "DISTURBED", Unjudged.FIDELITY_ERROR: "fidelity not judged"}
+
+
 def _not_judged(records: list[CaseRecord]) -> list[str]:
-    lines = []
-    for r in records:
-        latency = r.latency or {}
-        verdict = latency.get("verdict")
-        if verdict == "inconclusive":
-            budget = latency.get("budget") or {}
-            lines.append(f"- {r.id}: INCONCLUSIVE against {budget.get('source')} ({fmt(budget.get('seconds'), '.3f')} s) "
-                         f"{r.stopped or ''}; it could see slow-downs of {fmt(r.detection_limit, '+.1%')} and more")
-        elif verdict == "no-reference":
-            lines.append(f"- {r.id}: NO REFERENCE: {latency.get('missing')}")
-        elif verdict == "disturbed":
-            lines.append(f"- {r.id}: DISTURBED: {'; '.join(latency.get('disturbance') or [])}")
-        if (r.fidelity or {}).get("verdict") == "error":
-            lines.append(f"- {r.id}: fidelity not judged: {r.fidelity.get('message')}")
+    lines = [f"- {item.case_id}: {_NOT_JUDGED_LABELS[item.why]}: {item.detail}" + (f"; {item.more}" if item.more else "")
+             for item in not_judged(records) if item.why in _NOT_JUDGED_LABELS]
     return ["", "## Not judged (never a pass)", "", *lines] if lines else []
 
 

@@ -1,0 +1,78 @@
+"""What a run could not judge: one list, read by the summary, by the exit status (6: nothing failed,
+something was not judged) and by `flux-perf ab --undecided-from`, which re-measures the cases an
+interleaved A/B can decide (latency INCONCLUSIVE) and names the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .records import CaseRecord, RunResults
+
+EXIT_NOT_JUDGED = 6  # pytest's own codes end at 5: nothing failed, something was not judged
+
+
+class Unjudged(Enum):
+    LATENCY_INCONCLUSIVE = "latency inconclusive"
+    NO_REFERENCE = "no reference"
+    DISTURBED = "disturbed"
+    FIDELITY_ERROR = "fidelity not judged"
+    FIDELITY_GAP = "fidelity judged by the floor alone"
+    NOT_RUN = "not run"
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    case_id: str
+    stack: str
+    scenario: str
+    why: Unjudged
+    detail: str  # short: why, in a line of the terminal
+    failed: bool  # the run already failed this case for it (a missing reference, --flux-strict, ...)
+    more: str = ""  # for the summary: the budget it was judged against, what the run could see
+
+    @property
+    def resolvable_by_ab(self) -> bool:
+        """An undecided latency verdict: the interleaved A/B against the base can decide it."""
+        return self.why is Unjudged.LATENCY_INCONCLUSIVE
+
+    def line(self) -> str:
+        return f"{self.case_id}: {self.why.value} ({self.detail})"
+
+
+def _of_record(record: CaseRecord) -> list[NotJudged]:
+    latency, fidelity = record.latency or {}, record.fidelity or {}
+    found = []
+
+    def add(why: Unjudged, detail: str, failed: bool, more: str = "") -> None:
+        found.append(NotJudged(record.id, record.stack, record.scenario_id, why, detail, failed, more))
+
+    verdict = latency.get("verdict")
+    if verdict == "inconclusive":
+        budget = latency.get("budget") or {}
+        seconds, limit = budget.get("seconds"), record.detection_limit
+        add(Unjudged.LATENCY_INCONCLUSIVE, record.stopped or "undecided", bool(latency.get("failed")),
+            f"against {budget.get('source')}" + (f" ({seconds:.3f} s)" if seconds is not None else "")
+            + (f"; it could see slow-downs of {limit:+.1%} and more" if limit is not None else ""))
+    elif verdict == "no-reference":
+        add(Unjudged.NO_REFERENCE, str(latency.get("missing")), True)
+    elif verdict == "disturbed":
+        add(Unjudged.DISTURBED, "; ".join(latency.get("disturbance") or []) or "the GPU or host was shared", True)
+    if fidelity.get("verdict") == "error":
+        add(Unjudged.FIDELITY_ERROR, str(fidelity.get("message")), True)
+    elif fidelity.get("gap"):
+        add(Unjudged.FIDELITY_GAP, str(fidelity["gap"]), bool(fidelity.get("failed")))
+    return found
+
+
+def not_judged(records: list[CaseRecord], skipped: list[dict] = ()) -> list[NotJudged]:
+    """Every case, or part of one, this run did not judge, in run order; cases the machine could
+    not run (`skipped`) last."""
+    found = [item for record in records for item in _of_record(record)]
+    found += [NotJudged(f"{s['stack']}-{s['scenario']}", s["stack"], s["scenario"], Unjudged.NOT_RUN,
+                        str(s.get("reason")), False) for s in skipped]
+    return found
+
+
+def not_judged_in(results: RunResults) -> list[NotJudged]:
+    return not_judged(results.records, results.skipped)

@@ -1,0 +1,111 @@
+"""`flux-perf ab --undecided-from RESULTS`: the cases a suite run could not judge go to the A/B
+that can decide them (latency INCONCLUSIVE), and what no A/B can decide keeps the exit status off
+0. An A/B that stays undecided itself is exit 6, never a pass."""
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+from helpers import ROOT, make_results, run_flux_perf
+
+from flux_perf.ab.orchestrator import AbCase
+from flux_perf.ab.rule import Block, Pooled
+from flux_perf.commands.ab import ab_cases, ab_exit
+from flux_perf.report.judged import EXIT_NOT_JUDGED, Unjudged, not_judged_in
+from flux_perf.report.records import read_results, write_results
+
+INCONCLUSIVE = {"verdict": "inconclusive", "failed": False, "detection_limit": 0.32,
+                "budget": {"seconds": 0.417, "source": "recorded 0.379 s + 10%"}}
+PASSED = {"verdict": "pass", "failed": False}
+
+
+def _suite_run(tmp_path, latency: dict, fidelity: dict | None = None, skipped=(), case="fp8-512x512@6"):
+    """A results.json of four cases: `case` with `latency`/`fidelity`, three judged ones."""
+    cases = ["bf16-512x512@6", "fp8-512x512@6", "fast-512x512@6", "fast-1024x1024@8"]
+    path = make_results(tmp_path / "results.json", {case: [0.4] * 8 for case in cases})
+    results = read_results(path)
+    for record in results.records:
+        record.latency = latency if record.id == case else PASSED
+        record.fidelity = (fidelity or {"verdict": "pass"}) if record.id == case else {"verdict": "pass"}
+        record.stopped = "undecided at the cap of 32 rounds"
+    results.skipped = list(skipped)
+    write_results(results, path)
+    return path
+
+
+def _args(path, stacks=None, scenarios=None):
+    return SimpleNamespace(stacks=stacks, scenarios=scenarios, undecided_from=str(path), model=None)
+
+
+def test_only_the_undecided_latency_cases_are_ab_tested_unless_more_are_asked_for(tmp_path):
+    path = _suite_run(tmp_path, INCONCLUSIVE)
+    cases, undecidable = ab_cases(_args(path))
+    assert cases == [("fp8", "512x512@6")] and undecidable == []
+    cases, _ = ab_cases(_args(path, stacks="bf16,fp8", scenarios="512x512@6"))
+    assert cases == [("bf16", "512x512@6"), ("fp8", "512x512@6")], "asked-for cases first, none twice"
+    cases, _ = ab_cases(_args(path, stacks="fast"))
+    assert cases == [("fast", "512x512@6"), ("fast", "1024x1024@8"), ("fp8", "512x512@6")]
+
+
+def test_what_an_ab_cannot_decide_is_named_and_never_exit_0(tmp_path, capsys):
+    gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
+    skipped = [{"stack": "attn-fa3", "scenario": "512x512@6", "reason": "flash-attn 3 is not installed"}]
+    path = _suite_run(tmp_path, PASSED, fidelity=gap, skipped=skipped)
+    cases, undecidable = ab_cases(_args(path))
+    assert cases == []
+    assert [item.why for item in undecidable] == [Unjudged.FIDELITY_GAP, Unjudged.NOT_RUN]
+    assert ab_exit([], undecidable) == EXIT_NOT_JUDGED
+    shown = capsys.readouterr().out
+    assert "fp8-512x512@6: fidelity judged by the floor alone (no calibration for 512x512@6" in shown
+    assert "attn-fa3-512x512@6: not run (flash-attn 3 is not installed)" in shown
+
+
+def _decided(verdict: str, family: int = 1) -> AbCase:
+    case = AbCase("fp8", "512x512@6", {}, {}, blocks=[Block([1.0], [1.0], 1.0, 0.99, 1.01, verdict)])
+    change = "slower" if verdict == "slower" else verdict
+    case.pooled = Pooled(60, 1.0, 0.99, 1.01, True, change, 0.001 if verdict == "slower" else 0.5)
+    case.holm_family, case.holm_rejected = family, verdict == "slower"
+    return case
+
+
+@pytest.mark.parametrize("verdicts, code", [
+    (["same"], 0), (["faster"], 0), (["same", "inconclusive"], EXIT_NOT_JUDGED),
+    (["inconclusive", "slower"], 1), (["same"], 0)])
+def test_an_undecided_ab_is_exit_6_and_slower_wins(verdicts, code, capsys):
+    assert ab_exit([_decided(v, len(verdicts)) for v in verdicts], []) == code
+    if code == EXIT_NOT_JUDGED:
+        assert "not decided: fp8-512x512@6" in capsys.readouterr().out
+
+
+def test_a_results_file_with_nothing_undecided_starts_no_worker_and_passes(tmp_path):
+    path = _suite_run(tmp_path, PASSED)
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--undecided-from", str(path),
+                           "--device", "cpu")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "0 case(s) with an undecided latency verdict" in result.stderr + result.stdout
+    assert "nothing to A/B" in result.stdout and "preparing" not in result.stderr
+
+
+def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):
+    """Real workers on the tiny model (the results file's model): the one undecided case, no other."""
+    path = _suite_run(tmp_path, INCONCLUSIVE, case="bf16-512x512@6")
+    data = json.loads(path.read_text())
+    for record in data["records"]:
+        record["model"], record["scenario"] = "tiny", {"id": record["scenario"]["id"].replace("512x512@6", "64x64@2")}
+        record["id"] = record["id"].replace("512x512@6", "64x64@2")
+    path.write_text(json.dumps(data))
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--undecided-from", str(path),
+                           "--device", "cpu", "--block-seconds", "0.001", "--json", str(tmp_path / "ab.json"))
+    assert result.returncode in (0, 1, EXIT_NOT_JUDGED), result.stdout[-2000:] + result.stderr[-2000:]
+    (case,) = json.loads((tmp_path / "ab.json").read_text())["cases"]
+    assert (case["stack"], case["scenario"], case["error"]) == ("bf16", "64x64@2", None)
+    assert case["base"]["fingerprint"].startswith("tiny-"), case["base"]
+
+
+def test_one_list_of_what_was_not_judged(tmp_path):
+    missing = {"verdict": "no-reference", "failed": True, "missing": "record it with `flux-perf baselines update`"}
+    path = _suite_run(tmp_path, missing)
+    (item,) = not_judged_in(read_results(path))
+    assert item.why is Unjudged.NO_REFERENCE and item.failed and not item.resolvable_by_ab
+    assert dataclasses.astuple(item)[:3] == ("fp8-512x512@6", "fp8", "512x512@6")
