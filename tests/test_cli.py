@@ -149,6 +149,12 @@ def test_compare_exit_codes(tmp_path, cli):
     assert ok.returncode == 0 and "same" in ok.stdout
     bad = cli("compare", base, slower)
     assert bad.returncode == 1 and "slower" in bad.stdout and "+7.7%" in bad.stdout
+    faster = make_results(tmp_path / "fast.json", {"bf16-512x512@6": [0.60, 0.601, 0.599, 0.602, 0.600]})
+    assert cli("compare", base, faster).returncode == 0, "faster is never a problem"
+    noisy = make_results(tmp_path / "noisy.json", {"bf16-512x512@6": [0.62, 0.70, 0.64, 0.69, 0.66]})
+    undecided = cli("compare", base, noisy)
+    assert undecided.returncode == 6 and "inconclusive" in undecided.stdout, undecided.stdout
+    assert "not decided: bf16-512x512@6" in undecided.stderr
     broken = cli("compare", base, tmp_path / "missing.json")
     assert broken.returncode == 2 and "no such file" in broken.stderr
 

@@ -6,7 +6,8 @@ import sys
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("compare", help="compare two results.json files; exit 1 on a real regression")
+    parser = sub.add_parser("compare", help="compare two results.json files; exit 1 on a real "
+                                                 "regression, 6 when a case stays undecided")
     parser.add_argument("base")
     parser.add_argument("head")
     parser.add_argument("--tolerance", type=float, default=0.03, help="relative change treated as noise (default 0.03)")
@@ -14,7 +15,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..gate.stats import Change
     from ..report.compare import compare_files, format_rows, has_regression
+    from ..report.judged import EXIT_NOT_JUDGED
 
     rows = compare_files(args.base, args.head, args.tolerance)
     print(format_rows(rows, args.tolerance))
@@ -22,4 +25,8 @@ def run(args) -> int:
         print("\nregression: a case is slower beyond the tolerance with confidence, or the head lost it",
               file=sys.stderr)
         return 1
+    undecided = [row["id"] for row in rows if row.get("change") == Change.INCONCLUSIVE.value]
+    if undecided:  # an interval that straddles the tolerance decided nothing: never exit 0
+        print(f"\nnot decided: {', '.join(undecided)}: more rounds in both runs decide it", file=sys.stderr)
+        return EXIT_NOT_JUDGED
     return 0
