@@ -27,7 +27,7 @@ from flux_perf.ab.orchestrator import (
     split_cores,
     telemetry_index,
 )
-from flux_perf.ab.pairs import blocks_added, disjoint_runs, measured_pairs, read_cases, verdict_rates
+from flux_perf.ab.pairs import blocks_added, disjoint_runs, measured_pairs, read_cases, read_files, verdict_rates
 from flux_perf.ab.rule import FAMILY_ALPHA, Pooled, judge_block, pool, verdict_of
 from flux_perf.gate.stats import paired_p_slower, paired_ratio
 
@@ -339,7 +339,7 @@ def test_disjoint_runs_count_each_verdict_once_per_run(tmp_path):
     blocks = [[(1.0, 1 + rng.uniform(-0.002, 0.002), 1.03 + rng.uniform(-0.002, 0.002)) for _ in range(10)]
               for _ in range(3)]
     path = _ab_file(tmp_path / "ab.json", blocks, control=0.03)
-    same, control = disjoint_runs([path], [10, 20], TOLERANCE, family=4)
+    same, control = disjoint_runs(read_files([path]), [10, 20], TOLERANCE, family=4)
     assert (same["kind"], control["kind"]) == ("A vs A", "planted 3.0%") and same["pairs"] == 30
     assert same["sizes"]["10"]["runs"] == same["sizes"]["10"]["same"] == 3
     assert control["sizes"]["10"]["slower"] == 3 and control["sizes"]["20"]["runs"] == 1, "no pair used twice"
@@ -351,7 +351,7 @@ def test_blocks_added_lose_a_regression_under_the_old_rule_only(tmp_path):
     # block's interval reaches below the tolerance; together the pairs are clearly slower.
     block = [(1.0, 1.03 + 0.001 * i) for i in range(7)] + [(1.0, 0.99)] * 3
     path = _ab_file(tmp_path / "ab.json", [block] * 4, head_commit="d")
-    (entry,) = blocks_added([path], TOLERANCE, family=4)
+    (entry,) = blocks_added(read_files([path]), TOLERANCE, family=4)
     assert entry["kind"] == "head vs base" and entry["pairs_per_block"] == 10
     assert entry["blocks"]["1"]["old"]["slower"] == 0 and entry["blocks"]["1"]["old"]["runs"] == 4
     assert entry["blocks"]["4"]["pooled"]["slower"] == 1 and entry["blocks"]["4"]["old"]["slower"] == 0

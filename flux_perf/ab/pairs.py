@@ -73,12 +73,30 @@ def _recorded_case(path: Path, settings: dict, case: dict) -> RecordedCase:
         prepare_s=case.get("prepare_s") or 0.0)
 
 
-def read_cases(path: Path) -> list[RecordedCase]:
-    """The cases of an `ab --json` file that measured cleanly (no error, no foreign process)."""
+@dataclass
+class RecordedFile:
+    """An `ab --json` file, read and checked once: its settings and its cleanly measured cases."""
+
+    path: Path
+    settings: dict
+    cases: list[RecordedCase]
+
+
+def read_file(path: Path) -> RecordedFile:
     data = load_ab_file(path)
     settings = data.get("settings") or {}
-    return [_recorded_case(Path(path), settings, case) for case in data["cases"]
-            if case["blocks"] and not case.get("error") and not case.get("foreign_processes")]
+    return RecordedFile(Path(path), settings, [_recorded_case(Path(path), settings, case) for case in data["cases"]
+                                               if case["blocks"] and not case.get("error")
+                                               and not case.get("foreign_processes")])
+
+
+def read_files(paths: list[Path]) -> list[RecordedFile]:
+    return [read_file(path) for path in paths]
+
+
+def read_cases(path: Path) -> list[RecordedCase]:
+    """The cases of an `ab --json` file that measured cleanly (no error, no foreign process)."""
+    return read_file(path).cases
 
 
 def measured_pairs(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -180,13 +198,14 @@ def _file_runs(cases: list[RecordedCase], sizes: list[int], tolerance: float,
     return counts
 
 
-def disjoint_runs(paths: list[Path], sizes: list[int], tolerance: float, family: int | None = None) -> list[dict]:
+def disjoint_runs(files: list[RecordedFile], sizes: list[int], tolerance: float,
+                  family: int | None = None) -> list[dict]:
     """Per comparison (case, head or control, what was planted), over every file and per file:
     for each run size n, how many disjoint runs of n consecutive pairs got each verdict, and the
     mean minutes of rounds a run took (preparing the sides comes on top, once per run)."""
     table: dict = {}
-    for path in paths:
-        cases = read_cases(path)
+    for file in files:
+        path, cases = file.path, file.cases
         counts = _file_runs(cases, sizes, tolerance, family)
         for case in cases:
             for what, rounds, planted in case.comparisons():
@@ -206,12 +225,11 @@ def disjoint_runs(paths: list[Path], sizes: list[int], tolerance: float, family:
     return list(table.values())
 
 
-def blocks_added(paths: list[Path], tolerance: float, family: int | None = None) -> list[dict]:
+def blocks_added(files: list[RecordedFile], tolerance: float, family: int | None = None) -> list[dict]:
     """Per comparison and block size, over every file: runs of 1, 2, ... consecutive recorded
     blocks (disjoint), each judged by the old rule (every block must agree) and the pooled one."""
     table: dict = {}
-    for path in paths:
-        cases = read_cases(path)
+    for cases in (file.cases for file in files):
         for added in range(1, max((len(c.block_pairs) for c in cases), default=0) + 1):
             for j in range(min(len(c.block_pairs) for c in cases) // added):
                 blocks = range(j * added, (j + 1) * added)
@@ -231,13 +249,12 @@ def rule_settings(tolerance: float, family: int | None) -> dict:
             "family": family or "the file's cases"}
 
 
-def files_summary(paths: list[Path]) -> list[dict]:
+def files_summary(files: list[RecordedFile]) -> list[dict]:
     """What each file holds, and what preparing its sides cost (once per run, on top of its rounds)."""
     summary = []
-    for path in paths:
-        cases = read_cases(path)
-        settings = load_ab_file(path).get("settings") or {}
-        summary.append({"file": str(path), "cases": [c.name for c in cases], "blocks": [c.block_pairs for c in cases],
+    for file in files:
+        cases, settings = file.cases, file.settings
+        summary.append({"file": str(file.path), "cases": [c.name for c in cases], "blocks": [c.block_pairs for c in cases],
                         "pinned": settings.get("pinned"), "control": settings.get("control"),
                         "prepare_min": [round(c.prepare_s / 60, 2) for c in cases]})
     return summary

@@ -177,7 +177,7 @@ def _pair_counts(option: str, text: str) -> list[int]:
 def run_pairs(args) -> int:
     from ..ab.orchestrator import check_tolerance
     from ..ab.pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
-                           rule_settings, verdict_rates)
+                           read_files, rule_settings, verdict_rates)
     from ..store.files import write_json
 
     check_tolerance(args.tolerance)
@@ -186,11 +186,12 @@ def run_pairs(args) -> int:
         sizes = _pair_counts("--runs", args.runs)
         if args.family is not None and args.family < 1:
             raise ValueError(f"--family {args.family}: Holm's family holds at least 1 case")
-        runs = disjoint_runs(paths, sizes, args.tolerance, args.family)
-        added = blocks_added(paths, args.tolerance, args.family)
+        files = read_files(paths)  # each read and checked once
+        runs = disjoint_runs(files, sizes, args.tolerance, args.family)
+        added = blocks_added(files, args.tolerance, args.family)
         print(format_runs(runs, args.tolerance, args.family) + "\n\n" + format_blocks(added))
         result = {"flux_perf_ab_runs": 1, "command": command_line(),
-                  "rule": rule_settings(args.tolerance, args.family), "files": files_summary(paths),
+                  "rule": rule_settings(args.tolerance, args.family), "files": files_summary(files),
                   "runs": runs, "blocks_added": added}
     else:
         sizes = _pair_counts("--sizes", args.sizes)
