@@ -5,7 +5,6 @@ and the plots. Nothing here changes the records it is given."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import traceback
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from ..components.stacks import BASELINE
 from .plots import plot_latency, plot_telemetry
 from ..store.files import atomic_write
+from ..store.folders import os_reason
 from .judged import Unjudged, not_judged
 from .records import CaseRecord, RunResults, write_results
 
@@ -25,10 +25,8 @@ class ReportError(RuntimeError):
 
 
 def report_error(folder: Path, error: OSError) -> ReportError:
-    name = errno.errorcode.get(error.errno, "") if error.errno else ""
-    reason = f"{error.strerror} ({name})" if error.strerror and name else str(error)
-    return ReportError(f"could not write the report in {folder}: {reason}; free space there or choose another "
-                       "folder (--report-dir / --flux-report-dir)")
+    return ReportError(f"could not write the report in {folder}: {os_reason(error)}; free space there or choose "
+                       "another folder (--report-dir / --flux-report-dir)")
 
 
 def fmt(value, spec: str, missing: str = "-") -> str:
