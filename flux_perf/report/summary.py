@@ -5,15 +5,14 @@ and the plots. Nothing here changes the records it is given."""
 from __future__ import annotations
 
 import contextlib
-import math
 import traceback
 from pathlib import Path
 
-from ..components.stacks import BASELINE
-from .plots import plot_latency, plot_telemetry
 from ..store.files import atomic_write
 from ..store.folders import os_reason
+from .format import fmt, skipped_table, speedups
 from .judged import Unjudged, not_judged
+from .plots import plot_latency, plot_telemetry
 from .records import CaseRecord, RunResults, write_results
 
 NOT_JUDGED = ("inconclusive", "no-reference", "disturbed")
@@ -27,27 +26,6 @@ class ReportError(RuntimeError):
 def report_error(folder: Path, error: OSError) -> ReportError:
     return ReportError(f"could not write the report in {folder}: {os_reason(error)}; free space there or choose "
                        "another folder (--report-dir / --flux-report-dir)")
-
-
-def fmt(value, spec: str, missing: str = "-") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
-    return format(value, spec)
-
-
-def speedups(records: list[CaseRecord]) -> dict[int, float]:
-    """id(record) -> its speed-up over bf16 eager of the same GPU, weights and scenario (the first
-    bf16 record of several runs)."""
-    reference: dict = {}
-    for r in records:
-        if r.stack == BASELINE and r.timed:
-            reference.setdefault((r.gpu, r.fingerprint, r.scenario_id), r)
-    out = {}
-    for r in records:
-        base = reference.get((r.gpu, r.fingerprint, r.scenario_id))
-        if base is not None and r.timed:
-            out[id(r)] = base.median_s / r.median_s
-    return out
 
 
 def verdict_text(record: CaseRecord) -> str:
@@ -173,8 +151,6 @@ def _fidelity_table(records: list[CaseRecord]) -> list[str]:
 
 
 def summary_markdown(results: RunResults) -> str:
-    from .tables import skipped_table
-
     speedup = speedups(results.records)
     lines = _header(results) + [
         "", "| scenario | stack | tokens | median s (95% CI) | budget s | detects | verdict | vs bf16 | SSIM | J/image "
