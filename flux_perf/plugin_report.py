@@ -10,7 +10,7 @@ import pytest
 from . import interrupts
 
 _SIGNALS_KEY = pytest.StashKey["object"]()  # the signal handlers before ours
-_UNWRITTEN_KEY = pytest.StashKey["str"]()  # why the report could not be written, "" once it was
+_UNWRITTEN_KEY = pytest.StashKey["object"]()  # the ReportError of the last write, None once one worked
 
 
 def catch_signals(config) -> None:
@@ -23,8 +23,8 @@ def release_signals(config) -> None:
         del config.stash[_SIGNALS_KEY]
 
 
-def unwritten(config) -> str:
-    return config.stash.get(_UNWRITTEN_KEY, "")
+def unwritten(config):
+    return config.stash.get(_UNWRITTEN_KEY, None)
 
 
 def write(flux, config, plots: bool) -> dict:
@@ -36,9 +36,9 @@ def write(flux, config, plots: bool) -> dict:
     except ReportError as error:
         if not unwritten(config):
             flux.log(f"{error}; the report is tried again at the end")
-        config.stash[_UNWRITTEN_KEY] = str(error)
+        config.stash[_UNWRITTEN_KEY] = error
         return {}
-    config.stash[_UNWRITTEN_KEY] = ""
+    config.stash[_UNWRITTEN_KEY] = None
     return written
 
 
@@ -53,13 +53,14 @@ def write_final(session, flux, passing: tuple) -> dict:
 
 def summary_lines(flux, config, paths: dict | None) -> list[tuple[str, dict]]:
     """(line, markup): the summary, from memory (the file may not exist), then where it went."""
-    from .report.summary import summary_markdown
+    from .report.summary import summary_instead, summary_markdown
 
-    lines = [(line, {}) for line in summary_markdown(flux.results()).splitlines()]
+    results, error = flux.results(), unwritten(config)
+    summary, failure = summary_instead(results, error) if error else (summary_markdown(results), "")
+    lines = [(line, {}) for line in summary.splitlines()]
     lines += [(f"reference updated: {message}", {}) for message in flux.baseline_updates]
-    if unwritten(config):
-        lines.append((f"FAILED: {unwritten(config)}; the summary above is all that is left of this run",
-                      {"red": True}))
+    if failure:
+        lines.append((f"FAILED: {failure}", {"red": True}))
     else:
         lines.append((f"report: {', '.join(str(p) for p in (paths or {}).values())}", {}))
     return lines

@@ -169,6 +169,12 @@ def summary_markdown(results: RunResults) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_instead(results: RunResults, error: ReportError) -> tuple[str, str]:
+    """A report that could not be written: the summary to print in its place, and the one line
+    after it naming the folder and the OS error (pytest's terminal and `flux-perf run` alike)."""
+    return summary_markdown(results), f"{error}; the summary above is all that is left of this run"
+
+
 def write_report(results: RunResults, folder: Path, plots: bool = True, log=lambda _: None) -> dict:
     """Write results.json first (the measurements), then summary.md and, unless `plots` is False,
     the plots; return the paths. A plot that cannot be drawn is logged, never fatal; a plot not
