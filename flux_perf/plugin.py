@@ -274,7 +274,8 @@ def pytest_runtest_makereport(item, call):
         from .model.redact import scrub_report
         scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
-        report.flux_inconclusive = True
+        case = getattr(item, "callspec", None) and item.callspec.params.get("flux_case")
+        report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else True  # its case: named once
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
@@ -303,8 +304,7 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
         flux.mark_interrupted()
-    not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else \
-        [item.line() for item in flux.not_judged()]
+    not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged
         session.exitstatus = NOT_JUDGED
@@ -328,22 +328,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("flux-perf", red=True)
         terminalreporter.write_line(f"FAILED: -m {MARKER} ran no GPU case ({no_gpu}). A gate that measured "
                                     "nothing must not pass; --flux-allow-no-gpu accepts it.", red=True)
-    from .plugin_report import summary_lines, unwritten
+    from .plugin_report import section_lines
 
-    paths = config.stash.get(_PATHS_KEY, None)
-    if not (paths or unwritten(config)):
-        return
-    undecided = terminalreporter.stats.get("inconclusive", [])
-    terminalreporter.section("flux-perf")
-    if flux.unrecorded:
-        terminalreporter.write_line(f"NO REFERENCES: {flux.unrecorded}", red=True)
-    for report in undecided:
-        terminalreporter.write_line(f"INCONCLUSIVE {report.nodeid}: {report.longrepr[2]}", yellow=True)
-    for line, markup in summary_lines(flux, config, paths):
+    lines = section_lines(flux, config, config.stash.get(_PATHS_KEY, None),
+                          terminalreporter.stats.get("inconclusive", []), config.stash.get(_NOT_JUDGED_KEY, []))
+    if lines:
+        terminalreporter.section("flux-perf")
+    for line, markup in lines:
         terminalreporter.write_line(line, **markup)
-    not_judged = config.stash.get(_NOT_JUDGED_KEY, [])
-    if not_judged:
-        terminalreporter.write_line(f"exit {NOT_JUDGED}: nothing failed, but {len(not_judged)} case(s) could not be "
-                                    "judged (--flux-strict fails them):", yellow=True)
-        for line in not_judged:
-            terminalreporter.write_line(f"  {line}", yellow=True)

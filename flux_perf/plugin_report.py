@@ -1,7 +1,7 @@
-"""The pytest plugin's side of a run cut short or a report that cannot be written: SIGTERM is
-taken as Ctrl-C (the run ends through pytest's KeyboardInterrupt path and is marked interrupted),
-and a failed write of the report is one line naming the folder and the OS error, with the
-summary printed to the terminal instead and a failing exit status."""
+"""The pytest plugin's side of the report: SIGTERM is taken as Ctrl-C (the run ends through
+pytest's KeyboardInterrupt path and is marked interrupted), a failed write of the report is one
+line naming the folder and the OS error, with the summary printed to the terminal instead and a
+failing exit status, and the terminal's flux-perf section names each case not judged once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from . import interrupts
 
 _SIGNALS_KEY = pytest.StashKey["object"]()  # the signal handlers before ours
-_UNWRITTEN_KEY = pytest.StashKey["str"]()  # why the report could not be written, "" once it was
+_UNWRITTEN_KEY = pytest.StashKey["object"]()  # the ReportError of the last write, None once one worked
 
 
 def catch_signals(config) -> None:
@@ -23,8 +23,8 @@ def release_signals(config) -> None:
         del config.stash[_SIGNALS_KEY]
 
 
-def unwritten(config) -> str:
-    return config.stash.get(_UNWRITTEN_KEY, "")
+def unwritten(config):
+    return config.stash.get(_UNWRITTEN_KEY, None)
 
 
 def write(flux, config, plots: bool) -> dict:
@@ -36,9 +36,9 @@ def write(flux, config, plots: bool) -> dict:
     except ReportError as error:
         if not unwritten(config):
             flux.log(f"{error}; the report is tried again at the end")
-        config.stash[_UNWRITTEN_KEY] = str(error)
+        config.stash[_UNWRITTEN_KEY] = error
         return {}
-    config.stash[_UNWRITTEN_KEY] = ""
+    config.stash[_UNWRITTEN_KEY] = None
     return written
 
 
@@ -51,15 +51,39 @@ def write_final(session, flux, passing: tuple) -> dict:
     return written
 
 
-def summary_lines(flux, config, paths: dict | None) -> list[tuple[str, dict]]:
+def _summary_lines(flux, results, config, paths: dict | None, listed: list) -> list[tuple[str, dict]]:
     """(line, markup): the summary, from memory (the file may not exist), then where it went."""
-    from .report.summary import summary_markdown
+    from .report.summary import summary_instead, summary_markdown
 
-    lines = [(line, {}) for line in summary_markdown(flux.results()).splitlines()]
+    error = unwritten(config)
+    summary, failure = (summary_instead(results, error, listed) if error
+                        else (summary_markdown(results, listed), ""))
+    lines = [(line, {}) for line in summary.splitlines()]
     lines += [(f"reference updated: {message}", {}) for message in flux.baseline_updates]
-    if unwritten(config):
-        lines.append((f"FAILED: {unwritten(config)}; the summary above is all that is left of this run",
-                      {"red": True}))
+    if failure:
+        lines.append((f"FAILED: {failure}", {"red": True}))
     else:
         lines.append((f"report: {', '.join(str(p) for p in (paths or {}).values())}", {}))
+    return lines
+
+
+def section_lines(flux, config, paths: dict | None, undecided: list, listed: list) -> list[tuple[str, dict]]:
+    """(line, markup) of the terminal's flux-perf section, none without a report. Each case not
+    judged is named once: in the exit-6 list (`listed`, left out of the summary above it), else in
+    the summary; an INCONCLUSIVE test's own line (`undecided`) only for a case the summary does
+    not name (a project's own test raising Inconclusive)."""
+    from .report.judged import EXIT_NOT_JUDGED, not_judged_in
+
+    if not (paths or unwritten(config)):
+        return []
+    results, yellow = flux.results(), {"yellow": True}
+    named = {item.case_id for item in not_judged_in(results)}
+    lines = [(f"NO REFERENCES: {flux.unrecorded}", {"red": True})] if flux.unrecorded else []
+    lines += [(f"INCONCLUSIVE {report.nodeid}: {report.longrepr[2]}", yellow) for report in undecided
+              if report.flux_inconclusive not in named]
+    lines += _summary_lines(flux, results, config, paths, listed)
+    if listed:
+        heading = f"exit {EXIT_NOT_JUDGED}: nothing failed, but {len(listed)} case(s) could not be judged"
+        lines.append((f"{heading} (--flux-strict fails them):", yellow))
+        lines += [(f"  {item.line()}" + (f"; {item.more}" if item.more else ""), yellow) for item in listed]
     return lines

@@ -3,9 +3,12 @@ in a subprocess, exactly as a user runs them."""
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
-from helpers import ROOT, copy_budgets, run_gpu_suite_here, run_pytest, quiet_host
+from helpers import ROOT, copy_budgets, make_results, run_gpu_suite_here, run_pytest, quiet_host
+
+from flux_perf.report.records import read_results
 
 
 @pytest.fixture
@@ -33,6 +36,7 @@ def test_gpu_suite_on_cpu_update_then_gate(store, here, monkeypatch):
     # Nothing failed, but a case could not run here: not the exit code of a pass.
     assert first.returncode == 6, first.stdout[-3000:]
     assert "cudnn-64x64@2: not run (attn-cudnn needs a CUDA GPU (running on cpu))" in first.stdout
+    assert first.stdout.split("= flux-perf =")[-1].count("cudnn-64x64@2") == 1, "named once, in the exit-6 list"
     assert "reference updated: cpu-" in first.stdout and "# flux-perf summary" in first.stdout
     assert "64x64@2 fused-qkv: latency new" in first.stdout, "every stack's reference is recorded"
     # Progress reaches the terminal past output capture (a passing test's captured output is dropped).
@@ -66,6 +70,34 @@ def test_gpu_suite_on_cpu_update_then_gate(store, here, monkeypatch):
     latency = [b for b in bench["benchmarks"] if b["name"].startswith("test_latency_budget")]
     assert len(latency) == 2 and all(b["stats"]["rounds"] >= 3 for b in latency)
     assert latency[0]["extra_info"]["stages_ms"]["denoise"] > 0
+
+
+def test_the_terminal_names_each_case_not_judged_once(tmp_path):
+    """The flux-perf section: a case in the exit-6 list is left out of the summary above it, and no
+    INCONCLUSIVE test repeats it; a test that raised Inconclusive on a case flux judged keeps its line."""
+    from flux_perf.plugin_report import section_lines
+    from flux_perf.report.judged import not_judged_in
+
+    results = read_results(make_results(tmp_path / "results.json", {"fp8-512x512@6": [0.4] * 8,
+                                                                     "bf16-512x512@6": [0.4] * 8}))
+    for record in results.records:
+        record.latency = {"verdict": "inconclusive" if record.stack == "fp8" else "pass", "failed": False,
+                          "budget": {"seconds": 0.417, "source": "recorded 0.379 s + 10%"}}
+    results.skipped = [{"stack": "fa3", "components": "attn-fa3", "scenario": "512x512@6", "reason": "no fa3"}]
+    flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
+    undecided = [SimpleNamespace(nodeid=f"t.py::test[{case}]", longrepr=("t.py", 1, "Inconclusive: own reason"),
+                                 flux_inconclusive=case) for case in ("fp8-512x512@6", "bf16-512x512@6")]
+
+    def section(listed) -> str:
+        lines = section_lines(flux, SimpleNamespace(stash={}), {"results": tmp_path}, undecided, listed)
+        return "\n".join(line for line, _ in lines)
+
+    exit_6 = section(not_judged_in(results))
+    assert "exit 6: nothing failed, but 2 case(s) could not be judged" in exit_6
+    assert exit_6.count("fp8-512x512@6") == 1 and exit_6.count("fa3-512x512@6") == 1 and "| fa3 |" not in exit_6
+    assert "INCONCLUSIVE t.py::test[bf16-512x512@6]: Inconclusive: own reason" in exit_6
+    failed = section([])  # something failed: no exit-6 list, the summary names each case
+    assert failed.count("fp8-512x512@6") == 1 and "## Not judged" in failed and "| fa3 |" in failed
 
 
 def test_missing_baseline_fails_the_run(store, here):

@@ -91,7 +91,7 @@ def run_cases(session, cases, config, *, show=None) -> int:
     finished, and the run is marked interrupted. Exit 1 when a case failed or the report could
     not be written, 128 + the signal's number when a signal stopped the run."""
     from .. import interrupts
-    from ..report.summary import ReportError, summary_markdown, write_report
+    from ..report.summary import ReportError, summary_instead, write_report
 
     failed = interrupted = False
     unwritten = None  # the first failed write mid-run, said once: the measurements are in memory
@@ -119,7 +119,8 @@ def run_cases(session, cases, config, *, show=None) -> int:
                 paths = write_report(session.results(), config.report_dir, log=progress)
                 print(f"\nreport: {paths['results']}")
             except ReportError as error:
-                print(summary_markdown(session.results()))
-                print(f"flux-perf: {error}; the summary above is all that is left of this run", file=sys.stderr)
+                summary, line = summary_instead(session.results(), error)
+                print(summary)
+                print(f"flux-perf: {line}", file=sys.stderr)
                 failed = True
     return interrupts.exit_status() if interrupted else 1 if failed else 0

@@ -18,7 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report.tables import component_rows, component_table, failed_cases, load_runs, physics_table, skipped_table
+    from ..report.format import skipped_table
+    from ..report.tables import component_rows, component_table, failed_cases, load_runs, physics_table
 
     stacks = set(args.stacks.split(",")) if args.stacks else None
     scenarios = set(args.scenarios.split(",")) if args.scenarios else None

@@ -107,10 +107,6 @@ class CaseRecord:
         return ((self.telemetry or {}).get("sm_clock_mhz") or {}).get("median")
 
     @property
-    def verdict(self) -> str | None:
-        return (self.latency or {}).get("verdict")
-
-    @property
     def detection_limit(self) -> float | None:
         return (self.latency or {}).get("detection_limit")
 

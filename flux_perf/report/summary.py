@@ -5,15 +5,15 @@ and the plots. Nothing here changes the records it is given."""
 from __future__ import annotations
 
 import contextlib
-import errno
-import math
 import traceback
+from collections.abc import Collection
 from pathlib import Path
 
-from ..components.stacks import BASELINE
-from .plots import plot_latency, plot_telemetry
 from ..store.files import atomic_write
-from .judged import Unjudged, not_judged
+from ..store.folders import os_reason
+from .format import fmt, skipped_table, speedups
+from .judged import NotJudged, Unjudged, not_judged
+from .plots import plot_latency, plot_telemetry
 from .records import CaseRecord, RunResults, write_results
 
 NOT_JUDGED = ("inconclusive", "no-reference", "disturbed")
@@ -25,31 +25,8 @@ class ReportError(RuntimeError):
 
 
 def report_error(folder: Path, error: OSError) -> ReportError:
-    name = errno.errorcode.get(error.errno, "") if error.errno else ""
-    reason = f"{error.strerror} ({name})" if error.strerror and name else str(error)
-    return ReportError(f"could not write the report in {folder}: {reason}; free space there or choose another "
-                       "folder (--report-dir / --flux-report-dir)")
-
-
-def fmt(value, spec: str, missing: str = "-") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
-    return format(value, spec)
-
-
-def speedups(records: list[CaseRecord]) -> dict[int, float]:
-    """id(record) -> its speed-up over bf16 eager of the same GPU, weights and scenario (the first
-    bf16 record of several runs)."""
-    reference: dict = {}
-    for r in records:
-        if r.stack == BASELINE and r.timed:
-            reference.setdefault((r.gpu, r.fingerprint, r.scenario_id), r)
-    out = {}
-    for r in records:
-        base = reference.get((r.gpu, r.fingerprint, r.scenario_id))
-        if base is not None and r.timed:
-            out[id(r)] = base.median_s / r.median_s
-    return out
+    return ReportError(f"could not write the report in {folder}: {os_reason(error)}; free space there or choose "
+                       "another folder (--report-dir / --flux-report-dir)")
 
 
 def verdict_text(record: CaseRecord) -> str:
@@ -140,15 +117,17 @@ _NOT_JUDGED_LABELS = {Unjudged.LATENCY_INCONCLUSIVE: "INCONCLUSIVE", Unjudged.NO
                       Unjudged.DISTURBED: "DISTURBED", Unjudged.FIDELITY_ERROR: "fidelity not judged"}
 
 
-def _not_judged(records: list[CaseRecord]) -> list[str]:
+def _not_judged(records: list[CaseRecord], omit: set) -> list[str]:
     lines = [f"- {item.case_id}: {_NOT_JUDGED_LABELS[item.why]}: {item.detail}" + (f"; {item.more}" if item.more else "")
-             for item in not_judged(records) if item.why in _NOT_JUDGED_LABELS]
+             for item in not_judged(records)
+             if item.why in _NOT_JUDGED_LABELS and (item.stack, item.scenario, item.why) not in omit]
     return ["", "## Not judged (never a pass)", "", *lines] if lines else []
 
 
-def _gaps_and_stale(records: list[CaseRecord]) -> list[str]:
+def _gaps_and_stale(records: list[CaseRecord], omit: set) -> list[str]:
     lines = []
-    gaps = [f"- {r.id}: {r.fidelity['gap']}" for r in records if (r.fidelity or {}).get("gap")]
+    gaps = [f"- {r.id}: {r.fidelity['gap']}" for r in records
+            if (r.fidelity or {}).get("gap") and (r.stack, r.scenario_id, Unjudged.FIDELITY_GAP) not in omit]
     if gaps:
         lines += ["", "## Fidelity gaps (judged by the floor alone; --flux-strict fails them)", "", *gaps]
     stale = [f"- {r.id}: " + "; ".join(dict.fromkeys([*(r.latency or {}).get("stale", []),
@@ -174,25 +153,35 @@ def _fidelity_table(records: list[CaseRecord]) -> list[str]:
     return lines
 
 
-def summary_markdown(results: RunResults) -> str:
-    from .tables import skipped_table
-
+def summary_markdown(results: RunResults, listed_below: Collection[NotJudged] = ()) -> str:
+    """The summary; `listed_below`: not-judged items the caller prints after it (pytest's exit-6
+    list), left out here so that the terminal names each once. summary.md leaves out nothing."""
+    omit = {(item.stack, item.scenario, item.why) for item in listed_below}
     speedup = speedups(results.records)
     lines = _header(results) + [
         "", "| scenario | stack | tokens | median s (95% CI) | budget s | detects | verdict | vs bf16 | SSIM | J/image "
         "| SM MHz | TFLOP/s (% peak) | compile s | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_case_row(r, speedup.get(id(r))) for r in results.records if r.error or r.timed]
     lines += ["", LEGEND]
-    lines += _not_judged(results.records) + _gaps_and_stale(results.records) + _fidelity_table(results.records)
+    lines += _not_judged(results.records, omit) + _gaps_and_stale(results.records, omit)
+    lines += _fidelity_table(results.records)
     targets = [r for r in results.records if r.target]
     if targets:
         lines += ["", "## Targets (the guide's table; reported, not a gate)", "",
                   "| scenario | stack | target s | median s | met | gap s |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.scenario_id} | {r.stack} | {r.target['seconds']:.2f} | {r.median_s:.3f} "
                   f"| {'yes' if r.target['met'] else 'no'} | {r.target['gap_s']:+.3f} |" for r in targets]
-    if results.skipped:
-        lines += ["", "## Not run on this machine", "", skipped_table(results.skipped).rstrip("\n")]
+    skipped = [s for s in results.skipped if (s["stack"], s["scenario"], Unjudged.NOT_RUN) not in omit]
+    if skipped:
+        lines += ["", "## Not run on this machine", "", skipped_table(skipped).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def summary_instead(results: RunResults, error: ReportError,
+                    listed_below: Collection[NotJudged] = ()) -> tuple[str, str]:
+    """A report that could not be written: the summary to print in its place, and the one line
+    after it naming the folder and the OS error (pytest's terminal and `flux-perf run` alike)."""
+    return summary_markdown(results, listed_below), f"{error}; the summary above is all that is left of this run"
 
 
 def write_report(results: RunResults, folder: Path, plots: bool = True, log=lambda _: None) -> dict:

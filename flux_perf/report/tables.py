@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .format import fmt, speedups
 from .records import CaseRecord, RunResults, read_results
-from .summary import fmt, speedups
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,6 @@ def load_runs(paths) -> list[Run]:
         name = path.parent.name if path.name == "results.json" else (path.name if path.is_dir() else path.stem)
         runs.append(Run(name, results))
     return runs
-
-
-def skipped_table(skipped: list[dict]) -> str:
-    """Markdown of skipped cases; a `run` column when they come from several results files."""
-    columns = ["scenario", "stack", "components", "reason"] + (["run"] if any("run" in s for s in skipped) else [])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(s.get(c, "-")) for c in columns) + " |" for s in skipped]
-    return "\n".join(lines) + "\n"
 
 
 def _rows(runs: list[Run], keep) -> list[tuple[Run, CaseRecord, float | None]]:

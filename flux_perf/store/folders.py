@@ -51,16 +51,21 @@ def folder_problem(folder: Path, *, writable: bool) -> str | None:
             probe.write_bytes(b"")
             probe.unlink()
     except OSError as error:
-        name = errno.errorcode.get(error.errno or 0, "")
-        return f"is not writable: {error.strerror or error}" + (f" ({name})" if name else "")
+        return f"is not writable: {os_reason(error)}"
     return None
+
+
+def os_reason(error: OSError) -> str:
+    """The OS error as a user reads it: its message and code name ("No space left on device
+    (ENOSPC)"), never the raw "[Errno 28] ...: '.results.json.tmp-123'"."""
+    name = errno.errorcode.get(error.errno or 0, "")
+    return f"{error.strerror or error}" + (f" ({name})" if name else "")
 
 
 def os_error_line(error: OSError) -> str:
     """One line for an OSError from a write outside the report (a --json file): the folder of an
     atomic write's temporary file (what the user named is the folder), the error and its code."""
-    name = errno.errorcode.get(error.errno or 0, "")
-    reason = f"{error.strerror or error}" + (f" ({name})" if name else "")
+    reason = os_reason(error)
     if not error.filename:
         return reason
     path = Path(os.fsdecode(error.filename))
