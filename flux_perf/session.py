@@ -19,7 +19,7 @@ from .components.stacks import BASELINE, Stack
 from .config import SuiteConfig
 from .gate.budgets import LatencyBudget, load_budgets
 from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
-from .gate.images import compare_images, write_side_by_side
+from .gate.images import write_side_by_side
 from .gate.latency import (
     LatencyResult,
     Target,
@@ -224,11 +224,11 @@ class FluxSession:
             self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict is FidelityVerdict.FAIL:
             evidence = write_side_by_side(
-                refs.baseline.image, timed.image, compare_images(refs.baseline.image, timed.image),
+                refs.baseline.image, timed.image, fidelity.comparison,
                 self.config.report_dir / "fidelity" / f"{result.id}.png",
                 f"{result.stack.name} at {result.scenario.id} vs bf16 baseline: {'; '.join(fidelity.reasons)}"[:160])
             fidelity = replace(fidelity, evidence=str(evidence))
-        return fidelity
+        return replace(fidelity, comparison=None)  # the SSIM map served the evidence: not kept, not sent to ranks
 
     def _update_references(self, result: CaseResult, old: References, clock: float | None,
                            now: Provenance) -> References:

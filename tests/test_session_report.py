@@ -106,6 +106,19 @@ def test_update_then_gate_then_catch_the_planted_regression(session_for, tmp_pat
     assert paths["latency_plot"].stat().st_size > 5_000
 
 
+def test_a_fidelity_failure_computes_ssim_once_for_the_verdict_and_its_picture(session_for, monkeypatch):
+    import skimage.metrics
+
+    (bf16,) = run_all(session_for("bf16", update=True))
+    assert bf16.error is None, bf16.error
+    ssim, calls = skimage.metrics.structural_similarity, []
+    monkeypatch.setattr(skimage.metrics, "structural_similarity", lambda *a, **k: calls.append(1) or ssim(*a, **k))
+    (broken,) = run_all(session_for("broken-decoder"))
+    assert broken.fidelity.verdict is FidelityVerdict.FAIL and Path(broken.fidelity.evidence).exists()
+    assert len(calls) == 1, "the side-by-side is drawn from the comparison the judge made"
+    assert broken.fidelity.comparison is None and "comparison" not in broken.fidelity.to_dict()
+
+
 def test_a_machine_with_nothing_recorded_fails_every_case_with_the_bootstrap_command(session_for):
     session = session_for("bf16")
     assert session.unrecorded and "flux-perf baselines update --model tiny --device cpu" in session.unrecorded

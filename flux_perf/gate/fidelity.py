@@ -28,7 +28,7 @@ from ..components.stacks import BASELINE
 from ..store.baselines import png_sha256
 from ..store.entries import Band, FidelityEntry, Spread
 from ..store.references import BASELINE_IMAGE, CALIBRATION, FIDELITY, References
-from .images import compare_images, latent_distance
+from .images import Fidelity, compare_images, latent_distance
 
 
 class FidelityVerdict(str, Enum):
@@ -57,13 +57,15 @@ class FidelityResult:
     own_latent_moved: float | None = None  # latent distance to the stack's own recorded output
     gap: str | None = None  # judged by the floor alone, and why
     strict: bool = False
+    # The comparison judged (SSIM map included): the failure's evidence is drawn from it, never recomputed.
+    comparison: Fidelity | None = field(default=None, repr=False, compare=False)
 
     @property
     def failed(self) -> bool:
         return self.verdict in (FidelityVerdict.FAIL, FidelityVerdict.ERROR) or (self.strict and self.gap is not None)
 
     def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("recorded", "band")}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("recorded", "band", "comparison")}
         data.update(verdict=self.verdict.value, stale=list(self.stale), reasons=list(self.reasons),
                     recorded=self.recorded.to_json() if self.recorded else None,
                     band=asdict(self.band) if self.band else None, failed=self.failed)
@@ -176,4 +178,5 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
         FidelityVerdict.FAIL if verdict.reasons else FidelityVerdict.PASS, ssim, psnr, distance, floor, floor_source,
         str(baseline.path), message="; ".join(verdict.notes + ([verdict.gap] if verdict.gap else [])) or None,
         stale=tuple(refs.stale_of(BASELINE_IMAGE, FIDELITY, CALIBRATION)), reasons=tuple(verdict.reasons),
-        recorded=recorded, band=band, changed=changed, own_latent_moved=own_moved, gap=verdict.gap, strict=strict)
+        recorded=recorded, band=band, changed=changed, own_latent_moved=own_moved, gap=verdict.gap, strict=strict,
+        comparison=measured)
