@@ -71,3 +71,18 @@ def test_modules_and_functions_stay_small():
                 too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}() "
                                 f"{node.end_lineno - node.lineno + 1} lines")
     assert not too_long, too_long
+
+
+def _private_imports(path: Path):
+    """(line, name) for each underscore-private name imported from another flux_perf module."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("flux_perf")):
+            yield from ((node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+                        if alias.name.startswith("_") and not alias.name.startswith("__"))
+
+
+def test_no_module_imports_another_modules_private_names():
+    # A leading underscore says "free to change": a module that needs a name gets a public one.
+    found = [f"{path.relative_to(PACKAGE)}:{line} {name}" for path in _modules()
+             for line, name in _private_imports(path)]
+    assert not found, found

@@ -3,7 +3,7 @@ that turn any failure (unsupported on this GPU, no permission, old driver, missi
 None. Nothing here changes GPU settings: no `nvmlDeviceSet*` calls.
 
 `index` is the CUDA device ordinal as this process sees it (what torch calls `cuda:<index>`).
-NVML ignores CUDA_VISIBLE_DEVICES, so `_device_handle` maps the ordinal through it; otherwise
+NVML ignores CUDA_VISIBLE_DEVICES, so `device_handle` maps the ordinal through it; otherwise
 `cuda:0` of a job pinned to GPU 3 would be reported with GPU 0's clocks and processes.
 """
 
@@ -63,7 +63,7 @@ def nvml_unavailable_reason() -> str | None:
     return _ensure_nvml()
 
 
-def _query(name: str, *args, unsupported: set[str] | None = None):
+def query(name: str, *args, unsupported: set[str] | None = None):
     """Call `pynvml.<name>(*args)`; None on any failure.
 
     With `unsupported`, remembers queries this GPU does not support so a sampler
@@ -83,13 +83,14 @@ def _query(name: str, *args, unsupported: set[str] | None = None):
         return None
 
 
-def _text(value) -> str | None:
+def as_text(value) -> str | None:
+    """An NVML string (bytes in older bindings) as text; None stays None."""
     if value is None:
         return None
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _device_handle(index: int):
+def device_handle(index: int):
     """NVML handle of CUDA device `index`, honouring CUDA_VISIBLE_DEVICES. Raises LookupError."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
@@ -103,16 +104,16 @@ def _device_handle(index: int):
             nvml_index = int(entry)
         elif entry.startswith("GPU-"):
             # CUDA accepts UUID prefixes; NVML's by-UUID lookup needs the full one.
-            count = _query("nvmlDeviceGetCount") or 0
+            count = query("nvmlDeviceGetCount") or 0
             for i in range(count):
-                handle = _query("nvmlDeviceGetHandleByIndex", i)
-                uuid = _text(_query("nvmlDeviceGetUUID", handle)) if handle is not None else None
+                handle = query("nvmlDeviceGetHandleByIndex", i)
+                uuid = as_text(query("nvmlDeviceGetUUID", handle)) if handle is not None else None
                 if uuid and uuid.startswith(entry):
                     return handle
             raise LookupError(f"no GPU matches {entry!r} from CUDA_VISIBLE_DEVICES")
         else:
             raise LookupError(f"CUDA_VISIBLE_DEVICES entry {entry!r} (MIG instance?) not mapped to an NVML device")
-    handle = _query("nvmlDeviceGetHandleByIndex", nvml_index)
+    handle = query("nvmlDeviceGetHandleByIndex", nvml_index)
     if handle is None:
         raise LookupError(f"NVML has no GPU with index {nvml_index}")
     return handle
@@ -158,7 +159,8 @@ def _cuda_version_text(version) -> str | None:
     return f"{version // 1000}.{(version % 1000) // 10}"  # 13000 -> "13.0", 12080 -> "12.8"
 
 
-def _scaled(value, divisor: float) -> float | None:
+def scaled(value, divisor: float) -> float | None:
+    """An NVML reading in other units (mW -> W, bytes -> MiB); None stays None."""
     return None if value is None else float(value) / divisor
 
 
@@ -167,30 +169,30 @@ def gpu_identity(index: int = 0) -> GpuIdentity | None:
     if _ensure_nvml() is not None:
         return None
     try:
-        handle = _device_handle(index)
+        handle = device_handle(index)
     except LookupError:
         return None
     sm, mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
-    cuda = _query("nvmlSystemGetCudaDriverVersion_v2")
+    cuda = query("nvmlSystemGetCudaDriverVersion_v2")
     if cuda is None:
-        cuda = _query("nvmlSystemGetCudaDriverVersion")
-    persistence = _query("nvmlDeviceGetPersistenceMode", handle)
-    compute_mode = _query("nvmlDeviceGetComputeMode", handle)
-    memory = _query("nvmlDeviceGetMemoryInfo", handle)
+        cuda = query("nvmlSystemGetCudaDriverVersion")
+    persistence = query("nvmlDeviceGetPersistenceMode", handle)
+    compute_mode = query("nvmlDeviceGetComputeMode", handle)
+    memory = query("nvmlDeviceGetMemoryInfo", handle)
     return GpuIdentity(
         index=index,
-        name=_text(_query("nvmlDeviceGetName", handle)) or "unknown-gpu",
-        uuid=_text(_query("nvmlDeviceGetUUID", handle)),
-        driver_version=_text(_query("nvmlSystemGetDriverVersion")),
+        name=as_text(query("nvmlDeviceGetName", handle)) or "unknown-gpu",
+        uuid=as_text(query("nvmlDeviceGetUUID", handle)),
+        driver_version=as_text(query("nvmlSystemGetDriverVersion")),
         cuda_driver_version=_cuda_version_text(cuda),
-        power_limit_w=_scaled(_query("nvmlDeviceGetEnforcedPowerLimit", handle), 1000.0),  # mW
-        max_sm_clock_mhz=_query("nvmlDeviceGetMaxClockInfo", handle, sm),
-        max_mem_clock_mhz=_query("nvmlDeviceGetMaxClockInfo", handle, mem),
-        default_app_sm_clock_mhz=_query("nvmlDeviceGetDefaultApplicationsClock", handle, sm),
-        app_sm_clock_mhz=_query("nvmlDeviceGetApplicationsClock", handle, sm),
+        power_limit_w=scaled(query("nvmlDeviceGetEnforcedPowerLimit", handle), 1000.0),  # mW
+        max_sm_clock_mhz=query("nvmlDeviceGetMaxClockInfo", handle, sm),
+        max_mem_clock_mhz=query("nvmlDeviceGetMaxClockInfo", handle, mem),
+        default_app_sm_clock_mhz=query("nvmlDeviceGetDefaultApplicationsClock", handle, sm),
+        app_sm_clock_mhz=query("nvmlDeviceGetApplicationsClock", handle, sm),
         persistence_mode=None if persistence is None else persistence == getattr(pynvml, "NVML_FEATURE_ENABLED", 1),
         compute_mode=None if compute_mode is None else _COMPUTE_MODES.get(compute_mode, str(compute_mode)),
-        memory_total_mib=_scaled(getattr(memory, "total", None), MIB),
+        memory_total_mib=scaled(getattr(memory, "total", None), MIB),
     )
 
 
@@ -217,25 +219,26 @@ CLOCK_EVENT_REASONS: tuple[tuple[str, int], ...] = tuple(
         ("DisplayClockSetting", 0x100),
     )
 )
-_BIT = dict(CLOCK_EVENT_REASONS)
-_THERMAL = _BIT["SwThermalSlowdown"] | _BIT["HwThermalSlowdown"]
-_POWER = _BIT["SwPowerCap"] | _BIT["HwPowerBrakeSlowdown"]
+REASON_BITS = dict(CLOCK_EVENT_REASONS)  # name -> bit, and the groups telemetry's flags read
+THERMAL_REASONS = REASON_BITS["SwThermalSlowdown"] | REASON_BITS["HwThermalSlowdown"]
+POWER_REASONS = REASON_BITS["SwPowerCap"] | REASON_BITS["HwPowerBrakeSlowdown"]
 
 
 def decode_clock_event_reasons(mask: int) -> list[str]:
     """Names of the reasons set in an NVML clock event bitmask; unknown bits as hex."""
     names = [name for name, bit in CLOCK_EVENT_REASONS if mask & bit]
-    rest = mask & ~sum(_BIT.values())
+    rest = mask & ~sum(REASON_BITS.values())
     if rest:
         names.append(f"unknown(0x{rest:x})")
     return names
 
 
-def _clock_event_reasons(handle, unsupported: set[str]) -> int | None:
+def clock_event_reasons(handle, unsupported: set[str]) -> int | None:
+    """The current clock event (throttle) bitmask of `handle`; None when NVML cannot say."""
     # "Throttle" was renamed "ClocksEvent" in NVML 12.2; old bindings only have the former.
     if pynvml is not None and hasattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons"):
-        return _query("nvmlDeviceGetCurrentClocksEventReasons", handle, unsupported=unsupported)
-    return _query("nvmlDeviceGetCurrentClocksThrottleReasons", handle, unsupported=unsupported)
+        return query("nvmlDeviceGetCurrentClocksEventReasons", handle, unsupported=unsupported)
+    return query("nvmlDeviceGetCurrentClocksThrottleReasons", handle, unsupported=unsupported)
 
 
 def gpu_line(gpu) -> str:

@@ -18,17 +18,17 @@ from enum import Enum
 
 from .nvml import (
     MIB,
-    _BIT,
-    _POWER,
-    _THERMAL,
-    _clock_event_reasons,
-    _device_handle,
-    _ensure_nvml,
-    _query,
-    _scaled,
-    _text,
+    POWER_REASONS,
+    REASON_BITS,
+    THERMAL_REASONS,
+    as_text,
+    clock_event_reasons,
     decode_clock_event_reasons,
+    device_handle,
+    nvml_unavailable_reason,
     pynvml,
+    query,
+    scaled,
 )
 
 
@@ -67,7 +67,7 @@ def _disturbing(processes: list[dict]) -> bool:
 
 
 def _is_busy(sample: Sample) -> bool:
-    if sample.clock_event_reasons is not None and sample.clock_event_reasons & _BIT["GpuIdle"]:
+    if sample.clock_event_reasons is not None and sample.clock_event_reasons & REASON_BITS["GpuIdle"]:
         return False
     return sample.gpu_util_pct is None or sample.gpu_util_pct > 0
 
@@ -111,11 +111,11 @@ class TelemetryReport:
     def flags(self) -> list[Flag]:
         mask = self.clock_event_mask()
         flags = []
-        if mask & _THERMAL:
+        if mask & THERMAL_REASONS:
             flags.append(Flag.THERMAL)
-        if mask & _POWER:
+        if mask & POWER_REASONS:
             flags.append(Flag.POWER)
-        if mask & _BIT["HwSlowdown"]:
+        if mask & REASON_BITS["HwSlowdown"]:
             flags.append(Flag.HW_SLOWDOWN)
         if _disturbing(self.other_processes):
             flags.append(Flag.OTHER_PROCESSES)
@@ -204,16 +204,16 @@ class TelemetrySampler:
         if self._t0 is not None:
             return  # already started: a second start would split the report
         self._t0 = time.perf_counter()
-        self._reason = _ensure_nvml()
+        self._reason = nvml_unavailable_reason()
         if self._reason is not None:
             return
         try:
-            self._handle = _device_handle(self.index)
+            self._handle = device_handle(self.index)
         except LookupError as exc:
             self._reason = str(exc)
             return
-        self._max_sm_clock = _query("nvmlDeviceGetMaxClockInfo", self._handle, getattr(pynvml, "NVML_CLOCK_SM", 1))
-        self._energy_start_mj = _query("nvmlDeviceGetTotalEnergyConsumption", self._handle, unsupported=self._unsupported)
+        self._max_sm_clock = query("nvmlDeviceGetMaxClockInfo", self._handle, getattr(pynvml, "NVML_CLOCK_SM", 1))
+        self._energy_start_mj = query("nvmlDeviceGetTotalEnergyConsumption", self._handle, unsupported=self._unsupported)
         self._guarded_sample()
         self._thread = threading.Thread(target=self._run, name=f"nvml-telemetry-{self.index}", daemon=True)
         self._thread.start()
@@ -236,7 +236,7 @@ class TelemetrySampler:
             if self._thread.is_alive():
                 self._errors.append("sampler thread did not stop in time")
         self._guarded_sample()
-        energy_end_mj = _query("nvmlDeviceGetTotalEnergyConsumption", self._handle, unsupported=self._unsupported)
+        energy_end_mj = query("nvmlDeviceGetTotalEnergyConsumption", self._handle, unsupported=self._unsupported)
         duration = time.perf_counter() - self._t0
         samples = sorted(list(self._samples), key=lambda s: s.t_s)
 
@@ -286,38 +286,38 @@ class TelemetrySampler:
         h, skip = self._handle, self._unsupported
         t = time.perf_counter() - self._t0
         sm, mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
-        util = _query("nvmlDeviceGetUtilizationRates", h, unsupported=skip)
-        memory = _query("nvmlDeviceGetMemoryInfo", h, unsupported=skip)
-        temperature = _query("nvmlDeviceGetTemperature", h, getattr(pynvml, "NVML_TEMPERATURE_GPU", 0), unsupported=skip)
+        util = query("nvmlDeviceGetUtilizationRates", h, unsupported=skip)
+        memory = query("nvmlDeviceGetMemoryInfo", h, unsupported=skip)
+        temperature = query("nvmlDeviceGetTemperature", h, getattr(pynvml, "NVML_TEMPERATURE_GPU", 0), unsupported=skip)
         self._samples.append(
             Sample(
                 t_s=t,
                 # Recent drivers report a ~1 s average here on Hopper: the energy counter is the better total.
-                power_w=_scaled(_query("nvmlDeviceGetPowerUsage", h, unsupported=skip), 1000.0),  # mW
-                sm_clock_mhz=_query("nvmlDeviceGetClockInfo", h, sm, unsupported=skip),
-                mem_clock_mhz=_query("nvmlDeviceGetClockInfo", h, mem, unsupported=skip),
-                temperature_c=_scaled(temperature, 1.0),
-                gpu_util_pct=_scaled(getattr(util, "gpu", None), 1.0),
-                mem_util_pct=_scaled(getattr(util, "memory", None), 1.0),
-                memory_used_mib=_scaled(getattr(memory, "used", None), MIB),
-                clock_event_reasons=_clock_event_reasons(h, skip),
+                power_w=scaled(query("nvmlDeviceGetPowerUsage", h, unsupported=skip), 1000.0),  # mW
+                sm_clock_mhz=query("nvmlDeviceGetClockInfo", h, sm, unsupported=skip),
+                mem_clock_mhz=query("nvmlDeviceGetClockInfo", h, mem, unsupported=skip),
+                temperature_c=scaled(temperature, 1.0),
+                gpu_util_pct=scaled(getattr(util, "gpu", None), 1.0),
+                mem_util_pct=scaled(getattr(util, "memory", None), 1.0),
+                memory_used_mib=scaled(getattr(memory, "used", None), MIB),
+                clock_event_reasons=clock_event_reasons(h, skip),
             )
         )
         self._record_processes()
 
     def _record_processes(self) -> None:
         own = os.getpid()
-        for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            for proc in _query(query, self._handle, unsupported=self._unsupported) or []:
+        for listing in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+            for proc in query(listing, self._handle, unsupported=self._unsupported) or []:
                 pid = getattr(proc, "pid", None)
                 if not isinstance(pid, int) or pid == own:
                     continue
-                used = _scaled(getattr(proc, "usedGpuMemory", None), MIB)
+                used = scaled(getattr(proc, "usedGpuMemory", None), MIB)
                 seen = self._processes.get(pid)
                 if seen is None:
                     self._processes[pid] = {
                         "pid": pid,
-                        "name": _text(_query("nvmlSystemGetProcessName", pid)),
+                        "name": as_text(query("nvmlSystemGetProcessName", pid)),
                         "used_memory_mib": used,
                         "verified": _pid_exists(pid),
                     }
