@@ -6,7 +6,7 @@ import pytest
 
 from flux_perf.gate.budgets import LatencyBudget
 from flux_perf.gate.latency import Verdict, check_budget, decided, judge_latency
-from flux_perf.instrument.rounds import look_confidence
+from flux_perf.gate.stats import look_confidence
 
 RECORDED = tuple(1.0 + 0.002 * i for i in range(8))  # a quiet reference: 1.000-1.014 s
 

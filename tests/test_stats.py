@@ -12,13 +12,14 @@ from flux_perf.gate.stats import (
     RatioInterval,
     change_of,
     holm,
+    look_confidence,
     paired_p_slower,
     paired_ratio,
     rank_sum_cdf,
     signed_rank_cdf,
     two_sample_ratio,
 )
-from flux_perf.instrument.rounds import look_confidence, median_ci, summarize
+from flux_perf.instrument.rounds import median_ci, summarize
 
 
 def test_median_interval_uses_order_statistics():

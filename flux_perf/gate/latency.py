@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from ..instrument.rounds import look_confidence, summarize
+from ..instrument.rounds import summarize
 from ..instrument.telemetry import Flag
 from .budgets import LatencyBudget
-from .stats import RatioInterval, two_sample_ratio
+from .stats import RatioInterval, look_confidence, two_sample_ratio
 
 CONFIDENCE = 0.95
 # The SM clock may sit this far under the reference's before the rounds count as another machine.

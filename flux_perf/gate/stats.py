@@ -9,6 +9,8 @@ set and its interval against a budget in seconds are instrument/rounds.py's).
 Both exact intervals come from the test they invert: a ratio lies inside exactly when the exact
 test of that ratio does not reject it, so their coverage is at least the level asked for at every
 sample size (tests/test_stats.py checks them against scipy). Ratios are taken on log times.
+
+Also the error shared over the looks of a run that stops at its first clear verdict (look_confidence).
 """
 
 from __future__ import annotations
@@ -146,6 +148,15 @@ def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
             break
         rejected[index] = True
     return rejected
+
+
+def look_confidence(confidence: float, looks: int) -> float:
+    """Error spending over planned looks (Bonferroni): a run that may take its verdict after
+    `looks` batches of rounds gives each look an equal share of the error, so stopping at the
+    first clear verdict keeps each error rate at most 1 - `confidence` overall."""
+    if looks < 1:
+        raise ValueError(f"looks={looks}: need at least one look")
+    return 1 - (1 - confidence) / looks
 
 
 def _check_confidence(confidence: float) -> None:

@@ -33,7 +33,7 @@ class MeasureSettings:
     (docs/measurement.md)."""
 
     # 8 rounds, then, while the verdict is undecided, twice as many (16, 32): each look gets an
-    # equal share of the error (rounds.look_confidence), and 8 is enough for the first look's
+    # equal share of the error (gate/stats.look_confidence), and 8 is enough for the first look's
     # interval. `max_case_seconds` of timed rounds cap a slow case's looks.
     rounds: int = 8
     max_rounds: int = 32

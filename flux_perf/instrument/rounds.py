@@ -64,12 +64,3 @@ def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
     return Summary(n=n, median=statistics.median(data), q1=q1, q3=q3, minimum=data[0], maximum=data[-1],
                    mean=statistics.fmean(data), stdev=statistics.stdev(data) if n >= 2 else 0.0,
                    ci_low=low, ci_high=high, ci_level=level)
-
-
-def look_confidence(confidence: float, looks: int) -> float:
-    """Error spending over planned looks (Bonferroni): a run that may take its verdict after
-    `looks` batches of rounds gives each look an equal share of the error, so stopping at the
-    first clear verdict keeps each error rate at most 1 - `confidence` overall."""
-    if looks < 1:
-        raise ValueError(f"looks={looks}: need at least one look")
-    return 1 - (1 - confidence) / looks
