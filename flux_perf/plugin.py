@@ -15,7 +15,7 @@ import shlex
 import pytest
 
 from .report.judged import EXIT_NOT_JUDGED
-from .scope import MARKER, asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note
+from .scope import MARKER, asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note, selected_cases
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
@@ -303,7 +303,7 @@ def pytest_sessionfinish(session, exitstatus):
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
-        flux.mark_interrupted()
+        flux.mark_interrupted(selected_cases(session.items))
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged

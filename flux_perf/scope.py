@@ -84,6 +84,13 @@ def own_item(item, everything: bool) -> bool:
     return everything or bool(FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+def selected_cases(items) -> int:
+    """How many (stack, scenario) cases these test items measure: after -k, -m, --deselect and
+    the rest chose, not every case the options name."""
+    return len({(case[0].name, case[1].id) for item in items
+                if (case := getattr(item, "callspec", None) and item.callspec.params.get("flux_case"))})
+
+
 def project_root(config) -> Path:
     """pytest's rootdir as pytest would pick it knowing flux-perf's options. Plugins' options are
     unknown when pytest picks it, so in `--flux-report-dir DIR` it takes DIR for a test path and

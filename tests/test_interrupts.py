@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, copy_budgets
+from helpers import ROOT, copy_budgets, quiet_host
 
 SCENARIOS = ",".join(f"64x64@{steps}" for steps in range(1, 11))  # ten cases: the signal lands mid-run
 
@@ -78,6 +78,23 @@ def test_a_signal_under_pytest_marks_the_run_interrupted(tmp_path, signum):
     assert "Run interrupted" in output, "the summary printed at the end says so too"
 
 
+def test_an_interrupted_pytest_run_counts_only_the_cases_k_selected(tmp_path):
+    copy_budgets(tmp_path / "baselines")
+    report = tmp_path / "report"
+    rc, output = _interrupt_after_first_case(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "h100", "tests/h100/test_latency.py",
+         "-k", "bf16", "--flux-device", "cpu", "--flux-model", "tiny", "--flux-stacks", "bf16,fused-qkv",
+         "--flux-scenarios", SCENARIOS, "--flux-rounds", "2", "--flux-scripted-clock", "0.1",
+         f"--flux-baselines-dir={tmp_path / 'baselines'}", f"--flux-report-dir={report}"],
+        report / "results.json", signal.SIGTERM, tmp_path / "out.txt")
+    assert rc == 2, output[-3000:]
+    finished = _finished(report / "results.json")
+    assert finished and len(finished) < 10 and all(case.startswith("bf16-") for case in finished)
+    interrupted = json.loads((report / "results.json").read_text())["interrupted"]
+    assert interrupted.startswith(f"interrupted by SIGTERM: {len(finished)} of 10 cases finished"), \
+        "-k left bf16's 10 cases of the 20 the options name"
+
+
 def _signal_on_call(number, signum):
     """A stand-in that sends this process `signum` on its `number`-th call, as a timeout would."""
     calls = []
@@ -89,6 +106,21 @@ def _signal_on_call(number, signum):
         return calls
 
     return call
+
+
+def test_an_interrupted_update_counts_only_the_cases_this_machine_can_run(tmp_path, cli, monkeypatch):
+    from flux_perf.session import FluxSession
+
+    copy_budgets(tmp_path / "baselines")
+    quiet_host(monkeypatch)  # an update refuses rounds timed under CPU contention
+    case, signal_second = FluxSession.case, _signal_on_call(2, signal.SIGTERM)
+    monkeypatch.setattr(FluxSession, "case", lambda self, *a, **k: signal_second() and case(self, *a, **k))
+    result = cli("baselines", "update", "--device", "cpu", "--stacks", "bf16,fp8", "--scenarios", "64x64@1,64x64@2",
+                 "--rounds", "2", "--baselines-dir", tmp_path / "baselines", "--report-dir", tmp_path / "report")
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "not updated: fp8" in result.stderr, "fp8 needs a CUDA GPU: never one of this run's cases"
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert saved["interrupted"] == "interrupted by SIGTERM: 1 of 2 cases finished"
 
 
 def test_sigterm_keeps_the_finished_scenarios_of_calibrate(tmp_path, cli, monkeypatch):

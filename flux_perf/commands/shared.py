@@ -112,7 +112,8 @@ def run_cases(session, cases, config, *, show=None) -> int:
                 unwritten = error
     except KeyboardInterrupt as error:
         interrupted = True
-        print(f"\n{session.mark_interrupted(error)}: writing the report of the cases that finished", file=sys.stderr)
+        cut = session.mark_interrupted(len(cases), error)  # the runnable cases given, not every stack asked for
+        print(f"\n{cut}: writing the report of the cases that finished", file=sys.stderr)
     finally:
         with interrupts.deferred():  # a second signal must not cut the final report short
             try:
