@@ -13,7 +13,8 @@ from .model.pipeline import DeviceNameError, check_device_name
 
 
 class ConfigError(ValueError):
-    """Settings that contradict each other or name something unusable."""
+    """Settings that contradict each other or name something unusable: the user's input to fix
+    (pytest options, command-line arguments). Said in one line, never as a traceback."""
 
 
 def default_baselines_dir() -> Path:

@@ -45,6 +45,9 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("run", "--device", "cpu", "--scenarios", "64@2-g1.2.3"), "cannot read scenario '64@2-g1.2.3'"),
     (("compare", "a.json", "b.json", "--tolerance", "-1"), "tolerance -1.0: must be a fraction"),
     (("compare", "a.json", "b.json", "--tolerance", "nan"), "tolerance nan: must be a fraction"),
+    (("calibrate", "--device", "cpu", "--repeats", "0"), "--repeats 0 must be >= 1"),
+    (("calibrate", "--device", "cpu", "--margin", "0.5"), "--margin 0.5 >= 1"),
+    (("baselines", "migrate", "no/such/folder"), "no/such/folder: not a baseline folder"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path, cli, monkeypatch):
     if args[0] == "compare":  # real files, so only the tolerance is wrong

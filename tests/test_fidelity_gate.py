@@ -14,7 +14,7 @@ from flux_perf.gate.fidelity import FidelityVerdict, fidelity_tolerance, judge_f
 from flux_perf.gate.images import compare_images
 from flux_perf.model.scenarios import Scenario
 from flux_perf.store.baselines import Baseline, BaselineKey, png_sha256
-from flux_perf.store.entries import Band, CalibrationEntry, FidelityEntry, Spread
+from flux_perf.store.entries import Band, BaselineError, CalibrationEntry, FidelityEntry, Spread
 from flux_perf.store.provenance import Provenance
 from flux_perf.store.references import References
 
@@ -158,7 +158,7 @@ def test_restating_a_stored_calibration_reproposes_from_its_distances():
     result = restated(stored, Scenario(512, 512, 6), 1.5)
     assert result.band["latent_rel_l2"] == pytest.approx(np.sqrt(5.6e-3 * 7.4e-3))
     assert result.band_rule == {"1-ssim": "middle", "mse": "middle", "latent_rel_l2": "middle"}
-    with pytest.raises(ValueError, match="no lossless measurements"):
+    with pytest.raises(BaselineError, match="no lossless measurements"):
         restated(CalibrationEntry(Band(0.99), {}, {}, PROVENANCE, {"variants": {}}), Scenario(512, 512, 6), 1.5)
 
 
@@ -186,7 +186,7 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path, cli):
     assert {name: v["distances"] for name, v in stored["variants"].items()} == \
         {name: v["distances"] for name, v in entry["variants"].items()}, "the measurements are kept"
     missing = cli("calibrate", "--restate", str(tmp_path))
-    assert missing.returncode != 0 and "no calibration.json there" in missing.stderr
+    assert missing.returncode == 2 and "no calibration.json there" in missing.stderr
     (folder / "calibration.json").write_text("{half written")
     corrupt = cli("calibrate", "--restate", str(folder), "--write", "--force")
     assert corrupt.returncode != 0 and f"{folder / 'calibration.json'} is not valid JSON" in corrupt.stderr

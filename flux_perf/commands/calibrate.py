@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..config import ConfigError
 from .shared import add_model_args, add_scenario_args, progress, scenarios_of, suite
 
 
@@ -115,7 +116,7 @@ def run(args) -> int:
     if args.write:
         updates_allowed(args.force)  # refuse before minutes of measuring
     if args.repeats < 1 or not args.margin >= 1:
-        raise ValueError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
+        raise ConfigError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
     if args.restate:
         return restate(args)
     if args.json:
@@ -151,8 +152,8 @@ def restate(args) -> int:
     folder = Path(args.restate)
     path = folder / "calibration.json"
     if not path.is_file():
-        raise ValueError(f"--restate {folder}: no calibration.json there (a baseline folder: "
-                         "<baselines>/<gpu>/<model fingerprint>)")
+        raise ConfigError(f"--restate {folder}: no calibration.json there (a baseline folder: "
+                          "<baselines>/<gpu>/<model fingerprint>)")
     store = BaselineStore(folder.parent.parent)
     for scenario_id, inner, old in store.listing(folder, "calibration.json"):  # read and checked whole
         if isinstance(old, BaselineError):

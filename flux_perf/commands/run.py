@@ -6,6 +6,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from ..config import ConfigError
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
 
 
@@ -22,7 +23,7 @@ def image_path(template: str, scenario, stack) -> Path:
     try:
         return Path(template.format(scenario=scenario.id, stack=stack.name))
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:  # {stack.name}, {0:d}
-        raise ValueError(f"--save-image {template!r}: only {{scenario}} and {{stack}} may appear in it ({error!r})") \
+        raise ConfigError(f"--save-image {template!r}: only {{scenario}} and {{stack}} may appear in it ({error!r})") \
             from None
 
 

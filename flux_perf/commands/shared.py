@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR
-from ..config import SuiteConfig, default_baselines_dir
+from ..config import ConfigError, SuiteConfig, default_baselines_dir
 
 
 def progress(message: str) -> None:
@@ -71,7 +71,7 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
     from ..model.pipeline import check_device, check_device_name, default_device
 
     if args.rounds < 1:
-        raise ValueError(f"--rounds {args.rounds}: need at least 1 timed round")
+        raise ConfigError(f"--rounds {args.rounds}: need at least 1 timed round")
     device = args.device or default_device()
     check_device_name(device)
     check_device(device)

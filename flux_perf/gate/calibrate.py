@@ -229,7 +229,8 @@ def restated(entry: CalibrationEntry, scenario: Scenario, margin: float) -> Scen
     variants = [Variant(name, v["kind"], [dict(m) for m in v.get("distances") or []], v.get("error"))
                 for name, v in (details.get("variants") or {}).items()]
     if not any(v.kind == "lossless" and v.metrics for v in variants):
-        raise ValueError(f"the stored calibration of {scenario.id} holds no lossless measurements to restate")
+        raise BaselineError(f"the stored calibration of {scenario.id} holds no lossless measurements to restate: "
+                            "measure it again (flux-perf calibrate --write)")
     return ScenarioCalibration(scenario, details.get("reference", "stored calibration"), variants, margin,
                                bool(details.get("cold_compiles")))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .entries import SCHEMA_KEY, SCHEMA_VERSION, SchemaError
+from .entries import SCHEMA_KEY, SCHEMA_VERSION, BaselineError, SchemaError
 from .files import write_json
 
 _PROVENANCE_KEYS = ("recorded_at", "created_at", "commit", "software", "driver_version")
@@ -63,7 +63,7 @@ def migrate_folder(folder: Path) -> list[str]:
     """Rewrite every schema-1 file of `folder` in place; return what was done, file by file. Every
     file is converted in memory first: one that cannot be leaves the whole folder untouched."""
     if not folder.is_dir():
-        raise ValueError(f"{folder}: not a baseline folder (<baselines>/<gpu>/<model fingerprint>)")
+        raise BaselineError(f"{folder}: not a baseline folder (<baselines>/<gpu>/<model fingerprint>)")
     converted = {path: _converted(path) for path in sorted(folder.glob("*.json"))}
     lines = []
     for path, data in converted.items():
