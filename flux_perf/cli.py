@@ -35,8 +35,10 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .gate.budgets import BudgetsError
     from .model.models import ModelSourceError
-    from .model.pipeline import DeviceError
+    from .model.pipeline import DeviceError, DeviceNameError
+    from .model.prompt_tokens import PromptTokensError
     from .model.scenarios import ScenarioError
+    from .report.account import AccountError
     from .report.records import ResultsError
     from .store.entries import BaselineError
     from .report.summary import ReportError
@@ -44,8 +46,16 @@ def main(argv=None) -> int:
     with interrupts.catching():  # SIGTERM as Ctrl-C: each command keeps what finished
         try:
             return args.func(args)
-        except (ScenarioError, ComponentError, ModelSourceError, DeviceError, BudgetsError, BaselineError,
-                ResultsError, ConfigError, AbError, ReportError, ValueError) as error:
+        # What the user can fix, in one line; any other exception is a bug and shows its traceback.
+        except (ConfigError, ScenarioError, ComponentError, ModelSourceError, DeviceError, DeviceNameError,
+                PromptTokensError, BudgetsError, BaselineError, ResultsError, AccountError, AbError,
+                ReportError) as error:
+            print(f"flux-perf: {error}", file=sys.stderr)
+            return 2
+        except ValueError as error:
+            # commands/ab.py's option checks still raise ValueError (ConfigError is theirs to take up).
+            if args.func.__module__ != ab.__name__:
+                raise
             print(f"flux-perf: {error}", file=sys.stderr)
             return 2
         except BrokenPipeError:  # `flux-perf table ... | head`: the reader left; nothing more to say

@@ -58,6 +58,17 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path, cli, monkeypatch):
     assert result.returncode == 2 and message in result.stderr
 
 
+@pytest.mark.parametrize("error", [ValueError, TypeError])
+def test_a_bug_shows_its_traceback_not_a_usage_line(cli, monkeypatch, error):
+    """Only what the user can fix is one line (exit 2): a ValueError from a bug is not theirs."""
+    def broken(args):
+        raise error("a bug in flux-perf, not in the command line")
+
+    monkeypatch.setattr("flux_perf.commands.stacks.run", broken)
+    with pytest.raises(error, match="a bug in flux-perf"):
+        cli("stacks", "--device", "cpu")
+
+
 def test_stack_that_cannot_run_here(tmp_path, cli):
     result = cli("run", "--device", "cpu", "--stack", "fp8", "--resolution", "64", "--steps", "1")
     assert result.returncode == 2 and "needs a CUDA GPU" in result.stderr
