@@ -52,12 +52,6 @@ def main(argv=None) -> int:
                 ReportError) as error:
             print(f"flux-perf: {error}", file=sys.stderr)
             return 2
-        except ValueError as error:
-            # commands/ab.py's option checks still raise ValueError (ConfigError is theirs to take up).
-            if args.func.__module__ != ab.__name__:
-                raise
-            print(f"flux-perf: {error}", file=sys.stderr)
-            return 2
         except BrokenPipeError:  # `flux-perf table ... | head`: the reader left; nothing more to say
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
             return 141  # what a shell reports for a process ended by SIGPIPE

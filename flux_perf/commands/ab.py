@@ -162,20 +162,24 @@ def ab_exit(cases, undecidable: list) -> int:
 
 def _pair_counts(option: str, text: str) -> list[int]:
     """--sizes / --runs: whole numbers of pairs, at least 2 each."""
+    from ..config import ConfigError
+
     counts = []
     for part in text.split(","):
         try:
             counts.append(int(part))
         except ValueError:
-            raise ValueError(f"{option} {text}: {part.strip()!r} is not a whole number of pairs; write e.g. "
+            raise ConfigError(f"{option} {text}: {part.strip()!r} is not a whole number of pairs; write e.g. "
                              f"{option} 6,12") from None
     if any(n < 2 for n in counts):
-        raise ValueError(f"{option} {text}: a {'run' if option == '--runs' else 'block'} needs at least 2 pairs")
+        raise ConfigError(f"{option} {text}: a {'run' if option == '--runs' else 'block'} needs at least 2 pairs")
     return counts
 
 
 def run_pairs(args) -> int:
     from ..ab.orchestrator import check_tolerance
+    from ..ab.worker import AbError
+    from ..config import ConfigError
     from ..ab.pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
                            read_files, rule_settings, verdict_rates)
     from ..store.files import write_json
@@ -185,7 +189,7 @@ def run_pairs(args) -> int:
     if args.runs:
         sizes = _pair_counts("--runs", args.runs)
         if args.family is not None and args.family < 1:
-            raise ValueError(f"--family {args.family}: Holm's family holds at least 1 case")
+            raise ConfigError(f"--family {args.family}: Holm's family holds at least 1 case")
         files = read_files(paths)  # each read and checked once
         runs = disjoint_runs(files, sizes, args.tolerance, args.family)
         added = blocks_added(files, args.tolerance, args.family)
@@ -196,7 +200,7 @@ def run_pairs(args) -> int:
     else:
         sizes = _pair_counts("--sizes", args.sizes)
         if args.draws < 1:
-            raise ValueError(f"--draws {args.draws}: draw at least 1 block per size (default 400)")
+            raise ConfigError(f"--draws {args.draws}: draw at least 1 block per size (default 400)")
         measured = {path: measured_pairs(path) for path in paths}  # every file checked before any output
         print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs "
               f"(tolerance {args.tolerance:.0%})")
@@ -204,7 +208,7 @@ def run_pairs(args) -> int:
         for path in paths:
             for case, pairs in measured[path].items():
                 if len(pairs) < 2:
-                    raise ValueError(f"{path}: {case} has {len(pairs)} measured pair(s): resampling needs at least 2")
+                    raise AbError(f"{path}: {case} has {len(pairs)} measured pair(s): resampling needs at least 2")
                 rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
                 result.setdefault(str(path), {})[case] = rates
                 cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items()
