@@ -40,11 +40,11 @@ def _args(path, stacks=None, scenarios=None):
 
 def test_only_the_undecided_latency_cases_are_ab_tested_unless_more_are_asked_for(tmp_path):
     path = _suite_run(tmp_path, INCONCLUSIVE)
-    cases, undecidable = ab_cases(_args(path))
-    assert cases == [("fp8", "512x512@6")] and undecidable == []
-    cases, _ = ab_cases(_args(path, stacks="bf16,fp8", scenarios="512x512@6"))
+    cases, undecidable, model = ab_cases(_args(path))
+    assert cases == [("fp8", "512x512@6")] and undecidable == [] and model == "synthetic"
+    cases, _, _ = ab_cases(_args(path, stacks="bf16,fp8", scenarios="512x512@6"))
     assert cases == [("bf16", "512x512@6"), ("fp8", "512x512@6")], "asked-for cases first, none twice"
-    cases, _ = ab_cases(_args(path, stacks="fast"))
+    cases, _, _ = ab_cases(_args(path, stacks="fast"))
     assert cases == [("fast", "512x512@6"), ("fast", "1024x1024@8"), ("fp8", "512x512@6")]
 
 
@@ -52,7 +52,7 @@ def test_what_an_ab_cannot_decide_is_named_and_never_exit_0(tmp_path, capsys):
     gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
     skipped = [{"stack": "attn-fa3", "scenario": "512x512@6", "reason": "flash-attn 3 is not installed"}]
     path = _suite_run(tmp_path, PASSED, fidelity=gap, skipped=skipped)
-    cases, undecidable = ab_cases(_args(path))
+    cases, undecidable, _ = ab_cases(_args(path))
     assert cases == []
     assert [item.why for item in undecidable] == [Unjudged.FIDELITY_GAP, Unjudged.NOT_RUN]
     assert ab_exit([], undecidable) == EXIT_NOT_JUDGED

@@ -73,7 +73,7 @@ def run(args) -> int:
 
     check_tolerance(args.tolerance)
     check_device(args.device or "cuda")  # before three workers start and fail each case on it
-    wanted, undecidable = ab_cases(args)
+    wanted, undecidable, model = ab_cases(args)
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
                 "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
@@ -95,7 +95,7 @@ def run(args) -> int:
     try:
         cases = run_ab(Path(args.base), Path(args.head), wanted, pairs=args.pairs, blocks=args.blocks,
                        block_seconds=args.block_seconds,
-                       tolerance=args.tolerance, model=args.model, device=args.device or "cuda", inject=inject,
+                       tolerance=args.tolerance, model=model, device=args.device or "cuda", inject=inject,
                        log=progress, pin=not args.no_pin, control=args.control,
                        on_block=lambda cases: save(list(cases), final=False))
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the blocks measured so far stay, marked
@@ -113,9 +113,10 @@ def run(args) -> int:
     return ab_exit(cases, undecidable)
 
 
-def ab_cases(args) -> tuple[list[tuple[str, str]], list]:
+def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     """The (stack, scenario) cases to A/B: --stacks x --scenarios, then the cases the suite run of
-    --undecided-from left INCONCLUSIVE; and what that run left unjudged that no A/B can decide."""
+    --undecided-from left INCONCLUSIVE; what that run left unjudged that no A/B can decide; and
+    the model to measure (--model, else the one that run measured)."""
     from ..components.stacks import parse_stacks
     from ..model.scenarios import parse_scenarios
 
@@ -123,21 +124,22 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list]:
     cases = [(stack.name, scenario.id) for stack in parse_stacks(args.stacks or "bf16,fast")
              for scenario in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")] if explicit else []
     if args.undecided_from is None:
-        return cases, []
+        return cases, [], args.model
     from ..report.judged import not_judged_in
     from ..report.records import read_results
 
     results = read_results(args.undecided_from)
     unjudged = not_judged_in(results)
-    if args.model is None:  # the weights the suite measured
+    model = args.model
+    if model is None:  # the weights the suite measured
         labels = {record.model for record in results.records}
         label = labels.pop() if len(labels) == 1 else None
-        args.model = label if label in (None, "synthetic", "tiny") or Path(label).is_absolute() else f"hub:{label}"
+        model = label if label in (None, "synthetic", "tiny") or Path(label).is_absolute() else f"hub:{label}"
     undecided = [(item.stack, item.scenario) for item in unjudged if item.resolvable_by_ab]
     cases += [case for case in dict.fromkeys(undecided) if case not in cases]
     progress(f"{args.undecided_from}: {len(undecided)} case(s) with an undecided latency verdict to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
-    return cases, [item for item in unjudged if not item.resolvable_by_ab]
+    return cases, [item for item in unjudged if not item.resolvable_by_ab], model
 
 
 def ab_exit(cases, undecidable: list) -> int:
