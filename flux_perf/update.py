@@ -54,7 +54,9 @@ def reference_update(stack: Stack, scenario: Scenario, measured: Measured, clock
                   "gpu": machine.gpu.to_dict() if machine.gpu else {"name": machine.gpu_name},
                   "latency": timed.wall.to_dict(), "deterministic_across_rounds": timed.deterministic,
                   "provenance": provenance.to_json()}
-        fidelity = _fidelity(stack, timed.image, timed.latents, timed.image, timed.latents, True, provenance)
+        # bf16 becomes the baseline: identical to itself by definition, no comparison to compute.
+        fidelity = FidelityEntry(1.0, None, 0.0 if timed.latents is not None else None, png_sha256(timed.image),
+                                 stack.key, True, provenance)
         return ReferenceUpdate(latency, fidelity, timed.latents, timed.image, record)
     if old.baseline is None:
         return ReferenceUpdate(latency, None, timed.latents)  # no baseline yet: nothing to measure fidelity against

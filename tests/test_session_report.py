@@ -119,6 +119,19 @@ def test_a_fidelity_failure_computes_ssim_once_for_the_verdict_and_its_picture(s
     assert broken.fidelity.comparison is None and "comparison" not in broken.fidelity.to_dict()
 
 
+def test_recording_the_bf16_baseline_compares_it_once_not_with_itself(session_for, monkeypatch):
+    import skimage.metrics
+
+    ssim, calls = skimage.metrics.structural_similarity, []
+    monkeypatch.setattr(skimage.metrics, "structural_similarity", lambda *a, **k: calls.append(1) or ssim(*a, **k))
+    (bf16,) = run_all(session_for("bf16", update=True))
+    assert bf16.error is None, bf16.error
+    assert calls == [], "bf16 becomes the baseline: nothing to compare it with (it was compared with itself)"
+    stored = json.loads((Path(bf16.fidelity.baseline).parent / "fidelity.json").read_text())
+    recorded = stored["entries"]["64x64@2"]["bf16"]
+    assert recorded["ssim"] == 1.0 and recorded["latent_rel_l2"] == 0.0 and recorded["psnr"] is None, recorded
+
+
 def test_a_machine_with_nothing_recorded_fails_every_case_with_the_bootstrap_command(session_for):
     session = session_for("bf16")
     assert session.unrecorded and "flux-perf baselines update --model tiny --device cpu" in session.unrecorded
