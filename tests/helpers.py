@@ -111,3 +111,18 @@ def quiet_host(monkeypatch, stall: float = 0.0) -> None:
     and this shared test machine is seldom quiet. With `stall` > 0.1 it is the contention."""
     monkeypatch.setattr("flux_perf.instrument.measure.HostPressure",
                         type("Host", (_QuietHost,), {"stall_fraction": lambda self: stall}))
+
+
+def stand_in_flash_attn_func(calls: list, with_lse: bool = False):
+    """A FlashAttention build's `flash_attn_func` on (batch, tokens, heads, dim), through SDPA,
+    recording (shape, scale, causal) of each call; `with_lse`: returns (out, lse) as FA4 does."""
+    import torch
+    import torch.nn.functional as F
+
+    def flash_attn_func(q, k, v, softmax_scale=None, causal=False):
+        calls.append((tuple(q.shape), softmax_scale, causal))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             scale=softmax_scale, is_causal=causal).transpose(1, 2).contiguous()
+        return (out, torch.zeros(q.shape[0], q.shape[2], q.shape[1])) if with_lse else out
+
+    return flash_attn_func

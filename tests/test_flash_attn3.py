@@ -8,8 +8,7 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import assert_a_new_stack_leaves_the_kernel, attend_through
+from helpers import assert_a_new_stack_leaves_the_kernel, attend_through, stand_in_flash_attn_func
 
 from flux_perf.components import Capabilities
 from flux_perf.components.attention import FlashAttn
@@ -24,14 +23,8 @@ def stand_in_fa3(monkeypatch):
     """`fa3_fwd_interface.flash_attn_func` on (batch, tokens, heads, dim), returning the output alone."""
     calls = []
 
-    def flash_attn_func(q, k, v, softmax_scale=None, causal=False):
-        calls.append((tuple(q.shape), softmax_scale, causal))
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             scale=softmax_scale, is_causal=causal)
-        return out.transpose(1, 2).contiguous()
-
     module = types.ModuleType("fa3_fwd_interface")
-    module.flash_attn_func = flash_attn_func
+    module.flash_attn_func = stand_in_flash_attn_func(calls)
     module.__spec__ = types.SimpleNamespace(name="fa3_fwd_interface")
     monkeypatch.setitem(sys.modules, "fa3_fwd_interface", module)
     monkeypatch.delitem(sys.modules, "flash_attn_interface", raising=False)

@@ -9,8 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import assert_a_new_stack_leaves_the_kernel, attend_through
+from helpers import assert_a_new_stack_leaves_the_kernel, attend_through, stand_in_flash_attn_func
 
 from flux_perf.components import Capabilities
 from flux_perf.components.attention import FlashAttn
@@ -26,16 +25,10 @@ def stand_in_fa4(monkeypatch):
     """`flash_attn.cute.flash_attn_func` on (batch, tokens, heads, dim), returning (out, lse) like FA4."""
     calls = []
 
-    def flash_attn_func(q, k, v, softmax_scale=None, causal=False):
-        calls.append((tuple(q.shape), softmax_scale, causal))
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             scale=softmax_scale, is_causal=causal)
-        return out.transpose(1, 2).contiguous(), torch.zeros(q.shape[0], q.shape[2], q.shape[1])
-
     package = types.ModuleType("flash_attn")
     package.__path__ = []
     cute = types.ModuleType("flash_attn.cute")
-    cute.flash_attn_func = flash_attn_func
+    cute.flash_attn_func = stand_in_flash_attn_func(calls, with_lse=True)
     package.cute = cute
     monkeypatch.setitem(sys.modules, "flash_attn", package)
     monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)

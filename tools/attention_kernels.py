@@ -18,24 +18,9 @@ import traceback
 import torch
 import torch.nn.functional as F
 
+from flux_perf.instrument.flops import cuda_ms
+
 HEADS, HEAD_DIM = 24, 128
-
-
-def cuda_ms(fn, iters: int = 40, repeats: int = 7) -> list[float]:
-    """Per-call milliseconds of `fn`, CUDA events around `iters` calls, `repeats` times."""
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / iters)
-    return times
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -95,7 +80,7 @@ def measure(tokens: int) -> list[dict]:
                 out = fn()
                 out = out[0] if isinstance(out, (tuple, list)) else out
                 row["relative_error"] = relative_error(dequantize.get(name, lambda o: o)(out), ref)
-                times = cuda_ms(fn)
+                times = cuda_ms(fn, repeats=7, calls=40)
             row.update(ms_median=statistics.median(times), ms_min=min(times), ms=times,
                        tflops=flop / (statistics.median(times) * 1e-3) / 1e12)
         except Exception as error:  # recorded with its text: the finding, when a kernel cannot run

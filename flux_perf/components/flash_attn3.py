@@ -14,10 +14,8 @@ import importlib
 import importlib.util
 import sys
 
-import torch
-
 from .base import Capabilities
-from .local_attention import LocalAttentionKernel, plain_dispatch
+from .local_attention import LocalAttentionKernel, flash_attention_op, plain_dispatch
 
 OP_NAME = "flux_perf::flash_attn_3"
 MODULES = ("flash_attn_interface", "fa3_fwd_interface")  # preference order
@@ -42,19 +40,8 @@ def _interface():
     return importlib.import_module(installed_module() or MODULES[-1])
 
 
-@torch.library.custom_op(OP_NAME, mutates_args=())
-def flash_attn_3(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-    """Non-causal attention on (batch, tokens, heads, head_dim) tensors, as diffusers lays them out."""
-    out = _interface().flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
-    return out[0] if isinstance(out, (tuple, list)) else out  # some builds return (out, lse)
-
-
-@flash_attn_3.register_fake
-def _flash_attn_3_shape(query, key, value, scale):
-    return query.new_empty(*query.shape[:-1], value.shape[-1])
-
-
-fa3_dispatch = plain_dispatch(lambda *args: torch.ops.flux_perf.flash_attn_3(*args), "attn-fa3")
+flash_attn_3 = flash_attention_op(OP_NAME, lambda: _interface().flash_attn_func)
+fa3_dispatch = plain_dispatch(flash_attn_3, "attn-fa3")
 
 
 class FlashAttn3(LocalAttentionKernel):

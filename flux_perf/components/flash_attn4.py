@@ -10,28 +10,19 @@ breaking the graph at every attention call.
 
 from __future__ import annotations
 
-import torch
-
-from .local_attention import LocalAttentionKernel, plain_dispatch
+from .local_attention import LocalAttentionKernel, flash_attention_op, plain_dispatch
 
 OP_NAME = "flux_perf::flash_attn_4"
 
 
-@torch.library.custom_op(OP_NAME, mutates_args=())
-def flash_attn_4(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-    """Non-causal attention on (batch, tokens, heads, head_dim) tensors, as diffusers lays them out."""
+def _flash_attn_func():
     from flash_attn.cute import flash_attn_func
 
-    out = flash_attn_func(query, key, value, softmax_scale=scale, causal=False)
-    return out[0] if isinstance(out, (tuple, list)) else out  # FA4 returns (out, lse)
+    return flash_attn_func
 
 
-@flash_attn_4.register_fake
-def _flash_attn_4_shape(query, key, value, scale):
-    return query.new_empty(*query.shape[:-1], value.shape[-1])
-
-
-fa4_dispatch = plain_dispatch(lambda *args: torch.ops.flux_perf.flash_attn_4(*args), "attn-fa4")
+flash_attn_4 = flash_attention_op(OP_NAME, _flash_attn_func)
+fa4_dispatch = plain_dispatch(flash_attn_4, "attn-fa4")
 
 
 class FlashAttn4(LocalAttentionKernel):

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from .base import Component, Phase
 from .layers import attention_modules
 
@@ -74,6 +76,20 @@ def plain_dispatch(op: Callable, component: str) -> Callable:
         return op(query, key, value, scale if scale is not None else query.shape[-1] ** -0.5)
 
     return dispatch
+
+
+def flash_attention_op(op_name: str, flash_attn_func: Callable[[], Callable]):
+    """A FlashAttention build's `flash_attn_func` (looked up at each call) as the torch custom op
+    `op_name` on (batch, tokens, heads, head_dim) tensors, non-causal, so torch.compile keeps the
+    kernel inside its graph instead of breaking the graph at every attention call."""
+
+    def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+        out = flash_attn_func()(query, key, value, softmax_scale=scale, causal=False)
+        return out[0] if isinstance(out, (tuple, list)) else out  # some builds return (out, lse)
+
+    op = torch.library.custom_op(op_name, attention, mutates_args=())
+    op.register_fake(lambda query, key, value, scale: query.new_empty(*query.shape[:-1], value.shape[-1]))
+    return op
 
 
 class LocalAttentionKernel(Component):

@@ -78,22 +78,24 @@ class MatmulPeaks:
         return {"bf16_tflops": self.bf16_tflops, "fp8_tflops": self.fp8_tflops, "matmul_size": self.size}
 
 
-def _median_ms(fn, repeats: int = 20, warmup_s: float = 1.0) -> float:
-    # Warm up by time, not count: an idle H100 needs a while to reach its boost clock
-    # (three 1.4 ms products measured 540 instead of 760 TFLOP/s).
+def cuda_ms(fn, repeats: int = 20, calls: int = 1, warmup_s: float = 1.0) -> list[float]:
+    """Per-call milliseconds of `fn` on the GPU: CUDA events around `calls` calls, `repeats` times.
+    Warmed up by time, not count: an idle H100 needs a while to reach its boost clock (three
+    1.4 ms products measured 540 instead of 760 TFLOP/s)."""
     start = time.perf_counter()
     while time.perf_counter() - start < warmup_s:
         fn()
         torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+        times.append(begin.elapsed_time(end) / calls)
+    return times
 
 
 def measure_matmul_peaks(device: str = "cuda", size: int = 8192) -> MatmulPeaks:
@@ -104,13 +106,13 @@ def measure_matmul_peaks(device: str = "cuda", size: int = 8192) -> MatmulPeaks:
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(size, size, device=device, dtype=torch.bfloat16, generator=generator)
     b = torch.randn(size, size, device=device, dtype=torch.bfloat16, generator=generator)
-    bf16 = flops / (_median_ms(lambda: torch.mm(a, b)) * 1e-3) / 1e12
+    bf16 = flops / (statistics.median(cuda_ms(lambda: torch.mm(a, b))) * 1e-3) / 1e12
     fp8 = None
     if torch.cuda.get_device_capability(device) >= (8, 9):
         a8 = a.to(torch.float8_e4m3fn)
         b8 = b.t().contiguous().to(torch.float8_e4m3fn).t()  # column-major second operand
         one = torch.ones((), device=device)
-        fp8_ms = _median_ms(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one,
-                                                     out_dtype=torch.bfloat16, use_fast_accum=True))
+        fp8_ms = statistics.median(cuda_ms(lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one,
+                                                                     out_dtype=torch.bfloat16, use_fast_accum=True)))
         fp8 = flops / (fp8_ms * 1e-3) / 1e12
     return MatmulPeaks(round(bf16, 1), None if fp8 is None else round(fp8, 1), size)

@@ -4,12 +4,14 @@ and 512 text tokens, 8704 at 1024x1024). Each test asserts accuracy; the kernel 
 with CUDA events, go to <report dir>/kernels.json so a change's predicted gain has a source."""
 
 import json
+import statistics
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from flux_perf.components import Capabilities
+from flux_perf.instrument.flops import cuda_ms
 
 pytestmark = pytest.mark.h100
 
@@ -41,16 +43,8 @@ def _cudnn_bf16(q, k, v):
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
-def _ms(fn, *args, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn(*args)
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        fn(*args)
-    stop.record()
-    stop.synchronize()
-    return start.elapsed_time(stop) / repeats
+def _ms(fn, *args) -> float:
+    return statistics.median(cuda_ms(lambda: fn(*args), repeats=5, calls=10, warmup_s=0.5))
 
 
 def _relative(a, b) -> float:
