@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             from .store.folders import os_error_line
 
             print(f"flux-perf: {os_error_line(error)}", file=sys.stderr)
-            return 1
+            return 2  # the user's to fix, and never 1: `ab` and `compare` say "slower" with 1
         except KeyboardInterrupt as error:
             print(f"flux-perf: interrupted by {interrupts.describe(error)}", file=sys.stderr)
             return interrupts.exit_status()

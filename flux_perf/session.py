@@ -35,7 +35,7 @@ from .instrument.runner import CaseRunner, Measured, with_injection
 from .model.models import check_hub_source, resolve_model_source
 from .model.redact import scrub
 from .model.scenarios import Scenario
-from .report.judged import NotJudged, not_judged
+from .report.judged import NotJudged, not_judged, pending
 from .report.records import CaseRecord, RunResults, case_record
 from .store.baselines import BaselineKey, BaselineStore
 from .store.provenance import Provenance, component_code, now_iso
@@ -258,8 +258,7 @@ class FluxSession:
     def not_judged(self) -> list[NotJudged]:
         """What this run could not judge without failing it: undecided latency, a fidelity gap
         (both fail instead under --flux-strict), a case the machine could not run."""
-        return [item for item in not_judged(list(self.records.values()), list(self.skipped.values()))
-                if not item.failed]
+        return pending(not_judged(list(self.records.values()), list(self.skipped.values())))
 
     def results(self) -> RunResults:
         return RunResults(

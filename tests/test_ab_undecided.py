@@ -12,7 +12,7 @@ from helpers import ROOT, make_results, run_flux_perf
 from flux_perf.ab.orchestrator import AbCase
 from flux_perf.ab.rule import Block, Pooled
 from flux_perf.commands.ab import ab_cases, ab_exit
-from flux_perf.report.judged import EXIT_NOT_JUDGED, Unjudged, not_judged_in
+from flux_perf.report.judged import EXIT_NOT_JUDGED, NotJudged, Unjudged, not_judged_in
 from flux_perf.report.records import read_results, write_results
 
 INCONCLUSIVE = {"verdict": "inconclusive", "failed": False, "detection_limit": 0.32,
@@ -69,13 +69,21 @@ def _decided(verdict: str, family: int = 1) -> AbCase:
     return case
 
 
-@pytest.mark.parametrize("verdicts, code", [
-    (["same"], 0), (["faster"], 0), (["same", "inconclusive"], EXIT_NOT_JUDGED),
-    (["inconclusive", "slower"], 1), (["same"], 0)])
-def test_an_undecided_ab_is_exit_6_and_slower_wins(verdicts, code, capsys):
-    assert ab_exit([_decided(v, len(verdicts)) for v in verdicts], []) == code
-    if code == EXIT_NOT_JUDGED:
-        assert "not decided: fp8-512x512@6" in capsys.readouterr().out
+GAP = NotJudged("fast-768x768@6", "fast", "768x768@6", Unjudged.FIDELITY_GAP, "no calibration", False)
+
+
+@pytest.mark.parametrize("verdicts, undecidable, code", [
+    (["same"], [], 0), (["faster"], [], 0), (["same", "inconclusive"], [], EXIT_NOT_JUDGED),
+    (["inconclusive", "slower"], [], 1), (["same"], [GAP], EXIT_NOT_JUDGED), (["slower"], [GAP], 1),
+    (["error", "slower", "inconclusive"], [GAP], 3)])
+def test_an_undecided_ab_is_exit_6_and_slower_wins(verdicts, undecidable, code, capsys):
+    cases = [_decided(v, len(verdicts)) for v in verdicts]
+    if "error" in verdicts:
+        cases[verdicts.index("error")].error = "base: the worker died"
+    assert ab_exit(cases, undecidable) == code
+    shown = capsys.readouterr().out
+    assert ("not decided: fp8-512x512@6" in shown) == (code == EXIT_NOT_JUDGED and "inconclusive" in verdicts)
+    assert ("fast-768x768@6: fidelity judged by the floor alone" in shown) == bool(undecidable)
 
 
 def test_a_results_file_with_nothing_undecided_starts_no_worker_and_passes(tmp_path):
@@ -101,6 +109,21 @@ def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):
     (case,) = json.loads((tmp_path / "ab.json").read_text())["cases"]
     assert (case["stack"], case["scenario"], case["error"]) == ("bf16", "64x64@2", None)
     assert case["base"]["fingerprint"].startswith("tiny-"), case["base"]
+
+
+def test_what_the_suite_already_failed_is_not_reported_again(tmp_path):
+    missing = {"verdict": "no-reference", "failed": True, "missing": "record it"}
+    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, missing)))
+    assert cases == [] and undecidable == [], "the suite's own failure, not one the A/B adds"
+
+
+def test_a_results_file_of_several_models_asks_which(tmp_path):
+    path = _suite_run(tmp_path, INCONCLUSIVE)
+    data = json.loads(path.read_text())
+    data["records"][0]["model"] = "tiny"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="holds cases of several models \\(synthetic, tiny\\): name the one"):
+        ab_cases(_args(path))
 
 
 def test_one_list_of_what_was_not_judged(tmp_path):

@@ -286,7 +286,8 @@ def test_an_unwritable_store_is_said_before_measuring_naming_the_folder(tmp_path
     with pytest.raises(BaselineUnwritable) as caught:
         store.check_update(KEY.gpu_slug, KEY.fingerprint)
     folder = tmp_path / KEY.gpu_slug / KEY.fingerprint
-    assert str(caught.value).startswith(f"baselines folder {folder} is not writable (")
+    assert str(caught.value).startswith(f"baselines folder {folder} cannot be made: {tmp_path / KEY.gpu_slug} exists "
+                                        "and is not a folder: nothing was measured")
     assert "nothing was measured" in str(caught.value) and "tmp" not in str(caught.value).replace(str(tmp_path), "")
     with pytest.raises(BaselineUnwritable, match=f"cannot write {folder / 'latency.json'}: ") as caught:
         store.write_latency(KEY, "bf16", latency(), force=False)

@@ -155,7 +155,7 @@ def test_updates_refused_under_ci_before_measuring(store):
 @pytest.mark.parametrize("damage, message", [
     (lambda folder: (folder / "latency.json").write_text('{"flux_perf_store": 2, "entries": {},}'),
      "latency.json is not valid JSON: line 1 column 38"),
-    (lambda folder: folder.rmdir() or folder.parent.rmdir() or folder.parent.write_text(""), "is not writable"),
+    (lambda folder: folder.rmdir() or folder.parent.rmdir() or folder.parent.write_text(""), "exists and is not a folder: nothing was measured"),
 ])
 def test_an_update_into_a_broken_or_unwritable_store_stops_before_measuring(store, here, tiny_source, damage,
                                                                              message):

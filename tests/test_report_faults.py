@@ -123,5 +123,5 @@ def test_a_json_file_of_calibrate_that_cannot_be_written_is_one_line(tmp_path, c
     assert f"flux-perf: --json folder {tmp_path}/file exists and is not a folder" in early.stderr
     failing_writes(tmp_path / "out", errno.ENOSPC)
     full = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--json", tmp_path / "out" / "c.json")
-    assert full.returncode == 1 and "[Errno" not in full.stderr and ".tmp-" not in full.stderr
+    assert full.returncode == 2 and "[Errno" not in full.stderr and ".tmp-" not in full.stderr
     assert f"flux-perf: cannot write or read in {tmp_path}/out: No space left on device (ENOSPC)" in full.stderr

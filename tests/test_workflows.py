@@ -227,12 +227,15 @@ def check_undecided_goes_to_ab(wf: Workflow) -> list[str]:
     suite = " ".join(str(s.get("run", "")) for s in steps_of(_job(wf, "h100")) if "pytest -m h100" in str(s.get("run", "")))
     if "--undecided-from flux-perf-report/results.json" not in suite or "HEAD~1" not in suite:
         problems.append("job h100: exit 6 off pull requests is not A/B-tested against the parent commit")
+    checkout = [s for s in steps_of(_job(wf, "h100")) if str(s.get("uses", "")).startswith("actions/checkout")]
+    if not checkout or int((checkout[0].get("with") or {}).get("fetch-depth", 1)) < 2:
+        problems.append("job h100: the checkout must fetch the parent commit (fetch-depth: 2) for HEAD~1")
     compare = _job(wf, "compare")
     runs = " ".join(str(s.get("run", "")) for s in steps_of(compare))
     if "--undecided-from suite-report/results.json" not in runs or '"${undecided[@]}"' not in runs:
         problems.append("job compare: its A/B does not take the suite's undecided cases")
-    if compare.get("needs") != "h100" or "always()" not in str(compare.get("if", "")):
-        problems.append("job compare: must run after the suite (needs: h100) whatever its outcome (always())")
+    if compare.get("needs") != "h100" or "!cancelled()" not in str(compare.get("if", "")):
+        problems.append("job compare: must run after the suite (needs: h100) whatever its outcome (!cancelled())")
     return problems
 
 
@@ -419,6 +422,7 @@ BROKEN: list[tuple[str, str, Callable[[Workflow], None], Callable[[Workflow], li
     ("gate-continue", "h100", lambda wf: _set(_suite_step(wf), "continue-on-error", True), check_gate_not_swallowed),
     ("gate-or-true", "h100", lambda wf: _set(_suite_step(wf), "run", _suite_step(wf)["run"].rstrip() + " || true\n"), check_gate_not_swallowed),
     ("undecided-main-passes", "h100", lambda wf: _set(_suite_step(wf), "run", _suite_step(wf)["run"].replace("--undecided-from", "--json-only")), check_undecided_goes_to_ab),
+    ("parent-not-fetched", "h100", lambda wf: [s["with"].pop("fetch-depth") for s in steps_of(_job(wf, "h100")) if str(s.get("uses", "")).startswith("actions/checkout")], check_undecided_goes_to_ab),
     ("compare-without-suite", "h100", lambda wf: _job(wf, "compare").pop("needs"), check_undecided_goes_to_ab),
     ("compare-ignores-suite", "h100", lambda wf: [s.__setitem__("run", s["run"].replace('"${undecided[@]}"', "")) for s in steps_of(_job(wf, "compare")) if "run" in s], check_undecided_goes_to_ab),
     ("dispatch-plus-push", "update-baselines", lambda wf: _set(wf["on"], "push", None), check_dispatch_only),

@@ -277,7 +277,7 @@ def run_ab(base: Path, head: Path, cases: list[tuple[str, str]], *, pairs: int |
     return results
 
 
-def _row(label: str, base_s: list[float], other_s: list[float], ratio: float, low: float, high: float,
+def _row(label: str, base_s: list[float], ratio: float, low: float, high: float,
          said: str) -> str:
     # The other side as the verdict sees it, base x the paired ratio: its own median can sit on the
     # other side of base's (rounds that drift) beside a ratio that says the opposite.
@@ -293,16 +293,16 @@ def _case_lines(case: AbCase) -> list[str]:
         return [f"{name:<28} no rounds"]
     verdict, reason = case.judged
     pooled, control = case.pooled, case.control_pooled
-    lines = [_row(name, case.rounds("base"), case.rounds("head"), pooled.ratio, pooled.low, pooled.high,
+    lines = [_row(name, case.rounds("base"), pooled.ratio, pooled.low, pooled.high,
                   verdict + (f" ({reason})" if reason else ""))]
     if control:
-        lines.append(_row("  control", case.rounds("base"), case.rounds("control"), control.ratio, control.low,
+        lines.append(_row("  control", case.rounds("base"), control.ratio, control.low,
                           control.high, control.change))
     for number, block in enumerate(case.blocks, 1):
-        lines.append(_row(f"  block {number}", block.base_s, block.head_s, block.ratio, block.ratio_low,
+        lines.append(_row(f"  block {number}", block.base_s, block.ratio, block.ratio_low,
                           block.ratio_high, block.change))
         if block.control:
-            lines.append(_row(f"  block {number} control", block.base_s, block.control["control_s"],
+            lines.append(_row(f"  block {number} control", block.base_s,
                               block.control["ratio"], block.control["ratio_low"], block.control["ratio_high"],
                               block.control["change"]))
     rounds = len(case.rounds("base")) + len(case.rounds("head")) + len(case.rounds("control"))

@@ -125,21 +125,29 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
              for scenario in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")] if explicit else []
     if args.undecided_from is None:
         return cases, [], args.model
-    from ..report.judged import not_judged_in
+    from ..report.judged import not_judged_in, pending
     from ..report.records import read_results
 
     results = read_results(args.undecided_from)
-    unjudged = not_judged_in(results)
-    model = args.model
-    if model is None:  # the weights the suite measured
-        labels = {record.model for record in results.records}
-        label = labels.pop() if len(labels) == 1 else None
-        model = label if label in (None, "synthetic", "tiny") or Path(label).is_absolute() else f"hub:{label}"
+    unjudged = pending(not_judged_in(results))  # what the suite already failed stays its failure
+    model = args.model if args.model is not None else _model_of(results, args.undecided_from)
     undecided = [(item.stack, item.scenario) for item in unjudged if item.resolvable_by_ab]
-    cases += [case for case in dict.fromkeys(undecided) if case not in cases]
+    cases += [case for case in undecided if case not in cases]
     progress(f"{args.undecided_from}: {len(undecided)} case(s) with an undecided latency verdict to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
     return cases, [item for item in unjudged if not item.resolvable_by_ab], model
+
+
+def _model_of(results, path: str) -> str | None:
+    """The --model text of the weights a suite run measured (None: its records hold none)."""
+    from ..config import ConfigError
+    from ..model.models import label_to_spec
+
+    labels = sorted({record.model for record in results.records})
+    if len(labels) > 1:
+        raise ConfigError(f"--undecided-from {path} holds cases of several models ({', '.join(labels)}): "
+                          "name the one to A/B with --model")
+    return label_to_spec(labels[0]) if labels else None
 
 
 def ab_exit(cases, undecidable: list) -> int:
@@ -204,13 +212,15 @@ def run_pairs(args) -> int:
         if args.draws < 1:
             raise ConfigError(f"--draws {args.draws}: draw at least 1 block per size (default 400)")
         measured = {path: measured_pairs(path) for path in paths}  # every file checked before any output
+        for path, cases in measured.items():
+            for case, pairs in cases.items():
+                if len(pairs) < 2:
+                    raise AbError(f"{path}: {case} has {len(pairs)} measured pair(s): resampling needs at least 2")
         print(f"verdicts of a block of n pairs, resampled {args.draws}x from the measured pairs "
               f"(tolerance {args.tolerance:.0%})")
         result = {}
         for path in paths:
             for case, pairs in measured[path].items():
-                if len(pairs) < 2:
-                    raise AbError(f"{path}: {case} has {len(pairs)} measured pair(s): resampling needs at least 2")
                 rates = verdict_rates(pairs, sizes, args.tolerance, args.draws)
                 result.setdefault(str(path), {})[case] = rates
                 cells = ", ".join(f"{n}: " + " ".join(f"{change} {share:.0%}" for change, share in rate.items()

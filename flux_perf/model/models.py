@@ -154,6 +154,12 @@ class ModelSource:
 HUB_PREFIX = "hub:"
 
 
+def label_to_spec(label: str) -> str:
+    """The --model text of a ModelSource.label as results record it: the kind, a local directory
+    (absolute) or a hub id (without its prefix there)."""
+    return label if label in ("synthetic", "tiny") or Path(label).is_absolute() else f"{HUB_PREFIX}{label}"
+
+
 def resolve_model_source(text: str | None, device: str, seed: int = 0) -> ModelSource:
     """`synthetic`, `tiny`, a local diffusers pipeline directory, or `hub:owner/name`.
 

@@ -76,3 +76,8 @@ def not_judged(records: list[CaseRecord], skipped: list[dict] = ()) -> list[NotJ
 
 def not_judged_in(results: RunResults) -> list[NotJudged]:
     return not_judged(results.records, results.skipped)
+
+
+def pending(items: list[NotJudged]) -> list[NotJudged]:
+    """What is left undecided once the run's failures stand: the items of exit 6."""
+    return [item for item in items if not item.failed]

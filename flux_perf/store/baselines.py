@@ -38,6 +38,7 @@ from .entries import (
     checked_provenance,
 )
 from .files import atomic_write, write_json
+from .folders import folder_problem, os_reason, shown
 from .provenance import Provenance
 
 TABLES = {"latency.json": LatencyEntry, "fidelity.json": FidelityEntry, "calibration.json": CalibrationEntry}
@@ -139,7 +140,7 @@ def _writing(path: Path):
     try:
         yield
     except OSError as error:
-        raise BaselineUnwritable(f"cannot write {path}: {error.strerror or error}. Make {path.parent} writable "
+        raise BaselineUnwritable(f"cannot write {path}: {os_reason(error)}. Make {path.parent} writable "
                                  "(or pass --baselines-dir with a writable copy) and update again") from None
 
 
@@ -212,15 +213,10 @@ class BaselineStore:
         for name in TABLES:
             if (folder / name).exists():
                 _table_file(folder / name)
-        probe = folder / f".flux-perf-write-test-{os.getpid()}"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise BaselineUnwritable(f"baselines folder {folder} is not writable ({error.strerror or error}): "
-                                     "nothing was measured. Make it writable, or pass --baselines-dir / "
-                                     "--flux-baselines-dir with a writable copy") from None
+        problem = folder_problem(folder, writable=True)
+        if problem:
+            raise BaselineUnwritable(f"baselines folder {shown(folder)} {problem}: nothing was measured. Fix it, "
+                                     "or pass --baselines-dir / --flux-baselines-dir with a writable copy")
         return folder
 
     def load_baseline(self, key: BaselineKey, scenario: Scenario) -> Baseline:
