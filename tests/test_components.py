@@ -199,6 +199,8 @@ def _check_fused_qkv(pipe, stack):
 EFFECT_CHECKS = {
     "attn-sdpa": _check_attention_backend,
     "fused-qkv": _check_fused_qkv,
+    "rope-halves": lambda pipe, stack: pipe.transformer.transformer_blocks[0].attn.processor.rope_halves,
+    "split-proj-out": lambda pipe, stack: not hasattr(pipe.transformer.single_transformer_blocks[0], "proj_out"),
     "compile-regional": lambda pipe, stack: pipe.transformer.transformer_blocks[0]._compiled_call_impl is not None,
     "compile-full": lambda pipe, stack: pipe.transformer._compiled_call_impl is not None,
     "vae-compile": lambda pipe, stack: pipe.vae.decoder._compiled_call_impl is not None,

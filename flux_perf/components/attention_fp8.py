@@ -17,10 +17,13 @@ an amax reduction followed by a cast (about a third of what remained of the quan
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..model.scenarios import Scenario, parse_scenario
 from .base import CALIBRATION_SCENARIO, parse_choice_param
+from .flux_processor import flux_processor_class
 from .layers import attention_modules
 from .local_attention import LocalAttentionKernel
 
@@ -54,57 +57,24 @@ def quantize_e4m3(tensor: torch.Tensor, amax: torch.Tensor | None = None) -> tup
 AMAX_BUFFER = "fp8_qkv_amax"
 
 
-def _layer_scales_processor_class():
-    from diffusers.models.transformers.transformer_flux import (
-        FluxAttnProcessor,
-        _get_qkv_projections,
-        apply_rotary_emb,
-    )
-
-    class LayerScalesProcessor(FluxAttnProcessor):
-        """FLUX's processor calling the FP8 attention with its layer's Q/K/V maxima (`attn.fp8_qkv_amax`):
-        the body of FluxAttnProcessor.__call__ (diffusers 0.42), but for the attention call, which
-        diffusers' dispatch could not pass the maxima to. While `observing` (the calibration
-        generation), it quantizes on each tensor's own maximum and raises the layer's maxima to it."""
+@functools.cache
+def layer_scales_processor_class():
+    class LayerScalesProcessor(flux_processor_class()):
+        """FLUX's processor calling the FP8 attention with its layer's Q/K/V maxima (`attn.fp8_qkv_amax`),
+        which diffusers' dispatch could not pass. While `observing` (the calibration generation), it
+        quantizes on each tensor's own maximum and raises the layer's maxima to it."""
 
         def __init__(self, slot):
             super().__init__()
             self.slot = slot  # the borrowed dispatch slot: FP8 while the module's backend is this one
             self.observing = True
 
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                     image_rotary_emb=None):
+        def attend(self, attn, query, key, value, attention_mask):
             if self._attention_backend is not self.slot:  # a later stack set another backend on the model
-                return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask,
-                                        image_rotary_emb)
+                return super().attend(attn, query, key, value, attention_mask)
             if attention_mask is not None or self._parallel_config is not None:
                 raise ValueError("attn-fp8:static serves plain attention only: no mask or context parallel")
-            query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
-                attn, hidden_states, encoder_hidden_states)
-            query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
-            key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
-            value = value.unflatten(-1, (-1, attn.head_dim))
-            if attn.added_kv_proj_dim is not None:
-                encoder_query = attn.norm_added_q(encoder_query.unflatten(-1, (-1, attn.head_dim)))
-                encoder_key = attn.norm_added_k(encoder_key.unflatten(-1, (-1, attn.head_dim)))
-                encoder_value = encoder_value.unflatten(-1, (-1, attn.head_dim))
-                query = torch.cat([encoder_query, query], dim=1)
-                key = torch.cat([encoder_key, key], dim=1)
-                value = torch.cat([encoder_value, value], dim=1)
-            if image_rotary_emb is not None:
-                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
-
-            hidden_states = fp8_sdpa(query, key, value, amax=getattr(attn, AMAX_BUFFER), observe=self.observing)
-            hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
-
-            if encoder_hidden_states is not None:
-                encoder_hidden_states, hidden_states = hidden_states.split_with_sizes(
-                    [encoder_hidden_states.shape[1], hidden_states.shape[1] - encoder_hidden_states.shape[1]], dim=1)
-                hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.contiguous()))
-                encoder_hidden_states = attn.to_add_out(encoder_hidden_states.contiguous())
-                return hidden_states, encoder_hidden_states
-            return hidden_states
+            return fp8_sdpa(query, key, value, amax=getattr(attn, AMAX_BUFFER), observe=self.observing)
 
     return LayerScalesProcessor
 
@@ -256,7 +226,7 @@ class CudnnFp8Attention(LocalAttentionKernel):
         if self.param == "static":
             from diffusers.models.attention_dispatch import AttentionBackendName
 
-            processor_class = _layer_scales_processor_class()
+            processor_class = layer_scales_processor_class()
             for module in list(attention_modules(pipe.transformer)):
                 module.set_processor(processor_class(AttentionBackendName[self.slot_name]))
                 device = next(module.parameters()).device
