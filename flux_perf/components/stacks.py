@@ -29,8 +29,9 @@ NAMED_STACKS: dict[str, tuple[str, ...]] = {
     "fp8+fbc": ("attn-cudnn", "fp8-torchao", "compile-regional", "fbc"),
     # The fastest stack from compute alone (issues 7 and 17; docs/fast-stack.md has the measurements).
     # Its attention is cuDNN's FP8 kernel (8.7 % faster at 1024x1024@8 than the bf16 one); the
-    # attention's and the linears' FP8 scales are static, calibrated on one generation at build.
-    "fast": ("attn-fp8:static", "fused-qkv", "fp8-static", "compile-regional", "cuda-graphs",
+    # attention's and the linears' FP8 scales are static, calibrated on one generation at build; RoPE
+    # rotates contiguous halves (exact; -1.2 % at 1024x1024@8, tenth session).
+    "fast": ("attn-fp8:static", "fused-qkv", "rope-halves", "fp8-static", "compile-regional", "cuda-graphs",
              "vae-channels-last", "vae-compile"),
     # `fast` with per-call FP8 scales (per-tensor attention, per-row linears), as it was before.
     "fast-dynamic": ("attn-fp8", "fused-qkv", "fp8-torchao", "compile-regional", "cuda-graphs",
