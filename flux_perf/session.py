@@ -23,6 +23,7 @@ from .gate.images import write_side_by_side
 from .gate.latency import (
     LatencyResult,
     Target,
+    Verdict,
     decided,
     describe_disturbance,
     judge_latency,
@@ -46,7 +47,7 @@ from .store.references import (
     load_references,
     write_update,
 )
-from .update import reference_update, refuse_disturbed
+from .update import reference_update, refuse_disturbed, refuse_unmatched_latents
 
 CUT_SHORT = "interrupted"  # how the error of a case a signal stopped begins
 
@@ -198,9 +199,11 @@ class FluxSession:
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
                                        recording=self.config.update_baselines)
         result.target = judge_target(timed.wall.median, target_s)
-        refused = refuse_disturbed(disturbance) if self.config.update_baselines else None
-        if refused:  # nothing recorded: the case is an error; judge_latency already called it disturbed
+        refused = (refuse_disturbed(disturbance) or refuse_unmatched_latents(
+            stack, scenario, timed.latents, refs, self.record_command)) if self.config.update_baselines else None
+        if refused:  # nothing recorded: the case is an error, its latency never `recorded` (disturbed stays so)
             result.error = refused
+            result.latency = None if result.latency.verdict is Verdict.RECORDED else result.latency
         if main:
             if self.config.update_baselines and not refused:
                 refs = self._update_references(result, refs, clock, now)

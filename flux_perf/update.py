@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,10 +32,23 @@ def refuse_disturbed(disturbance: Sequence[str]) -> str | None:
             "machine")
 
 
+def refuse_unmatched_latents(stack: Stack, scenario: Scenario, latents: np.ndarray | None, old: References,
+                             record_command: Callable[[str, str], str]) -> str | None:
+    """Why a stack's fidelity may not be recorded against bf16 latents of another shape than its own
+    (recorded for another model or scenario shape): the judge refuses such a baseline
+    (store.references.check_latent_shapes), so the entry would never be usable. bf16 replaces them."""
+    recorded = old.baseline.latents if old.baseline is not None else None
+    if stack.name == BASELINE or recorded is None or latents is None or recorded.shape == latents.shape:
+        return None
+    return (f"refusing to record {stack.name} at {scenario.id}: the latents of the bf16 baseline "
+            f"({old.baseline.path}) are {recorded.shape}, this run's final latents {latents.shape}, so no fidelity "
+            f"the gate accepts can be measured against them. Nothing was written; re-record bf16 first with "
+            f"`{record_command(BASELINE, scenario.id)}`, then this stack with "
+            f"`{record_command(stack.name, scenario.id)}`")
+
+
 def _fidelity(stack: Stack, image: np.ndarray, latents: np.ndarray | None, reference: np.ndarray,
               reference_latents: np.ndarray | None, lossless: bool, provenance: Provenance) -> FidelityEntry:
-    if reference_latents is not None and latents is not None and reference_latents.shape != latents.shape:
-        reference_latents = None  # unusable (the gate names the file); the image is still compared
     measured = compare_images(reference, image, reference_latents, latents)
     return FidelityEntry(measured.ssim, measured.to_dict()["psnr"], measured.latent_rel_l2, png_sha256(image),
                          stack.key, lossless, provenance)

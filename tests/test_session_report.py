@@ -173,13 +173,8 @@ def test_an_update_on_a_disturbed_machine_records_nothing(session_for, monkeypat
     assert not list((tmp_path / "baselines").rglob("*.png")), "no baseline image either"
 
 
-@pytest.mark.parametrize("latents", [np.full((1, 4, 4), np.nan, np.float32), np.ones((1, 3, 5), np.float32)],
-                         ids=["nan", "wrong-shape"])
-def test_bad_recorded_latents_fail_only_the_fidelity_judgement(session_for, latents):
-    """Issue 29: latents whose hash matched but held NaN or another shape gave a bare ValueError that
-    failed the latency test too."""
-    run_all(session_for("bf16", update=True))
-    session = session_for("bf16")
+def plant_baseline_latents(session, latents: np.ndarray) -> Path:
+    """Replace the recorded bf16 latents with `latents`, their hash updated: a file the store accepts."""
     path = session.store.latents_path(session.key(SCENARIO))
     data = io.BytesIO()
     np.save(data, latents)
@@ -187,11 +182,51 @@ def test_bad_recorded_latents_fail_only_the_fidelity_judgement(session_for, late
     meta = session.store.paths(session.key(SCENARIO))[1]
     meta.write_text(json.dumps({**json.loads(meta.read_text()),
                                 "latents_sha256": hashlib.sha256(data.getvalue()).hexdigest()}))
+    return path
+
+
+@pytest.mark.parametrize("latents", [np.full((1, 4, 4), np.nan, np.float32), np.ones((1, 3, 5), np.float32)],
+                         ids=["nan", "wrong-shape"])
+def test_bad_recorded_latents_fail_only_the_fidelity_judgement(session_for, latents):
+    """Issue 29: latents whose hash matched but held NaN or another shape gave a bare ValueError that
+    failed the latency test too."""
+    run_all(session_for("bf16", update=True))
+    session = session_for("bf16")
+    path = plant_baseline_latents(session, latents)
     (result,) = run_all(session)
     assert result.error is None and result.latency.verdict is not Verdict.NO_REFERENCE
     assert result.latency.budget.kind == "relative", "the latency is judged against its reference as ever"
     assert result.fidelity.verdict is FidelityVerdict.ERROR and result.fidelity.message.startswith(f"latents {path} ")
     assert "flux-perf baselines update" in result.fidelity.message
+
+
+def test_an_update_against_bf16_latents_of_another_shape_records_nothing_and_names_the_fix(session_for):
+    """A lossy stack's fidelity measured against bf16 latents of another shape was recorded from the
+    image alone, an entry the judge then refused at every gate run: the update refuses instead."""
+    run_all(session_for("bf16", update=True))
+    probe = session_for("bf16")
+    folder = probe.store.folder(probe.key(SCENARIO))
+    plant_baseline_latents(probe, np.ones((1, 3, 5), np.float32))
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    session = session_for("guidance:3.0", update=True)
+    (lossy,) = run_all(session)
+    shape = tuple(lossy.timed.latents.shape)
+    assert lossy.error.startswith("refusing to record guidance:3.0 at 64x64@2: the latents of the bf16 baseline "), \
+        lossy.error
+    assert f"are (1, 3, 5), this run's final latents {shape}" in lossy.error
+    assert "re-record bf16 first with `flux-perf baselines update --stacks bf16 --scenarios 64x64@2 --model tiny " \
+           "--device cpu`, then this stack with `flux-perf baselines update --stacks guidance:3.0 " in lossy.error
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before and not session.baseline_updates
+    assert lossy.latency is None, "never `recorded`: nothing was"
+    assert lossy.fidelity.verdict is FidelityVerdict.ERROR, "the gate's judgement of the same references"
+    # The commands it names fix it: the fidelity is recorded with its latent distance, and judged.
+    run_all(session_for("bf16", update=True))
+    (lossy,) = run_all(session_for("guidance:3.0", update=True))
+    assert lossy.error is None, lossy.error
+    recorded = json.loads((folder / "fidelity.json").read_text())["entries"]["64x64@2"]["guidance:3.0"]
+    assert recorded["latent_rel_l2"] is not None, recorded
+    (gated,) = run_all(session_for("guidance:3.0"))
+    assert gated.fidelity.verdict is not FidelityVerdict.ERROR and gated.fidelity.latent_rel_l2 is not None
 
 
 def test_update_refreshes_every_stack_and_marks_old_references_stale(session_for, tmp_path):

@@ -4,9 +4,9 @@ before anything is judged, each error naming the file, the key and the value."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+from ..store.files import finite_number
 from .worker import AbError
 
 VERSIONS = (1, 2)  # flux_perf_ab: 1 a verdict per block, 2 a verdict per case (files of version 1 may lack it)
@@ -14,9 +14,7 @@ _REDO = "fix it or record the file again with `flux-perf ab --json`"
 
 
 def _number(value, *, positive: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return value > 0 if positive else value >= 0
+    return finite_number(value) and (value > 0 if positive else value >= 0)
 
 
 class _Checker:

@@ -117,17 +117,20 @@ _NOT_JUDGED_LABELS = {Unjudged.LATENCY_INCONCLUSIVE: "INCONCLUSIVE", Unjudged.NO
                       Unjudged.DISTURBED: "DISTURBED", Unjudged.FIDELITY_ERROR: "fidelity not judged"}
 
 
-def _not_judged(records: list[CaseRecord], omit: set) -> list[str]:
+def _listed(items: list[NotJudged], omit: set, whys: Collection[Unjudged]) -> list[NotJudged]:
+    return [item for item in items if item.why in whys and (item.stack, item.scenario, item.why) not in omit]
+
+
+def _not_judged(items: list[NotJudged], omit: set) -> list[str]:
     lines = [f"- {item.case_id}: {_NOT_JUDGED_LABELS[item.why]}: {item.detail}" + (f"; {item.more}" if item.more else "")
-             for item in not_judged(records)
-             if item.why in _NOT_JUDGED_LABELS and (item.stack, item.scenario, item.why) not in omit]
+             for item in _listed(items, omit, _NOT_JUDGED_LABELS)]
     return ["", "## Not judged (never a pass)", "", *lines] if lines else []
 
 
-def _gaps_and_stale(records: list[CaseRecord], omit: set) -> list[str]:
+def _gaps_and_stale(records: list[CaseRecord], items: list[NotJudged], omit: set) -> list[str]:
     lines = []
-    gaps = [f"- {r.id}: {r.fidelity['gap']}" for r in records
-            if (r.fidelity or {}).get("gap") and (r.stack, r.scenario_id, Unjudged.FIDELITY_GAP) not in omit]
+    # judged.py's items, the list the exit status reads: the summary cannot name other gaps than it.
+    gaps = [f"- {item.case_id}: {item.detail}" for item in _listed(items, omit, (Unjudged.FIDELITY_GAP,))]
     if gaps:
         lines += ["", "## Fidelity gaps (judged by the floor alone; --flux-strict fails them)", "", *gaps]
     stale = [f"- {r.id}: " + "; ".join(dict.fromkeys([*(r.latency or {}).get("stale", []),
@@ -163,7 +166,8 @@ def summary_markdown(results: RunResults, listed_below: Collection[NotJudged] = 
         "| SM MHz | TFLOP/s (% peak) | compile s | flags |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_case_row(r, speedup.get(id(r))) for r in results.records if r.error or r.timed]
     lines += ["", LEGEND]
-    lines += _not_judged(results.records, omit) + _gaps_and_stale(results.records, omit)
+    items = not_judged(results.records)
+    lines += _not_judged(items, omit) + _gaps_and_stale(results.records, items, omit)
     lines += _fidelity_table(results.records)
     targets = [r for r in results.records if r.target]
     if targets:

@@ -7,7 +7,7 @@ per case. Every problem is one message in one style:
 
 from __future__ import annotations
 
-import math
+from ..store.files import finite_number
 
 ADVICE = "use the results.json a flux-perf run wrote (this one was edited or is not flux-perf's)"
 _NAMES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,),
@@ -44,8 +44,7 @@ def type_problem(value, annotation: str) -> str | None:
 
 
 def _seconds(value, positive: bool = True) -> bool:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return ok and (value > 0 if positive else value >= 0)
+    return finite_number(value) and (value > 0 if positive else value >= 0)
 
 
 def timing_problems(data: dict, where: str) -> list[str]:
