@@ -285,6 +285,33 @@ def test_calibrate_update_gate_cycle_on_the_tiny_model(tmp_path, cli, capsys, mo
     assert "## Fidelity against the bf16 baseline" in (tmp_path / "report" / "summary.md").read_text()
 
 
+@pytest.mark.parametrize("failing, written, message", [
+    ("wrong-shift", False, "64x64@2: not written: wrong-shift (RuntimeError: out of memory) failed, so the band "
+                           "would be placed without them; run it again"),
+    ("guidance:3.0", True, "64x64@2: no build-to-build spread for guidance:3.0: the gate allows them the band alone"),
+])
+def test_a_calibration_missing_a_variant_says_so_and_never_stores_a_band_placed_without_it(
+        tmp_path, cli, monkeypatch, failing, written, message):
+    import flux_perf.gate.calibrate as calibrate
+
+    output = calibrate._output
+
+    def failing_output(runner, stack_spec, scenario, plant=None, **kwargs):
+        if failing in (stack_spec, plant):
+            raise RuntimeError("out of memory")
+        return output(runner, stack_spec, scenario, plant, **kwargs)
+
+    monkeypatch.setattr(calibrate, "_output", failing_output)
+    copy_budgets(tmp_path / "baselines")
+    result = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", tmp_path / "baselines",
+                 "--lossless", "noise:0.0002", "--stacks", "guidance:3.0", "--breaks", "noise:0.01,wrong-shift",
+                 "--repeats", "2", "--write")
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"incomplete calibration: {message}" in result.stderr
+    stored = list((tmp_path / "baselines").glob("*/*/calibration.json"))
+    assert bool(stored) is written, stored
+
+
 def test_spread_between_builds_is_in_the_gates_units():
     builds = Variant("fp8", "stack", [{"1-ssim": 1e-3, "mse": 1e-5, "latent_rel_l2": 0.02},
                                       {"1-ssim": 1.5e-3, "mse": 2e-5, "latent_rel_l2": 0.021}])

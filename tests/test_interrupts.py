@@ -130,6 +130,12 @@ def test_sigterm_keeps_the_finished_scenarios_of_calibrate(tmp_path, cli, monkey
         def entry(self, driver):
             return type("Entry", (), {"to_json": lambda self: {"band": {"ssim": 0.999}}})()
 
+        def unusable(self):
+            return None
+
+        def spreads_missing(self):
+            return []
+
     signal_second = _signal_on_call(2, signal.SIGTERM)
     monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: signal_second() and Finished())
     monkeypatch.setattr(calibrate, "format_calibration", lambda result: "calibrated")

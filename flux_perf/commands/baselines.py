@@ -67,9 +67,10 @@ def update_references(args) -> int:
     elif uncalibrated:
         progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)}")
         session.runner.release()
-        calibrate_scenarios(session.runner, session.store, machine, uncalibrated,
-                            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and
-                                            not session.skip_reason(s)), write=True, force=args.force)
+        _, problems = calibrate_scenarios(
+            session.runner, session.store, machine, uncalibrated, write=True, force=args.force,
+            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not session.skip_reason(s)))
+        code = code or (1 if problems else 0)
     return code
 
 

@@ -42,7 +42,8 @@ def listed(text: str | None, default) -> list[str]:
 
 def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, stacks=None, breaks=None, repeats=2,
                         margin=1.5, cold_compiles=False, write=False, force=False, json_path=None) -> dict:
-    """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries."""
+    """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries and
+    what failed variants left out (a scenario whose band lacks a variant is never written)."""
     from ..components.stacks import BASELINE, DEFAULT_STACKS
     from ..gate.calibrate import (
         BREAKS,
@@ -62,6 +63,7 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
         print(f"not measured: {line}", file=sys.stderr)
     driver = machine.gpu.driver_version if machine.gpu else None
     report = {}
+    problems: list[str] = []  # what a failed variant left out, said at the end and in the exit status
 
     def save(**more) -> None:
         if json_path:
@@ -81,7 +83,9 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
             entry = result.entry(driver)
             report[scenario.id] = entry.to_json()
             save()
-            if write:
+            problem = _incomplete(result, scenario.id, write)
+            problems += [problem] if problem else []
+            if write and not result.unusable():
                 _store(store, key, entry, force)
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
         from .. import interrupts
@@ -90,7 +94,19 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
         save(interrupted=cut)
         progress(cut + (f" (kept in {json_path})" if json_path else ""))
         raise
-    return report
+    for line in problems:
+        print(f"incomplete calibration: {line}", file=sys.stderr)
+    return report, problems
+
+
+def _incomplete(result, scenario: str, write: bool) -> str | None:
+    """What a failed variant left out of this scenario's calibration, or None."""
+    if result.unusable():
+        return f"{scenario}: not {'written' if write else 'usable'}: {result.unusable()}; run it again"
+    if result.spreads_missing():
+        return (f"{scenario}: no build-to-build spread for {', '.join(result.spreads_missing())}: the gate allows "
+                "them the band alone (stricter); run it again to measure them")
+    return None
 
 
 def _store(store, key, entry, force: bool) -> None:
@@ -129,14 +145,15 @@ def run(args) -> int:
     if args.write:  # a broken calibration.json or a read-only folder: said before minutes of measuring
         store.check_update(machine.slug, machine.fingerprint)
     runner = CaseRunner(machine.source, config.device, log=lambda m: progress("  " + m))
-    calibrate_scenarios(runner, store, machine, config.scenarios, lossless=args.lossless,
-                        stacks=args.stacks, breaks=args.breaks, repeats=args.repeats, margin=args.margin,
-                        cold_compiles=args.cold_compiles, write=args.write, force=args.force, json_path=args.json)
+    _, problems = calibrate_scenarios(runner, store, machine, config.scenarios, lossless=args.lossless,
+                                      stacks=args.stacks, breaks=args.breaks, repeats=args.repeats, margin=args.margin,
+                                      cold_compiles=args.cold_compiles, write=args.write, force=args.force,
+                                      json_path=args.json)
     if args.json:
         print(f"\nmeasurements and proposal: {args.json}")
     if not args.write:
         print("\nnothing written: add --write to store this proposal for these weights on this GPU")
-    return 0
+    return 1 if problems else 0
 
 
 def restate(args) -> int:

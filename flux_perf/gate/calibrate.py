@@ -125,6 +125,17 @@ class ScenarioCalibration:
     def of_kind(self, kind: str) -> list[Variant]:
         return [v for v in self.variants if v.kind == kind]
 
+    def unusable(self) -> str | None:
+        """Why this proposal must not be stored: a lossless variant or planted break that failed would
+        place the band without it (tighter or looser than what was measured)."""
+        failed = [f"{v.name} ({v.error})" for v in self.variants if v.error and v.kind != "stack"]
+        return f"{', '.join(failed)} failed, so the band would be placed without them" if failed else None
+
+    def spreads_missing(self) -> list[str]:
+        """The stacks whose build-to-build spread failed to measure: the gate then allows them none
+        (the band alone), never more."""
+        return [v.name for v in self.variants if v.error and v.kind == "stack"]
+
     @property
     def band(self) -> dict:
         return propose_band(self.of_kind("lossless"), self.margin, self.of_kind("break"))
