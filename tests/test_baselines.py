@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import pickle
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -195,6 +196,25 @@ def test_staleness_sees_software_driver_and_a_components_own_code(store):
     assert stale_reasons(recorded, recorded) == []
     store.write_latency(KEY, "fast", latency(0.2, "fast", older), force=False)
     assert any("fused-qkv" in r for r in references(store, "fast").stale["latency"])
+
+
+def test_the_code_a_component_imports_from_other_component_modules_is_hashed_too(monkeypatch):
+    """FLUX's processor body (flux_processor.py) and the layer lists (layers.py) run inside
+    attn-fp8:static and rope-halves without being their classes: a change there makes their
+    references stale, under a key of its own (entries recorded before it keep their hashes)."""
+    components = parse_stack("fast").components
+    code = component_code(components)
+    assert code["rope-halves (helpers)"] == code["attn-fp8:static (helpers)"]
+    assert "cuda-graphs (helpers)" not in code, "cuda_graphs.py takes nothing from another component module"
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda path: read(path) + (b"#" if path.name == "flux_processor.py" else b""))
+    changed = component_code(components)
+    assert {k for k in code if code[k] != changed[k]} == {"attn-fp8:static (helpers)", "rope-halves (helpers)"}
+    recorded = replace(now("fast"), components=code)
+    reasons = stale_reasons(recorded, replace(recorded, components=changed))
+    assert any(r.startswith("the code of component rope-halves (helpers) changed") for r in reasons)
+    before_helpers = replace(recorded, components={k: v for k, v in code.items() if "helpers" not in k})
+    assert stale_reasons(before_helpers, replace(recorded, components=changed)) == []
 
 
 def test_cudnn_recorded_as_torchs_integer_is_the_same_version_dotted():

@@ -131,18 +131,42 @@ def minor(version: str | None) -> str | None:
     return ".".join(str(version).split("+")[0].split(".")[:2])
 
 
+def _digest(files) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(Path(name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _component_module(name: str) -> bool:
+    return name.startswith("flux_perf.components.") and not name.endswith(".base")
+
+
+def _helper_files(modules: set) -> set[str]:
+    """The source files of the component modules that `modules` take names from (FLUX's processor
+    body, the layer lists): code the component runs without inheriting it."""
+    files = set()
+    for module in modules:
+        for value in vars(module).values():
+            source = value if inspect.ismodule(value) else inspect.getmodule(value)
+            if source is not None and source not in modules and _component_module(source.__name__):
+                files.add(inspect.getsourcefile(source))
+    return files
+
+
 def component_code(components: Iterable) -> dict[str, str]:
     """spec -> sha256 (12 hex) of the source files that define the component (its class and the
-    component classes it inherits, not the shared base): a changed component changes its hash."""
+    component classes it inherits, not the shared base): a changed component changes its hash.
+    "spec (helpers)" -> the same of the component modules it imports from (kept apart, so that
+    entries recorded before helpers were hashed keep their component hashes)."""
     hashes = {}
     for component in components:
-        files = sorted({inspect.getsourcefile(cls) for cls in type(component).__mro__
-                        if cls.__module__.startswith("flux_perf.components.") and
-                        not cls.__module__.endswith(".base")})
-        digest = hashlib.sha256()
-        for name in files:
-            digest.update(Path(name).read_bytes())
-        hashes[component.spec] = digest.hexdigest()[:12]
+        modules = {inspect.getmodule(cls) for cls in type(component).__mro__ if _component_module(cls.__module__)}
+        own = {inspect.getsourcefile(module) for module in modules}
+        hashes[component.spec] = _digest(own)
+        helpers = _helper_files(modules) - own
+        if helpers:
+            hashes[f"{component.spec} (helpers)"] = _digest(helpers)
     return hashes
 
 
