@@ -211,6 +211,7 @@ EFFECT_CHECKS = {
     "unipc": lambda pipe, stack: type(pipe.scheduler).__name__ == "UniPCMultistepScheduler",
     "wrong-shift": lambda pipe, stack: not pipe.scheduler.config.use_dynamic_shifting,
     "fbc": lambda pipe, stack: stack.report()["fbc"]["steps_seen"] >= 2 * SCENARIO.steps,
+    "taylorseer": lambda pipe, stack: stack.report()["taylorseer"]["steps_seen"] >= 2 * SCENARIO.steps,
     "slowdown": lambda pipe, stack: stack.report()["slowdown"]["rows"] >= 16,
     "noise": lambda pipe, stack: stack.report()["noise"]["steps_seen"] >= SCENARIO.steps,
     # The tiny model has only 16 text tokens, so nothing to shorten here: this checks the rounding

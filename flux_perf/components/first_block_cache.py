@@ -1,22 +1,18 @@
 """First Block Cache (diffusers FirstBlockCacheConfig): when the first block's residual barely
 changes between steps, reuse the cached output of the remaining blocks.
 
-It reads a value back to the host every step (so no CUDA graphs), and the Kontext
-pipeline does not open a cache context itself: every generation is wrapped in one."""
+It reads a value back to the host every step (so no CUDA graphs); the cache context every
+generation runs in comes from DiffusersCache."""
 
 from __future__ import annotations
 
-import contextlib
+from .base import parse_float_param
+from .diffusers_cache import DiffusersCache
 
-from .base import Component, Phase, parse_float_param
 
-
-class FirstBlockCache(Component):
+class FirstBlockCache(DiffusersCache):
     name = "fbc"
     summary = "diffusers First Block Cache; parameter: residual-difference threshold (guide: 0.12)"
-    phase = Phase.CACHE
-    lossless = False
-    tags = frozenset({"syncs-host"})
     default_param = "0.12"
 
     def __init__(self, param=None):
@@ -42,17 +38,6 @@ class FirstBlockCache(Component):
             return compute
 
         leader._should_compute_remaining_blocks = recording_decision
-
-    def call_context(self, pipe):
-        transformer = pipe.transformer
-
-        @contextlib.contextmanager
-        def fresh_cache_context():
-            transformer._reset_stateful_cache()  # each generation starts from an empty cache
-            with transformer.cache_context("flux-perf"):
-                yield
-
-        return fresh_cache_context
 
     def reset_report(self) -> None:
         self.decisions.clear()

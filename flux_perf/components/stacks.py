@@ -39,6 +39,10 @@ NAMED_STACKS: dict[str, tuple[str, ...]] = {
     # `fast` as it was before issue 17, with bf16 attention: where nvidia-cudnn-frontend is missing.
     "fast-bf16attn": ("attn-cudnn", "fused-qkv", "fp8-torchao", "compile-regional", "cuda-graphs",
                       "vae-channels-last", "vae-compile"),
+    # TaylorSeer on `fast` (opt-in, lossy): fewer transformer steps, without CUDA graphs, which cannot replay
+    # its host-side step decision. Reported as its own stack, judged against bf16 like any other.
+    "fast+taylorseer": ("attn-fp8:static", "fused-qkv", "rope-halves", "fp8-static", "compile-regional", "taylorseer",
+                        "vae-channels-last", "vae-compile"),
     # First Block Cache on top, reported apart: CUDA graphs cannot replay its host-side decision.
     "fast+fbc": ("attn-cudnn", "fused-qkv", "fp8-torchao", "compile-regional", "fbc",
                  "vae-channels-last", "vae-compile"),

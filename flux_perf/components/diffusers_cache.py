@@ -1,0 +1,28 @@
+"""What the step caches diffusers provides (First Block Cache, TaylorSeer) need from the suite: the
+Kontext pipeline opens no cache context of its own, so every generation is wrapped in one, started
+from an empty cache."""
+
+from __future__ import annotations
+
+import contextlib
+
+from .base import Component, Phase
+
+
+class DiffusersCache(Component):
+    phase = Phase.CACHE
+    lossless = False
+    # A per-step decision taken on the host (a value read back, or a step counter): a replayed CUDA graph
+    # of the whole step cannot follow it.
+    tags = frozenset({"syncs-host"})
+
+    def call_context(self, pipe):
+        transformer = pipe.transformer
+
+        @contextlib.contextmanager
+        def fresh_cache_context():
+            transformer._reset_stateful_cache()  # each generation starts from an empty cache
+            with transformer.cache_context("flux-perf"):
+                yield
+
+        return fresh_cache_context

@@ -1,0 +1,60 @@
+"""TaylorSeer (diffusers TaylorSeerCacheConfig, lite mode): after the first full steps, every
+N-th step runs the transformer; the steps between run no block at all, and the output projection's
+result is extrapolated from the last full steps (first-order Taylor series in the step index).
+
+Fewer FLOPs, lossy, opt-in: it changes the output, so it is judged as its own stack against the
+bf16 baseline, never folded into `fast`. The step decision is a host-side counter, so CUDA graphs
+of the whole step cannot replay it."""
+
+from __future__ import annotations
+
+from .base import ComponentError
+from .diffusers_cache import DiffusersCache
+
+# Full steps before the first extrapolated one: two to take a first difference from, and one more.
+FULL_STEPS_FIRST = 3
+
+
+class TaylorSeerCache(DiffusersCache):
+    name = "taylorseer"
+    summary = ("diffusers TaylorSeer cache, lite mode: between full steps no block runs and proj_out's output is "
+               f"extrapolated (first {FULL_STEPS_FIRST} steps full); parameter: every how many steps one is full")
+    default_param = "2"
+
+    def __init__(self, param=None):
+        super().__init__(param)
+        self.decisions: list[bool] = []  # True = the transformer ran, False = extrapolated
+
+    def validate_param(self) -> None:
+        if not (self.param.isdigit() and 1 <= int(self.param) <= 10):
+            raise ComponentError(f"{self.name}:{self.param}: parameter must be a whole number of steps in [1, 10]")
+        self.interval = int(self.param)
+
+    def apply(self, pipe) -> None:
+        import torch
+        from diffusers import TaylorSeerCacheConfig
+        from diffusers.hooks import HookRegistry
+
+        transformer = pipe.transformer
+        transformer.enable_cache(TaylorSeerCacheConfig(
+            cache_interval=self.interval, disable_cache_before_step=FULL_STEPS_FIRST, max_order=1,
+            taylor_factors_dtype=torch.float32, use_lite_mode=True))
+        registry = HookRegistry.check_if_exists_or_initialize(transformer.proj_out)
+        hook = next(h for h in registry.hooks.values() if hasattr(h, "_measure_should_compute"))
+        decide = hook._measure_should_compute
+
+        def recording_decision():
+            compute, state = decide()
+            self.decisions.append(bool(compute))
+            return compute, state
+
+        hook._measure_should_compute = recording_decision
+
+    def reset_report(self) -> None:
+        self.decisions.clear()
+
+    def report(self) -> dict:
+        steps = len(self.decisions)
+        extrapolated = steps - sum(self.decisions)
+        return {"interval": self.interval, "steps_seen": steps, "steps_extrapolated": extrapolated,
+                "extrapolated_rate": extrapolated / steps if steps else 0.0}
