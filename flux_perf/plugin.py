@@ -15,7 +15,8 @@ import shlex
 import pytest
 
 from .report.judged import EXIT_NOT_JUDGED
-from .scope import MARKER, asked_for, flux_options_given, marker_declared, marker_selects, own_item, rootdir_note, selected_cases
+from .scope import (MARKER, asked_for, flux_options_given, item_case, marker_declared, marker_selects, own_item,
+                    rootdir_note, selected_cases)
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
@@ -146,7 +147,7 @@ def _session(config, create: bool = True):
 
 
 def _case_order(item, positions: dict) -> tuple:
-    case = getattr(item, "callspec", None) and item.callspec.params.get("flux_case")
+    case = item_case(item)
     if case is None:
         return (-1, 0)
     # Case-major, and the test holding the `benchmark` fixture first: it does the measuring,
@@ -274,7 +275,7 @@ def pytest_runtest_makereport(item, call):
         from .model.redact import scrub_report
         scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
-        case = getattr(item, "callspec", None) and item.callspec.params.get("flux_case")
+        case = item_case(item)
         report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else True  # its case: named once
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):

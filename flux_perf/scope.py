@@ -84,11 +84,16 @@ def own_item(item, everything: bool) -> bool:
     return everything or bool(FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+def item_case(item):
+    """The (stack, scenario) this test item measures, or None for a test outside the cases."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("flux_case") if callspec is not None else None
+
+
 def selected_cases(items) -> int:
     """How many (stack, scenario) cases these test items measure: after -k, -m, --deselect and
     the rest chose, not every case the options name."""
-    return len({(case[0].name, case[1].id) for item in items
-                if (case := getattr(item, "callspec", None) and item.callspec.params.get("flux_case"))})
+    return len({(case[0].name, case[1].id) for item in items if (case := item_case(item))})
 
 
 def project_root(config) -> Path:

@@ -19,7 +19,7 @@ from .components.stacks import BASELINE, Stack
 from .config import SuiteConfig
 from .gate.budgets import LatencyBudget, load_budgets
 from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
-from .gate.images import write_side_by_side
+from .gate.images import Fidelity, write_side_by_side
 from .gate.latency import (
     LatencyResult,
     Target,
@@ -205,24 +205,26 @@ class FluxSession:
             result.error = refused
             result.latency = None if result.latency.verdict is Verdict.RECORDED else result.latency
         if main:
+            compared = None  # the update's comparison with the bf16 baseline, handed to the judge
             if self.config.update_baselines and not refused:
-                refs = self._update_references(result, refs, clock, now)
+                refs, compared = self._update_references(result, refs, clock, now)
             # Recorded latents of another shape: fidelity's problem (naming the file), never the case's.
             refs = check_latent_shapes(self.store, refs, timed.latents)
-            result.fidelity = self._judge_fidelity(result, refs, floor)
+            result.fidelity = self._judge_fidelity(result, refs, floor, compared)
         result.fidelity = distributed.from_main(result.fidelity)
         if self.config.profile and self.config.profile in result.id:
             path = self.runner.profile(stack, scenario, self.config.report_dir / "profiles" / f"{result.id}.json")
             result.profile_trace = str(path)
             self.log(f"  profiler trace: {path}")
 
-    def _judge_fidelity(self, result: CaseResult, refs: References, floor: tuple[float, str]) -> FidelityResult:
+    def _judge_fidelity(self, result: CaseResult, refs: References, floor: tuple[float, str],
+                        compared: Fidelity | None = None) -> FidelityResult:
         if self.config.update_baselines and result.stack.name == BASELINE and refs.baseline is not None:
             return FidelityResult(FidelityVerdict.UPDATED, baseline=str(refs.baseline.path),
                                   message="the bf16 baseline of this scenario, recorded on purpose")
         timed = result.measured.timed
         fidelity = judge_fidelity(timed.image, timed.latents, refs, floor=floor[0], floor_source=floor[1],
-                                  lossless=result.stack.lossless, strict=self.config.strict)
+                                  lossless=result.stack.lossless, strict=self.config.strict, compared=compared)
         if fidelity.message:
             self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict is FidelityVerdict.FAIL:
@@ -234,14 +236,17 @@ class FluxSession:
         return replace(fidelity, comparison=None)  # the SSIM map served the evidence: not kept, not sent to ranks
 
     def _update_references(self, result: CaseResult, old: References, clock: float | None,
-                           now: Provenance) -> References:
+                           now: Provenance) -> tuple[References, Fidelity | None]:
         """The sanctioned update: this stack's latency and fidelity, and for bf16 the scenario's
-        baseline image; written once, then loaded back so the case is judged against it."""
-        update = reference_update(result.stack, result.scenario, result.measured, clock, old, now, self.machine)
+        baseline image; written once, then loaded back so the case is judged against it. With them
+        the update's comparison with the bf16 baseline: another stack's update leaves that baseline
+        as it was, so the judge's comparison would be the same one."""
+        update, compared = reference_update(result.stack, result.scenario, result.measured, clock, old, now,
+                                            self.machine)
         for line in write_update(self.store, old, update, force=self.config.force_update):
             self.baseline_updates.append(line)
             self.log(f"  reference: {line}")
-        return self.references(result.stack, result.scenario, now, old.key)
+        return self.references(result.stack, result.scenario, now, old.key), compared
 
     # -- records ------------------------------------------------------------------
     def _record(self, result: CaseResult) -> CaseRecord:

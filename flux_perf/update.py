@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .components.stacks import BASELINE, Stack
-from .gate.images import compare_images
+from .gate.images import Fidelity, compare_images
 from .instrument.machine import Machine
 from .instrument.measure import MEASUREMENT_VERSION
 from .instrument.rounds import summarize
@@ -48,16 +48,18 @@ def refuse_unmatched_latents(stack: Stack, scenario: Scenario, latents: np.ndarr
 
 
 def _fidelity(stack: Stack, image: np.ndarray, latents: np.ndarray | None, reference: np.ndarray,
-              reference_latents: np.ndarray | None, lossless: bool, provenance: Provenance) -> FidelityEntry:
+              reference_latents: np.ndarray | None, lossless: bool,
+              provenance: Provenance) -> tuple[FidelityEntry, Fidelity]:
     measured = compare_images(reference, image, reference_latents, latents)
     return FidelityEntry(measured.ssim, measured.to_dict()["psnr"], measured.latent_rel_l2, png_sha256(image),
-                         stack.key, lossless, provenance)
+                         stack.key, lossless, provenance), measured
 
 
 def reference_update(stack: Stack, scenario: Scenario, measured: Measured, clock: float | None, old: References,
-                     provenance: Provenance, machine: Machine) -> ReferenceUpdate:
+                     provenance: Provenance, machine: Machine) -> tuple[ReferenceUpdate, Fidelity | None]:
     """The new references of (stack, scenario): its rounds, and its output against the bf16 baseline
-    (for bf16 itself: the baseline, which it becomes)."""
+    (for bf16 itself: the baseline, which it becomes). With them the comparison that fidelity was
+    measured from (None where none was made), so the judge need not compute the SSIM again."""
     timed, samples = measured.timed, list(measured.samples_s)
     wall = summarize(samples)
     latency = LatencyEntry(wall.median, tuple(samples), stack.key, provenance, wall.ci_low, wall.ci_high, clock,
@@ -70,9 +72,9 @@ def reference_update(stack: Stack, scenario: Scenario, measured: Measured, clock
         # bf16 becomes the baseline: identical to itself by definition, no comparison to compute.
         fidelity = FidelityEntry(1.0, None, 0.0 if timed.latents is not None else None, png_sha256(timed.image),
                                  stack.key, True, provenance)
-        return ReferenceUpdate(latency, fidelity, timed.latents, timed.image, record)
-    if old.baseline is None:
-        return ReferenceUpdate(latency, None, timed.latents)  # no baseline yet: nothing to measure fidelity against
-    fidelity = _fidelity(stack, timed.image, timed.latents, old.baseline.image, old.baseline.latents,
-                         measured.lossless, provenance)
-    return ReferenceUpdate(latency, fidelity, timed.latents)
+        return ReferenceUpdate(latency, fidelity, timed.latents, timed.image, record), None
+    if old.baseline is None:  # no baseline yet: nothing to measure fidelity against
+        return ReferenceUpdate(latency, None, timed.latents), None
+    fidelity, compared = _fidelity(stack, timed.image, timed.latents, old.baseline.image, old.baseline.latents,
+                                   measured.lossless, provenance)
+    return ReferenceUpdate(latency, fidelity, timed.latents), compared

@@ -197,3 +197,30 @@ def test_a_pytest_report_with_a_token_is_scrubbed(monkeypatch):
     scrub_report(report)
     assert TOKEN not in str(report.longrepr) and "hub refused" in str(report.longrepr)
     assert TOKEN not in report.longreprtext and report.sections == [("Captured stderr call", f"sent Bearer {REDACTED}")]
+
+
+def test_a_report_reads_the_token_file_once_and_a_token_written_later_is_still_found(monkeypatch, tmp_path):
+    """One read of the tokens per report, not one per piece of it; the next report reads afresh."""
+    from _pytest.reports import TestReport
+
+    from flux_perf.model import redact
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    reads, real = [], redact.known_tokens
+    monkeypatch.setattr(redact, "known_tokens", lambda: reads.append(1) or real())
+
+    def report():
+        return TestReport("t.py::test", ("t.py", 1, "test"), {}, "failed", "OSError: sent plain-secret-9", "call",
+                          sections=[("Captured stdout call", "a plain-secret-9"), ("Captured stderr call", "b")])
+
+    before = report()
+    scrub_report(before)
+    assert reads == [1] and "plain-secret-9" in str(before.longrepr)  # no token file yet: nothing to hide
+    (tmp_path / "token").write_text("plain-secret-9\n")  # a login while the run goes on
+    after = report()
+    scrub_report(after)
+    assert reads == [1, 1]
+    assert str(after.longrepr) == f"OSError: sent {REDACTED}"
+    assert after.sections == [("Captured stdout call", f"a {REDACTED}"), ("Captured stderr call", "b")]

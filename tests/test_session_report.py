@@ -119,6 +119,24 @@ def test_a_fidelity_failure_computes_ssim_once_for_the_verdict_and_its_picture(s
     assert broken.fidelity.comparison is None and "comparison" not in broken.fidelity.to_dict()
 
 
+def test_a_lossy_stacks_update_computes_ssim_once_for_the_record_and_the_verdict(session_for, monkeypatch):
+    """The update measures the stack's fidelity against the bf16 baseline; the judge that follows
+    is handed that comparison instead of making it again."""
+    import skimage.metrics
+
+    (bf16,) = run_all(session_for("bf16", update=True))
+    assert bf16.error is None, bf16.error
+    ssim, calls = skimage.metrics.structural_similarity, []
+    monkeypatch.setattr(skimage.metrics, "structural_similarity", lambda *a, **k: calls.append(1) or ssim(*a, **k))
+    session = session_for("steps:1", update=True)
+    assert not session.config.stacks[0].lossless
+    (lossy,) = run_all(session)
+    assert lossy.error is None, lossy.error
+    assert len(calls) == 1, "the judge reuses the comparison the update recorded"
+    recorded = session.references(session.config.stacks[0], SCENARIO, session.provenance(session.config.stacks[0]))
+    assert recorded.fidelity.ssim == lossy.fidelity.ssim < 1.0  # one measurement, recorded and judged
+
+
 def test_recording_the_bf16_baseline_compares_it_once_not_with_itself(session_for, monkeypatch):
     import skimage.metrics
 

@@ -120,9 +120,9 @@ class _Judgement:
     gap: str | None = None
 
 
-def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: References, *, floor: float,
-                   floor_source: str, lossless: bool, strict: bool = False) -> FidelityResult:
-    """`image` (and its final latents) against the references of its case."""
+def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: References, *, floor: float, floor_source: str,
+                   lossless: bool, strict: bool = False, compared: Fidelity | None = None) -> FidelityResult:
+    """`image` (and its final latents) against its case's references; `compared`: the update's comparison."""
     if refs.baseline is None:
         problem = refs.problems.get(BASELINE_IMAGE) or "no bf16 baseline for this scenario"
         return FidelityResult(FidelityVerdict.ERROR, message=problem, strict=strict)
@@ -130,7 +130,7 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
     if broken:
         return FidelityResult(FidelityVerdict.ERROR, message="; ".join(broken), strict=strict)
     baseline, recorded = refs.baseline, refs.fidelity
-    measured = compare_images(baseline.image, image, baseline.latents, latents)
+    measured = compared if compared is not None else compare_images(baseline.image, image, baseline.latents, latents)
     ssim, distance, psnr = measured.ssim, measured.latent_rel_l2, measured.to_dict()["psnr"]
     band = refs.calibration.band if refs.calibration else None
     own_moved = latent_distance(refs.own_latents, latents) if refs.own_latents is not None and latents is not None \

@@ -78,11 +78,14 @@ def scrubbed_logging():
 def scrub_report(report) -> None:
     """A pytest report with its traceback (locals included) and captured output scrubbed. The
     traceback becomes plain text only where it held a token, so other reports keep their form."""
+    # Read once per report, not per piece: each report reads afresh, so a token written meanwhile is found.
+    tokens = known_tokens()
     longrepr = report.longrepr
     if isinstance(longrepr, tuple):  # a skip: (path, line, reason)
-        report.longrepr = (*longrepr[:2], scrub(str(longrepr[2])))
+        report.longrepr = (*longrepr[:2], scrub(str(longrepr[2]), tokens))
     elif longrepr is not None:
         text = str(longrepr)
-        if scrub(text) != text:
-            report.longrepr = scrub(text)
-    report.sections = [(title, scrub(content)) for title, content in report.sections]
+        scrubbed = scrub(text, tokens)
+        if scrubbed != text:
+            report.longrepr = scrubbed
+    report.sections = [(title, scrub(content, tokens)) for title, content in report.sections]

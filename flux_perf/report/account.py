@@ -100,18 +100,17 @@ class Account:
         """(TFLOP/s, % of the ceiling) of a GEMM family or attention, when FLOPs are known."""
         if not self.flops or not self.ceilings:
             return None
+        linear, attention = self.precisions()  # the floors judge the step at the same precisions
         if family == "attention":
             time_us = self.families[family].us
-            fp8 = self.fp8_attention_us > time_us / 2
-            flops, ceiling = self.flops.get("attention"), self.ceilings.get("fp8_tflops" if fp8 else "bf16_tflops")
+            flops, ceiling = self.flops.get("attention"), self.ceilings.get(f"{attention}_tflops")
         elif family in ("gemm", "fp8 gemm"):
             # The linear layers' FLOPs ran in both GEMM families together (FP8 stacks keep a few bf16).
             flops = self.flops.get("linear")
             time_us = self.families["gemm"].us + self.families["fp8 gemm"].us
-            fp8 = self.families["fp8 gemm"].us > self.families["gemm"].us
-            if family != ("fp8 gemm" if fp8 else "gemm"):
+            if family != ("fp8 gemm" if linear == "fp8" else "gemm"):
                 return None  # shown once, on the family that carries most of the linear layers
-            ceiling = self.ceilings.get("fp8_tflops" if fp8 else "bf16_tflops")
+            ceiling = self.ceilings.get(f"{linear}_tflops")
         else:
             return None
         if not flops or not ceiling or not time_us:
