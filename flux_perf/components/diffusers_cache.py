@@ -16,6 +16,17 @@ class DiffusersCache(Component):
     # of the whole step cannot follow it.
     tags = frozenset({"syncs-host"})
 
+    def __init__(self, param=None):
+        super().__init__(param)
+        self.decisions: list[bool] = []  # per step: True = the transformer ran, False = the cache served it
+
+    def reset_report(self) -> None:
+        self.decisions.clear()
+
+    def steps(self) -> tuple[int, int]:
+        """(steps seen, steps the cache served) since the last reset."""
+        return len(self.decisions), len(self.decisions) - sum(self.decisions)
+
     def call_context(self, pipe):
         transformer = pipe.transformer
 

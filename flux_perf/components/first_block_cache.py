@@ -15,10 +15,6 @@ class FirstBlockCache(DiffusersCache):
     summary = "diffusers First Block Cache; parameter: residual-difference threshold (guide: 0.12)"
     default_param = "0.12"
 
-    def __init__(self, param=None):
-        super().__init__(param)
-        self.decisions: list[bool] = []  # True = computed all blocks, False = reused the cache
-
     def validate_param(self) -> None:
         parse_float_param(self, 0.0, 10.0)
 
@@ -39,12 +35,8 @@ class FirstBlockCache(DiffusersCache):
 
         leader._should_compute_remaining_blocks = recording_decision
 
-    def reset_report(self) -> None:
-        self.decisions.clear()
-
     def report(self) -> dict:
-        steps = len(self.decisions)
-        skipped = steps - sum(self.decisions)
+        steps, skipped = self.steps()
         return {"threshold": float(self.param), "steps_seen": steps, "steps_cached": skipped,
                 "cache_rate": skipped / steps if steps else 0.0}
 

@@ -21,10 +21,6 @@ class TaylorSeerCache(DiffusersCache):
                f"extrapolated (first {FULL_STEPS_FIRST} steps full); parameter: every how many steps one is full")
     default_param = "2"
 
-    def __init__(self, param=None):
-        super().__init__(param)
-        self.decisions: list[bool] = []  # True = the transformer ran, False = extrapolated
-
     def validate_param(self) -> None:
         if not (self.param.isdigit() and 1 <= int(self.param) <= 10):
             raise ComponentError(f"{self.name}:{self.param}: parameter must be a whole number of steps in [1, 10]")
@@ -50,11 +46,7 @@ class TaylorSeerCache(DiffusersCache):
 
         hook._measure_should_compute = recording_decision
 
-    def reset_report(self) -> None:
-        self.decisions.clear()
-
     def report(self) -> dict:
-        steps = len(self.decisions)
-        extrapolated = steps - sum(self.decisions)
+        steps, extrapolated = self.steps()
         return {"interval": self.interval, "steps_seen": steps, "steps_extrapolated": extrapolated,
                 "extrapolated_rate": extrapolated / steps if steps else 0.0}
