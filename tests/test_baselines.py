@@ -219,7 +219,9 @@ def test_the_code_a_component_imports_from_other_component_modules_is_hashed_too
 
 def test_cudnn_recorded_as_torchs_integer_is_the_same_version_dotted():
     recorded = now("fast")
-    as_integer = replace(recorded, software={**recorded.software, "cudnn": "91900"})
+    stored = {**recorded.to_json(), "software": {**recorded.software, "cudnn": "91900"}}
+    as_integer = Provenance.from_json(stored)  # how an entry recorded before the dotted form reads
+    assert as_integer.software["cudnn"] == "9.19.0" and stored["software"]["cudnn"] == "91900"
     dotted = replace(recorded, software={**recorded.software, "cudnn": "9.19.0"})
     assert stale_reasons(as_integer, dotted) == []
     newer = replace(recorded, software={**recorded.software, "cudnn": "9.20.1"})

@@ -192,9 +192,11 @@ class Provenance:
     def from_json(cls, data: dict) -> Provenance:
         """From a stored entry; entries older than this class kept `commit` ('sha-dirty'),
         `software` and `driver_version` flat in the entry."""
+        software = dict(data.get("software")) if isinstance(data.get("software"), dict) else {}
+        if software.get("cudnn"):  # entries recorded before the dotted form kept torch's integer (91900)
+            software["cudnn"] = dotted_cudnn(software["cudnn"])
         return cls(str(data.get("recorded_at") or data.get("created_at") or ""), data.get("commit"),
-                   data.get("uncommitted"), data.get("source"),
-                   data.get("software") if isinstance(data.get("software"), dict) else {},
+                   data.get("uncommitted"), data.get("source"), software,
                    data.get("driver") or data.get("driver_version"),
                    data.get("components") if isinstance(data.get("components"), dict) else {})
 
@@ -209,8 +211,6 @@ def stale_reasons(recorded: Provenance, current: Provenance, packages: Iterable[
     reasons = []
     for name in dict.fromkeys([*CORE_SOFTWARE, *packages]):
         old, new = recorded.software.get(name), current.software.get(name)
-        if name == "cudnn" and old and new:
-            old, new = dotted_cudnn(old), dotted_cudnn(new)
         if old and new and minor(str(old)) != minor(str(new)):
             reasons.append(f"{name} {old} -> {new}")
     if recorded.driver and current.driver and recorded.driver != current.driver:
