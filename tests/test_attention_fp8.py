@@ -168,6 +168,28 @@ def test_the_static_processor_computes_what_fluxs_own_processor_does(tiny_model,
     per_call.release(tiny_model.pipe)
 
 
+def test_rope_halves_on_the_static_processor_gives_its_output(tiny_model, stand_in_kernel):
+    """attn-fp8:static's processor (applied first, in the attention phase) rotates halves once
+    rope-halves permuted Q and K: per-tensor scales do not see the order, so the output stays."""
+    from test_rope_halves_split_proj_out import randomize_qk_norms
+
+    from flux_perf.components import make_component
+    from flux_perf.components.attention_fp8 import layer_scales_processor_class
+
+    scenario = Scenario(64, 64, 2)
+    randomize_qk_norms(tiny_model.pipe.transformer)
+    observing = CudnnFp8Attention("static")
+    observing.apply(tiny_model.pipe)  # no calibration: each call quantizes on its tensors' own maxima
+    reference = generate_with(tiny_model, scenario)
+    make_component("rope-halves").apply(tiny_model.pipe)
+    processors = [m.processor for m in tiny_model.pipe.transformer.modules() if hasattr(m, "fp8_qkv_amax")]
+    assert processors and all(type(p) is layer_scales_processor_class() and p.rope_halves for p in processors)
+    halves = generate_with(tiny_model, scenario)
+    # FP8 quantization absorbs the reordered float sums: on the tiny model the latents come out identical
+    assert np.linalg.norm(halves.latents - reference.latents) <= 1e-4 * np.linalg.norm(reference.latents)
+    observing.release(tiny_model.pipe)
+
+
 def test_static_scales_need_the_calibration_run(tiny_model):
     with pytest.raises(StackError, match="attn-fp8:static calibrates on one generation"):
         parse_stack("attn-fp8:static").apply(tiny_model.pipe)

@@ -88,6 +88,27 @@ def test_baselines_update_refused_under_ci(tmp_path, ci, cli, monkeypatch):
     assert result.returncode == 2 and f"refusing to rewrite baselines under CI={ci}" in result.stderr
 
 
+def test_a_bootstrap_whose_calibration_lost_a_break_writes_no_band_and_exits_1(tmp_path, cli, monkeypatch):
+    import flux_perf.gate.calibrate as calibrate
+
+    output = calibrate._output
+
+    def failing(runner, stack_spec, scenario, plant=None, **kwargs):
+        if plant == "wrong-shift":
+            raise RuntimeError("out of memory")
+        return output(runner, stack_spec, scenario, plant, **kwargs)
+
+    monkeypatch.setattr(calibrate, "_output", failing)
+    copy_budgets(tmp_path)
+    quiet_host(monkeypatch)
+    update = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2",
+                 "--stacks", "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
+    assert update.returncode == 1, update.stderr[-2000:]
+    assert "64x64@2 fused-qkv: latency new" in update.stdout, "the references are recorded all the same"
+    assert "incomplete calibration: 64x64@2: not written: wrong-shift (RuntimeError: out of memory)" in update.stderr
+    assert not list(tmp_path.glob("cpu-*/*/calibration.json"))
+
+
 def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, cli, monkeypatch):
     """On a GPU model (here: this CPU) with nothing recorded, one command records every selected
     stack's references, the bf16 image and latents, and the fidelity calibration, case by case."""

@@ -196,6 +196,23 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path, cli):
     assert odd.returncode == 0 and "Traceback" not in odd.stderr, odd.stderr
 
 
+def test_restate_never_writes_a_band_from_a_calibration_that_lost_a_variant(tmp_path, cli):
+    folder = tmp_path / "nvidia-h100-80gb-hbm3" / "synthetic-x"
+    folder.mkdir(parents=True)
+    entry = {"band": {"ssim": 0.99895, "psnr": 44.2, "latent_rel_l2": 8.4e-3}, "margin": 1.5, "spread": {},
+             "recorded_at": "2026-11-25T21:47:00+00:00",
+             "variants": {"compile-regional": {"kind": "lossless", "distances": [
+                              {"1-ssim": 7e-4, "mse": 1.7e-5, "latent_rel_l2": 5.6e-3}]},
+                          "noise:0.01": {"kind": "break", "distances": [], "error": "OutOfMemoryError: CUDA"}}}
+    stored = json.dumps({"flux_perf_store": 2, "entries": {"512x512@6": {"fidelity": entry}}})
+    (folder / "calibration.json").write_text(stored)
+    written = cli("calibrate", "--restate", str(folder), "--write", "--force")
+    assert written.returncode == 1, written.stdout + written.stderr
+    assert ("incomplete calibration: 512x512@6: not written: noise:0.01 (OutOfMemoryError: CUDA) failed"
+            in written.stderr)
+    assert (folder / "calibration.json").read_text() == stored
+
+
 def test_the_latent_criterion_is_the_move_from_the_stacks_own_recorded_output():
     """A lossless change on top of a stack that is itself far from bf16 lands farther from bf16
     than the band allows, yet moves the stack's own output by only the change: it passes. A break

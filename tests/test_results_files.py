@@ -85,6 +85,13 @@ def test_timings_no_run_can_measure_are_refused_naming_the_case(tmp_path, cli, e
     assert "faster" not in compared.stdout and "-1.500" not in tabled.stdout
 
 
+def test_an_integer_beyond_any_float_is_refused_not_a_traceback(tmp_path, cli):
+    bad = _edited(tmp_path, _set("records", 0, "wall_s", "median", value=10 ** 400))
+    result = cli("table", bad)
+    assert result.returncode == 2
+    assert f"{RECORD}: key 'wall_s.median' is int 1000" in result.stderr and "finite seconds" in result.stderr
+
+
 def test_a_negative_duration_is_refused(tmp_path, cli):
     bad = _edited(tmp_path, _set("records", 0, "compile_s", value=-3.0))
     result = cli("table", bad)

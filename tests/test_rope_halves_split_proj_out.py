@@ -10,7 +10,7 @@ from flux_perf.components import make_component
 from flux_perf.components.flux_processor import flux_processor_class
 from flux_perf.components.rope_halves import halves_order, rope_in_halves
 from flux_perf.components.split_proj_out import SPLIT_BLOCK
-from flux_perf.components.stacks import parse_stack
+from flux_perf.components.stacks import StackError, parse_stack
 from flux_perf.model.generate import generate_with
 from flux_perf.model.scenarios import Scenario
 
@@ -19,6 +19,16 @@ SCENARIO = Scenario(64, 64, 3)
 
 def _relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def randomize_qk_norms(transformer) -> None:
+    """The synthetic and tiny weights set every RMSNorm weight to 1, where a missing or wrong permutation
+    of those weights cannot show: give Q/K's norms weights of their own."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, module in transformer.named_modules():
+            if name.rpartition(".")[2] in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
 
 
 def _apply(model, text):
@@ -42,8 +52,9 @@ def test_rope_in_halves_rotates_as_interleaved_pairs_do():
 
 @pytest.mark.parametrize("stack", ["rope-halves", "fused-qkv+rope-halves", "rope-halves+fused-qkv"])
 def test_rope_halves_gives_fluxs_output(tiny_model, stack):
-    reference = generate_with(tiny_model, SCENARIO)
     transformer = tiny_model.pipe.transformer
+    randomize_qk_norms(transformer)
+    reference = generate_with(tiny_model, SCENARIO)
     before = transformer.transformer_blocks[0].attn.norm_q.weight.detach().clone()
     applied = _apply(tiny_model, stack)
     halves = generate_with(tiny_model, SCENARIO)
@@ -75,6 +86,11 @@ def test_split_proj_out_gives_fluxs_output_and_frees_the_joint_weight(tiny_model
     with torch.no_grad():
         blocks[0].proj_out_mlp.weight.zero_()
     assert _relative(generate_with(tiny_model, SCENARIO).latents, reference.latents) > 1e-3
+
+
+def test_split_proj_out_is_refused_beside_first_block_cache():
+    with pytest.raises(StackError, match="split-proj-out cannot be combined with fbc"):
+        parse_stack("split-proj-out+fbc")
 
 
 def test_split_proj_out_refuses_a_model_whose_single_blocks_it_does_not_know(tiny_model):

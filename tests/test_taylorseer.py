@@ -30,15 +30,44 @@ def test_steps_between_full_ones_run_no_block_and_stay_close(tiny_model):
     np.testing.assert_array_equal(again.latents, cached.latents)  # the cache starts empty every generation
 
 
-@pytest.mark.parametrize("param", ["0", "x", "1.5", "11"])
+@pytest.mark.parametrize("param", ["0", "1", "x", "1.5", "11", "\u00b2"])
 def test_a_bad_interval_names_the_value(param):
     with pytest.raises(ComponentError, match=f"taylorseer:{param}: parameter must be a whole number"):
         make_component(f"taylorseer:{param}")
 
 
-def test_it_never_runs_under_cuda_graphs_and_fast_has_its_own_stack():
+def test_it_never_runs_under_cuda_graphs_or_whole_graph_compile_or_beside_another_cache():
     with pytest.raises(ComponentError, match="cuda-graphs cannot be combined with taylorseer"):
         parse_stack("compile-regional+cuda-graphs+taylorseer")
+    with pytest.raises(ComponentError, match="taylorseer cannot be combined with compile-full"):
+        parse_stack("compile-full+taylorseer")
+    with pytest.raises(ComponentError, match="two step cache components, fbc and taylorseer"):
+        parse_stack("fbc+taylorseer")
     names = [c.name for c in parse_stack("fast+taylorseer").components]
     assert "taylorseer" in names and "cuda-graphs" not in names
     assert set(names) - {"taylorseer"} == {c.name for c in parse_stack("fast").components} - {"cuda-graphs"}
+
+
+def test_compiled_blocks_compile_once_not_once_per_full_step(tiny_source, monkeypatch):
+    """The state update reads the step counter; traced into a compiled block it made dynamo compile
+    the block again at every full step, past its recompile limit, after which the blocks ran eager."""
+    from diffusers.hooks.taylorseer_cache import TaylorSeerState
+    from torch._dynamo.utils import counters
+
+    from flux_perf.components.compile import RegionalCompile
+    from flux_perf.instrument.runner import CaseRunner
+
+    inductor_kwargs = RegionalCompile.compile_kwargs  # dynamo's graphs, without inductor's C++ builds
+    monkeypatch.setattr(RegionalCompile, "compile_kwargs", lambda self: {**inductor_kwargs(self), "backend": "eager"})
+    update = TaylorSeerState.update
+    runner = CaseRunner(tiny_source, "cpu")
+    graphs = {}
+    for stack in ("compile-regional", "compile-regional+taylorseer"):
+        counters.clear()
+        case = runner.case(parse_stack(stack), SCENARIO)
+        case.round()
+        case.round()
+        graphs[stack] = counters["stats"]["unique_graphs"]
+        runner.release()
+    assert graphs["compile-regional+taylorseer"] == graphs["compile-regional"], graphs
+    assert TaylorSeerState.update is update, "released: diffusers' own update is back"

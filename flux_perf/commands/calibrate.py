@@ -41,7 +41,8 @@ def listed(text: str | None, default) -> list[str]:
 
 
 def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, stacks=None, breaks=None, repeats=2,
-                        margin=1.5, cold_compiles=False, write=False, force=False, json_path=None) -> dict:
+                        margin=1.5, cold_compiles=False, write=False, force=False,
+                        json_path=None) -> tuple[dict, list[str]]:
     """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries and
     what failed variants left out (a scenario whose band lacks a variant is never written)."""
     from ..components.stacks import BASELINE, DEFAULT_STACKS
@@ -63,7 +64,7 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
         print(f"not measured: {line}", file=sys.stderr)
     driver = machine.gpu.driver_version if machine.gpu else None
     report = {}
-    problems: list[str] = []  # what a failed variant left out, said at the end and in the exit status
+    problems: list[str] = []  # what a failed variant left out: said when found, again at the end, in the exit status
 
     def save(**more) -> None:
         if json_path:
@@ -82,16 +83,18 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
             print(format_calibration(result))
             entry = result.entry(driver)
             report[scenario.id] = entry.to_json()
-            save()
             problem = _incomplete(result, scenario.id, write)
-            problems += [problem] if problem else []
+            if problem:
+                problems.append(problem)
+                print(f"incomplete calibration: {problem}", file=sys.stderr)
+            save(**({"incomplete": problems} if problems else {}))
             if write and not result.unusable():
                 _store(store, key, entry, force)
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
         from .. import interrupts
 
         cut = f"interrupted by {interrupts.describe(error)}: {len(report)} of {len(scenarios)} scenarios finished"
-        save(interrupted=cut)
+        save(interrupted=cut, **({"incomplete": problems} if problems else {}))
         progress(cut + (f" (kept in {json_path})" if json_path else ""))
         raise
     for line in problems:
@@ -172,6 +175,7 @@ def restate(args) -> int:
         raise ConfigError(f"--restate {folder}: no calibration.json there (a baseline folder: "
                           "<baselines>/<gpu>/<model fingerprint>)")
     store = BaselineStore(folder.parent.parent)
+    problems = []
     for scenario_id, inner, old in store.listing(folder, "calibration.json"):  # read and checked whole
         if isinstance(old, BaselineError):
             raise old
@@ -180,7 +184,11 @@ def restate(args) -> int:
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
         result = restated(old, parse_scenario(scenario_id), args.margin)
         print(format_calibration(result))
-        if args.write:
+        problem = _incomplete(result, scenario_id, args.write)
+        if problem:
+            problems.append(problem)
+            print(f"incomplete calibration: {problem}", file=sys.stderr)
+        elif args.write:
             new = result.entry(old.provenance.driver)
             entry = replace(new, stacks=old.stacks, spread=old.spread, provenance=old.provenance, details={
                 **new.details, "restated_from": {"recorded_at": old.provenance.recorded_at,
@@ -189,4 +197,4 @@ def restate(args) -> int:
             print(f"{key}: band SSIM {old.band.ssim:.6f} -> {result.band['ssim']:.6f} ({path})")
     if not args.write:
         print("\nnothing written: add --write to store the restated proposal")
-    return 0
+    return 1 if problems else 0

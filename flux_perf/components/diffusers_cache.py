@@ -15,6 +15,8 @@ class DiffusersCache(Component):
     # A per-step decision taken on the host (a value read back, or a step counter): a replayed CUDA graph
     # of the whole step cannot follow it.
     tags = frozenset({"syncs-host"})
+    exclusive = "step cache"  # diffusers enables one cache per model
+    conflicts_with = frozenset({"whole-model-compile"})  # its host-side decisions cannot be traced into one graph
 
     def __init__(self, param=None):
         super().__init__(param)

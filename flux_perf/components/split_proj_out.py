@@ -62,6 +62,8 @@ class SplitProjOut(Component):
                "inputs is never made (exact in real arithmetic)")
     phase = Phase.FUSION  # before quantization: each half becomes its own FP8 linear with its own scale
     lossless = True
+    # First Block Cache finds FLUX's blocks in diffusers' registry by their exact class, not a subclass.
+    conflicts_with = frozenset({"fbc"})
 
     def __init__(self, param: str | None = None):
         super().__init__(param)

@@ -8,6 +8,8 @@ of the whole step cannot replay it."""
 
 from __future__ import annotations
 
+import re
+
 from .base import ComponentError
 from .diffusers_cache import DiffusersCache
 
@@ -21,15 +23,27 @@ class TaylorSeerCache(DiffusersCache):
                f"extrapolated (first {FULL_STEPS_FIRST} steps full); parameter: every how many steps one is full")
     default_param = "2"
 
+    def __init__(self, param=None):
+        super().__init__(param)
+        self.eager_update = None  # diffusers' TaylorSeerState.update while this stack runs a compiler-disabled one
+
     def validate_param(self) -> None:
-        if not (self.param.isdigit() and 1 <= int(self.param) <= 10):
-            raise ComponentError(f"{self.name}:{self.param}: parameter must be a whole number of steps in [1, 10]")
+        # 1 would make every step a full one: no cache at all, under a lossy name.
+        if not (re.fullmatch(r"[0-9]+", self.param) and 2 <= int(self.param) <= 10):
+            raise ComponentError(f"{self.name}:{self.param}: parameter must be a whole number of steps in [2, 10]")
         self.interval = int(self.param)
 
     def apply(self, pipe) -> None:
         import torch
         from diffusers import TaylorSeerCacheConfig
         from diffusers.hooks import HookRegistry
+        from diffusers.hooks.taylorseer_cache import TaylorSeerState
+
+        # The state update reads the step counter: traced inside a compiled block, dynamo guards on
+        # it and compiles the block again at every full step, past its recompile limit (then eager).
+        if self.eager_update is None:
+            self.eager_update = TaylorSeerState.update
+            TaylorSeerState.update = torch.compiler.disable(self.eager_update)
 
         transformer = pipe.transformer
         transformer.enable_cache(TaylorSeerCacheConfig(
@@ -45,6 +59,13 @@ class TaylorSeerCache(DiffusersCache):
             return compute, state
 
         hook._measure_should_compute = recording_decision
+
+    def release(self, pipe) -> None:
+        if self.eager_update is not None:
+            from diffusers.hooks.taylorseer_cache import TaylorSeerState
+
+            TaylorSeerState.update = self.eager_update
+            self.eager_update = None
 
     def report(self) -> dict:
         steps, extrapolated = self.steps()

@@ -30,4 +30,9 @@ def write_json(path: Path, data, *, indent: int = 1, sort_keys: bool = False) ->
 def finite_number(value) -> bool:
     """A JSON value that is a real, finite number (not a bool, NaN or infinity): what every
     stored reference and result must hold before arithmetic trusts it."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (10**400): no measured number
+        return False

@@ -14,7 +14,9 @@ import hashlib
 import importlib.metadata
 import inspect
 import platform
+import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,16 +144,31 @@ def _component_module(name: str) -> bool:
     return name.startswith("flux_perf.components.") and not name.endswith(".base")
 
 
+def _imported_component_modules(module) -> set:
+    """The component modules `module` takes names from: at its top (its globals) or inside a function
+    (a lazy `from .x import ...`, read from its source)."""
+    found = set()
+    for value in vars(module).values():
+        source = value if inspect.ismodule(value) else inspect.getmodule(value)
+        if source is not None and _component_module(source.__name__):
+            found.add(source)
+    package = module.__name__.rpartition(".")[0]
+    for name in re.findall(r"^\s*from \.(\w+) import", inspect.getsource(module), re.MULTILINE):
+        source = sys.modules.get(f"{package}.{name}")
+        if source is not None and _component_module(source.__name__):
+            found.add(source)
+    return found
+
+
 def _helper_files(modules: set) -> set[str]:
-    """The source files of the component modules that `modules` take names from (FLUX's processor
-    body, the layer lists): code the component runs without inheriting it."""
-    files = set()
-    for module in modules:
-        for value in vars(module).values():
-            source = value if inspect.ismodule(value) else inspect.getmodule(value)
-            if source is not None and source not in modules and _component_module(source.__name__):
-                files.add(inspect.getsourcefile(source))
-    return files
+    """The source files of the component modules that `modules` import from, and those import from
+    (FLUX's processor body, the layer lists): code a component runs without inheriting it."""
+    seen, todo = set(modules), list(modules)
+    while todo:
+        for source in _imported_component_modules(todo.pop()) - seen:
+            seen.add(source)
+            todo.append(source)
+    return {inspect.getsourcefile(module) for module in seen - set(modules)}
 
 
 def component_code(components: Iterable) -> dict[str, str]:
