@@ -126,3 +126,17 @@ def stand_in_flash_attn_func(calls: list, with_lse: bool = False):
         return (out, torch.zeros(q.shape[0], q.shape[2], q.shape[1])) if with_lse else out
 
     return flash_attn_func
+
+
+class FinishedCalibration:
+    """What gate.calibrate.calibrate_scenario returns, for command tests that skip the measuring: a
+    complete calibration whose entry is a bare band."""
+
+    def entry(self, driver):
+        return type("Entry", (), {"to_json": lambda self: {"band": {"ssim": 0.999}}})()
+
+    def unusable(self):
+        return None
+
+    def spreads_missing(self):
+        return []

@@ -84,7 +84,7 @@ def test_stacks_are_canonical_in_phase_order():
     ("fp8-static+fp8-te", "two linear quantizer components"),
     ("compile-regional+cuda-graphs+fbc", "cuda-graphs cannot be combined with fbc"),
     ("compile-full:max-autotune+cuda-graphs", "compile-full:max-autotune cannot be combined with cuda-graphs"),
-    ("compile-full+fbc", "compile-full cannot be combined with fbc"),
+    ("compile-full+fbc", "fbc cannot be combined with compile-full"),
     ("model-cpu-offload+compile-regional", "model-cpu-offload cannot be combined"),
     ("fast+fbc:0.2", "cuda-graphs cannot be combined with fbc"),
 ])

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, copy_budgets, quiet_host
+from helpers import ROOT, FinishedCalibration, copy_budgets, quiet_host
 
 SCENARIOS = ",".join(f"64x64@{steps}" for steps in range(1, 11))  # ten cases: the signal lands mid-run
 
@@ -126,18 +126,8 @@ def test_an_interrupted_update_counts_only_the_cases_this_machine_can_run(tmp_pa
 def test_sigterm_keeps_the_finished_scenarios_of_calibrate(tmp_path, cli, monkeypatch):
     import flux_perf.gate.calibrate as calibrate
 
-    class Finished:
-        def entry(self, driver):
-            return type("Entry", (), {"to_json": lambda self: {"band": {"ssim": 0.999}}})()
-
-        def unusable(self):
-            return None
-
-        def spreads_missing(self):
-            return []
-
     signal_second = _signal_on_call(2, signal.SIGTERM)
-    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: signal_second() and Finished())
+    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: signal_second() and FinishedCalibration())
     monkeypatch.setattr(calibrate, "format_calibration", lambda result: "calibrated")
     result = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2,64x64@1,64x64@3",
                  "--json", tmp_path / "calibration.json")
