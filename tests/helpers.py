@@ -128,15 +128,12 @@ def stand_in_flash_attn_func(calls: list, with_lse: bool = False):
     return flash_attn_func
 
 
-class FinishedCalibration:
+def finished_calibration():
     """What gate.calibrate.calibrate_scenario returns, for command tests that skip the measuring: a
-    complete calibration whose entry is a bare band."""
+    real, complete calibration of one exact-math variant and one break."""
+    from flux_perf.gate.calibrate import ScenarioCalibration, Variant
+    from flux_perf.model.scenarios import Scenario
 
-    def entry(self, driver):
-        return type("Entry", (), {"to_json": lambda self: {"band": {"ssim": 0.999}}})()
-
-    def unusable(self):
-        return None
-
-    def spreads_missing(self):
-        return []
+    return ScenarioCalibration(Scenario(64, 64, 2), "stand-in", [
+        Variant("compile-regional", "lossless", [{"1-ssim": 1e-4, "mse": 1e-6, "latent_rel_l2": 1e-3}]),
+        Variant("noise:0.01", "break", [{"1-ssim": 2e-4, "mse": 2e-6, "latent_rel_l2": 2e-3}])], 1.5)

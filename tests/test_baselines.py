@@ -222,6 +222,12 @@ def test_the_code_a_component_imports_from_other_component_modules_is_hashed_too
     before = component_code(flash)
     monkeypatch.setattr(Path, "read_bytes", lambda path: read(path) + (b"#" if path.name == "flash_attn4.py" else b""))
     assert component_code(flash)["attn-flash-attn (helpers)"] != before["attn-flash-attn (helpers)"]
+    # cuDNN's class shares attention.py with that one but never runs FA4: its references stay fresh
+    monkeypatch.undo()
+    cudnn = parse_stack("compile").components
+    before = component_code(cudnn)
+    monkeypatch.setattr(Path, "read_bytes", lambda path: read(path) + (b"#" if path.name == "flash_attn4.py" else b""))
+    assert component_code(cudnn) == before
 
 
 def test_cudnn_recorded_as_torchs_integer_is_the_same_version_dotted():

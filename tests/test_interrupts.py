@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import ROOT, FinishedCalibration, copy_budgets, quiet_host
+from helpers import ROOT, copy_budgets, finished_calibration, quiet_host
 
 SCENARIOS = ",".join(f"64x64@{steps}" for steps in range(1, 11))  # ten cases: the signal lands mid-run
 
@@ -127,7 +127,7 @@ def test_sigterm_keeps_the_finished_scenarios_of_calibrate(tmp_path, cli, monkey
     import flux_perf.gate.calibrate as calibrate
 
     signal_second = _signal_on_call(2, signal.SIGTERM)
-    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: signal_second() and FinishedCalibration())
+    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: signal_second() and finished_calibration())
     monkeypatch.setattr(calibrate, "format_calibration", lambda result: "calibrated")
     result = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2,64x64@1,64x64@3",
                  "--json", tmp_path / "calibration.json")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import FinishedCalibration, copy_budgets, run_gpu_suite_here
+from helpers import copy_budgets, finished_calibration, run_gpu_suite_here
 
 LONG = "a" * 300  # one path component over the 255 bytes Linux file systems allow
 
@@ -111,7 +111,7 @@ def test_compare_and_table_name_a_path_they_cannot_read(tmp_path, cli):
 def test_a_json_file_of_calibrate_that_cannot_be_written_is_one_line(tmp_path, cli, monkeypatch, failing_writes):
     import flux_perf.gate.calibrate as calibrate
 
-    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: FinishedCalibration())
+    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: finished_calibration())
     monkeypatch.setattr(calibrate, "format_calibration", lambda result: "calibrated")
     (tmp_path / "file").write_text("")
     early = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--json", tmp_path / "file" / "c.json")

@@ -7,6 +7,7 @@ import pytest
 from flux_perf.components import ComponentError, make_component
 from flux_perf.components.stacks import parse_stack
 from flux_perf.model.generate import generate_with
+from flux_perf.model.pipeline import load_model
 from flux_perf.model.scenarios import Scenario
 
 SCENARIO = Scenario(64, 64, 8)
@@ -71,3 +72,9 @@ def test_compiled_blocks_compile_once_not_once_per_full_step(tiny_source, monkey
         runner.release()
     assert graphs["compile-regional+taylorseer"] == graphs["compile-regional"], graphs
     assert TaylorSeerState.update is update, "released: diffusers' own update is back"
+    first, second = make_component("taylorseer"), make_component("taylorseer")
+    for component in (first, second):  # two stacks applied before either is released
+        component.apply(load_model(tiny_source, "cpu").pipe)
+    for component in (first, second):
+        component.release(None)
+    assert TaylorSeerState.update is update, "whatever the order, diffusers' own update is back"

@@ -234,6 +234,10 @@ def check_undecided_goes_to_ab(wf: Workflow) -> list[str]:
     runs = " ".join(str(s.get("run", "")) for s in steps_of(compare))
     if "--undecided-from suite-report/results.json" not in runs or '"${undecided[@]}"' not in runs:
         problems.append("job compare: its A/B does not take the suite's undecided cases")
+    suite_sets = "undecided=true" in suite and "undecided" in (_job(wf, "h100").get("outputs") or {})
+    envs = " ".join(str((s.get("env") or {}).get("SUITE_UNDECIDED", "")) for s in steps_of(compare))
+    if not suite_sets or "needs.h100.outputs.undecided" not in envs or '[ "$SUITE_UNDECIDED" = true ]' not in runs:
+        problems.append("job compare: the suite's exit 6 on a pull request must fail it when the report is missing")
     if compare.get("needs") != "h100" or "!cancelled()" not in str(compare.get("if", "")):
         problems.append("job compare: must run after the suite (needs: h100) whatever its outcome (!cancelled())")
     return problems
@@ -424,6 +428,7 @@ BROKEN: list[tuple[str, str, Callable[[Workflow], None], Callable[[Workflow], li
     ("undecided-main-passes", "h100", lambda wf: _set(_suite_step(wf), "run", _suite_step(wf)["run"].replace("--undecided-from", "--json-only")), check_undecided_goes_to_ab),
     ("parent-not-fetched", "h100", lambda wf: [s["with"].pop("fetch-depth") for s in steps_of(_job(wf, "h100")) if str(s.get("uses", "")).startswith("actions/checkout")], check_undecided_goes_to_ab),
     ("compare-without-suite", "h100", lambda wf: _job(wf, "compare").pop("needs"), check_undecided_goes_to_ab),
+    ("undecided-report-lost", "h100", lambda wf: _job(wf, "h100").pop("outputs"), check_undecided_goes_to_ab),
     ("compare-ignores-suite", "h100", lambda wf: [s.__setitem__("run", s["run"].replace('"${undecided[@]}"', "")) for s in steps_of(_job(wf, "compare")) if "run" in s], check_undecided_goes_to_ab),
     ("dispatch-plus-push", "update-baselines", lambda wf: _set(wf["on"], "push", None), check_dispatch_only),
     ("reason-optional", "update-baselines", lambda wf: _set(wf["on"]["workflow_dispatch"]["inputs"]["reason"], "required", False), check_dispatch_only),

@@ -6,15 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..store.files import finite_number
+from ..store.files import non_negative_number, positive_number
 from .worker import AbError
 
 VERSIONS = (1, 2)  # flux_perf_ab: 1 a verdict per block, 2 a verdict per case (files of version 1 may lack it)
 _REDO = "fix it or record the file again with `flux-perf ab --json`"
-
-
-def _number(value, *, positive: bool) -> bool:
-    return finite_number(value) and (value > 0 if positive else value >= 0)
 
 
 class _Checker:
@@ -30,7 +26,7 @@ class _Checker:
         return value
 
     def optional_number(self, key: str, value, positive: bool = False) -> None:
-        if value is not None and not _number(value, positive=positive):
+        if value is not None and not (positive_number if positive else non_negative_number)(value):
             self.fail(key, value, "a finite number" + (" above 0" if positive else " of at least 0") + " or null")
 
     def rounds(self, key: str, value, pairs: int | None = None) -> int:
@@ -38,7 +34,7 @@ class _Checker:
         if not value or (pairs is not None and len(value) != pairs):
             self.fail(key, value, f"{pairs or 'at least 1'} rounds (one per pair)")
         for i, seconds in enumerate(value):
-            if not _number(seconds, positive=True):
+            if not positive_number(seconds):
                 self.fail(f"{key}[{i}]", seconds, "a round's seconds: a finite number above 0")
         return len(value)
 

@@ -87,18 +87,16 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
             if problem:
                 problems.append(problem)
                 print(f"incomplete calibration: {problem}", file=sys.stderr)
-            save(**({"incomplete": problems} if problems else {}))
+            save(incomplete=problems)
             if write and not result.unusable():
                 _store(store, key, entry, force)
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
         from .. import interrupts
 
         cut = f"interrupted by {interrupts.describe(error)}: {len(report)} of {len(scenarios)} scenarios finished"
-        save(interrupted=cut, **({"incomplete": problems} if problems else {}))
+        save(interrupted=cut, incomplete=problems)
         progress(cut + (f" (kept in {json_path})" if json_path else ""))
         raise
-    for line in problems:
-        print(f"incomplete calibration: {line}", file=sys.stderr)
     return report, problems
 
 
@@ -184,10 +182,9 @@ def restate(args) -> int:
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
         result = restated(old, parse_scenario(scenario_id), args.margin)
         print(format_calibration(result))
-        problem = _incomplete(result, scenario_id, args.write)
-        if problem:
-            problems.append(problem)
-            print(f"incomplete calibration: {problem}", file=sys.stderr)
+        if result.unusable():  # a band without a variant it measured; a missing spread restates as stored
+            problems.append(_incomplete(result, scenario_id, args.write))
+            print(f"incomplete calibration: {problems[-1]}", file=sys.stderr)
         elif args.write:
             new = result.entry(old.provenance.driver)
             entry = replace(new, stacks=old.stacks, spread=old.spread, provenance=old.provenance, details={

@@ -41,9 +41,11 @@ class TaylorSeerCache(DiffusersCache):
 
         # The state update reads the step counter: traced inside a compiled block, dynamo guards on
         # it and compiles the block again at every full step, past its recompile limit (then eager).
-        if self.eager_update is None:
+        # Wrapped once: a second stack applied before the first is released finds it wrapped and leaves it.
+        if self.eager_update is None and not hasattr(TaylorSeerState.update, "flux_perf_outside_compile"):
             self.eager_update = TaylorSeerState.update
             TaylorSeerState.update = torch.compiler.disable(self.eager_update)
+            TaylorSeerState.update.flux_perf_outside_compile = True
 
         transformer = pipe.transformer
         transformer.enable_cache(TaylorSeerCacheConfig(

@@ -7,7 +7,7 @@ per case. Every problem is one message in one style:
 
 from __future__ import annotations
 
-from ..store.files import finite_number
+from ..store.files import non_negative_number, positive_number
 
 ADVICE = "use the results.json a flux-perf run wrote (this one was edited or is not flux-perf's)"
 _NAMES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,), "list": (list,),
@@ -43,25 +43,21 @@ def type_problem(value, annotation: str) -> str | None:
     return f"is {_shown(value)}, expected {expected}"
 
 
-def _seconds(value, positive: bool = True) -> bool:
-    return finite_number(value) and (value > 0 if positive else value >= 0)
-
-
 def timing_problems(data: dict, where: str) -> list[str]:
     """Timings a run cannot have measured: negative, zero (where a round took time), NaN, infinite."""
     wrong = "timings are positive, finite seconds"
     problems = [bad(where, "wall_samples_s", f"holds {_shown(x)}: {wrong}")
-                for x in data.get("wall_samples_s") or [] if not _seconds(x)][:1]
+                for x in data.get("wall_samples_s") or [] if not positive_number(x)][:1]
     wall = data.get("wall_s")
     if isinstance(wall, dict):
         problems += [bad(where, f"wall_s.{key}", f"is {_shown(wall.get(key))}: {wrong}")
-                     for key in _WALL_KEYS if not _seconds(wall.get(key))]
+                     for key in _WALL_KEYS if not positive_number(wall.get(key))]
     stages = data.get("stages_ms")
     if isinstance(stages, dict):
         problems += [bad(where, f"stages_ms.{key}", f"is {_shown(value)}: {wrong}")
-                     for key, value in stages.items() if value is not None and not _seconds(value)]
+                     for key, value in stages.items() if value is not None and not positive_number(value)]
     problems += [bad(where, key, f"is {_shown(data[key])}: a duration is never negative")
-                 for key in _DURATIONS if data.get(key) is not None and not _seconds(data[key], positive=False)]
+                 for key in _DURATIONS if data.get(key) is not None and not non_negative_number(data[key])]
     return problems
 
 

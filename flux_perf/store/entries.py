@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import asdict, dataclass, field
 
-from .files import finite_number
+from .files import finite_number, non_negative_number, positive_number
 from .provenance import Provenance
 
 SCHEMA_KEY = "flux_perf_store"
@@ -37,14 +37,6 @@ class SchemaError(BaselineCorrupt):
 
 class UpdateRefused(BaselineError):
     pass
-
-
-def _positive(value) -> bool:
-    return finite_number(value) and value > 0
-
-
-def _non_negative(value) -> bool:
-    return finite_number(value) and value >= 0
 
 
 def _fraction(value) -> bool:
@@ -118,20 +110,20 @@ class LatencyEntry:
     @classmethod
     def from_json(cls, entry, where: str) -> LatencyEntry:
         entry = _object(entry, where)
-        if not _positive(entry.get("median_s")):
+        if not positive_number(entry.get("median_s")):
             raise BaselineCorrupt(f"{where}: median_s={entry.get('median_s')!r} is not a positive number of seconds. "
                                   f"Re-record with: {UPDATE_HINT}")
         samples = entry.get("samples_s") or []
-        if not (isinstance(samples, list) and all(_positive(s) for s in samples)):
+        if not (isinstance(samples, list) and all(positive_number(s) for s in samples)):
             raise BaselineCorrupt(f"{where}: samples_s must be a list of positive seconds, got {samples!r:.80}. "
                                   f"Re-record with: {UPDATE_HINT}")
-        low, high = (_optional(entry, where, k, _positive, "a positive number of seconds")
+        low, high = (_optional(entry, where, k, positive_number, "a positive number of seconds")
                      for k in ("ci_low_s", "ci_high_s"))
-        clock = _optional(entry, where, "sm_clock_mhz", _non_negative, "a clock in MHz")
+        clock = _optional(entry, where, "sm_clock_mhz", non_negative_number, "a clock in MHz")
         version = _optional(entry, where, "measurement_version", lambda v: type(v) is int, "an integer")
         stack = _optional(entry, where, "stack", lambda v: isinstance(v, str), "a string")
         return cls(float(entry["median_s"]), tuple(float(s) for s in samples), stack or "", checked_provenance(entry, where),
-                   low, high, float(clock) if _positive(clock) else None, version)
+                   low, high, float(clock) if positive_number(clock) else None, version)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -160,9 +152,9 @@ class FidelityEntry:
             raise BaselineCorrupt(f"{where}: needs an ssim in [-1, 1], got {entry.get('ssim')!r}. "
                                   f"Re-record with: {UPDATE_HINT}")
         psnr, distance = entry.get("psnr"), entry.get("latent_rel_l2")
-        if psnr is not None and not _positive(psnr):
+        if psnr is not None and not positive_number(psnr):
             raise _bad(where, "psnr", psnr, "a positive number of dB (null: identical)")
-        if distance is not None and not _non_negative(distance):
+        if distance is not None and not non_negative_number(distance):
             raise _bad(where, "latent_rel_l2", distance, "a distance >= 0")
         hashes = [_optional(entry, where, k, lambda v: isinstance(v, str), "a sha256 string")
                   for k in ("image_sha256", "latents_sha256")]
@@ -211,11 +203,11 @@ class CalibrationEntry:
         if not isinstance(band, dict) or not _fraction(band.get("ssim")):
             raise BaselineCorrupt(f"{where}: needs a `band` object with an SSIM; re-run flux-perf calibrate --write")
         for name in ("psnr", "latent_rel_l2"):
-            if band.get(name) is not None and not _positive(band[name]):
+            if band.get(name) is not None and not positive_number(band[name]):
                 raise _bad(where, f"band.{name}", band[name], "a positive number")
         spread = entry.get("spread") or {}
         if not isinstance(spread, dict) or not all(
-                isinstance(s, dict) and all(_non_negative(v) for v in s.values()) for s in spread.values()):
+                isinstance(s, dict) and all(non_negative_number(v) for v in s.values()) for s in spread.values()):
             raise BaselineCorrupt(f"{where}: spread must map stack -> metric -> a number >= 0, got {spread!r:.120}")
         stacks = _optional(entry, where, "stacks", lambda v: isinstance(v, dict) and all(
             isinstance(k, str) for k in v.values()), "an object of stack -> components") or {}

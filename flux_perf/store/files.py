@@ -36,3 +36,11 @@ def finite_number(value) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an integer beyond any float (10**400): no measured number
         return False
+
+
+def positive_number(value) -> bool:
+    return finite_number(value) and value > 0
+
+
+def non_negative_number(value) -> bool:
+    return finite_number(value) and value >= 0

@@ -16,7 +16,6 @@ import inspect
 import platform
 import re
 import subprocess
-import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,31 +143,36 @@ def _component_module(name: str) -> bool:
     return name.startswith("flux_perf.components.") and not name.endswith(".base")
 
 
-def _imported_component_modules(module) -> set:
-    """The component modules `module` takes names from: at its top (its globals) or inside a function
-    (a lazy `from .x import ...`, read from its source)."""
+def _imported_component_modules(module, code: str) -> set:
+    """The component modules `module` takes names from at its top (its globals), and those `code` (its
+    source, or only the component's own classes in it) imports inside a function (`from .x import`)."""
     found = set()
     for value in vars(module).values():
         source = value if inspect.ismodule(value) else inspect.getmodule(value)
         if source is not None and _component_module(source.__name__):
             found.add(source)
     package = module.__name__.rpartition(".")[0]
-    for name in re.findall(r"^\s*from \.(\w+) import", inspect.getsource(module), re.MULTILINE):
-        source = sys.modules.get(f"{package}.{name}")
-        if source is not None and _component_module(source.__name__):
+    for name in re.findall(r"^\s*from \.(\w+) import", code, re.MULTILINE):
+        source = importlib.import_module(f"{package}.{name}")
+        if _component_module(source.__name__):
             found.add(source)
     return found
 
 
-def _helper_files(modules: set) -> set[str]:
-    """The source files of the component modules that `modules` import from, and those import from
-    (FLUX's processor body, the layer lists): code a component runs without inheriting it."""
-    seen, todo = set(modules), list(modules)
+def _helper_files(classes: list) -> set[str]:
+    """The source files of the component modules that the classes' modules import from, and those
+    import from (FLUX's processor body, the layer lists): code a component runs without inheriting
+    it. In the classes' own modules only their own lazy imports count: attention.py's FlashAttention
+    class imports FA3 and FA4 when it applies, which cuDNN's class in the same module never runs."""
+    own = {inspect.getmodule(cls) for cls in classes}
+    todo = [(inspect.getmodule(cls), inspect.getsource(cls)) for cls in classes]
+    seen = set(own)
     while todo:
-        for source in _imported_component_modules(todo.pop()) - seen:
+        module, code = todo.pop()
+        for source in _imported_component_modules(module, code) - seen:
             seen.add(source)
-            todo.append(source)
-    return {inspect.getsourcefile(module) for module in seen - set(modules)}
+            todo.append((source, inspect.getsource(source)))
+    return {inspect.getsourcefile(module) for module in seen - own}
 
 
 def component_code(components: Iterable) -> dict[str, str]:
@@ -178,10 +182,10 @@ def component_code(components: Iterable) -> dict[str, str]:
     entries recorded before helpers were hashed keep their component hashes)."""
     hashes = {}
     for component in components:
-        modules = {inspect.getmodule(cls) for cls in type(component).__mro__ if _component_module(cls.__module__)}
-        own = {inspect.getsourcefile(module) for module in modules}
+        classes = [cls for cls in type(component).__mro__ if _component_module(cls.__module__)]
+        own = {inspect.getsourcefile(cls) for cls in classes}
         hashes[component.spec] = _digest(own)
-        helpers = _helper_files(modules) - own
+        helpers = _helper_files(classes) - own
         if helpers:
             hashes[f"{component.spec} (helpers)"] = _digest(helpers)
     return hashes
