@@ -8,6 +8,7 @@ purpose only, and keep one typed record per case. One failing stack never takes 
 
 from __future__ import annotations
 
+import statistics
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from .gate.latency import (
     Verdict,
     decided,
     describe_disturbance,
+    describe_warmup_drift,
     judge_latency,
     judge_target,
 )
@@ -195,6 +197,8 @@ class FluxSession:
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
         disturbance = describe_disturbance(timed.disturbed, timed.telemetry.other_processes if timed.telemetry else [],
                                            clock, reference_clock, timed.host_stall)
+        drift = describe_warmup_drift(timed.warmup_wall_s, statistics.median(measured.samples_s), budgets)
+        disturbance += [drift] if drift else []
         result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
                                        recording=self.config.update_baselines)

@@ -9,6 +9,7 @@ import json
 import pytest
 from helpers import ROOT, copy_budgets, run_gpu_suite_here
 
+from flux_perf.model import clocks
 from flux_perf.store.baselines import BaselineKey, BaselineStore
 from flux_perf.store.entries import Band, CalibrationEntry
 from flux_perf.store.provenance import Provenance
@@ -81,6 +82,26 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
     assert "## Not judged (never a pass)" in (store / "report" / "summary.md").read_text()
     strict = gate(store, 1.03, "--flux-strict", "--flux-max-rounds", "8")
     assert strict.returncode == 1 and "inconclusive against budget" in strict.stdout, strict.stdout[-3000:]
+
+
+def test_a_slow_down_that_sets_in_after_the_warm_up_errors_as_disturbed_never_fails_the_code(store, gate, monkeypatch):
+    """The H100 case of the eleventh session, scripted: the first call and the warm-up run at the
+    reference's 1.000 s, every timed round at 1.5 s. The same code ran within its budget seconds
+    before, so the machine changed: an error of the run naming it, not a failure of the code."""
+    draws = []
+
+    def warm_then_slow(clock, start):
+        draws.append(start)
+        return (1000.0 if len(draws) <= 3 else 1500.0) * (1 + 0.001 * (len(draws) % 3))
+
+    monkeypatch.setattr(clocks.ScriptedClock, "wall_ms", warm_then_slow)
+    result = gate(store, 1.0)
+    assert result.returncode == 1 and "FAILED tests/h100/test_latency.py" not in result.stdout, result.stdout[-3000:]
+    assert "ERROR tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
+    assert "slower than this case's last warm-up calls" in result.stdout and "the machine changed" in result.stdout
+    latency = records(store)[f"bf16-{SCENARIO}"]["latency"]
+    assert latency["verdict"] == "disturbed" and not latency["failed"]
+    assert latency["checks"][0]["verdict"] == "fail", "against the reference alone it would have failed"
 
 
 def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_both_fail(store, gate):

@@ -2,10 +2,12 @@
 two-sample interval against the recorded rounds, detection limits, missing references, and the
 error shared over the looks."""
 
+import statistics
+
 import pytest
 
 from flux_perf.gate.budgets import LatencyBudget
-from flux_perf.gate.latency import Verdict, check_budget, decided, judge_latency
+from flux_perf.gate.latency import Verdict, check_budget, decided, describe_warmup_drift, judge_latency
 from flux_perf.gate.stats import look_confidence
 
 RECORDED = tuple(1.0 + 0.002 * i for i in range(8))  # a quiet reference: 1.000-1.014 s
@@ -108,3 +110,30 @@ def test_a_recording_on_a_disturbed_machine_is_disturbed_whatever_the_rounds_say
     assert result.verdict is Verdict.DISTURBED and result.disturbance == ("another process on the GPU",)
     assert judge_latency(scaled(1.0), [], recording=True).verdict is Verdict.RECORDED
     assert judge_latency(scaled(1.0), [relative()], disturbance=("x",)).verdict is Verdict.PASS  # a fast case stands
+
+
+# fp8-512x512@6 on the H100 in the eleventh session (docs/results/gate-session11.json): the same
+# code as its reference (0.357 s, 8 rounds, + 10 %), warm-up calls at reference speed, then timed
+# rounds 47 % slower on a card left idle a third of the time.
+FP8_RECORDED = (0.355024, 0.355282, 0.355937, 0.357882, 0.358486, 0.357724, 0.356399, 0.357036)
+FP8_WARMUP = (0.399, 0.447, 0.432, 0.366, 0.364)
+FP8_TIMED = (0.6036, 0.5645, 0.5532, 0.5256, 0.5315, 0.4664, 0.5048, 0.5377)
+
+
+def test_a_slow_down_that_set_in_after_the_warm_up_is_the_machine_not_the_code():
+    budget = relative(0.10, FP8_RECORDED)
+    assert judge_latency(FP8_TIMED, [budget]).verdict is Verdict.FAIL, "without the warm-up: taken for the code"
+    why = describe_warmup_drift(FP8_WARMUP, statistics.median(FP8_TIMED), [budget])
+    assert why is not None and "46% slower than this case's last warm-up calls" in why and "(0.366 s" in why
+    result = judge_latency(FP8_TIMED, [budget], disturbance=[why])
+    assert result.verdict is Verdict.DISTURBED and not result.failed and result.disturbance == (why,)
+
+
+def test_a_regression_slows_the_warm_up_too_and_still_fails():
+    budget = relative(0.10, FP8_RECORDED)
+    assert describe_warmup_drift((0.60, 0.54, 0.53), 0.535, [budget]) is None, "warm-up over the budget: the code"
+    assert describe_warmup_drift((0.37, 0.366), 0.40, [budget]) is None, "9 % above the warm-up: within the drift"
+    assert describe_warmup_drift((0.366,), 0.535, [budget]) is None, "one warm-up call is no evidence"
+    assert describe_warmup_drift((0.37, 0.366), 0.535, []) is None, "nothing to judge against"
+    absolute = LatencyBudget(0.36, "absolute", "budgets.toml")
+    assert describe_warmup_drift((0.37, 0.366), 0.535, [budget, absolute]) is None, "over the strictest budget"

@@ -23,6 +23,10 @@ from .stats import RatioInterval, look_confidence, two_sample_ratio
 CONFIDENCE = 0.95
 # The SM clock may sit this far under the reference's before the rounds count as another machine.
 CLOCK_DROP = 0.10
+# The timed rounds may run this much slower than the same code's last two warm-up calls, seconds
+# before in the same process, before the machine is taken to have changed under the case. The
+# median case on the H100 moves 0.1 % between the two; a host-bound case once moved 47 %.
+WARMUP_DRIFT = 0.10
 
 
 class Verdict(str, Enum):
@@ -149,6 +153,22 @@ def describe_disturbance(flags: Sequence[Flag], processes: Sequence[dict], sm_cl
         reasons.append(f"SM clock {sm_clock_mhz:.0f} MHz, {1 - sm_clock_mhz / reference_clock_mhz:.0%} under the "
                        f"reference's {reference_clock_mhz:.0f} MHz")
     return reasons
+
+
+def describe_warmup_drift(warmup_s: Sequence[float], timed_median_s: float,
+                          budgets: Sequence[LatencyBudget]) -> str | None:
+    """A slow-down that set in between the warm-up and the timed rounds, in words; None without one.
+    When the same code, in the same process, ran within every budget twice in a row just before
+    the timed rounds, a timed median far above it is the machine changing under the case, not the
+    code: a regression slows the warm-up too."""
+    if len(warmup_s) < 2 or not budgets:
+        return None
+    before, limit = max(warmup_s[-2:]), min(b.seconds for b in budgets)
+    if before > limit or timed_median_s <= before * (1 + WARMUP_DRIFT):
+        return None
+    return (f"the timed rounds (median {timed_median_s:.3f} s) ran {timed_median_s / before - 1:.0%} slower than "
+            f"this case's last warm-up calls seconds before, the same code in the same process ({before:.3f} s, "
+            f"within the {limit:.3f} s budget): the machine changed under the case")
 
 
 def judge_latency(samples: Sequence[float], budgets: Sequence[LatencyBudget], *, strict: bool = False,
