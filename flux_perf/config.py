@@ -93,7 +93,8 @@ class SuiteConfig:
             stacks = baseline_first(stacks)
         rounds = option("flux_rounds")
         settings = MeasureSettings(rounds=rounds, max_rounds=max(rounds, option("flux_max_rounds")),
-                                   max_case_seconds=option("flux_max_case_seconds"))
+                                   max_case_seconds=option("flux_max_case_seconds"),
+                                   telemetry_interval_s=option("flux_telemetry_interval"))
         return cls(
             model=option("flux_model"),
             device=option("flux_device"),

@@ -3,6 +3,8 @@ reports, and the test-only plants."""
 
 from __future__ import annotations
 
+import argparse
+
 from . import DEFAULT_REPORT_DIR
 
 
@@ -24,6 +26,10 @@ def add_options(parser) -> None:
         help="while a verdict is undecided the rounds double, up to this many (default: 32)")
     add("--flux-max-case-seconds", type=float, default=90.0,
         help="no more rounds once a case's timed rounds would pass this many seconds (default: 90)")
+    add("--flux-telemetry-interval", type=positive_seconds, default=0.05, metavar="SECONDS",
+        help="seconds between NVML samples of the GPU during the timed rounds (default: 0.05). The sampler is "
+             "a thread of the measured process and each sample makes about ten driver calls: a longer interval "
+             "tests whether sampling slows host-bound cases (a value past the rounds samples only at start and end)")
     add("--flux-strict", action="store_true",
         help="a case that could not be judged fails: an inconclusive latency verdict, a fidelity gap (no "
              "calibration, or no recorded fidelity of a lossy stack). CI passes it")
@@ -49,3 +55,16 @@ def add_options(parser) -> None:
              "tested without the machine's speed")
     add("--flux-compile-cache", default=None, metavar="PATH",
         help="load torch.compile cache artifacts from PATH at start and save them there at the end")
+
+
+def positive_seconds(text: str) -> float:
+    """An option's value as a positive, finite number of seconds; else argparse's usage error naming it."""
+    from .store.files import positive_number
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if not positive_number(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value

@@ -104,13 +104,18 @@ class _QuietHost:
     def stall_fraction(self) -> float:
         return 0.0
 
+    def steal_fraction(self) -> float:
+        return 0.0
 
-def quiet_host(monkeypatch, stall: float = 0.0) -> None:
-    """The host's CPU pressure during timed rounds reads `stall` (0: quiet). Tests that record
-    references with the real clock use it: an update refuses rounds timed under CPU contention,
-    and this shared test machine is seldom quiet. With `stall` > 0.1 it is the contention."""
+
+def quiet_host(monkeypatch, stall: float = 0.0, steal: float = 0.0) -> None:
+    """The host's CPU pressure during timed rounds reads `stall` and its hypervisor's steal `steal`
+    (0: quiet). Tests that record references with the real clock use it: an update refuses rounds
+    timed under CPU contention, and this shared test machine is seldom quiet. Over 0.1 either is
+    the disturbance."""
     monkeypatch.setattr("flux_perf.instrument.measure.HostPressure",
-                        type("Host", (_QuietHost,), {"stall_fraction": lambda self: stall}))
+                        type("Host", (_QuietHost,), {"stall_fraction": lambda self: stall,
+                                                     "steal_fraction": lambda self: steal}))
 
 
 def stand_in_flash_attn_func(calls: list, with_lse: bool = False):

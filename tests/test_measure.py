@@ -21,6 +21,9 @@ class QuietHost:
     def stall_fraction(self):
         return 0.0
 
+    def steal_fraction(self):
+        return 0.0
+
 
 @pytest.fixture(autouse=True)
 def quiet_host_pressure(monkeypatch):
@@ -119,6 +122,9 @@ def test_bad_settings():
         MeasureSettings(rounds=5, max_rounds=2)
     with pytest.raises(ValueError, match="max_case_seconds=0"):
         MeasureSettings(max_case_seconds=0)
+    for interval in (0, -1, float("nan"), "abc"):
+        with pytest.raises(ValueError, match=f"telemetry_interval_s={interval!r}: must be a positive number"):
+            MeasureSettings(telemetry_interval_s=interval)
 
 
 def test_cpu_pressure_marks_rounds_disturbed(tmp_path):
@@ -138,6 +144,74 @@ def test_cpu_pressure_marks_rounds_disturbed(tmp_path):
     reasons = describe_disturbance([Flag.CPU_CONTENTION], [], None, None, host_stall=0.5)
     assert reasons == ["host CPU contention: runnable tasks waited for a CPU 50% of the timed rounds "
                        "(/proc/pressure/cpu)"]
+
+
+def proc_stat(user, system, idle, steal, guest=0):
+    """/proc/stat as Linux writes it: the aggregate line, one CPU's line, then other counters."""
+    ticks = f"{user} 0 {system} {idle} 5 0 3 {steal} {guest} 0"
+    return f"cpu  {ticks}\ncpu0 {ticks}\nintr 123 0 0\nctxt 456\nbtime 1700000000\n"
+
+
+def test_steal_share_of_the_cpu_time_between_start_and_stop(tmp_path):
+    """/proc/stat's steal ticks over all ticks (user nice system idle iowait irq softirq steal)
+    between the two reads; guest time is inside user's already and stays out of the total."""
+    from flux_perf.instrument.host import CpuTicks, HostPressure, cpu_ticks
+
+    stat = tmp_path / "stat"
+    stat.write_text(proc_stat(user=1000, system=200, idle=5000, steal=100, guest=900))
+    assert cpu_ticks(stat) == CpuTicks(steal=100, total=1000 + 200 + 5000 + 5 + 3 + 100)
+    host = HostPressure(tmp_path / "no-psi", stat)
+    # 700 ticks of user, 100 of system, 60 of idle and 140 stolen: 14 % of 1000.
+    stat.write_text(proc_stat(user=1700, system=300, idle=5060, steal=240, guest=1500))
+    assert host.steal_fraction() == pytest.approx(0.14)
+    assert host.stall_fraction() is None, "no PSI here: steal is read all the same"
+    stat.write_text(proc_stat(user=1700, system=300, idle=5060, steal=90))
+    assert host.steal_fraction() == 0.0, "a steal counter that stepped back is no negative share"
+
+
+@pytest.mark.parametrize("content", [
+    None,  # no /proc/stat
+    b"",
+    b"cpu  1 2 3 4\n",  # a kernel without the steal column
+    b"cpu  1 2 3 4 5 6 7 eight 9 10\n",
+    b"cpu  1 2 3 4 5 6 7 -8 9 10\n",
+    b"cpu0 1 2 3 4 5 6 7 8 9 10\nintr 1\n",  # no aggregate line
+    b"\xff\xfe cpu 1 2 3\n",
+], ids=["missing", "empty", "no-steal", "word", "negative", "no-aggregate", "binary"])
+def test_steal_share_is_none_without_a_readable_proc_stat(tmp_path, content):
+    from flux_perf.instrument.host import HostPressure, cpu_ticks
+
+    stat = tmp_path / "stat"
+    if content is not None:
+        stat.write_bytes(content)
+    assert cpu_ticks(stat) is None
+    assert HostPressure(tmp_path / "no-psi", stat).steal_fraction() is None
+    stat.write_text(proc_stat(user=1, system=1, idle=1, steal=1))
+    assert HostPressure(tmp_path / "no-psi", stat).steal_fraction() is None, "no tick passed: no share"
+
+
+@pytest.mark.parametrize("steal, disturbed", [(0.14, True), (0.05, False)])
+def test_a_slow_verdict_on_a_host_whose_hypervisor_stole_cpu_time_is_disturbed(monkeypatch, steal, disturbed):
+    """Steal over 10 % of the timed rounds' CPU time: `cpu-steal`, measured again once, and a slow
+    verdict `disturbed`, named in words; under it the same rounds are judged (here: a failure)."""
+    from flux_perf.gate.latency import describe_disturbance, judge_latency
+    from flux_perf.instrument.telemetry import Flag
+
+    monkeypatch.setattr("flux_perf.instrument.measure.HostPressure",
+                        type("Host", (QuietHost,), {"steal_fraction": lambda self: steal}))
+    rounds = scripted(itertools.cycle([600, 601, 602, 603]))  # 0.6 s against the 0.5 s budget
+    timed = measure(rounds, MeasureSettings(rounds=8, max_rounds=8), cuda=False)
+    assert timed.host_steal == steal and timed.attempts == (2 if disturbed else 1)
+    assert timed.disturbed == ([Flag.CPU_STEAL] if disturbed else [])
+    why = describe_disturbance(timed.disturbed, [], None, None, timed.host_stall, timed.host_steal)
+    result = judge_latency([r.wall_ms / 1000 for r in timed.rounds], [BUDGET], disturbance=why)
+    if disturbed:
+        assert result.verdict is Verdict.DISTURBED and not result.failed
+        assert result.disturbance == ("host CPU steal: the hypervisor took 14% of the CPU time of the timed rounds "
+                                      "(/proc/stat)",)
+        assert timed.notes == ["rounds disturbed (cpu-steal) after 2 attempts"]
+    else:
+        assert why == [] and result.verdict is Verdict.FAIL and result.failed
 
 
 def test_a_scripted_generation_that_failed_halfway_leaves_the_next_one_right():

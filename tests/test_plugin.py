@@ -139,11 +139,35 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
     (("--flux-update-baselines", "--flux-inject-slowdown", "0.03"), "refusing to record references with an injected"),
     (("--flux-plant", "warp-drive"), "unknown stack or component 'warp-drive'"),
     (("--flux-update-baselines", "--flux-plant", "noise:0.01"), "refusing to record references with planted"),
+    (("--flux-telemetry-interval", "0"), "--flux-telemetry-interval: '0' is not a positive number of seconds"),
+    (("--flux-telemetry-interval=-1",), "--flux-telemetry-interval: '-1' is not a positive number of seconds"),
+    (("--flux-telemetry-interval", "abc"), "--flux-telemetry-interval: 'abc' is not a positive number of seconds"),
+    (("--flux-telemetry-interval", "nan"), "--flux-telemetry-interval: 'nan' is not a positive number of seconds"),
 ])
 def test_bad_options_are_one_usage_error_before_measuring(store, options, message, here):
     result = here("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",
                         f"--flux-baselines-dir={store / 'baselines'}", *options)
     assert result.returncode == 4 and message in result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("options, seconds", [((), 0.05), (("--flux-telemetry-interval", "0.5"), 0.5),
+                                               (("--flux-telemetry-interval=1e3",), 1000.0)])
+def test_the_telemetry_interval_reaches_the_measure_settings(tmp_path, capsys, monkeypatch, options, seconds):
+    """pytest parses the option and the run's MeasureSettings carry it to the NVML sampler."""
+    from flux_perf.plugin import flux_suite_config
+
+    seen = []
+
+    class Probe:
+        @pytest.hookimpl(trylast=True)
+        def pytest_configure(self, config):
+            seen.append(flux_suite_config(config).measure.telemetry_interval_s)
+
+    monkeypatch.chdir(ROOT)
+    pytest.main(["-p", "no:cacheprovider", "--co", "-q", f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"),
+                 "--flux-device", "cpu", *options, str(tmp_path)], plugins=[Probe()])
+    capsys.readouterr()
+    assert seen == [seconds]
 
 
 def test_updates_refused_under_ci_before_measuring(store):

@@ -191,6 +191,23 @@ def test_an_update_on_a_disturbed_machine_records_nothing(session_for, monkeypat
     assert not list((tmp_path / "baselines").rglob("*.png")), "no baseline image either"
 
 
+def test_an_update_on_a_host_whose_hypervisor_stole_cpu_time_records_nothing(session_for, monkeypatch, tmp_path):
+    """PSI does not see CPU time a hypervisor gives to other guests (an H100 of the pool ran a
+    host-bound case 50 % slow with PSI at 0.03 %): /proc/stat's steal share disturbs the rounds as
+    contention does, is said in words and kept in results.json."""
+    from flux_perf.report.records import read_results, write_results
+
+    quiet_host(monkeypatch, steal=0.14)
+    session = session_for("bf16", update=True)
+    (result,) = run_all(session)
+    assert result.error.startswith("refusing to record references from disturbed rounds (host CPU steal: the "
+                                   "hypervisor took 14% of the CPU time of the timed rounds (/proc/stat)")
+    assert result.latency.verdict is Verdict.DISTURBED and result.timed.attempts == 2
+    assert not list((tmp_path / "baselines").rglob("*.json")) and not session.baseline_updates
+    (record,) = read_results(write_results(session.results(), tmp_path / "results.json")).records
+    assert record.host_cpu_steal == 0.14 and record.host_cpu_stall == 0.0 and record.flags == ["cpu-steal"]
+
+
 def plant_baseline_latents(session, latents: np.ndarray) -> Path:
     """Replace the recorded bf16 latents with `latents`, their hash updated: a file the store accepts."""
     path = session.store.latents_path(session.key(SCENARIO))

@@ -223,6 +223,7 @@ def test_sampler_collects_samples(gpu):
     summary = json.loads(json.dumps(report.summary()))
     assert summary["power_w"] == {"median": 350.0, "min": 350.0, "max": 350.0}
     assert summary["sample_count"] == len(report.samples)
+    assert summary["interval_s"] == 0.002, "the record says how often NVML was asked (--flux-telemetry-interval)"
     assert summary["other_processes"] == []
     data = json.loads(json.dumps(report.to_dict()))
     assert len(data["samples"]) == len(report.samples)

@@ -136,7 +136,8 @@ class LatencyResult:
 
 
 def describe_disturbance(flags: Sequence[Flag], processes: Sequence[dict], sm_clock_mhz: float | None,
-                         reference_clock_mhz: float | None, host_stall: float | None = None) -> list[str]:
+                         reference_clock_mhz: float | None, host_stall: float | None = None,
+                         host_steal: float | None = None) -> list[str]:
     """What made the timed rounds unlike the card the reference was made on, in words."""
     reasons = []
     if Flag.OTHER_PROCESSES in flags:
@@ -149,6 +150,9 @@ def describe_disturbance(flags: Sequence[Flag], processes: Sequence[dict], sm_cl
     if Flag.CPU_CONTENTION in flags:
         reasons.append(f"host CPU contention: runnable tasks waited for a CPU {host_stall or 0:.0%} of the timed "
                        "rounds (/proc/pressure/cpu)")
+    if Flag.CPU_STEAL in flags:
+        reasons.append(f"host CPU steal: the hypervisor took {host_steal or 0:.0%} of the CPU time of the timed "
+                       "rounds (/proc/stat)")
     if sm_clock_mhz and reference_clock_mhz and sm_clock_mhz < (1 - CLOCK_DROP) * reference_clock_mhz:
         reasons.append(f"SM clock {sm_clock_mhz:.0f} MHz, {1 - sm_clock_mhz / reference_clock_mhz:.0%} under the "
                        f"reference's {reference_clock_mhz:.0f} MHz")

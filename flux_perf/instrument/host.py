@@ -1,17 +1,26 @@
-"""The host's CPU pressure (Linux PSI, /proc/pressure/cpu): the share of time in which runnable
-tasks waited for a CPU. Host-bound rounds (every CPU round, a GPU case that issues kernels
-faster than the card runs them) slow down under it, so a slow case on a contended host is
-`disturbed`, never a regression of the code."""
+"""The host's CPU during the timed rounds, from two sources:
+
+- pressure (Linux PSI, /proc/pressure/cpu): the share of time in which runnable tasks waited for a
+  CPU of this machine;
+- steal (/proc/stat): the share of CPU time the hypervisor gave to others while this VM wanted it,
+  which PSI does not see (the guest's scheduler thinks its tasks ran).
+
+Host-bound rounds (every CPU round, a GPU case that issues kernels faster than the card runs them)
+slow down under either, so a slow case on such a host is `disturbed`, never a regression of the code."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 PSI_CPU = Path("/proc/pressure/cpu")
+PROC_STAT = Path("/proc/stat")
 # Tasks waited for a CPU this share of the timed rounds: the host was not the quiet one the
 # references were made on. On a quiet machine the suite's own threads stay under 1 %.
 CONTENTION = 0.10
+# The hypervisor took this share of the VM's CPU time: as much as PSI's contention, unseen by PSI.
+STEAL = 0.10
 
 
 def cpu_stall_us(path: Path = PSI_CPU) -> float | None:
@@ -25,16 +34,49 @@ def cpu_stall_us(path: Path = PSI_CPU) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class CpuTicks:
+    """The aggregate `cpu` line of /proc/stat: ticks stolen by the hypervisor, and all ticks."""
+
+    steal: int
+    total: int
+
+
+def cpu_ticks(path: Path = PROC_STAT) -> CpuTicks | None:
+    """The machine's CPU ticks so far; None when /proc/stat is missing, unreadable or garbled."""
+    try:
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if fields[:1] == ["cpu"]:
+                # user nice system idle iowait irq softirq steal; guest and guest_nice follow, but
+                # are already counted in user and nice, so they stay out of the total.
+                ticks = [int(field) for field in fields[1:9]]
+                return CpuTicks(ticks[7], sum(ticks)) if len(ticks) == 8 and min(ticks) >= 0 else None
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return None
+
+
 class HostPressure:
     """Started before the timed rounds, read after them."""
 
-    def __init__(self, path: Path = PSI_CPU):
-        self.path = path
+    def __init__(self, path: Path = PSI_CPU, stat: Path = PROC_STAT):
+        self.path, self.stat = path, stat
         self.start_us = cpu_stall_us(path)
         self.start_s = time.monotonic()
+        self.start_ticks = cpu_ticks(stat)
 
     def stall_fraction(self) -> float | None:
         end_us, elapsed = cpu_stall_us(self.path), time.monotonic() - self.start_s
         if self.start_us is None or end_us is None or elapsed <= 0:
             return None
         return max(0.0, (end_us - self.start_us) / 1e6 / elapsed)
+
+    def steal_fraction(self) -> float | None:
+        """The share of all CPU time since the start that the hypervisor took; None without
+        /proc/stat or when no tick passed (ticks are 1/100 s a CPU)."""
+        end, start = cpu_ticks(self.stat), self.start_ticks
+        if start is None or end is None or end.total <= start.total:
+            return None
+        # Some hypervisors' steal counter has stepped back: never a negative share.
+        return min(1.0, max(0.0, (end.steal - start.steal) / (end.total - start.total)))

@@ -18,7 +18,8 @@ import torch
 
 from . import distributed
 from ..model.generate import Generation, StageTimes
-from .host import CONTENTION, HostPressure
+from ..store.files import positive_number
+from .host import CONTENTION, STEAL, HostPressure
 from .rounds import Summary, summarize
 from .telemetry import DISTURBING, Flag, TelemetryReport, TelemetrySampler
 
@@ -40,7 +41,7 @@ class MeasureSettings:
     max_case_seconds: float = 90.0
     max_warmup: int = 6
     steady_tolerance: float = 0.03  # consecutive warm-up rounds within 3 %: steady
-    telemetry_interval_s: float = 0.05
+    telemetry_interval_s: float = 0.05  # NVML sampling: the sampler's thread shares the process
     remeasure_when_disturbed: int = 1
 
     def __post_init__(self):
@@ -48,6 +49,9 @@ class MeasureSettings:
             raise ValueError(f"rounds={self.rounds}, max_rounds={self.max_rounds}: need 1 <= rounds <= max_rounds")
         if not self.max_case_seconds > 0:
             raise ValueError(f"max_case_seconds={self.max_case_seconds}: must be a positive number of seconds")
+        if not positive_number(self.telemetry_interval_s):
+            raise ValueError(f"telemetry_interval_s={self.telemetry_interval_s!r}: "
+                             "must be a positive number of seconds")
 
     @property
     def look_sizes(self) -> tuple[int, ...]:
@@ -81,6 +85,7 @@ class Timed:
     attempts: int = 1
     notes: list[str] = field(default_factory=list)
     host_stall: float | None = None  # share of the timed rounds in which tasks waited for a CPU (PSI)
+    host_steal: float | None = None  # share of the CPU time of the timed rounds the hypervisor took
     stopped: str = ""  # why no more rounds were taken: decided, the round cap or the time cap
 
     @property
@@ -106,6 +111,8 @@ class Timed:
         flags = list(self.telemetry.flags()) if self.telemetry else []
         if self.host_stall is not None and self.host_stall > CONTENTION:
             flags.append(Flag.CPU_CONTENTION)
+        if self.host_steal is not None and self.host_steal > STEAL:
+            flags.append(Flag.CPU_STEAL)
         return flags
 
     @property
@@ -236,5 +243,6 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, decided, benchmark
         peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         telemetry=telemetry,
         host_stall=pressure.stall_fraction() if pressure else None,
+        host_steal=pressure.steal_fraction() if pressure else None,
         stopped=stopped,
     )

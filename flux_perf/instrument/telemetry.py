@@ -81,6 +81,7 @@ class Flag(str, Enum):
     OTHER_PROCESSES = "other-processes"
     CLOCK_BELOW_MAX = "clock-below-max"
     CPU_CONTENTION = "cpu-contention"
+    CPU_STEAL = "cpu-steal"
 
     def __str__(self) -> str:
         return self.value
@@ -88,7 +89,7 @@ class Flag(str, Enum):
 
 # Flags that make timed rounds unrepresentative of the card: measured again, then `disturbed`.
 # A power cap is not among them: a loaded H100 sits at its power limit as a matter of course.
-DISTURBING = (Flag.THERMAL, Flag.HW_SLOWDOWN, Flag.OTHER_PROCESSES, Flag.CPU_CONTENTION)
+DISTURBING = (Flag.THERMAL, Flag.HW_SLOWDOWN, Flag.OTHER_PROCESSES, Flag.CPU_CONTENTION, Flag.CPU_STEAL)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class TelemetryReport:
     other_processes: list[dict] = field(default_factory=list)  # pid, name, used_memory_mib, verified
     energy_source: str | None = None  # "counter" | "power-integral" | None
     max_sm_clock_mhz: int | None = None  # for the "clock-below-max" flag
+    interval_s: float | None = None  # the sampler's interval: its NVML calls share the process with the rounds
 
     def clock_event_mask(self) -> int:
         mask = 0
@@ -135,6 +137,7 @@ class TelemetryReport:
             "available": self.available,
             "reason": self.reason,
             "sample_count": len(s),
+            "interval_s": self.interval_s,
             "duration_s": self.duration_s,
             "energy_j": self.energy_j,
             "energy_source": self.energy_source,
@@ -222,11 +225,13 @@ class TelemetrySampler:
         if self.report is not None:
             return self.report
         if self._t0 is None:
-            self.report = TelemetryReport(available=False, reason="sampler was never started")
+            self.report = TelemetryReport(available=False, reason="sampler was never started",
+                                          interval_s=self.interval_s)
             return self.report
         if self._handle is None:
             self.report = TelemetryReport(
-                available=False, reason=self._reason, duration_s=time.perf_counter() - self._t0
+                available=False, reason=self._reason, duration_s=time.perf_counter() - self._t0,
+                interval_s=self.interval_s,
             )
             return self.report
         self._stop.set()
@@ -256,6 +261,7 @@ class TelemetrySampler:
             other_processes=[dict(p) for p in sorted(list(self._processes.values()), key=lambda p: p["pid"])],
             energy_source=source,
             max_sm_clock_mhz=self._max_sm_clock,
+            interval_s=self.interval_s,
         )
         return self.report
 

@@ -61,6 +61,7 @@ class CaseRecord:
     deterministic: bool | None = None
     peak_memory_gib: float | None = None
     host_cpu_stall: float | None = None  # share of the timed rounds tasks waited for a CPU (Linux PSI)
+    host_cpu_steal: float | None = None  # share of the rounds' CPU time the hypervisor took (/proc/stat)
     stopped: str | None = None  # why the rounds stopped where they did (decided, the round cap, the time cap)
     looks: int | None = None  # how many times the verdict could be taken (the error is shared among them)
     linear_precision: str = "bf16"  # of the stack's linear layers: which matmul ceiling applies
@@ -259,7 +260,7 @@ def _with_measurements(record: CaseRecord, measured, machine) -> CaseRecord:
                    "total_device": timed.stage_summary("total").median * 1000, "step_median": timed.median_step_ms},
         rounds_detail=[r.to_dict() for r in timed.rounds], deterministic=timed.deterministic,
         peak_memory_gib=timed.peak_memory_gib, component_reports=measured.components, notes=timed.notes,
-        host_cpu_stall=timed.host_stall, stopped=timed.stopped,
+        host_cpu_stall=timed.host_stall, host_cpu_steal=timed.host_steal, stopped=timed.stopped,
         telemetry=telemetry.summary() if telemetry else None,
         telemetry_samples=[s.__dict__ for s in telemetry.samples] if telemetry else [],
         energy_per_image_j=telemetry.energy_per_image_j(wall.n) if telemetry else None,
