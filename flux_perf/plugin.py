@@ -189,7 +189,7 @@ class Inconclusive(pytest.skip.Exception):
 
 
 def _inconclusive_report(report) -> bool:
-    return getattr(report, "flux_inconclusive", False)
+    return bool(getattr(report, "flux_inconclusive", ""))
 
 
 @pytest.fixture(scope="session")
@@ -274,7 +274,8 @@ def pytest_runtest_makereport(item, call):
         scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
         case = item_case(item)
-        report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else True  # its case: named once
+        # What it is about, always a name: its case (named once), else the test itself.
+        report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else item.nodeid
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
