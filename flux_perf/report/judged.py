@@ -46,6 +46,10 @@ class NotJudged:
     def line(self) -> str:
         return f"{self.case_id}: {self.why.value} ({self.detail})"
 
+    def to_json(self) -> dict:
+        return {"case": self.case_id, "stack": self.stack, "scenario": self.scenario, "why": self.why.value,
+                "detail": self.detail}
+
 
 def _of_record(record: CaseRecord) -> list[NotJudged]:
     latency, fidelity = record.latency or {}, record.fidelity or {}
