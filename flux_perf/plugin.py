@@ -23,8 +23,6 @@ _CONFIG_KEY = pytest.StashKey["object"]()
 _ENV_KEY = pytest.StashKey["list"]()
 _NO_GPU_KEY = pytest.StashKey["str"]()
 _NOT_JUDGED_KEY = pytest.StashKey["list"]()
-# Nothing failed but some case could not be judged: not 0, which CI reads as green, nor 1 (a failure).
-NOT_JUDGED = EXIT_NOT_JUDGED
 _WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files already
 _PATHS_KEY = pytest.StashKey["dict"]()
 _GPU_PASSED_KEY = pytest.StashKey["int"]()  # h100 tests that passed outside the measured cases (kernel checks)
@@ -191,7 +189,7 @@ class Inconclusive(pytest.skip.Exception):
 
 
 def _inconclusive_report(report) -> bool:
-    return getattr(report, "flux_inconclusive", False)
+    return bool(getattr(report, "flux_inconclusive", ""))
 
 
 @pytest.fixture(scope="session")
@@ -276,7 +274,8 @@ def pytest_runtest_makereport(item, call):
         scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
         case = item_case(item)
-        report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else True  # its case: named once
+        # What it is about, always a name: its case (named once), else the test itself.
+        report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else item.nodeid
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
@@ -308,12 +307,12 @@ def pytest_sessionfinish(session, exitstatus):
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged
-        session.exitstatus = NOT_JUDGED
+        session.exitstatus = EXIT_NOT_JUDGED  # not 0, which CI reads as green, nor 1 (a failure)
     if not (flux.records or flux.skipped) or _rank() != 0:
         return
     from .plugin_report import write_final
 
-    session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, NOT_JUDGED))
+    session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, EXIT_NOT_JUDGED))
     if flux.config.compile_cache:
         from .instrument import compile_cache
 

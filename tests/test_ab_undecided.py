@@ -9,9 +9,11 @@ from types import SimpleNamespace
 import pytest
 from helpers import ROOT, make_results, run_flux_perf
 
+from flux_perf.ab import orchestrator
 from flux_perf.ab.orchestrator import AbCase
+from flux_perf.ab.pairs import measured_pairs
 from flux_perf.ab.rule import Block, Pooled
-from flux_perf.commands.ab import ab_cases, ab_exit
+from flux_perf.commands.ab import ab_cases, ab_exit, run
 from flux_perf.config import ConfigError
 from flux_perf.report.judged import EXIT_NOT_JUDGED, NotJudged, Unjudged, not_judged_in
 from flux_perf.report.records import read_results, write_results
@@ -134,3 +136,56 @@ def test_one_list_of_what_was_not_judged(tmp_path):
     (item,) = not_judged_in(read_results(path))
     assert item.why is Unjudged.NO_REFERENCE and item.failed and not item.resolvable_by_ab
     assert dataclasses.astuple(item)[:3] == ("fp8-512x512@6", "fp8", "512x512@6")
+
+
+def _ab_args(path, out):
+    return SimpleNamespace(stacks=None, scenarios=None, undecided_from=str(path), model=None, base=str(ROOT),
+                           head=str(ROOT), pairs=2, block_seconds=60.0, blocks=1, no_pin=True, tolerance=0.01,
+                           base_inject_slowdown=None, head_inject_slowdown=None, control=None, device="cpu",
+                           json=str(out))
+
+
+def test_the_json_names_what_no_ab_can_decide_from_its_first_write(tmp_path, monkeypatch):
+    """A CI step reading only `ab --json` sees why the exit is 6 when every A/B verdict is `same`:
+    the suite's undecidable items are in the file after the first block, when cut short, and at the end."""
+    gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
+    path = _suite_run(tmp_path, INCONCLUSIVE, fidelity=gap)  # fp8: latency to A/B, a gap no A/B decides
+    out = tmp_path / "ab.json"
+    expected = [{"case": "fp8-512x512@6", "stack": "fp8", "scenario": "512x512@6",
+                 "why": "fidelity judged by the floor alone", "detail": gap["gap"]}]
+    seen = []
+
+    def run_ab(base, head, wanted, *, on_block, **_):
+        assert wanted == [("fp8", "512x512@6")]
+        case = _decided("same")
+        case.blocks[0] = dataclasses.replace(case.blocks[0], base_s=[1.0, 1.01], head_s=[1.0, 1.0])
+        on_block([case])
+        seen.append(json.loads(out.read_text()))
+        if cut_short:
+            raise KeyboardInterrupt
+        return [case]
+
+    monkeypatch.setattr(orchestrator, "run_ab", run_ab)
+    cut_short = True
+    with pytest.raises(KeyboardInterrupt):
+        run(_ab_args(path, out))
+    cut = json.loads(out.read_text())
+    assert seen[0]["not_decidable"] == expected and not seen[0]["final"]
+    assert cut["not_decidable"] == expected and "interrupted by KeyboardInterrupt" in cut["interrupted"]
+    cut_short = False
+    assert run(_ab_args(path, out)) == EXIT_NOT_JUDGED
+    final = json.loads(out.read_text())
+    assert final["final"] and [c["verdict"] for c in final["cases"]] == ["same"]
+    assert final["not_decidable"] == expected
+    # ab-pairs reads the file with the key and one written before it (without).
+    assert measured_pairs(out) == {"fp8-512x512@6": [(1.0, 1.0), (1.01, 1.0)]}
+    out.write_text(json.dumps({key: value for key, value in final.items() if key != "not_decidable"}))
+    assert measured_pairs(out) == {"fp8-512x512@6": [(1.0, 1.0), (1.01, 1.0)]}
+
+
+def test_nothing_to_ab_still_writes_what_it_could_not_decide(tmp_path):
+    gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
+    path, out = _suite_run(tmp_path, PASSED, fidelity=gap), tmp_path / "ab.json"
+    assert run(_ab_args(path, out)) == EXIT_NOT_JUDGED
+    written = json.loads(out.read_text())
+    assert written["cases"] == [] and [item["why"] for item in written["not_decidable"]] == [Unjudged.FIDELITY_GAP.value]

@@ -97,7 +97,7 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
 def test_missing_baseline_fails_the_run(store, here):
     result = here(*gpu_suite(store, "--flux-stacks", "bf16"))
     assert result.returncode == 1 and "NO REFERENCES: no references for cpu-" in result.stdout
-    assert "not judged: no recorded latency" in result.stdout and "no bf16 baseline image" in result.stdout
+    assert ") is not judged: no recorded latency" in result.stdout and "no bf16 baseline image" in result.stdout
 
 
 def test_unknown_stack_is_a_usage_error(here):
@@ -235,6 +235,24 @@ def test_a_gpu_check_outside_the_cases_that_passed_counts_as_gpu_work(tmp_path):
     checks.write_text("import pytest\n\n@pytest.mark.h100\ndef test_kernel():\n    pytest.skip('no Hopper GPU')\n")
     skipped = run_pytest("-m", "h100", str(checks), *options, cwd=tmp_path)
     assert skipped.returncode == 1 and "ran no GPU case" in skipped.stdout, skipped.stdout
+
+
+def test_an_inconclusive_gpu_test_outside_the_cases_is_named_by_its_nodeid(tmp_path):
+    """A project's own GPU test raising Inconclusive has no flux case: it still counts as
+    inconclusive, and the report says what it is about by name (its nodeid), as a case's says its case."""
+    (tmp_path / "test_own.py").write_text(
+        "import pytest\nfrom flux_perf.plugin import Inconclusive\n\n"
+        "@pytest.mark.h100\ndef test_undecided():\n    raise Inconclusive('own reason')\n")
+    # What a reader of the outcome sees: the terminal's inconclusive reports and what each names.
+    (tmp_path / "conftest.py").write_text(
+        "def pytest_terminal_summary(terminalreporter):\n"
+        "    for report in terminalreporter.stats.get('inconclusive', []):\n"
+        "        terminalreporter.write_line(f'names {report.flux_inconclusive!r}')\n")
+    result = run_pytest("-m", "h100", "test_own.py", f"--flux-report-dir={tmp_path / 'r'}",
+                        f"--flux-baselines-dir={ROOT / 'baselines'}", "--flux-allow-no-gpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "1 inconclusive" in result.stdout.strip().splitlines()[-1], result.stdout[-2000:]
+    assert "names 'test_own.py::test_undecided'" in result.stdout, result.stdout[-2000:]
 
 
 def test_a_conftest_adds_a_component_through_the_hook(tmp_path, capsys, monkeypatch):

@@ -10,6 +10,7 @@ from ..store.files import non_negative_number, positive_number
 from .worker import AbError
 
 VERSIONS = (1, 2)  # flux_perf_ab: 1 a verdict per block, 2 a verdict per case (files of version 1 may lack it)
+# Later version-2 files add "not_decidable" (what the suite left that no A/B decides): no reader here needs it.
 _REDO = "fix it or record the file again with `flux-perf ab --json`"
 
 

@@ -336,10 +336,12 @@ def format_cases(cases: list[AbCase], tolerance: float) -> str:
     return "\n".join(lines)
 
 
-def cases_to_json(cases: list[AbCase], settings: dict, final: bool = True) -> dict:
+def cases_to_json(cases: list[AbCase], settings: dict, final: bool = True, not_decidable: list[dict] = ()) -> dict:
     """Version 2: a verdict per case from all its pairs, after Holm (version 1: per block).
-    `final` False: written after a block, decided over the cases measured so far."""
+    `final` False: written after a block, decided over the cases measured so far. `not_decidable`:
+    what the suite run of --undecided-from left unjudged that no A/B can decide, exit 6's other reason."""
     return {"flux_perf_ab": 2, "settings": settings, "final": final, "confidence": CONFIDENCE,
             "family_alpha": FAMILY_ALPHA, "holm_family": sum(case.in_family for case in cases),
             "cases": [{**asdict(case), "verdict": case.verdict, "reason": case.judged[1],
-                       "block_changes": case.block_changes} for case in cases]}
+                       "block_changes": case.block_changes} for case in cases],
+            "not_decidable": list(not_decidable)}

@@ -81,16 +81,19 @@ def run(args) -> int:
                 "command": command_line()}
 
     measured: list = []  # the cases as of the last block
+    # In every write: a CI step reading only the file sees why the exit is 6 beside verdicts all decided.
+    not_decidable = [item.to_json() for item in undecidable]
 
     def save(cases, final: bool, **more) -> None:  # after every block: a run cut short keeps its rounds
         measured[:] = cases
         if args.json:
-            write_json(Path(args.json), {**cases_to_json(cases, settings, final), **more})
+            write_json(Path(args.json), {**cases_to_json(cases, settings, final, not_decidable), **more})
 
     if args.json:
         check_writable_dir(Path(args.json).parent, "--json folder")
     if not wanted:
         print("nothing to A/B: no --stacks/--scenarios, and the suite run left no latency verdict undecided")
+        save([], final=True)
         return ab_exit([], undecidable)
     try:
         cases = run_ab(Path(args.base), Path(args.head), wanted, pairs=args.pairs, blocks=args.blocks,

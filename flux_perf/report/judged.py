@@ -21,6 +21,13 @@ class Unjudged(Enum):
     NOT_RUN = "not run"
 
 
+# The latency verdicts that judge nothing, and what each is: read here and by the summary's verdict
+# column (upper-case), so the table and the "Not judged" list cannot disagree.
+LATENCY_UNJUDGED = {"inconclusive": Unjudged.LATENCY_INCONCLUSIVE, "no-reference": Unjudged.NO_REFERENCE,
+                    "disturbed": Unjudged.DISTURBED}
+LATENCY_NOT_JUDGED = frozenset(LATENCY_UNJUDGED)
+
+
 @dataclass(frozen=True)
 class NotJudged:
     case_id: str
@@ -39,6 +46,10 @@ class NotJudged:
     def line(self) -> str:
         return f"{self.case_id}: {self.why.value} ({self.detail})"
 
+    def to_json(self) -> dict:
+        return {"case": self.case_id, "stack": self.stack, "scenario": self.scenario, "why": self.why.value,
+                "detail": self.detail}
+
 
 def _of_record(record: CaseRecord) -> list[NotJudged]:
     latency, fidelity = record.latency or {}, record.fidelity or {}
@@ -47,16 +58,16 @@ def _of_record(record: CaseRecord) -> list[NotJudged]:
     def add(why: Unjudged, detail: str, failed: bool, more: str = "") -> None:
         found.append(NotJudged(record.id, record.stack, record.scenario_id, why, detail, failed, more))
 
-    verdict = latency.get("verdict")
-    if verdict == "inconclusive":
+    why = LATENCY_UNJUDGED.get(latency.get("verdict"))
+    if why is Unjudged.LATENCY_INCONCLUSIVE:
         budget = latency.get("budget") or {}
         seconds, limit = budget.get("seconds"), record.detection_limit
         add(Unjudged.LATENCY_INCONCLUSIVE, record.stopped or "undecided", bool(latency.get("failed")),
             f"against {budget.get('source')}" + (f" ({seconds:.3f} s)" if seconds is not None else "")
             + (f"; it could see slow-downs of {limit:+.1%} and more" if limit is not None else ""))
-    elif verdict == "no-reference":
+    elif why is Unjudged.NO_REFERENCE:
         add(Unjudged.NO_REFERENCE, str(latency.get("missing")), True)
-    elif verdict == "disturbed":
+    elif why is Unjudged.DISTURBED:
         add(Unjudged.DISTURBED, "; ".join(latency.get("disturbance") or []) or "the GPU or host was shared", True)
     if fidelity.get("verdict") == "error":
         add(Unjudged.FIDELITY_ERROR, str(fidelity.get("message")), True)

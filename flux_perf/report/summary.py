@@ -12,11 +12,9 @@ from pathlib import Path
 from ..store.files import atomic_write
 from ..store.folders import os_reason
 from .format import fmt, skipped_table, speedups
-from .judged import NotJudged, Unjudged, not_judged
+from .judged import LATENCY_NOT_JUDGED, NotJudged, Unjudged, not_judged
 from .plots import plot_latency, plot_telemetry
 from .records import CaseRecord, RunResults, write_results
-
-NOT_JUDGED = ("inconclusive", "no-reference", "disturbed")
 
 
 class ReportError(RuntimeError):
@@ -36,7 +34,7 @@ def verdict_text(record: CaseRecord) -> str:
     verdict = latency.get("verdict", "-")
     if verdict == "pass" and latency.get("faster_by"):
         return f"pass, faster {latency['faster_by']:.1%}"
-    return verdict.upper() if latency.get("failed") or verdict in NOT_JUDGED else verdict
+    return verdict.upper() if latency.get("failed") or verdict in LATENCY_NOT_JUDGED else verdict
 
 
 def _ssim_text(record: CaseRecord) -> str:

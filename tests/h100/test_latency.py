@@ -15,31 +15,37 @@ from flux_perf.plugin import Inconclusive
 pytestmark = pytest.mark.h100
 
 
-def _measured(result, latency) -> str:
+def _measured(result) -> str:
+    """The subject of each message: `<case>: median X s (95% CI a-b s, n rounds, SM clock c MHz)`."""
     wall, telemetry = result.timed.wall, result.timed.telemetry
     clock = telemetry.sm_clock_median_mhz if telemetry else None
+    return (f"{result.id}: median {wall.median:.3f} s (95% CI {wall.ci_low:.3f}-{wall.ci_high:.3f} s, {wall.n} rounds"
+            + (f", SM clock {clock:.0f} MHz" if clock else "") + ")")
+
+
+def _could_see(latency) -> str:
+    """A sentence of its own after the verdict's: what this run could have called a slow-down."""
     limit = latency.detection_limit
-    return (f"{result.id}: median {wall.median:.3f} s, 95% CI {wall.ci_low:.3f}-{wall.ci_high:.3f} s over {wall.n} "
-            f"rounds" + (f" at SM clock {clock:.0f} MHz" if clock else "")
-            + (f"; it could see slow-downs of {limit:+.1%} and more" if limit is not None else ""))
+    return f" This run could see slow-downs of {limit:+.1%} and more." if limit is not None else ""
 
 
 def test_latency_budget(flux_result, flux_latency, benchmark, request):
     result, latency = flux_result, flux_latency
     assert result.error is None, result.error
-    measured = _measured(result, latency)
+    measured, could_see = _measured(result), _could_see(latency)
     if latency.verdict is Verdict.NO_REFERENCE:
-        pytest.fail(f"{measured}; not judged: {latency.missing}")
+        pytest.fail(f"{measured} is not judged: {latency.missing}.{could_see}")
     budget = latency.budget
     stale = f" (reference stale: {'; '.join(latency.stale)})" if latency.stale else ""
     assert latency.verdict is not Verdict.FAIL, (
-        f"{measured} is over budget {budget.seconds:.3f} s ({budget.source}): {latency.verdict.value}{stale}")
+        f"{measured} is over budget {budget.seconds:.3f} s ({budget.source}): {latency.verdict.value}{stale}."
+        f"{could_see}")
     if latency.verdict is Verdict.INCONCLUSIVE:
-        message = (f"{measured}: inconclusive against budget {budget.seconds:.3f} s ({budget.source}), "
+        message = (f"{measured} is inconclusive against budget {budget.seconds:.3f} s ({budget.source}), "
                    f"{result.timed.stopped}{stale}")
         if latency.strict:
-            pytest.fail(message + " (--flux-strict)")
-        raise Inconclusive(message)
+            pytest.fail(f"{message} (--flux-strict).{could_see}")
+        raise Inconclusive(f"{message}.{could_see}")
     if latency.faster_by:
         warnings.warn(f"{result.id}: faster than its reference by {latency.faster_by:.1%}: re-record it on purpose "
                       f"(flux-perf baselines update --stacks {result.stack.name} --scenarios {result.scenario.id})",
@@ -50,4 +56,4 @@ def test_latency_budget(flux_result, flux_latency, benchmark, request):
         warnings.warn(f"{result.id}: {note}", stacklevel=1)
     target = result.target
     if target and not target.met and request.config.getoption("flux_enforce_targets"):
-        pytest.fail(f"{measured}: misses the guide's target {target.seconds:.2f} s by {target.gap_s:.3f} s")
+        pytest.fail(f"{measured} misses the guide's target {target.seconds:.2f} s by {target.gap_s:.3f} s.{could_see}")
