@@ -177,15 +177,18 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("flux_case", cases, ids=[f"{s.name}-{c.id}" for s, c in cases])
 
 
-class MachineDisturbed(Exception):
-    """The timed rounds ran on a machine unlike the reference's; the code is not judged."""
-
-
 class Inconclusive(pytest.skip.Exception):
     """A case the run could not judge: its own outcome (`INCONCLUSIVE`, yellow), never a pass.
     --flux-strict turns it into a failure."""
 
     __module__ = "builtins"  # as pytest's own Skipped: reports show the reason, not flux_perf.plugin.Inconclusive
+
+
+class Disturbed(Inconclusive):
+    """Timed rounds on a machine unlike the reference's: not judged (`DISTURBED`, yellow), never a
+    pass nor a failure of the code; the same-machine A/B can judge it. --flux-strict fails it."""
+
+    __module__ = "builtins"
 
 
 def _inconclusive_report(report) -> bool:
@@ -216,15 +219,8 @@ def flux_result(flux_session, flux_case, request):
 
 @pytest.fixture
 def flux_latency(flux_result):
-    """This case's latency verdict. A disturbed machine is an error of the run (pytest ERROR),
-    never a failure of the code."""
-    from .gate.latency import Verdict
-
-    latency = flux_result.latency
-    if latency is not None and latency.verdict is Verdict.DISTURBED:
-        raise MachineDisturbed(f"{flux_result.id}: timed rounds disturbed, not judged: "
-                               f"{'; '.join(latency.disturbance)}. Re-run on a quiet GPU.")
-    return latency
+    """This case's latency verdict (None when the case could not be measured)."""
+    return flux_result.latency
 
 
 def pytest_report_header(config):
@@ -276,13 +272,17 @@ def pytest_runtest_makereport(item, call):
         case = item_case(item)
         # What it is about, always a name: its case (named once), else the test itself.
         report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else item.nodeid
+        report.flux_disturbed = call.excinfo.errisinstance(Disturbed)
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
 
 
 def pytest_report_teststatus(report, config):
-    """An undecided case has its own outcome in the progress line and the final count, in yellow."""
+    """An undecided or disturbed case has its own outcome in the progress line and the final count,
+    in yellow."""
+    if _inconclusive_report(report) and getattr(report, "flux_disturbed", False):
+        return "disturbed", "D", ("DISTURBED", {"yellow": True})
     if _inconclusive_report(report):
         return "inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})
     return None
@@ -331,7 +331,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from .plugin_report import section_lines
 
     lines = section_lines(flux, config, config.stash.get(_PATHS_KEY, None),
-                          terminalreporter.stats.get("inconclusive", []), config.stash.get(_NOT_JUDGED_KEY, []))
+                          terminalreporter.stats.get("inconclusive", []) + terminalreporter.stats.get("disturbed", []),
+                          config.stash.get(_NOT_JUDGED_KEY, []))
     if lines:
         terminalreporter.section("flux-perf")
     for line, markup in lines:

@@ -51,6 +51,15 @@ def test_only_the_undecided_latency_cases_are_ab_tested_unless_more_are_asked_fo
     assert cases == [("fast", "512x512@6"), ("fast", "1024x1024@8"), ("fp8", "512x512@6")]
 
 
+def test_a_case_disturbed_against_its_reference_goes_to_the_ab_too(tmp_path):
+    """Its rounds ran on a machine unlike the reference's (the eleventh session's fp8-512x512@6: the
+    machine slowed under the case); both sides of an A/B run on one machine, so it can judge it."""
+    disturbed = {"verdict": "disturbed", "failed": False,
+                 "disturbance": ["the timed rounds (median 0.535 s) ran 46% slower than this case's last warm-up calls"]}
+    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, disturbed)))
+    assert cases == [("fp8", "512x512@6")] and undecidable == []
+
+
 def test_what_an_ab_cannot_decide_is_named_and_never_exit_0(tmp_path, capsys):
     gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
     skipped = [{"stack": "attn-fa3", "scenario": "512x512@6", "reason": "flash-attn 3 is not installed"}]
@@ -94,7 +103,7 @@ def test_a_results_file_with_nothing_undecided_starts_no_worker_and_passes(tmp_p
     result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--undecided-from", str(path),
                            "--device", "cpu")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "0 case(s) with an undecided latency verdict" in result.stderr + result.stdout
+    assert "0 case(s) whose latency the suite left undecided or disturbed" in result.stderr + result.stdout
     assert "nothing to A/B" in result.stdout and "preparing" not in result.stderr
 
 

@@ -35,9 +35,9 @@ def register(sub) -> None:
     ab.add_argument("--scenarios", default=None,
                     help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8; none with --undecided-from alone)")
     ab.add_argument("--undecided-from", default=None, metavar="RESULTS",
-                    help="a suite run's results.json: also A/B every case its latency gate left INCONCLUSIVE, and "
-                         "exit 6 if it left anything else unjudged that an A/B cannot decide (a fidelity gap, no "
-                         "reference, a case not run)")
+                    help="a suite run's results.json: also A/B every case its latency gate left INCONCLUSIVE or "
+                         "DISTURBED, and exit 6 if it left anything else unjudged that an A/B cannot decide (a "
+                         "fidelity gap, no reference, a case not run)")
     ab.add_argument("--pairs", type=int, default=None,
                     help="interleaved pairs of rounds per verdict (default: enough for --block-seconds, at least 10)")
     ab.add_argument("--block-seconds", type=float, default=60.0,
@@ -136,7 +136,7 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     model = args.model if args.model is not None else _model_of(results, args.undecided_from)
     undecided = [(item.stack, item.scenario) for item in unjudged if item.resolvable_by_ab]
     cases += [case for case in undecided if case not in cases]
-    progress(f"{args.undecided_from}: {len(undecided)} case(s) with an undecided latency verdict to A/B"
+    progress(f"{args.undecided_from}: {len(undecided)} case(s) whose latency the suite left undecided or disturbed, to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
     return cases, [item for item in unjudged if not item.resolvable_by_ab], model
 

@@ -33,7 +33,7 @@ class Verdict(str, Enum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"  # the interval straddles a budget, even after the extra rounds
-    DISTURBED = "disturbed"  # slow on a machine unlike the reference's: re-run, do not blame the code
+    DISTURBED = "disturbed"  # slow on a machine unlike the reference's: not judged, never the code's failure
     NO_REFERENCE = "no-reference"  # nothing recorded to judge against: a failure until recorded
     RECORDED = "recorded"  # a sanctioned update: these rounds became the reference
 
@@ -124,7 +124,7 @@ class LatencyResult:
     @property
     def failed(self) -> bool:
         return self.verdict in (Verdict.FAIL, Verdict.NO_REFERENCE) or (
-            self.strict and self.verdict is Verdict.INCONCLUSIVE)
+            self.strict and self.verdict in (Verdict.INCONCLUSIVE, Verdict.DISTURBED))
 
     def to_dict(self) -> dict:
         budget = self.budget

@@ -1,6 +1,7 @@
 """What a run could not judge: one list, read by the summary, by the exit status (6: nothing failed,
 something was not judged) and by `flux-perf ab --undecided-from`, which re-measures the cases an
-interleaved A/B can decide (latency INCONCLUSIVE) and names the rest."""
+interleaved A/B can decide (latency INCONCLUSIVE or DISTURBED: both sides run on one machine) and
+names the rest."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ class NotJudged:
 
     @property
     def resolvable_by_ab(self) -> bool:
-        """An undecided latency verdict: the interleaved A/B against the base can decide it."""
-        return self.why is Unjudged.LATENCY_INCONCLUSIVE
+        """A latency verdict the reference could not give (undecided, or rounds on a machine unlike the
+        reference's): the interleaved A/B against the base, both sides on one machine, can decide it.
+        It refuses itself when the GPU is shared (exit 3)."""
+        return self.why in (Unjudged.LATENCY_INCONCLUSIVE, Unjudged.DISTURBED)
 
     def line(self) -> str:
         return f"{self.case_id}: {self.why.value} ({self.detail})"
@@ -68,7 +71,8 @@ def _of_record(record: CaseRecord) -> list[NotJudged]:
     elif why is Unjudged.NO_REFERENCE:
         add(Unjudged.NO_REFERENCE, str(latency.get("missing")), True)
     elif why is Unjudged.DISTURBED:
-        add(Unjudged.DISTURBED, "; ".join(latency.get("disturbance") or []) or "the GPU or host was shared", True)
+        add(Unjudged.DISTURBED, "; ".join(latency.get("disturbance") or []) or "the GPU or host was shared",
+            bool(latency.get("failed")))
     if fidelity.get("verdict") == "error":
         add(Unjudged.FIDELITY_ERROR, str(fidelity.get("message")), True)
     elif fidelity.get("gap"):

@@ -1,8 +1,8 @@
 """Latency gates: every stack x scenario against its own recorded reference on this GPU model
 (and the absolute budgets of budgets.toml), one-sided: faster always passes. Timed rounds go
-through pytest-benchmark's fixture. A disturbed machine errors in `flux_latency` (never a
-failure); a case that stays undecided is INCONCLUSIVE (its own outcome, a failure under
---flux-strict); a missing reference fails with the command that records it; the guide's targets
+through pytest-benchmark's fixture. Rounds on a disturbed machine are DISTURBED and a case that
+stays undecided is INCONCLUSIVE: each its own outcome, not judged (never a pass, never a failure
+of the code; the same-machine A/B can judge them), a failure under --flux-strict; a missing reference fails with the command that records it; the guide's targets
 are reported and fail only under --flux-enforce-targets."""
 
 import warnings
@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from flux_perf.gate.latency import Verdict
-from flux_perf.plugin import Inconclusive
+from flux_perf.plugin import Disturbed, Inconclusive
 
 pytestmark = pytest.mark.h100
 
@@ -35,6 +35,12 @@ def test_latency_budget(flux_result, flux_latency, benchmark, request):
     measured, could_see = _measured(result), _could_see(latency)
     if latency.verdict is Verdict.NO_REFERENCE:
         pytest.fail(f"{measured} is not judged: {latency.missing}.{could_see}")
+    if latency.verdict is Verdict.DISTURBED:
+        message = (f"{measured} is not judged: the timed rounds were disturbed ({'; '.join(latency.disturbance)}). "
+                   f"Re-run it on a quiet GPU, or A/B it on one machine (flux-perf ab)")
+        if latency.strict:
+            pytest.fail(f"{message} (--flux-strict).")
+        raise Disturbed(f"{message}.")
     budget = latency.budget
     stale = f" (reference stale: {'; '.join(latency.stale)})" if latency.stale else ""
     assert latency.verdict is not Verdict.FAIL, (
