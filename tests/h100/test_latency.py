@@ -6,6 +6,7 @@ of the code; the same-machine A/B can judge them), a failure under --flux-strict
 are reported and fail only under --flux-enforce-targets."""
 
 import warnings
+from typing import NoReturn
 
 import pytest
 
@@ -29,6 +30,13 @@ def _could_see(latency) -> str:
     return f" This run could see slow-downs of {limit:+.1%} and more." if limit is not None else ""
 
 
+def _not_judged(outcome: type[Inconclusive], strict: bool, message: str, could_see: str = "") -> NoReturn:
+    """A case the run could not judge: its own outcome (never a pass), a failure under --flux-strict."""
+    if strict:
+        pytest.fail(f"{message} (--flux-strict).{could_see}")
+    raise outcome(f"{message}.{could_see}")
+
+
 def test_latency_budget(flux_result, flux_latency, benchmark, request):
     result, latency = flux_result, flux_latency
     assert result.error is None, result.error
@@ -36,22 +44,17 @@ def test_latency_budget(flux_result, flux_latency, benchmark, request):
     if latency.verdict is Verdict.NO_REFERENCE:
         pytest.fail(f"{measured} is not judged: {latency.missing}.{could_see}")
     if latency.verdict is Verdict.DISTURBED:
-        message = (f"{measured} is not judged: the timed rounds were disturbed ({'; '.join(latency.disturbance)}). "
-                   f"Re-run it on a quiet GPU, or A/B it on one machine (flux-perf ab)")
-        if latency.strict:
-            pytest.fail(f"{message} (--flux-strict).")
-        raise Disturbed(f"{message}.")
+        _not_judged(Disturbed, latency.strict, f"{measured} is not judged: the timed rounds were disturbed "
+                    f"({'; '.join(latency.disturbance)}). Re-run it on a quiet GPU, or A/B it on one machine "
+                    "(flux-perf ab)")
     budget = latency.budget
     stale = f" (reference stale: {'; '.join(latency.stale)})" if latency.stale else ""
     assert latency.verdict is not Verdict.FAIL, (
         f"{measured} is over budget {budget.seconds:.3f} s ({budget.source}): {latency.verdict.value}{stale}."
         f"{could_see}")
     if latency.verdict is Verdict.INCONCLUSIVE:
-        message = (f"{measured} is inconclusive against budget {budget.seconds:.3f} s ({budget.source}), "
-                   f"{result.timed.stopped}{stale}")
-        if latency.strict:
-            pytest.fail(f"{message} (--flux-strict).{could_see}")
-        raise Inconclusive(f"{message}.{could_see}")
+        _not_judged(Inconclusive, latency.strict, f"{measured} is inconclusive against budget {budget.seconds:.3f} s "
+                    f"({budget.source}), {result.timed.stopped}{stale}", could_see)
     if latency.faster_by:
         warnings.warn(f"{result.id}: faster than its reference by {latency.faster_by:.1%}: re-record it on purpose "
                       f"(flux-perf baselines update --stacks {result.stack.name} --scenarios {result.scenario.id})",
