@@ -197,10 +197,7 @@ class FluxSession:
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
         disturbance = describe_disturbance(timed.disturbed, timed.telemetry.other_processes if timed.telemetry else [],
                                            clock, reference_clock, timed.host_stall, timed.host_steal)
-        # Under torchrun the judged rounds are the slowest rank's: so is the warm-up they are compared
-        # with (else a rank slow throughout reads as rank 0's machine changing), and every rank says the same.
-        warmup = distributed.slowest_rounds(list(timed.warmup_wall_s))
-        drift = describe_warmup_drift(warmup, statistics.median(measured.samples_s), budgets)
+        drift = describe_warmup_drift(measured.warmup_s, statistics.median(measured.samples_s), budgets)
         disturbance += [drift] if drift else []
         result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
