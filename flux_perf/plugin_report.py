@@ -70,8 +70,9 @@ def _summary_lines(flux, results, config, paths: dict | None, listed: list) -> l
 def section_lines(flux, config, paths: dict | None, undecided: list, listed: list) -> list[tuple[str, dict]]:
     """(line, markup) of the terminal's flux-perf section, none without a report. Each case not
     judged is named once: in the exit-6 list (`listed`, left out of the summary above it), else in
-    the summary; an INCONCLUSIVE test's own line (`undecided`) only for a case the summary does
-    not name (a project's own test raising Inconclusive)."""
+    the summary; an INCONCLUSIVE or DISTURBED test's own line (`undecided`), under its own outcome's
+    name, only for a case the summary does not name (a project's own test raising Inconclusive or
+    Disturbed)."""
     from .report.judged import EXIT_NOT_JUDGED, not_judged_in
 
     if not (paths or unwritten(config)):
@@ -79,8 +80,8 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
     results, yellow = flux.results(), {"yellow": True}
     named = {item.case_id for item in not_judged_in(results)}
     lines = [(f"NO REFERENCES: {flux.unrecorded}", {"red": True})] if flux.unrecorded else []
-    lines += [(f"INCONCLUSIVE {report.nodeid}: {report.longrepr[2]}", yellow) for report in undecided
-              if report.flux_inconclusive not in named]
+    lines += [(f"{'DISTURBED' if getattr(report, 'flux_disturbed', False) else 'INCONCLUSIVE'} {report.nodeid}: "
+               f"{report.longrepr[2]}", yellow) for report in undecided if report.flux_inconclusive not in named]
     lines += _summary_lines(flux, results, config, paths, listed)
     if listed:
         heading = f"exit {EXIT_NOT_JUDGED}: nothing failed, but {len(listed)} case(s) could not be judged"

@@ -197,7 +197,7 @@ class FluxSession:
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
         disturbance = describe_disturbance(timed.disturbed, timed.telemetry.other_processes if timed.telemetry else [],
                                            clock, reference_clock, timed.host_stall, timed.host_steal)
-        drift = describe_warmup_drift(timed.warmup_wall_s, statistics.median(measured.samples_s), budgets)
+        drift = describe_warmup_drift(measured.warmup_s, statistics.median(measured.samples_s), budgets)
         disturbance += [drift] if drift else []
         result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),

@@ -77,6 +77,17 @@ def test_a_missing_reference_fails_naming_the_command_unless_recording():
     assert judge_latency(scaled(1.0), [], missing="none", recording=True).verdict is Verdict.RECORDED
 
 
+def test_a_disturbance_never_hides_a_missing_reference():
+    """A case with no recorded latency fails until one is recorded; DISTURBED is not a failure (exit
+    6, handed to the A/B, which records nothing), so slow rounds over an absolute budget on a
+    disturbed machine must not turn the missing reference into it."""
+    absolute = LatencyBudget(1.2, "absolute", "budgets.toml")
+    for samples in (scaled(1.3), [1.0, 1.4, 1.1, 1.3, 1.2, 1.25, 1.15, 1.35]):  # over the budget, at its edge
+        result = judge_latency(samples, [absolute], disturbance=("another process on the GPU",), missing="none")
+        assert result.verdict is Verdict.NO_REFERENCE and result.failed and result.missing == "none"
+    assert judge_latency(scaled(1.3), [absolute], disturbance=("x",)).verdict is Verdict.DISTURBED, "with a reference"
+
+
 def test_a_reference_without_rounds_is_judged_against_its_median():
     old = LatencyBudget(1.03, "relative", "recorded 1.000 s + 3%", 0.03, (), reference_s=1.0)
     assert judge_latency(scaled(1.0), [old]).verdict is Verdict.PASS

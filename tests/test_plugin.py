@@ -94,6 +94,21 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
     assert failed.count("fp8-512x512@6") == 1 and "## Not judged" in failed and "| fa3 |" in failed
 
 
+def test_a_disturbed_tests_own_line_says_disturbed(tmp_path):
+    """A test that raised Disturbed on something the summary does not name keeps its own line in the
+    flux-perf section under its outcome's name, as the count line does ("1 disturbed")."""
+    from flux_perf.plugin_report import section_lines
+
+    results = read_results(make_results(tmp_path / "results.json", {"bf16-512x512@6": [0.4] * 8}))
+    results.records[0].latency = {"verdict": "pass", "failed": False}
+    flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
+    own = [SimpleNamespace(nodeid="t.py::test_own", longrepr=("t.py", 1, "Disturbed: a hot card"),
+                           flux_inconclusive="t.py::test_own", flux_disturbed=disturbed) for disturbed in (True, False)]
+    lines = [line for line, _ in section_lines(flux, SimpleNamespace(stash={}), {"results": tmp_path}, own, [])]
+    assert lines[:2] == ["DISTURBED t.py::test_own: Disturbed: a hot card",
+                         "INCONCLUSIVE t.py::test_own: Disturbed: a hot card"]
+
+
 def test_missing_baseline_fails_the_run(store, here):
     result = here(*gpu_suite(store, "--flux-stacks", "bf16"))
     assert result.returncode == 1 and "NO REFERENCES: no references for cpu-" in result.stdout

@@ -208,6 +208,22 @@ def test_an_update_on_a_host_whose_hypervisor_stole_cpu_time_records_nothing(ses
     assert record.host_cpu_steal == 0.14 and record.host_cpu_stall == 0.0 and record.flags == ["cpu-steal"]
 
 
+def test_under_torchrun_the_warm_up_weighed_against_the_rounds_is_the_slowest_ranks(session_for, monkeypatch,
+                                                                                      tmp_path):
+    """The rounds judged are the per-round maximum over ranks. A rank 20 % slower than rank 0 in its
+    warm-up and its rounds alike (the code, on that rank) must fail, as it would in one process:
+    weighed against rank 0's own warm-up it read as the machine changing under the case
+    (DISTURBED), and each rank judged against its own warm-up, so ranks could disagree."""
+    copy_budgets(tmp_path / "baselines", 0.03)  # the rounds are scripted: the real tolerance
+    (recorded,) = run_all(session_for("bf16", update=True, scripted_clock=1.0))
+    assert recorded.latency.verdict is Verdict.RECORDED
+    # Rank 1, every call 1.2x rank 0's: what all_gather's per-round maximum gives back.
+    monkeypatch.setattr("flux_perf.instrument.distributed.slowest_rounds", lambda walls: [1.2 * w for w in walls])
+    (result,) = run_all(session_for("bf16", scripted_clock=1.0))
+    assert max(result.timed.warmup_wall_s[-2:]) < 1.03, "rank 0's own warm-up ran within the budget"
+    assert result.latency.verdict is Verdict.FAIL and result.latency.failed, result.latency.disturbance
+
+
 def plant_baseline_latents(session, latents: np.ndarray) -> Path:
     """Replace the recorded bf16 latents with `latents`, their hash updated: a file the store accepts."""
     path = session.store.latents_path(session.key(SCENARIO))

@@ -38,8 +38,10 @@ class Verdict(str, Enum):
     RECORDED = "recorded"  # a sanctioned update: these rounds became the reference
 
 
-# When several budgets judge a case, the first of these found decides.
-_DECISIVE = (Verdict.FAIL, Verdict.DISTURBED, Verdict.NO_REFERENCE, Verdict.INCONCLUSIVE, Verdict.PASS,
+# When several budgets judge a case, the first of these found decides. A missing reference comes
+# before a disturbance: it fails whatever the machine did (no A/B records it), where DISTURBED is
+# not a failure and would hide it.
+_DECISIVE = (Verdict.FAIL, Verdict.NO_REFERENCE, Verdict.DISTURBED, Verdict.INCONCLUSIVE, Verdict.PASS,
              Verdict.RECORDED)
 
 

@@ -73,6 +73,9 @@ class Measured:
     components: dict = field(default_factory=dict)
     encode_prompt_s: float = 0.0  # the text encoders on the prompt (0 for synthetic embeddings)
     samples_s: tuple[float, ...] = ()  # the rounds' wall seconds; under torchrun the slowest rank's
+    # The warm-up calls' wall seconds, as samples_s: under torchrun the slowest rank's, so that the
+    # warm-up weighed against the rounds is the same rank's, and every rank weighs the same numbers.
+    warmup_s: tuple[float, ...] = ()
 
 
 class CaseRunner:
@@ -152,6 +155,7 @@ class CaseRunner:
                             "latent_tokens": latent, "reference_tokens": tokens - latent},
             components=case.prepared.stack.report(),
             samples_s=tuple(distributed.slowest_rounds([r.wall_ms / 1000.0 for r in timed.rounds])),
+            warmup_s=tuple(distributed.slowest_rounds(list(timed.warmup_wall_s))),
         )
 
     def profile(self, stack: Stack, scenario: Scenario, path: Path) -> Path:
