@@ -20,7 +20,10 @@ python3 - "$out" <<'PY'
 import json, pathlib, statistics, sys
 for path in sorted(pathlib.Path(sys.argv[1]).glob("fp8-512s6-*.json")):
     record = json.loads(path.read_text())["records"][0]
-    warm = record.get("warmup_wall_s") or []
-    print(f"{path.stem}: warm-up {[round(w, 3) for w in warm]}, timed median {record['wall_s']['median']:.3f} s, "
+    warm, wall = record.get("warmup_wall_s") or [], record.get("wall_s") or {}
+    if not wall:  # the case errored: its error says why
+        print(f"{path.stem}: no rounds ({record.get('error')})")
+        continue
+    print(f"{path.stem}: warm-up {[round(w, 3) for w in warm]}, timed median {wall['median']:.3f} s, "
           f"CPU stall {record.get('host_cpu_stall')}, steal {record.get('host_cpu_steal')}")
 PY
