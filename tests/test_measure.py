@@ -50,6 +50,22 @@ def test_warm_up_until_steady_then_time():
     assert timed.deterministic
 
 
+def test_under_torchrun_every_rank_warms_up_as_long_as_rank_zero(monkeypatch):
+    """A rank steady after two calls keeps warming up while rank 0 is not: the calls run
+    collectives, and ranks that stopped apart would wait on each other for ever."""
+    rank_zero_steady = [False, False, False, True]  # rank 0's answer after each of this rank's warm-up calls
+    asked = []
+
+    def from_main(value):
+        asked.append(value)
+        return rank_zero_steady[len(asked) - 1] if len(asked) <= len(rank_zero_steady) else value
+
+    monkeypatch.setattr("flux_perf.instrument.distributed.from_main", from_main)
+    timed = measure(scripted([5000] + [400] * 9), MeasureSettings(rounds=5), cuda=False)
+    assert asked[:2] == [False, True], "this rank was steady after its second call"
+    assert timed.warmup_wall_s == [0.4] * 4, "it warmed up as long as rank 0 did"
+
+
 BUDGET = LatencyBudget(0.5, "absolute", "budgets.toml")
 
 

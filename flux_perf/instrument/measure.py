@@ -158,7 +158,10 @@ def warm_up(run: Callable[[], Generation], settings: MeasureSettings,
     warmup: list[float] = []
     for _ in range(settings.max_warmup):
         warmup.append(run().times.wall_ms / 1000.0)
-        if len(warmup) >= 2 and abs(warmup[-1] - warmup[-2]) <= settings.steady_tolerance * warmup[-2]:
+        steady = len(warmup) >= 2 and abs(warmup[-1] - warmup[-2]) <= settings.steady_tolerance * warmup[-2]
+        # Rank 0 decides for every rank of a torchrun job: each call may run collectives, so ranks
+        # that stopped after different numbers of calls would wait on each other for ever.
+        if distributed.from_main(steady):
             break
     log(f"warm-up {len(warmup) + 1} calls, last {warmup[-1] if warmup else first_call_s:.3f} s")
     return first_call_s, warmup
