@@ -191,8 +191,8 @@ class Disturbed(Inconclusive):
     __module__ = "builtins"
 
 
-def _inconclusive_report(report) -> bool:
-    return bool(getattr(report, "flux_inconclusive", ""))
+# A case the run could not judge: its pytest outcome (a report's `flux_outcome`) and its progress letter.
+_NOT_JUDGED_LETTERS = {"inconclusive": "?", "disturbed": "D"}
 
 
 @pytest.fixture(scope="session")
@@ -272,7 +272,7 @@ def pytest_runtest_makereport(item, call):
         case = item_case(item)
         # What it is about, always a name: its case (named once), else the test itself.
         report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else item.nodeid
-        report.flux_disturbed = call.excinfo.errisinstance(Disturbed)
+        report.flux_outcome = "disturbed" if call.excinfo.errisinstance(Disturbed) else "inconclusive"
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
@@ -281,10 +281,9 @@ def pytest_runtest_makereport(item, call):
 def pytest_report_teststatus(report, config):
     """An undecided or disturbed case has its own outcome in the progress line and the final count,
     in yellow."""
-    if _inconclusive_report(report) and getattr(report, "flux_disturbed", False):
-        return "disturbed", "D", ("DISTURBED", {"yellow": True})
-    if _inconclusive_report(report):
-        return "inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})
+    outcome = getattr(report, "flux_outcome", None)
+    if outcome in _NOT_JUDGED_LETTERS:
+        return outcome, _NOT_JUDGED_LETTERS[outcome], (outcome.upper(), {"yellow": True})
     return None
 
 
@@ -331,7 +330,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from .plugin_report import section_lines
 
     lines = section_lines(flux, config, config.stash.get(_PATHS_KEY, None),
-                          terminalreporter.stats.get("inconclusive", []) + terminalreporter.stats.get("disturbed", []),
+                          [r for outcome in _NOT_JUDGED_LETTERS for r in terminalreporter.stats.get(outcome, [])],
                           config.stash.get(_NOT_JUDGED_KEY, []))
     if lines:
         terminalreporter.section("flux-perf")

@@ -80,8 +80,8 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
     results, yellow = flux.results(), {"yellow": True}
     named = {item.case_id for item in not_judged_in(results)}
     lines = [(f"NO REFERENCES: {flux.unrecorded}", {"red": True})] if flux.unrecorded else []
-    lines += [(f"{'DISTURBED' if getattr(report, 'flux_disturbed', False) else 'INCONCLUSIVE'} {report.nodeid}: "
-               f"{report.longrepr[2]}", yellow) for report in undecided if report.flux_inconclusive not in named]
+    lines += [(f"{report.flux_outcome.upper()} {report.nodeid}: {report.longrepr[2]}", yellow) for report in undecided
+              if report.flux_inconclusive not in named]
     lines += _summary_lines(flux, results, config, paths, listed)
     if listed:
         heading = f"exit {EXIT_NOT_JUDGED}: nothing failed, but {len(listed)} case(s) could not be judged"

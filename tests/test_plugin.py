@@ -80,7 +80,8 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
     results.skipped = [{"stack": "fa3", "components": "attn-fa3", "scenario": "512x512@6", "reason": "no fa3"}]
     flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
     undecided = [SimpleNamespace(nodeid=f"t.py::test[{case}]", longrepr=("t.py", 1, "Inconclusive: own reason"),
-                                 flux_inconclusive=case) for case in ("fp8-512x512@6", "bf16-512x512@6")]
+                                 flux_inconclusive=case, flux_outcome="inconclusive")
+                 for case in ("fp8-512x512@6", "bf16-512x512@6")]
 
     def section(listed) -> str:
         lines = section_lines(flux, SimpleNamespace(stash={}), {"results": tmp_path}, undecided, listed)
@@ -103,7 +104,8 @@ def test_a_disturbed_tests_own_line_says_disturbed(tmp_path):
     results.records[0].latency = {"verdict": "pass", "failed": False}
     flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
     own = [SimpleNamespace(nodeid="t.py::test_own", longrepr=("t.py", 1, "Disturbed: a hot card"),
-                           flux_inconclusive="t.py::test_own", flux_disturbed=disturbed) for disturbed in (True, False)]
+                           flux_inconclusive="t.py::test_own", flux_outcome=outcome)
+           for outcome in ("disturbed", "inconclusive")]
     lines = [line for line, _ in section_lines(flux, SimpleNamespace(stash={}), {"results": tmp_path}, own, [])]
     assert lines[:2] == ["DISTURBED t.py::test_own: Disturbed: a hot card",
                          "INCONCLUSIVE t.py::test_own: Disturbed: a hot card"]
