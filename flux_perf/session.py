@@ -197,7 +197,10 @@ class FluxSession:
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
         disturbance = describe_disturbance(timed.disturbed, timed.telemetry.other_processes if timed.telemetry else [],
                                            clock, reference_clock, timed.host_stall, timed.host_steal)
-        drift = describe_warmup_drift(measured.warmup_s, statistics.median(measured.samples_s), budgets)
+        # A recording's drift is judged only on a steady clock: a busy CPU's own rounds drift by themselves.
+        steady_clock = self.machine.cuda or self.config.scripted_clock is not None
+        drift = describe_warmup_drift(measured.warmup_s, statistics.median(measured.samples_s), budgets,
+                                      recording=self.config.update_baselines and steady_clock)
         disturbance += [drift] if drift else []
         result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),

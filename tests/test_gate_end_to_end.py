@@ -116,6 +116,27 @@ def test_a_slow_down_that_sets_in_after_the_warm_up_is_disturbed_never_a_failure
     assert "the timed rounds were disturbed" in strict.stdout and "(--flux-strict)" in strict.stdout
 
 
+def test_an_update_whose_rounds_slow_down_after_the_warm_up_records_nothing(store, gate, monkeypatch):
+    """On a steady clock (a GPU's events; here the scripted one) a recording has no budget to vouch
+    for its warm-up, and rounds 50 % slower than the warm-up seconds before would become a
+    reference too slow for every later run: refused, and the recorded 1.000 s kept."""
+    folder = next((store / "baselines").glob("cpu-*/tiny-*"))
+    before = (folder / "latency.json").read_text()
+    draws = []
+
+    def warm_then_slow(clock, start):
+        draws.append(start)
+        return (1000.0 if len(draws) <= 3 else 1500.0) * (1 + 0.001 * (len(draws) % 3))
+
+    monkeypatch.setattr(clocks.ScriptedClock, "wall_ms", warm_then_slow)
+    update = gate(store, 1.0, "--flux-update-baselines")
+    assert update.returncode == 1, update.stdout[-3000:]
+    assert "refusing to record references from disturbed rounds (the timed rounds (median 1.5" in update.stdout
+    assert "slower than this case's last warm-up calls" in update.stdout
+    assert (folder / "latency.json").read_text() == before, "nothing written"
+    assert records(store)[f"bf16-{SCENARIO}"]["latency"]["verdict"] == "disturbed"
+
+
 def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_both_fail(store, gate):
     folder = next((store / "baselines").glob("cpu-*/tiny-*"))
     (folder / "latency.json").unlink()
