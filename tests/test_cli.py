@@ -144,6 +144,37 @@ def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, c
     assert latency.read_text() == recorded.rstrip()[:-1] + ",}\n", "the file is left as it was"
 
 
+def test_baselines_update_missing_records_only_what_is_missing_or_stale(tmp_path, cli, monkeypatch):
+    """A bootstrap cut short (a job's time limit) is finished by the same command with --missing:
+    cases recorded and fresh are kept, a new scenario is recorded and calibrated, and a removed
+    entry is recorded again, alone."""
+    copy_budgets(tmp_path)
+    quiet_host(monkeypatch)
+
+    def update(scenarios, *more):
+        return cli("baselines", "update", "--device", "cpu", "--scenarios", scenarios, "--rounds", "2", "--stacks",
+                   "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"), *more)
+
+    assert update("64x64@2").returncode == 0
+    both = update("64x64@2,64x64@1", "--missing")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert "kept: bf16 at 64x64@2 (recorded and fresh)" in both.stdout
+    assert "kept: fused-qkv at 64x64@2 (recorded and fresh)" in both.stdout
+    assert "--missing: 2 of 4 cases to record" in both.stdout
+    assert "[1/2] bf16 at 64x64@1" in both.stdout and "[2/2] fused-qkv at 64x64@1" in both.stdout
+    assert "calibrating fidelity at 64x64@1" in both.stdout and "calibrating fidelity at 64x64@2" not in both.stdout
+    latency = next(tmp_path.glob("cpu-*/*/latency.json"))
+    table = json.loads(latency.read_text())
+    del table["entries"]["64x64@1"]["fused-qkv"]
+    latency.write_text(json.dumps(table))
+    again = update("64x64@2,64x64@1", "--missing")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "--missing: 1 of 4 cases to record" in again.stdout and "[1/1] fused-qkv at 64x64@1" in again.stdout
+    assert "fused-qkv" in json.loads(latency.read_text())["entries"]["64x64@1"]
+    done = update("64x64@2,64x64@1", "--missing")
+    assert done.returncode == 0 and "--missing: 0 of 4 cases to record" in done.stdout
+
+
 def test_baselines_show_names_a_missing_folder_and_each_bad_entry(tmp_path, cli):
     """Issue 29: a missing folder printed nothing with exit 0; a number-valued fidelity entry or a
     list `software` gave a traceback; NaN and "high" were shown as values."""

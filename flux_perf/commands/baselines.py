@@ -25,6 +25,10 @@ def register(sub) -> None:
     update.add_argument("--calibrate", choices=("missing", "all", "none"), default="missing",
                         help="fidelity calibration after the references: scenarios without one (default), every "
                              "selected scenario, or none")
+    update.add_argument("--missing", action="store_true",
+                        help="record only the cases whose references are missing, unreadable or stale, and keep the "
+                             "rest (an update cut short, e.g. by a job's time limit, is finished by running it again "
+                             "with --missing)")
     update.add_argument("--force", action="store_true", help="allowed under CI=true")
     # As many rounds as the gate takes: a reference of 3 rounds made the gate's ratio interval wide.
     add_model_args(update, rounds=8)
@@ -55,7 +59,12 @@ def update_references(args) -> int:
         reason = session.skip_reason(stack)
         if reason:
             print(f"not updated: {stack.name}: {reason}", file=sys.stderr)
+    if args.missing:
+        cases = missing_cases(session, cases)
     code = run_cases(session, cases, config)
+    if code >= 128:  # a signal cut the update: what it finished is written, the rest is one command away
+        print("finish it with: flux-perf baselines update --missing (the same selection), which records only what "
+              "is still missing", file=sys.stderr)
     print("\n".join(["", "references written:", *session.baseline_updates]))
     machine = session.machine
     uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
@@ -72,6 +81,37 @@ def update_references(args) -> int:
             stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not session.skip_reason(s)))
         code = code or (1 if problems else 0)
     return code
+
+
+def missing_cases(session, cases: list) -> list:
+    """The cases of `cases` that need recording: references missing, unreadable or stale (the
+    gate would not judge against them). A scenario whose bf16 baseline needs recording has every
+    selected stack recorded again, since their fidelity is measured against it. The rest are kept,
+    each said with a progress line."""
+    from ..components.stacks import BASELINE
+    from ..store.references import BASELINE_IMAGE, FIDELITY, LATENCY
+
+    def needs(stack, scenario) -> str | None:
+        refs = session.references(stack, scenario, session.provenance(stack))
+        parts = (LATENCY, BASELINE_IMAGE) if stack.name == BASELINE else (LATENCY, BASELINE_IMAGE, FIDELITY)
+        broken = [refs.problems[p] for p in parts if p in refs.problems]
+        if refs.latency is None or (stack.name != BASELINE and refs.fidelity is None) or refs.baseline is None:
+            broken.append("not recorded")
+        return "; ".join(broken + refs.stale_of(*parts)) or None
+
+    reasons = {(stack.name, scenario.id): needs(stack, scenario) for stack, scenario in cases}
+    new_baseline = {scenario.id for stack, scenario in cases if stack.name == BASELINE and reasons[(BASELINE, scenario.id)]}
+    chosen = []
+    for stack, scenario in cases:
+        why = reasons[(stack.name, scenario.id)] or (
+            f"the bf16 baseline of {scenario.id} is recorded again" if scenario.id in new_baseline else None)
+        if why:
+            chosen.append((stack, scenario))
+            progress(f"to record: {stack.name} at {scenario.id}: {why}")
+        else:
+            progress(f"kept: {stack.name} at {scenario.id} (recorded and fresh)")
+    progress(f"--missing: {len(chosen)} of {len(cases)} cases to record")
+    return chosen
 
 
 def _calibrated(store, key) -> bool:
