@@ -397,3 +397,37 @@ def test_wrongly_typed_entries_name_file_and_key(store, name, entry, message):
         store.table(KEY, name)
     assert str(caught.value).startswith(str(path)) and message in str(caught.value)
     assert "Re-record with: flux-perf baselines update" in str(caught.value)
+
+
+def test_a_package_copied_into_another_checkout_names_no_commit_of_that_checkout(tmp_path):
+    """An A/B's base unpacked into a folder of the head's checkout (as on the H100 device) named
+    the head's commit: only a checkout whose root holds the package names its commit."""
+    import shutil
+    import subprocess
+    import sys
+
+    from flux_perf.store.provenance import PACKAGE_ROOT
+
+    def git(*args, cwd):
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                       env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin"})
+
+    def identity(root):
+        code = "import json; from flux_perf.store.provenance import code_identity; print(json.dumps(code_identity()))"
+        out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+                             cwd=tmp_path, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(PACKAGE_ROOT, checkout / "flux_perf", ignore=shutil.ignore_patterns("__pycache__"))
+    git("init", "-q", cwd=checkout)
+    git("add", "-A", cwd=checkout)
+    git("commit", "-qm", "x", cwd=checkout)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
+    assert identity(checkout)["commit"] == head
+    nested = checkout / "parent"
+    shutil.copytree(PACKAGE_ROOT, nested / "flux_perf", ignore=shutil.ignore_patterns("__pycache__"))
+    inner = identity(nested)
+    assert inner["commit"] is None and inner["uncommitted"] is None
+    assert inner["source"] == identity(checkout)["source"], "the source hash still names the code"

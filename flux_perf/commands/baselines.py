@@ -100,7 +100,8 @@ def missing_cases(session, cases: list) -> list:
         return "; ".join(broken + refs.stale_of(*parts)) or None
 
     reasons = {(stack.name, scenario.id): needs(stack, scenario) for stack, scenario in cases}
-    new_baseline = {scenario.id for stack, scenario in cases if stack.name == BASELINE and reasons[(BASELINE, scenario.id)]}
+    new_baseline = {scenario.id for stack, scenario in cases
+                    if stack.name == BASELINE and reasons[(BASELINE, scenario.id)]}
     chosen = []
     for stack, scenario in cases:
         why = reasons[(stack.name, scenario.id)] or (

@@ -98,8 +98,12 @@ def source_hash() -> str:
 @functools.lru_cache(maxsize=1)
 def code_identity() -> dict:
     """The commit, and a hash of the changes not committed (tracked diff and untracked files),
-    None when the tree is clean or is no git checkout."""
-    commit = (_git("rev-parse", "HEAD") or "").strip() or None
+    None when the tree is clean or is no git checkout. A package copied into a folder of another
+    checkout (an A/B's base side unpacked there) is no checkout of its own: that checkout's commit
+    names other code, so only the source hash names this one."""
+    top = (_git("rev-parse", "--show-toplevel") or "").strip()
+    own = bool(top) and Path(top).resolve() == PACKAGE_ROOT.parent.resolve()
+    commit = ((_git("rev-parse", "HEAD") or "").strip() or None) if own else None
     uncommitted = None
     if commit:
         diff = _git("diff", "HEAD", "--binary") or ""
