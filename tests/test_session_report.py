@@ -100,7 +100,7 @@ def test_update_then_gate_then_catch_the_planted_regression(session_for, tmp_pat
     assert records["broken-decoder"]["fidelity"]["verdict"] == "fail"
     summary = paths["summary"].read_text()
     assert "| 64x64@2 | broken-decoder |" in summary and f"{records['bf16']['wall_s']['median']:.3f}" in summary
-    assert "## Not judged (never a pass)" in summary and "- fused-qkv-64x64@2: NO REFERENCE: " in summary
+    assert "## Not judged (never a pass)" in summary and "- fused-qkv-64x64@2: NO-REFERENCE: " in summary
     assert "## Fidelity gaps" in summary
     assert session.results().records == list(session.records.values()), "writing the report changes no record"
     assert paths["latency_plot"].stat().st_size > 5_000

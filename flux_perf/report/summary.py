@@ -12,7 +12,7 @@ from pathlib import Path
 from ..store.files import atomic_write
 from ..store.folders import os_reason
 from .format import fmt, skipped_table, speedups
-from .judged import LATENCY_NOT_JUDGED, NotJudged, Unjudged, not_judged
+from .judged import LATENCY_NOT_JUDGED, LATENCY_UNJUDGED, NotJudged, Unjudged, not_judged
 from .plots import plot_latency, plot_telemetry
 from .records import CaseRecord, RunResults, write_results
 
@@ -101,18 +101,21 @@ def _case_row(r: CaseRecord, speedup: float | None) -> str:
             f"| {fmt(r.compile_s, '.1f')} | {', '.join(_flags(r)) or '-'} |")
 
 
+_UNJUDGED_WORDS = [verdict.upper() for verdict in LATENCY_UNJUDGED]  # as the verdict column writes them
 LEGEND = ("Latency: end-to-end wall time of one edit (reference encode + denoising + decode), median of the timed "
           "rounds with its distribution-free interval. The gate is one-sided: no slow-down beyond the tolerance "
           "against the stack's own recorded reference on this GPU model (exact Mann-Whitney interval of the ratio), "
           "and the absolute budgets of budgets.toml; faster always passes. `detects`: the smallest slow-down against "
           "the reference this run could have called a failure at its measured noise and rounds (about even odds). "
-          "INCONCLUSIVE, NO-REFERENCE and DISTURBED cases were not judged: see below. tokens: one transformer step's "
+          f"{', '.join(_UNJUDGED_WORDS[:-1])} and {_UNJUDGED_WORDS[-1]} cases were not judged: see below. "
+          "tokens: one transformer step's "
           "image + reference image + text tokens. TFLOP/s: transformer FLOPs / "
           "denoising time, % of the measured matmul ceiling of the stack's linear precision.")
 
 
-_NOT_JUDGED_LABELS = {Unjudged.LATENCY_INCONCLUSIVE: "INCONCLUSIVE", Unjudged.NO_REFERENCE: "NO REFERENCE",
-                      Unjudged.DISTURBED: "DISTURBED", Unjudged.FIDELITY_ERROR: "fidelity not judged"}
+# The verdict column's own words (upper-case), so a case reads the same in the table and the list.
+_NOT_JUDGED_LABELS = {**{why: verdict.upper() for verdict, why in LATENCY_UNJUDGED.items()},
+                      Unjudged.FIDELITY_ERROR: "fidelity not judged"}
 
 
 def _listed(items: list[NotJudged], omit: set, whys: Collection[Unjudged]) -> list[NotJudged]:
