@@ -201,7 +201,8 @@ class FluxSession:
         steady_clock = self.machine.cuda or self.config.scripted_clock is not None
         drift = describe_warmup_drift(measured.warmup_s, statistics.median(measured.samples_s), budgets,
                                       recording=self.config.update_baselines and steady_clock)
-        disturbance += [drift] if drift else []
+        # The rounds judged are the slowest rank's: any rank's disturbance is theirs (the drift is already all ranks').
+        disturbance = distributed.every_rank(disturbance) + ([drift] if drift else [])
         result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
                                        recording=self.config.update_baselines)

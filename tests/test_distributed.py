@@ -30,3 +30,26 @@ def test_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
     record = json.loads((tmp_path / "report" / "results.json").read_text())["records"][0]
     assert record["world_size"] == 2 and record["fidelity"]["verdict"] == "updated"
     assert len(list((tmp_path / "baselines").glob("cpu-*/*/64x64@2.png"))) == 1
+
+
+def _disturbance_of_two_ranks(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from flux_perf.instrument import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        lines = distributed.every_rank(["another process on the GPU: pid 7"] if rank == 1 else [])
+        Path(f"{out}.{rank}").write_text(json.dumps(lines))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_disturbance_on_any_rank_reaches_every_rank(tmp_path):
+    """The judged rounds are the slowest rank's, so a foreign process on rank 1's GPU disturbed
+    them: rank 0, which judges and writes, must hear of it (it judged a FAIL alone)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_disturbance_of_two_ranks, args=(str(tmp_path / "store"), str(tmp_path / "lines")), nprocs=2)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"lines.{rank}").read_text()) == ["rank 1: another process on the GPU: pid 7"]

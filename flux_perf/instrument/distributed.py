@@ -54,6 +54,16 @@ def slowest_rounds(samples: list[float]) -> list[float]:
     return [max(values) for values in zip(*gathered)]
 
 
+def every_rank(lines: list[str]) -> list[str]:
+    """Every rank's lines, each marked with its rank, on every rank: the judged rounds are the
+    slowest rank's, so what disturbed any rank disturbed them."""
+    if not active():
+        return lines
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(lines))
+    return [f"rank {number}: {line}" for number, ranked in enumerate(gathered) for line in ranked]
+
+
 def from_main(value):
     """Rank 0's value, on every rank."""
     if not active():
