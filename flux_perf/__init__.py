@@ -2,5 +2,5 @@
 
 __version__ = "0.1.0"
 
-# Here, not in config.py: the pytest plugin needs it without importing torch.
+# Here, not in suite/config.py: the pytest plugin needs it without importing torch.
 DEFAULT_REPORT_DIR = "flux-perf-report"

@@ -8,8 +8,8 @@ import argparse
 import os
 import sys
 
-from . import interrupts
 from .quiet import quiet_library_notices
+from .suite import interrupts
 
 quiet_library_notices()  # before the commands import torch and the rest: they log while importing
 from .commands import ab, account, baselines, calibrate, compare, run, stacks, table  # noqa: E402
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     args.environment = apply_guide_environment()  # before CUDA initialises
     from .ab.worker import AbError
     from .components import ComponentError
-    from .config import ConfigError
+    from .suite.config import ConfigError
     from .gate.budgets import BudgetsError
     from .model.models import ModelSourceError
     from .model.pipeline import DeviceError, DeviceNameError

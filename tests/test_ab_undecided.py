@@ -14,9 +14,9 @@ from flux_perf.ab.orchestrator import AbCase
 from flux_perf.ab.pairs import measured_pairs
 from flux_perf.ab.rule import Block, Pooled
 from flux_perf.commands.ab import ab_cases, ab_exit, run
-from flux_perf.config import ConfigError
 from flux_perf.report.judged import EXIT_NOT_JUDGED, NotJudged, Unjudged, not_judged_in
 from flux_perf.report.records import read_results, write_results
+from flux_perf.suite.config import ConfigError
 
 INCONCLUSIVE = {"verdict": "inconclusive", "failed": False, "detection_limit": 0.32,
                 "budget": {"seconds": 0.417, "source": "recorded 0.379 s + 10%"}}

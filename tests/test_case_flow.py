@@ -2,7 +2,7 @@
 the references to the judges and the record, without going back and forth to the store.
 
 How it is counted (`python3 -m pytest tests/test_case_flow.py -s` prints the flows): every call
-made from a function of session.py into another flux_perf module is traced, from the moment the
+made from a function of suite/session.py into another flux_perf module is traced, from the moment the
 runner's measure returns until the case's record is built (reading a property of a value the
 session holds is not a call into a module); consecutive calls into the same module are one visit;
 a return is a visit to a module already visited before another one.
@@ -17,10 +17,10 @@ import pytest
 from helpers import copy_budgets
 
 from flux_perf.components.stacks import parse_stacks
-from flux_perf.config import SuiteConfig
 from flux_perf.instrument.measure import MeasureSettings
 from flux_perf.model.scenarios import Scenario
-from flux_perf.session import FluxSession
+from flux_perf.suite.config import SuiteConfig
+from flux_perf.suite.session import FluxSession
 
 SCENARIO = Scenario(64, 64, 2)
 
@@ -56,12 +56,12 @@ def _flow(session: FluxSession) -> list[str]:
         nonlocal measured
         caller = frame.f_back
         if event not in ("call", "return") or caller is None or frame.f_code in properties \
-                or caller.f_globals.get("__name__") != "flux_perf.session":
+                or caller.f_globals.get("__name__") != "flux_perf.suite.session":
             return
         module = frame.f_globals.get("__name__", "")
         if event == "return" and frame.f_code.co_name == "measure" and module == "flux_perf.instrument.runner":
             measured = True
-        elif event == "call" and measured and module.startswith("flux_perf.") and module != "flux_perf.session":
+        elif event == "call" and measured and module.startswith("flux_perf.") and module != "flux_perf.suite.session":
             if not visits or visits[-1] != module:
                 visits.append(module)
 

@@ -288,7 +288,7 @@ def test_table_filters_scenarios_and_lists_what_could_not_run(cli):
 
 
 def test_an_interrupted_run_keeps_what_finished(tmp_path, cli, monkeypatch):
-    from flux_perf.session import FluxSession
+    from flux_perf.suite.session import FluxSession
 
     real_case = FluxSession.case
 

@@ -109,7 +109,7 @@ def _signal_on_call(number, signum):
 
 
 def test_an_interrupted_update_counts_only_the_cases_this_machine_can_run(tmp_path, cli, monkeypatch):
-    from flux_perf.session import FluxSession
+    from flux_perf.suite.session import FluxSession
 
     copy_budgets(tmp_path / "baselines")
     quiet_host(monkeypatch)  # an update refuses rounds timed under CPU contention
@@ -166,7 +166,7 @@ def test_sigint_keeps_the_measured_cases_of_ab(tmp_path, cli, monkeypatch):
 
 
 def test_a_second_signal_during_the_final_write_is_noted_not_obeyed():
-    from flux_perf import interrupts
+    from flux_perf.suite import interrupts
 
     with interrupts.catching():
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):

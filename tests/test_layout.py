@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flux_perf"
-# Lowest first: a layer may import the layers before it, never one after it. The modules at the
-# top (config, session, update, plugin, cli) and the A/B and commands folders may import any.
-LAYERS = ("model", "components", "store", "instrument", "gate", "report")
+# Lowest first: a layer may import the layers before it, never one after it. suite runs the cases
+# for both front ends, the pytest plugin and the command line (commands, with the A/B gate under
+# it). The modules at the top (cli, quiet, __main__) may import any.
+LAYERS = ("model", "components", "store", "instrument", "gate", "report", "suite", "ab", "commands", "plugin")
 
 
 def _modules():

@@ -9,7 +9,7 @@ project's first test asserts that)."""
 import pytest
 from helpers import ROOT, run_pytest
 
-from flux_perf.scope import marker_selects
+from flux_perf.plugin.scope import marker_selects
 
 
 @pytest.mark.parametrize("expression, selects", [

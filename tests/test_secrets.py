@@ -178,8 +178,8 @@ def test_scrub_knows_the_environments_and_the_token_files_values(monkeypatch, tm
 
 
 def test_a_pytest_report_with_a_token_is_scrubbed(monkeypatch):
-    """The second defence (plugin.py, for flux-perf's runs): the long traceback with locals and the
-    captured output, which the terminal prints and --junitxml writes."""
+    """The second defence (plugin/__init__.py, for flux-perf's runs): the long traceback with locals
+    and the captured output, which the terminal prints and --junitxml writes."""
     from _pytest.reports import TestReport
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)

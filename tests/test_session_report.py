@@ -16,14 +16,14 @@ from flux_perf.store.baselines import UpdateRefused
 from flux_perf.gate.budgets import LatencyBudget
 from flux_perf.components import REGISTRY
 from flux_perf.components.base import Component
-from flux_perf.config import ConfigError, SuiteConfig
+from flux_perf.suite.config import ConfigError, SuiteConfig
 from flux_perf.gate.fidelity import FidelityVerdict
 from flux_perf.gate.latency import Verdict, describe_disturbance, judge_latency
 from flux_perf.instrument.telemetry import Flag
 from flux_perf.instrument.measure import MEASUREMENT_VERSION, MeasureSettings
 from flux_perf.report.summary import write_report
 from flux_perf.model.scenarios import Scenario
-from flux_perf.session import FluxSession
+from flux_perf.suite.session import FluxSession
 from flux_perf.components.stacks import parse_stacks
 
 SCENARIO = Scenario(64, 64, 2)

@@ -68,7 +68,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..ab.orchestrator import cases_to_json, check_tolerance, format_cases, run_ab
     from ..model.pipeline import check_device
-    from ..config import check_writable_dir
+    from ..suite.config import check_writable_dir
     from ..store.files import write_json
 
     check_tolerance(args.tolerance)
@@ -102,7 +102,7 @@ def run(args) -> int:
                        log=progress, pin=not args.no_pin, control=args.control,
                        on_block=lambda cases: save(list(cases), final=False))
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the blocks measured so far stay, marked
-        from .. import interrupts
+        from ..suite import interrupts
 
         done = [case for case in measured if case.blocks]
         cut = f"interrupted by {interrupts.describe(error)}: {len(done)} of {len(wanted)} cases measured"
@@ -143,7 +143,7 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
 
 def _model_of(results, path: str) -> str | None:
     """The --model text of the weights a suite run measured (None: its records hold none)."""
-    from ..config import ConfigError
+    from ..suite.config import ConfigError
     from ..model.models import label_to_spec
 
     labels = sorted({record.model for record in results.records})
@@ -175,7 +175,7 @@ def ab_exit(cases, undecidable: list) -> int:
 
 def _pair_counts(option: str, text: str) -> list[int]:
     """--sizes / --runs: whole numbers of pairs, at least 2 each."""
-    from ..config import ConfigError
+    from ..suite.config import ConfigError
 
     counts = []
     for part in text.split(","):
@@ -192,7 +192,7 @@ def _pair_counts(option: str, text: str) -> list[int]:
 def run_pairs(args) -> int:
     from ..ab.orchestrator import check_tolerance
     from ..ab.worker import AbError
-    from ..config import ConfigError
+    from ..suite.config import ConfigError
     from ..ab.pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
                            read_files, rule_settings, verdict_rates)
     from ..store.files import write_json

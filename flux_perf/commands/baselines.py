@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 def update_references(args) -> int:
     from ..components.stacks import BASELINE, DEFAULT_STACKS, baseline_first, parse_stacks
-    from ..session import FluxSession
+    from ..suite.session import FluxSession
     from ..store.baselines import BaselineKey, updates_allowed
     from .calibrate import calibrate_scenarios
 
@@ -128,7 +128,7 @@ def _calibrated(store, key) -> bool:
 def show_references(args) -> int:
     """Every stored reference, one line each; an entry or file that cannot be read is listed as
     UNREADABLE with its file, key and what to do (exit 1), never a traceback."""
-    from ..config import default_baselines_dir
+    from ..suite.config import default_baselines_dir
     from ..store.baselines import TABLES, BaselineMissing, BaselineStore
     from ..store.entries import BaselineError
 

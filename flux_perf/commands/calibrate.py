@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..suite.config import ConfigError
 from .shared import add_model_args, add_scenario_args, progress, scenarios_of, suite
 
 
@@ -91,7 +91,7 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
             if write and not result.unusable():
                 _store(store, key, entry, force)
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
-        from .. import interrupts
+        from ..suite import interrupts
 
         cut = f"interrupted by {interrupts.describe(error)}: {len(report)} of {len(scenarios)} scenarios finished"
         save(interrupted=cut, incomplete=problems)
@@ -137,7 +137,7 @@ def run(args) -> int:
     if args.restate:
         return restate(args)
     if args.json:
-        from ..config import check_writable_dir
+        from ..suite.config import check_writable_dir
 
         check_writable_dir(Path(args.json).parent, "--json folder")  # before minutes of measuring
     config = suite(args, stacks=BASELINE, scenarios=scenarios_of(args))

@@ -6,7 +6,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..suite.config import ConfigError
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
 
 
@@ -64,7 +64,7 @@ def _show(result, stack, save_image) -> None:
 
 def run(args) -> int:
     from ..components.stacks import parse_stack
-    from ..session import FluxSession
+    from ..suite.session import FluxSession
 
     config = suite(args, stacks=args.stack, scenarios=scenarios_of(args))
     stack = parse_stack(args.stack)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR
-from ..config import ConfigError, SuiteConfig, default_baselines_dir
+from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir
 
 
 def progress(message: str) -> None:
@@ -90,7 +90,7 @@ def run_cases(session, cases, config, *, show=None) -> int:
     and once more at the end, whatever happens: an error, Ctrl-C or SIGTERM keeps every case that
     finished, and the run is marked interrupted. Exit 1 when a case failed or the report could
     not be written, 128 + the signal's number when a signal stopped the run."""
-    from .. import interrupts
+    from ..suite import interrupts
     from ..report.summary import ReportError, summary_instead, write_report
 
     failed = interrupted = False

@@ -194,7 +194,7 @@ def judge_latency(samples: Sequence[float], budgets: Sequence[LatencyBudget], *,
         verdicts.add(Verdict.NO_REFERENCE)
     if not verdicts:
         verdicts.add(Verdict.RECORDED if recording else Verdict.NO_REFERENCE)
-    # A slow case on a disturbed machine is not judged; a recording there is never kept (update.py).
+    # A slow case on a disturbed machine is not judged; a recording there is never kept (suite/update.py).
     if disturbance and (recording or verdicts & {Verdict.FAIL, Verdict.INCONCLUSIVE}):
         verdicts.add(Verdict.DISTURBED)
         verdicts -= {Verdict.FAIL}

@@ -8,17 +8,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .components.stacks import BASELINE, Stack
-from .gate.images import Fidelity, compare_images
-from .instrument.machine import Machine
-from .instrument.measure import MEASUREMENT_VERSION
-from .instrument.rounds import summarize
-from .instrument.runner import Measured
-from .model.scenarios import Scenario
-from .store.baselines import png_sha256
-from .store.entries import FidelityEntry, LatencyEntry
-from .store.provenance import Provenance
-from .store.references import ReferenceUpdate, References
+from ..components.stacks import BASELINE, Stack
+from ..gate.images import Fidelity, compare_images
+from ..instrument.machine import Machine
+from ..instrument.measure import MEASUREMENT_VERSION
+from ..instrument.rounds import summarize
+from ..instrument.runner import Measured
+from ..model.scenarios import Scenario
+from ..store.baselines import png_sha256
+from ..store.entries import FidelityEntry, LatencyEntry
+from ..store.provenance import Provenance
+from ..store.references import ReferenceUpdate, References
 
 
 def refuse_disturbed(disturbance: Sequence[str]) -> str | None:

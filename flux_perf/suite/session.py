@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import interrupts
-from .components.stacks import BASELINE, Stack
+from ..components.stacks import BASELINE, Stack
 from .config import SuiteConfig
-from .gate.budgets import LatencyBudget, load_budgets
-from .gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
-from .gate.images import Fidelity, write_side_by_side
-from .gate.latency import (
+from ..gate.budgets import LatencyBudget, load_budgets
+from ..gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
+from ..gate.images import Fidelity, write_side_by_side
+from ..gate.latency import (
     LatencyResult,
     Target,
     Verdict,
@@ -31,18 +31,18 @@ from .gate.latency import (
     judge_latency,
     judge_target,
 )
-from .instrument import distributed
-from .instrument.machine import Machine
-from .instrument.measure import MEASUREMENT_VERSION
-from .instrument.runner import CaseRunner, Measured, with_injection
-from .model.models import check_hub_source, resolve_model_source
-from .model.redact import scrub
-from .model.scenarios import Scenario
-from .report.judged import NotJudged, not_judged, pending
-from .report.records import CaseRecord, RunResults, case_record
-from .store.baselines import BaselineKey, BaselineStore
-from .store.provenance import Provenance, component_code, now_iso
-from .store.references import (
+from ..instrument import distributed
+from ..instrument.machine import Machine
+from ..instrument.measure import MEASUREMENT_VERSION
+from ..instrument.runner import CaseRunner, Measured, with_injection
+from ..model.models import check_hub_source, resolve_model_source
+from ..model.redact import scrub
+from ..model.scenarios import Scenario
+from ..report.judged import NotJudged, not_judged, pending
+from ..report.records import CaseRecord, RunResults, case_record
+from ..store.baselines import BaselineKey, BaselineStore
+from ..store.provenance import Provenance, component_code, now_iso
+from ..store.references import (
     LATENCY,
     References,
     check_latent_shapes,

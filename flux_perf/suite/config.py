@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .instrument.measure import MeasureSettings
-from .model.scenarios import Scenario, parse_scenarios
-from .components.stacks import Stack, baseline_first, parse_stack, parse_stacks
-from .model.pipeline import DeviceNameError, check_device_name
+from ..instrument.measure import MeasureSettings
+from ..model.scenarios import Scenario, parse_scenarios
+from ..components.stacks import Stack, baseline_first, parse_stack, parse_stacks
+from ..model.pipeline import DeviceNameError, check_device_name
 
 
 class ConfigError(ValueError):
@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 def default_baselines_dir() -> Path:
     """The checkout's baselines/ (the package sits beside it in a checkout or editable install)."""
-    return Path(__file__).resolve().parent.parent / "baselines"
+    return Path(__file__).resolve().parents[2] / "baselines"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class SuiteConfig:
             raise ConfigError(f"scripted clock {self.scripted_clock}: a positive number of seconds, and only on the "
                               "CPU (it tests the gate's logic; a GPU's rounds are measured)")
         if self.update_baselines:
-            from .store.baselines import updates_allowed
+            from ..store.baselines import updates_allowed
 
             updates_allowed(self.force_update)  # refuse before minutes of measuring, not after
 
@@ -72,7 +72,7 @@ class SuiteConfig:
         """Fail before measuring when the report cannot be written: minutes of measurements
         must never be lost to a reporting error at the end."""
         check_writable_dir(self.report_dir, "report folder")
-        from .store.folders import folder_problem, shown
+        from ..store.folders import folder_problem, shown
 
         problem = folder_problem(self.baselines_dir, writable=False)  # read here; writes check on their own
         if problem:
@@ -83,11 +83,10 @@ class SuiteConfig:
         return self.baselines_dir / "budgets.toml"
 
     @classmethod
-    def from_pytest(cls, config) -> SuiteConfig:
+    def from_pytest(cls, config, root: Path) -> SuiteConfig:
+        """From the pytest plugin's options; `root` is the project's root, where relative baselines
+        start (the plugin's project_root: not pytest's rootdir where an option's value chose it)."""
         option = config.getoption
-        from .scope import project_root
-
-        root = project_root(config)  # not pytest's rootdir where an option's value chose it
         stacks = parse_stacks(option("flux_stacks"))
         if option("flux_update_baselines"):
             stacks = baseline_first(stacks)
@@ -116,7 +115,7 @@ class SuiteConfig:
 
 
 def check_writable_dir(folder: Path, what: str) -> None:
-    from .store.folders import folder_problem, shown
+    from ..store.folders import folder_problem, shown
 
     problem = folder_problem(folder, writable=True)
     if problem:

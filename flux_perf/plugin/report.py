@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from . import interrupts
+from ..suite import interrupts
 
 _SIGNALS_KEY = pytest.StashKey["object"]()  # the signal handlers before ours
 _UNWRITTEN_KEY = pytest.StashKey["object"]()  # the ReportError of the last write, None once one worked
@@ -29,7 +29,7 @@ def unwritten(config):
 
 def write(flux, config, plots: bool) -> dict:
     """The report as it stands (after each test, and at the end); a failure is said once."""
-    from .report.summary import ReportError, write_report
+    from ..report.summary import ReportError, write_report
 
     try:
         written = write_report(flux.results(), flux.config.report_dir, plots=plots, log=flux.log)
@@ -53,7 +53,7 @@ def write_final(session, flux, passing: tuple) -> dict:
 
 def _summary_lines(flux, results, config, paths: dict | None, listed: list) -> list[tuple[str, dict]]:
     """(line, markup): the summary, from memory (the file may not exist), then where it went."""
-    from .report.summary import summary_instead, summary_markdown
+    from ..report.summary import summary_instead, summary_markdown
 
     error = unwritten(config)
     summary, failure = (summary_instead(results, error, listed) if error
@@ -73,7 +73,7 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
     the summary; an INCONCLUSIVE or DISTURBED test's own line (`undecided`), under its own outcome's
     name, only for a case the summary does not name (a project's own test raising Inconclusive or
     Disturbed)."""
-    from .report.judged import EXIT_NOT_JUDGED, not_judged_in
+    from ..report.judged import EXIT_NOT_JUDGED, not_judged_in
 
     if not (paths or unwritten(config)):
         return []

@@ -1,11 +1,11 @@
-"""The pytest options of the suite (plugin.py registers them): what a run measures, where it
-reports, and the test-only plants."""
+"""The pytest options of the suite (the plugin's __init__.py registers them): what a run
+measures, where it reports, and the test-only plants."""
 
 from __future__ import annotations
 
 import argparse
 
-from . import DEFAULT_REPORT_DIR
+from .. import DEFAULT_REPORT_DIR
 
 
 def add_options(parser) -> None:
@@ -59,7 +59,7 @@ def add_options(parser) -> None:
 
 def positive_seconds(text: str) -> float:
     """An option's value as a positive, finite number of seconds; else argparse's usage error naming it."""
-    from .store.files import positive_number
+    from ..store.files import positive_number
 
     try:
         value = float(text)

@@ -18,8 +18,8 @@ def register_components(hook) -> list[str]:
     implementation: nothing is imported (the plugin stays inert, no torch)."""
     if not hook.get_hookimpls():
         return []
-    from .components import REGISTRY, Component
-    from .components.stacks import NAMED_STACKS
+    from ..components import REGISTRY, Component
+    from ..components.stacks import NAMED_STACKS
 
     added = []
     for classes in hook():
@@ -36,7 +36,7 @@ def register_components(hook) -> list[str]:
 
 def unregister_components(names: list[str]) -> None:
     if names:
-        from .components import REGISTRY
+        from ..components import REGISTRY
 
         for name in names:
             REGISTRY.pop(name, None)

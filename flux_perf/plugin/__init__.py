@@ -4,7 +4,9 @@ machine checks in the header, and the report at the end of the session.
 Inert unless asked for: in a pytest session that neither selects the GPU suite (`-m h100`)
 nor passes a `--flux-*` option nor collects a flux case, it imports nothing heavy (no torch)
 and changes no environment variable, so installing flux-perf leaves other projects alone.
-Its marker and checks apply only to its own tests (scope.py says which).
+Its marker and checks apply only to its own tests (scope.py says which). Beside it: its options
+(options.py), the hooks a conftest.py can implement (hookspecs.py) and its report writes (report.py);
+the cases themselves run in flux_perf.suite, shared with the command line.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import shlex
 
 import pytest
 
-from .report.judged import EXIT_NOT_JUDGED
+from ..report.judged import EXIT_NOT_JUDGED
 from .scope import (MARKER, asked_for, flux_options_given, item_case, marker_declared, marker_selects, own_item,
-                    rootdir_note, selected_cases)
+                    project_root, rootdir_note, selected_cases)
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
@@ -43,28 +45,28 @@ def _gpu_selected(config) -> bool:
 
 
 def _rank() -> int:
-    from .instrument.distributed import rank
+    from ..instrument.distributed import rank
 
     return rank()
 
 
 def pytest_addhooks(pluginmanager):
-    from . import hooks
+    from . import hookspecs
 
-    pluginmanager.add_hookspecs(hooks)
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_unconfigure(config):
-    from .hooks import unregister_components
+    from .hookspecs import unregister_components
 
     unregister_components(config.stash.get(_ADDED_KEY, []))
-    from .plugin_report import release_signals
+    from .report import release_signals
 
     release_signals(config)
 
 
 def pytest_configure(config):
-    from .hooks import register_components
+    from .hookspecs import register_components
 
     try:
         config.stash[_ADDED_KEY] = register_components(config.hook.pytest_flux_perf_components)
@@ -76,17 +78,17 @@ def pytest_configure(config):
         )
     if not (_gpu_selected(config) or flux_options_given(config)):
         return  # inert: flux_suite_config() builds the settings if a flux case is collected after all
-    from .quiet import quiet_library_notices  # before torch and the rest: they log while importing
+    from ..quiet import quiet_library_notices  # before torch and the rest: they log while importing
     quiet_library_notices()
-    from .instrument.environment import apply_guide_environment
-    from .plugin_report import catch_signals
+    from ..instrument.environment import apply_guide_environment
+    from .report import catch_signals
 
     catch_signals(config)  # SIGTERM as Ctrl-C: a run cut short keeps its cases and is marked interrupted
     # Before anything initialises CUDA: allocator settings are read once.
     config.stash[_ENV_KEY] = apply_guide_environment()
     suite = flux_suite_config(config)
     if _gpu_selected(config):
-        from .config import ConfigError
+        from ..suite.config import ConfigError
 
         try:
             suite.check_destinations()  # before minutes of measuring, not after
@@ -99,13 +101,13 @@ def flux_suite_config(config):
     """The frozen settings of this run, built on first use; bad values are a usage error."""
     suite = config.stash.get(_CONFIG_KEY, None)
     if suite is None:
-        from .store.baselines import BaselineError
-        from .components import ComponentError
-        from .config import ConfigError, SuiteConfig
-        from .model.scenarios import ScenarioError
+        from ..store.baselines import BaselineError
+        from ..components import ComponentError
+        from ..suite.config import ConfigError, SuiteConfig
+        from ..model.scenarios import ScenarioError
 
         try:
-            suite = SuiteConfig.from_pytest(config)
+            suite = SuiteConfig.from_pytest(config, project_root(config))
         except (ComponentError, ScenarioError, ConfigError, BaselineError, ValueError) as error:
             raise pytest.UsageError(f"flux-perf: {error}") from None
         config.stash[_CONFIG_KEY] = suite
@@ -115,10 +117,10 @@ def flux_suite_config(config):
 def _session(config, create: bool = True):
     session = config.stash.get(_SESSION_KEY, None)
     if session is None and create:
-        from .gate.budgets import BudgetsError
-        from .model.models import ModelSourceError
-        from .session import FluxSession
-        from .store.entries import BaselineError
+        from ..gate.budgets import BudgetsError
+        from ..model.models import ModelSourceError
+        from ..suite.session import FluxSession
+        from ..store.entries import BaselineError
 
         def log(message: str) -> None:
             # Looked up on each call: the session is made in pytest_configure, before the reporter.
@@ -137,7 +139,7 @@ def _session(config, create: bool = True):
         except (BudgetsError, ModelSourceError, BaselineError) as error:  # BaselineError: a store an update can't use
             raise pytest.UsageError(f"flux-perf: {error}") from None
         if suite.compile_cache:
-            from .instrument import compile_cache
+            from ..instrument import compile_cache
 
             compile_cache.load(suite.compile_cache, log)
         config.stash[_SESSION_KEY] = session
@@ -226,7 +228,7 @@ def flux_latency(flux_result):
 def pytest_report_header(config):
     if not _gpu_selected(config):
         return None
-    from .instrument.nvml import gpu_identity, gpu_line
+    from ..instrument.nvml import gpu_identity, gpu_line
 
     suite = flux_suite_config(config)
     lines = [f"flux-perf: stacks {', '.join(s.name for s in suite.stacks)}; "
@@ -255,7 +257,7 @@ def pytest_runtest_teardown(item, nextitem):
         return
     written = (len(flux.records), len(flux.skipped))
     if written != item.config.stash.get(_WRITTEN_KEY, (0, 0)):  # something new since the last write
-        from .plugin_report import write
+        from .report import write
 
         write(flux, item.config, plots=False)
         item.config.stash[_WRITTEN_KEY] = written
@@ -266,7 +268,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if _session(item.config, create=False) is not None:  # flux-perf's run: no access token printed or written
-        from .model.redact import scrub_report
+        from ..model.redact import scrub_report
         scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
         case = item_case(item)
@@ -309,11 +311,11 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = EXIT_NOT_JUDGED  # not 0, which CI reads as green, nor 1 (a failure)
     if not (flux.records or flux.skipped) or _rank() != 0:
         return
-    from .plugin_report import write_final
+    from .report import write_final
 
     session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, EXIT_NOT_JUDGED))
     if flux.config.compile_cache:
-        from .instrument import compile_cache
+        from ..instrument import compile_cache
 
         compile_cache.save(flux.config.compile_cache, flux.log)
 
@@ -327,7 +329,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("flux-perf", red=True)
         terminalreporter.write_line(f"FAILED: -m {MARKER} ran no GPU case ({no_gpu}). A gate that measured "
                                     "nothing must not pass; --flux-allow-no-gpu accepts it.", red=True)
-    from .plugin_report import section_lines
+    from .report import section_lines
 
     lines = section_lines(flux, config, config.stash.get(_PATHS_KEY, None),
                           [r for outcome in _NOT_JUDGED_LETTERS for r in terminalreporter.stats.get(outcome, [])],
