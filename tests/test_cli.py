@@ -354,3 +354,20 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
         os.close(write)
     assert done.returncode == 141, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", [("run",), ("baselines", "update"), ("calibrate",)])
+def test_the_telemetry_interval_reaches_the_measure_settings_of_every_measuring_command(tmp_path, command, capsys):
+    """`--telemetry-interval`, as pytest's `--flux-telemetry-interval`, for the commands that measure."""
+    from flux_perf.cli import build_parser
+    from flux_perf.commands.shared import scenarios_of, suite
+
+    parser = build_parser()
+    args = parser.parse_args([*command, "--device", "cpu", "--telemetry-interval", "0.5",
+                              "--report-dir", str(tmp_path / "report")])
+    assert suite(args, stacks="bf16", scenarios=scenarios_of(args)).measure.telemetry_interval_s == 0.5
+    default = parser.parse_args([*command, "--device", "cpu", "--report-dir", str(tmp_path / "report")])
+    assert suite(default, stacks="bf16", scenarios=scenarios_of(default)).measure.telemetry_interval_s == 0.05
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--telemetry-interval", "0"])
+    assert "--telemetry-interval: '0' is not a positive number of seconds" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR
-from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir
+from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir, positive_seconds
 
 
 def progress(message: str) -> None:
@@ -38,6 +38,8 @@ def add_model_args(parser, rounds: int = 3) -> None:
                         help="baseline store with budgets.toml (default: the checkout's baselines/)")
     parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
+    parser.add_argument("--telemetry-interval", type=positive_seconds, default=0.05, metavar="SECONDS",
+                        help="seconds between NVML samples of the GPU during the timed rounds (default: 0.05)")
 
 
 def scenarios_of(args):
@@ -77,7 +79,8 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
     check_device(device)
     config = SuiteConfig(
         model=args.model, device=device, stacks=parse_stacks(stacks), scenarios=scenarios,
-        measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds), strict=False,
+        measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds,
+                                telemetry_interval_s=args.telemetry_interval), strict=False,
         report_dir=Path(args.report_dir), baselines_dir=baselines_dir(args), update_baselines=update,
         force_update=force,
     )

@@ -3,9 +3,8 @@ measures, where it reports, and the test-only plants."""
 
 from __future__ import annotations
 
-import argparse
-
 from .. import DEFAULT_REPORT_DIR
+from ..suite.config import positive_seconds
 
 
 def add_options(parser) -> None:
@@ -55,16 +54,3 @@ def add_options(parser) -> None:
              "tested without the machine's speed")
     add("--flux-compile-cache", default=None, metavar="PATH",
         help="load torch.compile cache artifacts from PATH at start and save them there at the end")
-
-
-def positive_seconds(text: str) -> float:
-    """An option's value as a positive, finite number of seconds; else argparse's usage error naming it."""
-    from ..store.files import positive_number
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if not positive_number(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
