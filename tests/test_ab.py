@@ -16,17 +16,16 @@ import flux_perf.instrument.telemetry as telemetry
 from flux_perf.ab.orchestrator import (
     AbCase,
     AbError,
-    cases_to_json,
     check_checkout,
     decide,
     foreign_processes,
-    format_cases,
     interleaved_order,
     pairs_for,
     run_ab,
     split_cores,
     telemetry_index,
 )
+from flux_perf.ab.output import cases_to_json, format_cases
 from flux_perf.ab.pairs import blocks_added, disjoint_runs, measured_pairs, read_cases, read_files, verdict_rates
 from flux_perf.ab.rule import FAMILY_ALPHA, Pooled, judge_block, pool, verdict_of
 from flux_perf.gate.stats import paired_p_slower, paired_ratio
@@ -193,6 +192,39 @@ def test_the_run_decides_after_its_last_case_and_keeps_a_provisional_file(monkey
     assert written[1]["holm_family"] == 1, "provisional: decided over the cases so far"
     assert [c.verdict for c in cases] == ["slower", "same"] and all(c.holm_family == 2 for c in cases)
     assert all(c.pooled.pairs == 20 and len(c.blocks) == 2 for c in cases)
+
+
+def test_each_block_keeps_the_hosts_cpu_contention_and_says_it_when_over_the_threshold(monkeypatch, tmp_path):
+    """The A/B read NVML alone: a block run while the host's CPU was contended looked like any
+    other. Each block now keeps PSI's stall and the steal share, and the log says a busy host
+    beside the block's ratio (both sides of each pair share it: a wider interval, not a bias)."""
+    from flux_perf.instrument import host
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(ab, "Worker", _StandInWorker)
+    monkeypatch.setattr(telemetry, "TelemetrySampler", _StandInSampler)
+    shares = iter([(0.30, 0.0), (0.01, 0.0)])
+
+    class ScriptedHost:
+        def __init__(self):
+            self.stall, self.steal = next(shares)
+
+        def stall_fraction(self):
+            return self.stall
+
+        def steal_fraction(self):
+            return self.steal
+
+    monkeypatch.setattr(host, "HostPressure", ScriptedHost)
+    lines = []
+    cases = run_ab(ROOT, ROOT, [("unchanged", "512x512@6")], pairs=10, blocks=2, device="cuda", pin=False,
+                   log=lines.append)
+    blocks = [line for line in lines if " block " in line]
+    assert "host busy: runnable tasks waited for a CPU 30% of the block" in blocks[0]
+    assert "host busy" not in blocks[1]
+    assert [b.host_cpu_stall for b in cases[0].blocks] == [0.30, 0.01]
+    written = cases_to_json(cases, {}, final=True)["cases"][0]["blocks"]
+    assert [b["host_cpu_stall"] for b in written] == [0.30, 0.01], "kept in the --json file"
 
 
 def test_too_few_pairs_are_refused():

@@ -46,7 +46,8 @@ class _Checker:
         control = self.kind(f"{key}.control", block.get("control"), (dict,), "an object with control_s or null", True)
         if control is not None:
             self.rounds(f"{key}.control.control_s", control.get("control_s"), pairs)
-        self.optional_number(f"{key}.seconds", block.get("seconds"))
+        for name in ("seconds", "host_cpu_stall", "host_cpu_steal"):
+            self.optional_number(f"{key}.{name}", block.get(name))
 
     def case(self, key: str, case) -> None:
         self.kind(key, case, (dict,), "an object (one case)")

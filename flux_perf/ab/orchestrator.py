@@ -23,10 +23,10 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .rule import CONFIDENCE, FAMILY_ALPHA, Block, Pooled, holm_over, judge_block, pool, verdict_of
+from .rule import Block, Pooled, holm_over, judge_block, pool, verdict_of
 from .worker import AbError, Worker, split_cores, worker_script
 from ..gate.stats import Change
 
@@ -190,12 +190,30 @@ def prepare_case(case: AbCase, workers: dict[str, Worker], sources: dict[str, Pa
 
 
 def timed_block(workers: dict[str, Worker], pairs: int, tolerance: float) -> Block:
+    from ..instrument.host import HostPressure
+
     walls: dict[str, list[float]] = {side: [] for side in workers}
-    started = time.monotonic()
+    started, pressure = time.monotonic(), HostPressure()
     for order in interleaved_order(pairs, tuple(workers)):
         for side in order:
             walls[side].append(workers[side].ask(cmd="round")["wall_s"])
-    return judge_block(walls, time.monotonic() - started, tolerance)
+    block = judge_block(walls, time.monotonic() - started, tolerance)
+    block.host_cpu_stall, block.host_cpu_steal = pressure.stall_fraction(), pressure.steal_fraction()
+    return block
+
+
+def host_contention(block: Block) -> str | None:
+    """The host's CPU contention during a block, in words, when over the suite's thresholds. The
+    pairs share it (each pair's sides run back to back), so it widens the interval, not biases it:
+    said, not a verdict."""
+    from ..instrument.host import CONTENTION, STEAL
+
+    stall, steal, said = block.host_cpu_stall, block.host_cpu_steal, []
+    if stall is not None and stall > CONTENTION:
+        said.append(f"runnable tasks waited for a CPU {stall:.0%} of the block")
+    if steal is not None and steal > STEAL:
+        said.append(f"the hypervisor took {steal:.0%} of the CPU time")
+    return "; ".join(said) or None
 
 
 def measure_case(case: AbCase, workers: dict[str, Worker], blocks: int, tolerance: float, gpu: int | None,
@@ -213,6 +231,9 @@ def measure_case(case: AbCase, workers: dict[str, Worker], blocks: int, toleranc
             case.blocks.append(block)
             case.pool_blocks(tolerance)
             shown = f"; control/base {block.control['ratio']:.4f} {block.control['change']}" if block.control else ""
+            contention = host_contention(block)
+            shown += f"; host busy: {contention} (shared by both sides of each pair: a wider interval)" \
+                if contention else ""
             log(f"{case.stack} {case.scenario} block {number + 1}/{blocks}: head/base {block.ratio:.4f} "
                 f"({block.ratio_low:.4f}-{block.ratio_high:.4f}) {block.change}{shown}; all "
                 f"{case.pooled.pairs} pairs {case.pooled.ratio:.4f} ({case.pooled.low:.4f}-{case.pooled.high:.4f})")
@@ -275,73 +296,3 @@ def run_ab(base: Path, head: Path, cases: list[tuple[str, str]], *, pairs: int |
             os.sched_setaffinity(0, before)
     decide(results)
     return results
-
-
-def _row(label: str, base_s: list[float], ratio: float, low: float, high: float,
-         said: str) -> str:
-    # The other side as the verdict sees it, base x the paired ratio: its own median can sit on the
-    # other side of base's (rounds that drift) beside a ratio that says the opposite.
-    base = statistics.median(base_s)
-    return f"{label:<28} {len(base_s):>5} {base:>8.4f} {base * ratio:>8.4f} {ratio:>10.4f}  {low:.4f}-{high:.4f}   {said}"
-
-
-def _case_lines(case: AbCase) -> list[str]:
-    name = f"{case.stack}-{case.scenario}"
-    if case.error:
-        return [f"{name:<28} ERROR: {case.error.splitlines()[0]}"]
-    if case.pooled is None:
-        return [f"{name:<28} no rounds"]
-    verdict, reason = case.judged
-    pooled, control = case.pooled, case.control_pooled
-    lines = [_row(name, case.rounds("base"), pooled.ratio, pooled.low, pooled.high,
-                  verdict + (f" ({reason})" if reason else ""))]
-    if control:
-        lines.append(_row("  control", case.rounds("base"), control.ratio, control.low,
-                          control.high, control.change))
-    for number, block in enumerate(case.blocks, 1):
-        lines.append(_row(f"  block {number}", block.base_s, block.ratio, block.ratio_low,
-                          block.ratio_high, block.change))
-        if block.control:
-            lines.append(_row(f"  block {number} control", block.base_s,
-                              block.control["ratio"], block.control["ratio_low"], block.control["ratio_high"],
-                              block.control["change"]))
-    rounds = len(case.rounds("base")) + len(case.rounds("head")) + len(case.rounds("control"))
-    minutes = (case.prepare_s + sum(b.seconds for b in case.blocks)) / 60
-    lines.append(f"{'':<28} {rounds} rounds ({len(case.blocks)} blocks of {case.pairs} pairs), {minutes:.1f} min "
-                 f"(preparing the sides {case.prepare_s:.0f} s)")
-    if case.foreign_processes:
-        named = ", ".join(f"pid {p['pid']} {p.get('name') or '?'}" for p in case.foreign_processes)
-        lines.append(f"{'':<28} DISTURBED: other processes on the GPU: {named}")
-    slowed = [f for f in case.card.get("flags", []) if f in ("thermal-throttle", "hw-slowdown")]
-    if slowed:
-        # Both sides ran on the same slowed card, so the pairs stay fair; only their spread grows
-        # (measured on a card at 86-92 C: 512x512@6 intervals 2-10 % wide instead of +-0.2 %).
-        lines.append(f"{'':<28} card slowed ({', '.join(slowed)}; SM clock {case.card.get('sm_clock_mhz')} MHz, "
-                     f"up to {case.card.get('temperature_c_max')} C): wider intervals, more inconclusive cases")
-    return lines
-
-
-def format_cases(cases: list[AbCase], tolerance: float) -> str:
-    lines = [f"{'case (all pairs, then each block)':<28} {'pairs':>5} {'base s':>8} {'other s*':>8} {'ratio':>10}  "
-             f"95% interval      verdict (tolerance {tolerance:.0%})"]
-    for case in cases:
-        lines += _case_lines(case)
-    family = sum(case.in_family for case in cases)
-    left_out = [f"{c.stack}-{c.scenario} ({c.verdict})" for c in cases if not c.in_family]
-    lines.append(f"slower needs Holm's correction over {family} case{'s' if family != 1 else ''} (family-wise "
-                 f"{FAMILY_ALPHA:.1%}, one-sided: head/base above {1 + tolerance:g})"
-                 + (f"; not in the family: {', '.join(left_out)}" if left_out else ""))
-    lines.append("base s: the median of base's rounds; other s* = base s x ratio, the ratio the verdict judges "
-                 "(Hodges-Lehmann of the pairs' other/base, pair by pair), not a ratio of two medians")
-    return "\n".join(lines)
-
-
-def cases_to_json(cases: list[AbCase], settings: dict, final: bool = True, not_decidable: list[dict] = ()) -> dict:
-    """Version 2: a verdict per case from all its pairs, after Holm (version 1: per block).
-    `final` False: written after a block, decided over the cases measured so far. `not_decidable`:
-    what the suite run of --undecided-from left unjudged that no A/B can decide, exit 6's other reason."""
-    return {"flux_perf_ab": 2, "settings": settings, "final": final, "confidence": CONFIDENCE,
-            "family_alpha": FAMILY_ALPHA, "holm_family": sum(case.in_family for case in cases),
-            "cases": [{**asdict(case), "verdict": case.verdict, "reason": case.judged[1],
-                       "block_changes": case.block_changes} for case in cases],
-            "not_decidable": list(not_decidable)}

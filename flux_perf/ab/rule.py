@@ -60,6 +60,10 @@ class Block:
     seconds: float = 0.0  # wall clock of the block's rounds, every side
     # The positive control against base, when the run has one: rounds, ratio, interval, change.
     control: dict | None = None
+    # The host during the block (instrument/host.py): shares of the block's time in which tasks
+    # waited for a CPU (PSI) and of the CPU time a hypervisor took; None where unreadable.
+    host_cpu_stall: float | None = None
+    host_cpu_steal: float | None = None
 
 
 def judge_block(walls: dict[str, list[float]], seconds: float, tolerance: float) -> Block:

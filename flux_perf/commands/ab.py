@@ -66,7 +66,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..ab.orchestrator import cases_to_json, check_tolerance, format_cases, run_ab
+    from ..ab.orchestrator import check_tolerance, run_ab
+    from ..ab.output import cases_to_json, format_cases
     from ..model.pipeline import check_device
     from ..suite.config import check_writable_dir
     from ..store.files import write_json
