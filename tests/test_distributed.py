@@ -39,7 +39,7 @@ def _disturbance_of_two_ranks(rank: int, store: str, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        lines = distributed.every_rank(["another process on the GPU: pid 7"] if rank == 1 else [])
+        lines = distributed.gathered(["another process on the GPU: pid 7"] if rank == 1 else [])
         Path(f"{out}.{rank}").write_text(json.dumps(lines))
     finally:
         dist.destroy_process_group()
@@ -52,4 +52,4 @@ def test_a_disturbance_on_any_rank_reaches_every_rank(tmp_path):
 
     mp.spawn(_disturbance_of_two_ranks, args=(str(tmp_path / "store"), str(tmp_path / "lines")), nprocs=2)
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"lines.{rank}").read_text()) == ["rank 1: another process on the GPU: pid 7"]
+        assert json.loads((tmp_path / f"lines.{rank}").read_text()) == [[], ["another process on the GPU: pid 7"]]

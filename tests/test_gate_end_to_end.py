@@ -116,6 +116,27 @@ def test_a_slow_down_that_sets_in_after_the_warm_up_is_disturbed_never_a_failure
     assert "the timed rounds were disturbed" in strict.stdout and "(--flux-strict)" in strict.stdout
 
 
+def test_a_slow_case_disturbed_on_another_rank_is_disturbed_on_the_rank_that_judges(store, gate, monkeypatch):
+    """Under torchrun the rounds judged are the slowest rank's, but each rank read only its own
+    card: a foreign process on rank 1's GPU left rank 0, which judges and writes, calling the
+    slow-down a failure of the code. The runner now gathers every rank's conditions (here a second
+    rank is stood in for by the gather)."""
+    from flux_perf.instrument import distributed, telemetry
+
+    other = {"pid": 4242, "name": "python3", "used_memory_mib": 2048.0}
+
+    def two_ranks(value):
+        from dataclasses import replace
+        return [value, replace(value, disturbed=(telemetry.Flag.OTHER_PROCESSES,), other_processes=(other,))]
+
+    monkeypatch.setattr(distributed, "gathered", two_ranks)
+    result = gate(store, 1.10)
+    last = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 6 and "1 disturbed" in last and "failed" not in last, result.stdout[-3000:]
+    assert "rank 1: other processes on the GPU: pid 4242 python3 (2048 MiB)" in result.stdout
+    assert records(store)[f"bf16-{SCENARIO}"]["latency"]["verdict"] == "disturbed"
+
+
 def test_an_update_whose_rounds_slow_down_after_the_warm_up_records_nothing(store, gate, monkeypatch):
     """On a steady clock (a GPU's events; here the scripted one) a recording has no budget to vouch
     for its warm-up, and rounds 50 % slower than the warm-up seconds before would become a

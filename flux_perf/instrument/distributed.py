@@ -54,14 +54,13 @@ def slowest_rounds(samples: list[float]) -> list[float]:
     return [max(values) for values in zip(*gathered)]
 
 
-def every_rank(lines: list[str]) -> list[str]:
-    """Every rank's lines, each marked with its rank, on every rank: the judged rounds are the
-    slowest rank's, so what disturbed any rank disturbed them."""
+def gathered(value) -> list:
+    """Every rank's value, in rank order, on every rank ([value] without torchrun)."""
     if not active():
-        return lines
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, list(lines))
-    return [f"rank {number}: {line}" for number, ranked in enumerate(gathered) for line in ranked]
+        return [value]
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def from_main(value):

@@ -58,6 +58,23 @@ class Case:
     round: Callable[[], Generation]
 
 
+@dataclass(frozen=True)
+class RankConditions:
+    """What one rank's telemetry and host saw during its timed rounds: the judge's disturbances."""
+
+    disturbed: tuple
+    other_processes: tuple
+    sm_clock_mhz: float | None
+    host_stall: float | None
+    host_steal: float | None
+
+    @classmethod
+    def of(cls, timed: Timed) -> RankConditions:
+        telemetry = timed.telemetry
+        return cls(tuple(timed.disturbed), tuple(telemetry.other_processes if telemetry else ()),
+                   telemetry.sm_clock_median_mhz if telemetry else None, timed.host_stall, timed.host_steal)
+
+
 @dataclass
 class Measured:
     """What the runner measured for one (stack, scenario)."""
@@ -76,6 +93,9 @@ class Measured:
     # The warm-up calls' wall seconds, as samples_s: under torchrun the slowest rank's, so that the
     # warm-up weighed against the rounds is the same rank's, and every rank weighs the same numbers.
     warmup_s: tuple[float, ...] = ()
+    # Every rank's conditions, in rank order (one without torchrun): the rounds judged are the
+    # slowest rank's, so what disturbed any rank disturbed them.
+    ranks: tuple[RankConditions, ...] = ()
 
 
 class CaseRunner:
@@ -156,6 +176,7 @@ class CaseRunner:
             components=case.prepared.stack.report(),
             samples_s=tuple(distributed.slowest_rounds([r.wall_ms / 1000.0 for r in timed.rounds])),
             warmup_s=tuple(distributed.slowest_rounds(list(timed.warmup_wall_s))),
+            ranks=tuple(distributed.gathered(RankConditions.of(timed))),
         )
 
     def profile(self, stack: Stack, scenario: Scenario, path: Path) -> Path:

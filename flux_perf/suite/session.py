@@ -195,14 +195,16 @@ class FluxSession:
         timed = measured.timed
         clock = timed.telemetry.sm_clock_median_mhz if timed.telemetry else None
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
-        disturbance = describe_disturbance(timed.disturbed, timed.telemetry.other_processes if timed.telemetry else [],
-                                           clock, reference_clock, timed.host_stall, timed.host_steal)
+        disturbance = []  # any rank's: the rounds judged are the slowest rank's
+        for number, seen in enumerate(measured.ranks):
+            lines = describe_disturbance(list(seen.disturbed), list(seen.other_processes), seen.sm_clock_mhz,
+                                         reference_clock, seen.host_stall, seen.host_steal)
+            disturbance += [f"rank {number}: {line}" for line in lines] if len(measured.ranks) > 1 else lines
         # A recording's drift is judged only on a steady clock: a busy CPU's own rounds drift by themselves.
         steady_clock = self.machine.cuda or self.config.scripted_clock is not None
         drift = describe_warmup_drift(measured.warmup_s, statistics.median(measured.samples_s), budgets,
                                       recording=self.config.update_baselines and steady_clock)
-        # The rounds judged are the slowest rank's: any rank's disturbance is theirs (the drift is already all ranks').
-        disturbance = distributed.every_rank(disturbance) + ([drift] if drift else [])
+        disturbance += [drift] if drift else []
         result.latency = judge_latency(measured.samples_s, budgets, strict=self.config.strict, looks=settings.looks,
                                        disturbance=disturbance, missing=refs.problems.get(LATENCY),
                                        recording=self.config.update_baselines)
