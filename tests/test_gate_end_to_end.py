@@ -34,6 +34,19 @@ def records(store):
     return {r["id"]: r for r in json.loads((store / "report" / "results.json").read_text())["records"]}
 
 
+def warm_then_slow(monkeypatch) -> list:
+    """The scripted clock: the first call and the warm-up at 1.000 s, every later round at 1.5 s
+    (the H100's fp8-512x512@6 of the eleventh session). Clear the returned list to start over."""
+    draws = []
+
+    def wall_ms(clock, start):
+        draws.append(start)
+        return (1000.0 if len(draws) <= 3 else 1500.0) * (1 + 0.001 * (len(draws) % 3))
+
+    monkeypatch.setattr(clocks.ScriptedClock, "wall_ms", wall_ms)
+    return draws
+
+
 @pytest.fixture
 def store(gate, tmp_path):
     """References of bf16 recorded at a scripted 1.000 s a round, with the committed 3 % tolerance,
@@ -95,13 +108,7 @@ def test_a_slow_down_that_sets_in_after_the_warm_up_is_disturbed_never_a_failure
     reference's 1.000 s, every timed round at 1.5 s. The same code ran within its budget seconds
     before, so the machine changed: DISTURBED, its own outcome, not judged (exit 6, which the CI
     jobs hand to the same-machine A/B), never a failure; --flux-strict fails it."""
-    draws = []
-
-    def warm_then_slow(clock, start):
-        draws.append(start)
-        return (1000.0 if len(draws) <= 3 else 1500.0) * (1 + 0.001 * (len(draws) % 3))
-
-    monkeypatch.setattr(clocks.ScriptedClock, "wall_ms", warm_then_slow)
+    draws = warm_then_slow(monkeypatch)
     result = gate(store, 1.0)
     last = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 6 and "1 disturbed" in last and "failed" not in last, result.stdout[-3000:]
@@ -143,13 +150,7 @@ def test_an_update_whose_rounds_slow_down_after_the_warm_up_records_nothing(stor
     reference too slow for every later run: refused, and the recorded 1.000 s kept."""
     folder = next((store / "baselines").glob("cpu-*/tiny-*"))
     before = (folder / "latency.json").read_text()
-    draws = []
-
-    def warm_then_slow(clock, start):
-        draws.append(start)
-        return (1000.0 if len(draws) <= 3 else 1500.0) * (1 + 0.001 * (len(draws) % 3))
-
-    monkeypatch.setattr(clocks.ScriptedClock, "wall_ms", warm_then_slow)
+    warm_then_slow(monkeypatch)
     update = gate(store, 1.0, "--flux-update-baselines")
     assert update.returncode == 1, update.stdout[-3000:]
     assert "refusing to record references from disturbed rounds (the timed rounds (median 1.5" in update.stdout
