@@ -318,6 +318,11 @@ def test_a_plant_sized_to_the_round_takes_that_share_of_the_whole_round():
     assert plant.rows == {("shape", "cpu"): int(extra_per_step * 16384) // 16 * 16}
     assert plant.report()["sized_to"] == "round" and plant.report()["round_ms"] == pytest.approx(100.0)
     assert 6 * plant.report()["extra_ms_per_step"] == pytest.approx(2.0, rel=0.01)
+    # A probe timed in a burst of host load (a busy CPU): 80 ms of extra work a step claimed
+    # inside a 100 ms round. The plant added at most 2 % of the unslowed round, so that is the floor.
+    plant.calibration.update(extra_ms_per_step=80.0)
+    plant.size_to_round(100.0, steps=6)
+    assert plant.report()["round_ms"] == pytest.approx(100.0 / 1.02)
 
 
 def test_a_slowed_card_is_named_beside_the_verdict():

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR
-from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir, positive_seconds
+from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir
+from ..suite.values import positive_seconds
 
 
 def progress(message: str) -> None:

@@ -4,7 +4,7 @@ measures, where it reports, and the test-only plants."""
 from __future__ import annotations
 
 from .. import DEFAULT_REPORT_DIR
-from ..suite.config import positive_seconds
+from ..suite.values import positive_seconds
 
 
 def add_options(parser) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,6 @@ from ..instrument.measure import MeasureSettings
 from ..model.scenarios import Scenario, parse_scenarios
 from ..components.stacks import Stack, baseline_first, parse_stack, parse_stacks
 from ..model.pipeline import DeviceNameError, check_device_name
-from ..store.files import positive_number
 
 
 class ConfigError(ValueError):
@@ -128,14 +126,3 @@ def _resolve(path: str, root: Path) -> Path:
     """Baselines belong to the project: relative paths start at its root (pytest's rootdir), not the cwd."""
     path = Path(os.path.expanduser(path))
     return path if path.is_absolute() else root / path
-
-
-def positive_seconds(text: str) -> float:
-    """An option's value as a positive, finite number of seconds; else argparse's usage error naming it."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if not positive_number(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
