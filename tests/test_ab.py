@@ -299,6 +299,19 @@ def test_workers_with_a_control_run_each_side_in_its_own_process_and_keep_every_
     # The control is sized to half of the whole warm round, not of its transformer steps alone.
     assert case["base"]["plant"] is None and case["control"]["plant"]["sized_to"] == "round"
     assert case["control"]["plant"]["fraction"] == 0.5 and case["control"]["plant"]["round_ms"] > 0
+    # The blocks pictured beside the --json file.
+    assert f"A/B blocks, pictured: {tmp_path / 'ab.png'}" in result.stdout
+    assert (tmp_path / "ab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_committed_ab_file_is_pictured_and_one_without_blocks_is_not(tmp_path):
+    from flux_perf.report.plots import plot_ab
+
+    data = json.loads((ROOT / "docs/results/ab-512-control-session12-b.json").read_text())
+    assert plot_ab(data, tmp_path / "ab.png") == tmp_path / "ab.png"
+    assert (tmp_path / "ab.png").stat().st_size > 10_000
+    assert plot_ab({"cases": [{"stack": "fast", "scenario": "512x512@6", "blocks": []}]}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_a_plant_sized_to_the_round_takes_that_share_of_the_whole_round():

@@ -3,6 +3,7 @@ often runs of n pairs call each verdict, from measured rounds)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .shared import command_line, progress
@@ -114,7 +115,19 @@ def run(args) -> int:
     print(format_cases(cases, args.tolerance))
     if args.json:
         print(f"\nA/B rounds and verdicts: {args.json}")
+        picture(cases_to_json(cases, settings, True, not_decidable), Path(args.json).with_suffix(".png"))
     return ab_exit(cases, undecidable)
+
+
+def picture(data: dict, path: Path) -> None:
+    """Each case's blocks beside the --json file; a picture that fails is one line, the verdicts stand."""
+    from ..report.plots import plot_ab
+
+    try:
+        if plot_ab(data, path):
+            print(f"A/B blocks, pictured: {path}")
+    except Exception as error:  # noqa: BLE001 - a plot must never change the A/B's outcome
+        print(f"no picture of the blocks ({type(error).__name__}: {error})", file=sys.stderr)
 
 
 def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:

@@ -1,5 +1,5 @@
-"""The run's pictures: latency per scenario and stack against its budget and target, and the
-card's power, SM clock and temperature over the timed rounds."""
+"""The pictures: a run's latency per scenario and stack against its budget and target, the
+card's power, SM clock and temperature over the timed rounds, and an A/B's blocks."""
 
 from __future__ import annotations
 
@@ -82,5 +82,51 @@ def plot_telemetry(records: list[CaseRecord], path: Path) -> Path | None:
     axes[2].set_xlabel("timed seconds, tests back to back")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_ab(data: dict, path: Path) -> Path | None:
+    """An `ab --json` file (version 2) as a picture: per case, each block's head/base ratio with its
+    95 % interval (and the control's, when planted), the verdict's interval over all pairs, and the
+    tolerance band that `same` must fit in and `slower` must clear."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [c for c in data.get("cases") or [] if c.get("blocks")]
+    if not cases:
+        return None
+    tolerance = (data.get("settings") or {}).get("tolerance") or 0.01
+    figure, axes = plt.subplots(len(cases), 1, figsize=(7, 2.4 * len(cases)), squeeze=False, constrained_layout=True)
+    for axis, case in zip(axes[:, 0], cases):
+        blocks = case["blocks"]
+        where = range(1, len(blocks) + 1)
+        series = [("head/base", "tab:blue", blocks, 0.0)]
+        if all(b.get("control") for b in blocks):
+            series.append(("control/base", "tab:red", [b["control"] for b in blocks], 0.15))
+        for label, colour, shown, shift in series:
+            ratios = [b["ratio"] for b in shown]
+            axis.errorbar([x + shift for x in where], ratios, fmt="o", color=colour, capsize=2, markersize=3,
+                          yerr=[[r - b["ratio_low"] for r, b in zip(ratios, shown)],
+                                [b["ratio_high"] - r for r, b in zip(ratios, shown)]], label=label)
+        for pooled, colour in ((case.get("pooled"), "tab:blue"), (case.get("control_pooled"), "tab:red")):
+            if pooled:
+                axis.axhspan(pooled["low"], pooled["high"], color=colour, alpha=0.15)
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        for edge in (1 - tolerance, 1 + tolerance):
+            axis.axhline(edge, color="black", linestyle="--", linewidth=0.8)
+        pairs = (case.get("pooled") or {}).get("pairs")
+        control = f", control {case['control_pooled']['change']}" if case.get("control_pooled") else ""
+        axis.set_title(f"{case['stack']}-{case['scenario']}: {case.get('verdict')}{control} ({pairs} pairs; shaded: "
+                       f"all pairs' interval; dashes: 1 +- {tolerance:.0%})", fontsize=8)
+        axis.set_xlabel("block", fontsize=8)
+        axis.set_ylabel("ratio to base", fontsize=8)
+        axis.set_xticks(list(where))
+        axis.legend(fontsize=7, loc="upper left")
+        axis.grid(axis="y", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
