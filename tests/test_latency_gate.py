@@ -148,3 +148,16 @@ def test_a_regression_slows_the_warm_up_too_and_still_fails():
     assert describe_warmup_drift((0.37, 0.366), 0.535, []) is None, "nothing to judge against"
     absolute = LatencyBudget(0.36, "absolute", "budgets.toml")
     assert describe_warmup_drift((0.37, 0.366), 0.535, [budget, absolute]) is None, "over the strictest budget"
+
+
+def test_a_recording_refuses_drifted_rounds_even_when_its_warm_up_is_over_an_absolute_budget():
+    """An update keeps budgets.toml's absolute budget (H100 fast at 512x512@6: 0.34 s). A stack
+    whose warm-up already ran over it is no evidence against a recording's drift: rounds 45 % slower
+    than that warm-up would still become a reference too slow for every later run. Only the gate's
+    (non-recording) drift needs a budget to vouch for the warm-up."""
+    absolute = LatencyBudget(0.34, "absolute", "budgets.toml")
+    why = describe_warmup_drift((0.37, 0.366), 0.535, [absolute], recording=True)
+    assert why is not None and "45% slower than this case's last warm-up calls" in why
+    assert "within the" not in why, "the warm-up was over the budget: never said to be within it"
+    assert describe_warmup_drift((0.37, 0.366), 0.535, [absolute]) is None, "the gate: the code, as before"
+    assert describe_warmup_drift((0.37, 0.366), 0.40, [absolute], recording=True) is None, "within the drift"

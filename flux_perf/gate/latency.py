@@ -167,15 +167,17 @@ def describe_warmup_drift(warmup_s: Sequence[float], timed_median_s: float,
     When the same code, in the same process, ran within every budget twice in a row just before
     the timed rounds, a timed median far above it is the machine changing under the case, not the
     code: a regression slows the warm-up too. `recording`: rounds of a sanctioned update timed by a
-    steady clock (a GPU's events); no budget need vouch for the warm-up, since rounds that drifted
-    would become a reference too slow for every later run."""
+    steady clock (a GPU's events); no budget need vouch for the warm-up (a warm-up over an
+    absolute budget included), since rounds that drifted would become a reference too slow for
+    every later run."""
     if len(warmup_s) < 2 or not (budgets or recording):
         return None
     before = max(warmup_s[-2:])
     limit = min(b.seconds for b in budgets) if budgets else None
-    if (limit is not None and before > limit) or timed_median_s <= before * (1 + WARMUP_DRIFT):
+    vouched = limit is not None and before <= limit
+    if not (vouched or recording) or timed_median_s <= before * (1 + WARMUP_DRIFT):
         return None
-    within = f", within the {limit:.3f} s budget" if limit is not None else ""
+    within = f", within the {limit:.3f} s budget" if vouched else ""
     return (f"the timed rounds (median {timed_median_s:.3f} s) ran {timed_median_s / before - 1:.0%} slower than "
             f"this case's last warm-up calls seconds before, the same code in the same process ({before:.3f} s"
             f"{within}): the machine changed under the case")
