@@ -175,6 +175,32 @@ def test_baselines_update_missing_records_only_what_is_missing_or_stale(tmp_path
     assert done.returncode == 0 and "--missing: 0 of 4 cases to record" in done.stdout
 
 
+def test_baselines_update_missing_records_a_stack_whose_fidelity_predates_the_bf16_baseline(tmp_path, cli,
+                                                                                             monkeypatch):
+    """An update is stack-major: bf16 at every scenario first. One that re-records on purpose and is
+    cut short (its hint: finish it with --missing) leaves the other stacks' fidelity measured against
+    the replaced bf16 image, neither missing nor stale: --missing kept them as "recorded and fresh",
+    and every later gate run compared their SSIM with one measured against other pixels."""
+    copy_budgets(tmp_path)
+    quiet_host(monkeypatch)
+    args = ("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2", "--stacks",
+            "fused-qkv", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
+    assert cli(*args).returncode == 0
+    # As though bf16 were recorded again after fused-qkv (same second on this machine: moved back instead).
+    fidelity = next(tmp_path.glob("cpu-*/*/fidelity.json"))
+    table = json.loads(fidelity.read_text())
+    table["entries"]["64x64@2"]["fused-qkv"]["provenance"]["recorded_at"] = "2020-01-01T00:00:00+00:00"
+    fidelity.write_text(json.dumps(table))
+    again = cli(*args, "--missing")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "kept: bf16 at 64x64@2 (recorded and fresh)" in again.stdout
+    assert "to record: fused-qkv at 64x64@2: its fidelity was measured against an earlier bf16 baseline" \
+        in again.stdout, again.stdout[-2000:]
+    assert "--missing: 1 of 2 cases to record" in again.stdout
+    entry = json.loads(fidelity.read_text())["entries"]["64x64@2"]["fused-qkv"]
+    assert entry["provenance"]["recorded_at"] != "2020-01-01T00:00:00+00:00", "recorded again"
+
+
 def test_baselines_show_names_a_missing_folder_and_each_bad_entry(tmp_path, cli):
     """Issue 29: a missing folder printed nothing with exit 0; a number-valued fidelity entry or a
     list `software` gave a traceback; NaN and "high" were shown as values."""

@@ -97,6 +97,10 @@ def missing_cases(session, cases: list) -> list:
         broken = [refs.problems[p] for p in parts if p in refs.problems]
         if refs.latency is None or (stack.name != BASELINE and refs.fidelity is None) or refs.baseline is None:
             broken.append("not recorded")
+        if stack.name != BASELINE and refs.fidelity and refs.baseline and _earlier(
+                refs.fidelity.provenance.recorded_at, refs.baseline.provenance.recorded_at):
+            broken.append(f"its fidelity was measured against an earlier bf16 baseline (fidelity recorded "
+                          f"{refs.fidelity.provenance.recorded_at}, the baseline {refs.baseline.provenance.recorded_at})")
         return "; ".join(broken + refs.stale_of(*parts)) or None
 
     reasons = {(stack.name, scenario.id): needs(stack, scenario) for stack, scenario in cases}
@@ -113,6 +117,18 @@ def missing_cases(session, cases: list) -> list:
             progress(f"kept: {stack.name} at {scenario.id} (recorded and fresh)")
     progress(f"--missing: {len(chosen)} of {len(cases)} cases to record")
     return chosen
+
+
+def _earlier(recorded_at: str, than: str) -> bool:
+    """`recorded_at` is strictly before `than` (ISO dates; False where either cannot be compared).
+    An update is stack-major, bf16 first: a stack's fidelity older than the scenario's bf16 baseline
+    was measured against an image since replaced (an update on purpose, cut short)."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(recorded_at) < datetime.datetime.fromisoformat(than)
+    except (TypeError, ValueError):  # unparsable, or one date without a time zone
+        return False
 
 
 def _calibrated(store, key) -> bool:
