@@ -508,3 +508,25 @@ def test_the_ab_table_shows_the_statistic_the_verdict_judges():
     base_s, other_s, ratio = map(float, row[2:5])
     assert base_s == 1.0 and other_s == pytest.approx(base_s * ratio, abs=1e-4) and other_s < base_s
     assert "other s* = base s x ratio, the ratio the verdict judges" in format_cases([case], TOLERANCE)
+
+
+def test_the_picture_draws_the_runs_own_tolerance_zero_included(tmp_path, monkeypatch):
+    """`ab --tolerance 0` is allowed (check_tolerance: [0, 1)); the picture drew its band at
+    1 +- 1 % (`tolerance or 0.01`), a band the verdicts were never judged by."""
+    import matplotlib.figure
+
+    from flux_perf.report.plots import plot_ab
+
+    drawn = []
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, *a, **k: (drawn.append(figure),
+                                                                                      real(figure, *a, **k)))
+    data = json.loads((ROOT / "docs/results/ab-512-control-session12-b.json").read_text())
+    for tolerance, edges in ((0.0, {1.0}), (0.02, {0.98, 1.02})):
+        data["settings"]["tolerance"] = tolerance
+        drawn.clear()
+        assert plot_ab(data, tmp_path / "ab.png")
+        axis = drawn[0].axes[0]
+        dashed = {round(line.get_ydata()[0], 6) for line in axis.lines if line.get_linestyle() == "--"}
+        assert dashed == edges, (tolerance, dashed)
+        assert f"1 +- {tolerance:.0%}" in axis.get_title()

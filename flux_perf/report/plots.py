@@ -98,7 +98,8 @@ def plot_ab(data: dict, path: Path) -> Path | None:
     cases = [c for c in data.get("cases") or [] if c.get("blocks")]
     if not cases:
         return None
-    tolerance = (data.get("settings") or {}).get("tolerance") or 0.01
+    tolerance = (data.get("settings") or {}).get("tolerance")
+    tolerance = 0.01 if tolerance is None else tolerance  # 0 is a tolerance (`ab --tolerance 0`), not absent
     figure, axes = plt.subplots(len(cases), 1, figsize=(7, 2.4 * len(cases)), squeeze=False, constrained_layout=True)
     for axis, case in zip(axes[:, 0], cases):
         blocks = case["blocks"]
