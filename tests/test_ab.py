@@ -312,6 +312,10 @@ def test_a_committed_ab_file_is_pictured_and_one_without_blocks_is_not(tmp_path)
     assert (tmp_path / "ab.png").stat().st_size > 10_000
     assert plot_ab({"cases": [{"stack": "fast", "scenario": "512x512@6", "blocks": []}]}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+    from flux_perf.commands.ab import picture_path
+
+    assert picture_path(tmp_path / "ab.json") == tmp_path / "ab.png"
+    assert picture_path(tmp_path / "ab.png") == tmp_path / "ab.png.png", "never the --json file itself"
 
 
 def test_a_plant_sized_to_the_round_takes_that_share_of_the_whole_round():

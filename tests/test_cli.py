@@ -382,7 +382,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("command", [("run",), ("baselines", "update"), ("calibrate",)])
+@pytest.mark.parametrize("command", [("run",), ("baselines", "update")])
 def test_the_telemetry_interval_reaches_the_measure_settings_of_every_measuring_command(tmp_path, command, capsys):
     """`--telemetry-interval`, as pytest's `--flux-telemetry-interval`, for the commands that measure."""
     from flux_perf.cli import build_parser
@@ -397,3 +397,11 @@ def test_the_telemetry_interval_reaches_the_measure_settings_of_every_measuring_
     with pytest.raises(SystemExit):
         parser.parse_args([*command, "--telemetry-interval", "0"])
     assert "--telemetry-interval: '0' is not a positive number of seconds" in capsys.readouterr().err
+
+
+def test_calibrate_takes_no_telemetry_interval_since_it_times_no_rounds(capsys):
+    from flux_perf.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["calibrate", "--telemetry-interval", "0.5"])
+    assert "unrecognized arguments: --telemetry-interval" in capsys.readouterr().err

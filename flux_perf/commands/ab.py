@@ -115,8 +115,13 @@ def run(args) -> int:
     print(format_cases(cases, args.tolerance))
     if args.json:
         print(f"\nA/B rounds and verdicts: {args.json}")
-        picture(cases_to_json(cases, settings, True, not_decidable), Path(args.json).with_suffix(".png"))
+        picture(cases_to_json(cases, settings, True, not_decidable), picture_path(Path(args.json)))
     return ab_exit(cases, undecidable)
+
+
+def picture_path(written: Path) -> Path:
+    """The picture beside the --json file; a --json named *.png is never overwritten by it."""
+    return written.with_suffix(".png") if written.suffix != ".png" else written.with_name(written.name + ".png")
 
 
 def picture(data: dict, path: Path) -> None:

@@ -32,7 +32,7 @@ def register(sub) -> None:
     parser.add_argument("--restate", default=None, metavar="FOLDER",
                         help="no measuring: re-propose the calibrations stored in this baseline folder "
                              "from the distances they hold (for a new --margin or band rule)")
-    add_model_args(parser)
+    add_model_args(parser, timed=False)
     parser.set_defaults(func=run)
 
 

@@ -30,7 +30,9 @@ def add_scenario_args(parser, *, several: bool = True) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def add_model_args(parser, rounds: int = 3) -> None:
+def add_model_args(parser, rounds: int = 3, timed: bool = True) -> None:
+    """The model, device, folders and rounds; `timed` False for a command that times no rounds
+    (calibrate only generates images), which then takes no --telemetry-interval."""
     parser.add_argument("--model", default=None,
                         help="synthetic | tiny | a diffusers pipeline directory | hub:OWNER/NAME "
                              "(default: synthetic on a GPU, tiny on a CPU)")
@@ -39,8 +41,9 @@ def add_model_args(parser, rounds: int = 3) -> None:
                         help="baseline store with budgets.toml (default: the checkout's baselines/)")
     parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
-    parser.add_argument("--telemetry-interval", type=positive_seconds, default=0.05, metavar="SECONDS",
-                        help="seconds between NVML samples of the GPU during the timed rounds (default: 0.05)")
+    if timed:
+        parser.add_argument("--telemetry-interval", type=positive_seconds, default=0.05, metavar="SECONDS",
+                            help="seconds between NVML samples of the GPU during the timed rounds (default: 0.05)")
 
 
 def scenarios_of(args):
@@ -81,7 +84,7 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
     config = SuiteConfig(
         model=args.model, device=device, stacks=parse_stacks(stacks), scenarios=scenarios,
         measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds,
-                                telemetry_interval_s=args.telemetry_interval), strict=False,
+                                telemetry_interval_s=getattr(args, "telemetry_interval", 0.05)), strict=False,
         report_dir=Path(args.report_dir), baselines_dir=baselines_dir(args), update_baselines=update,
         force_update=force,
     )
