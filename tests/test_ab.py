@@ -6,6 +6,7 @@ shared and busy)."""
 import json
 import math
 import random
+from collections import Counter
 
 import pytest
 from helpers import ROOT, run_flux_perf
@@ -35,9 +36,16 @@ TOLERANCE = 0.01
 
 def test_rounds_alternate_abba():
     assert interleaved_order(4) == [("base", "head"), ("head", "base"), ("base", "head"), ("head", "base")]
-    # With a control: ABC CBA, so each side is first as often as last against base.
-    assert interleaved_order(2, ("base", "head", "control")) == [("base", "head", "control"),
-                                                                 ("control", "head", "base")]
+    # With a control, over a cycle of six triples: each side holds each place twice (linear drift
+    # cancels against base) and follows each side, itself included, twice. ABC CBA alone never ran
+    # the head right after itself, while base and control followed themselves.
+    order = interleaved_order(12, ("base", "head", "control"))
+    assert order[:2] == [("base", "head", "control"), ("control", "head", "base")] and order[6:] == order[:6]
+    rounds = [side for triple in order[:6] for side in triple]
+    assert Counter((rounds[i - 1], rounds[i]) for i in range(len(rounds))) == \
+        Counter({(a, b): 2 for a in ("base", "head", "control") for b in ("base", "head", "control")})
+    assert {side: sum(i for i, s in enumerate(rounds) if s == side) for side in ("base", "head", "control")} == \
+        {"base": 51, "head": 51, "control": 51}
 
 
 def _pooled(change: str, p_slower: float = 0.5) -> Pooled:
@@ -55,7 +63,7 @@ def test_same_needs_the_pooled_control_seen_slower():
 
 def _walls(slowdown: float, noise: float, drift: float, pairs: int, rng: random.Random, start: int = 0,
            control: float | None = None) -> dict[str, list[float]]:
-    """Rounds of a machine whose speed drifts linearly, taken ABBA (ABC CBA) as the runner takes them."""
+    """Rounds of a machine whose speed drifts linearly, in the order the runner takes them."""
     sides = ("base", "head", "control") if control else ("base", "head")
     slow = {"base": 1.0, "head": slowdown, "control": control}
     walls = {side: [] for side in sides}

@@ -149,9 +149,19 @@ def foreign_processes(seen: list[dict], ours: set[int]) -> list[dict]:
     return []
 
 
+# Three sides: ABC CBA ACB BAC CAB BCA. Over each cycle of 18 rounds every side holds each place
+# twice (linear drift cancels) and follows each side, itself included, exactly twice. ABC CBA alone
+# never ran the head right after itself while base and control did (one H100 read A vs A at
+# 512x512@6 with the head 0.2-0.3 % slow in every block, a possible consequence).
+_THREE_SIDES = ((0, 1, 2), (2, 1, 0), (0, 2, 1), (1, 0, 2), (2, 0, 1), (1, 2, 0))
+
+
 def interleaved_order(pairs: int, sides: tuple[str, ...] = ("base", "head")) -> list[tuple[str, ...]]:
-    """ABBA ABBA ... (ABC CBA with a control): each side goes first as often as last, so linear
-    drift cancels in every comparison with base."""
+    """ABBA ABBA ... for two sides: each goes first as often as last and follows itself as often
+    as the other, so linear drift and what a round leaves to the next cancel in the comparison.
+    Three sides (a control) cycle through the six orders of _THREE_SIDES for the same."""
+    if len(sides) == 3:
+        return [tuple(sides[j] for j in _THREE_SIDES[i % 6]) for i in range(pairs)]
     return [tuple(sides) if i % 2 == 0 else tuple(reversed(sides)) for i in range(pairs)]
 
 
