@@ -228,7 +228,7 @@ def test_each_block_keeps_the_hosts_cpu_contention_and_says_it_when_over_the_thr
     cases = run_ab(ROOT, ROOT, [("unchanged", "512x512@6")], pairs=10, blocks=2, device="cuda", pin=False,
                    log=lines.append)
     blocks = [line for line in lines if " block " in line]
-    assert "host busy: runnable tasks waited for a CPU 30% of the block" in blocks[0]
+    assert "host busy: host CPU contention: runnable tasks waited for a CPU 30% of the timed rounds" in blocks[0]
     assert "host busy" not in blocks[1]
     assert [b.host_cpu_stall for b in cases[0].blocks] == [0.30, 0.01]
     written = cases_to_json(cases, {}, final=True)["cases"][0]["blocks"]

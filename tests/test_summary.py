@@ -3,7 +3,7 @@ and `ab --undecided-from` read: the summary's sections cannot drift from it."""
 
 from helpers import make_results
 
-from flux_perf.report.judged import LATENCY_NOT_JUDGED, LATENCY_UNJUDGED, Unjudged, not_judged
+from flux_perf.report.judged import LATENCY_UNJUDGED, Unjudged, not_judged
 from flux_perf.report.records import read_results
 from flux_perf.report.summary import summary_markdown, verdict_text
 
@@ -36,9 +36,9 @@ def test_the_fidelity_gaps_are_judged_pys_gaps(tmp_path):
 
 
 def test_a_latency_verdict_judged_py_does_not_judge_is_upper_case_and_listed(tmp_path):
-    """One definition (judged.LATENCY_NOT_JUDGED) both for the verdict column and the "Not judged"
+    """One definition (judged.LATENCY_UNJUDGED) both for the verdict column and the "Not judged"
     list: each such verdict, even one the run did not fail, is shown upper-case and listed."""
-    unjudged = sorted(LATENCY_NOT_JUDGED)
+    unjudged = sorted(LATENCY_UNJUDGED)
     assert unjudged == ["disturbed", "inconclusive", "no-reference"]
     stacks = ("fp8", "fast", "bf16")
     cases = {f"{stack}-512x512@6": verdict for stack, verdict in zip(stacks, unjudged)} | {"cache-512x512@6": "pass"}
@@ -50,5 +50,5 @@ def test_a_latency_verdict_judged_py_does_not_judge_is_upper_case_and_listed(tmp
     assert rows == {"fp8": "DISTURBED", "fast": "INCONCLUSIVE", "bf16": "NO-REFERENCE", "cache": "pass"}
     assert [verdict_text(r) for r in results.records] == [v.upper() for v in unjudged] + ["pass"]
     listed = [line.split(":")[0][2:] for line in _section(summary, "Not judged")]
-    assert listed == [case for case, verdict in cases.items() if verdict in LATENCY_NOT_JUDGED]
+    assert listed == [case for case, verdict in cases.items() if verdict in LATENCY_UNJUDGED]
     assert [i.why for i in not_judged(results.records)] == [LATENCY_UNJUDGED[v] for v in unjudged]

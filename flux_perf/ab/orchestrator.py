@@ -213,17 +213,14 @@ def timed_block(workers: dict[str, Worker], pairs: int, tolerance: float) -> Blo
 
 
 def host_contention(block: Block) -> str | None:
-    """The host's CPU contention during a block, in words, when over the suite's thresholds. The
-    pairs share it (each pair's sides run back to back), so it widens the interval, not biases it:
-    said, not a verdict."""
-    from ..instrument.host import CONTENTION, STEAL
+    """The host's CPU contention during a block, in the gate's words, when over the suite's
+    thresholds (instrument/host.py). Each pair's sides run back to back and share it, so it widens
+    the interval rather than biasing it: said, not a verdict."""
+    from ..gate.latency import describe_disturbance
+    from ..instrument.host import host_flags
 
-    stall, steal, said = block.host_cpu_stall, block.host_cpu_steal, []
-    if stall is not None and stall > CONTENTION:
-        said.append(f"runnable tasks waited for a CPU {stall:.0%} of the block")
-    if steal is not None and steal > STEAL:
-        said.append(f"the hypervisor took {steal:.0%} of the CPU time")
-    return "; ".join(said) or None
+    stall, steal = block.host_cpu_stall, block.host_cpu_steal
+    return "; ".join(describe_disturbance(host_flags(stall, steal), [], None, None, stall, steal)) or None
 
 
 def measure_case(case: AbCase, workers: dict[str, Worker], blocks: int, tolerance: float, gpu: int | None,

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import DEFAULT_REPORT_DIR
+from .. import DEFAULT_REPORT_DIR, TELEMETRY_INTERVAL_S
 from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir
 from ..suite.values import positive_seconds
 
@@ -42,8 +42,9 @@ def add_model_args(parser, rounds: int = 3, timed: bool = True) -> None:
     parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
     if timed:
-        parser.add_argument("--telemetry-interval", type=positive_seconds, default=0.05, metavar="SECONDS",
-                            help="seconds between NVML samples of the GPU during the timed rounds (default: 0.05)")
+        parser.add_argument("--telemetry-interval", type=positive_seconds, default=TELEMETRY_INTERVAL_S,
+                            metavar="SECONDS", help="seconds between NVML samples of the GPU during the timed "
+                                                    "rounds (default: %(default)s)")
 
 
 def scenarios_of(args):
@@ -83,8 +84,10 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
     check_device(device)
     config = SuiteConfig(
         model=args.model, device=device, stacks=parse_stacks(stacks), scenarios=scenarios,
+        # calibrate times no rounds and takes no --telemetry-interval
         measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds,
-                                telemetry_interval_s=getattr(args, "telemetry_interval", 0.05)), strict=False,
+                                telemetry_interval_s=getattr(args, "telemetry_interval", TELEMETRY_INTERVAL_S)),
+        strict=False,
         report_dir=Path(args.report_dir), baselines_dir=baselines_dir(args), update_baselines=update,
         force_update=force,
     )

@@ -113,7 +113,8 @@ class Slowdown(Component):
         probe_ms = self.calibration["probe_ms"]
         # The plant added at most its fraction of the unslowed round (the steps are part of the round):
         # a probe timed in a burst of host load can claim more, and a round less than nothing.
-        unslowed_ms = max(round_ms - steps * self.calibration["extra_ms_per_step"], round_ms / (1 + float(self.param)))
+        unslowed_ms = max(round_ms - steps * self.calibration["extra_ms_per_step"],
+                          round_ms / (1 + float(self.param)))
         rows = _rows_for(float(self.param) * unslowed_ms / steps, probe_ms)
         self.rows = dict.fromkeys(self.rows, rows)
         self.calibration.update(sized_to="round", round_ms=unslowed_ms, **self._extra(rows, probe_ms))

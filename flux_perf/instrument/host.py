@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .telemetry import Flag
+
 PSI_CPU = Path("/proc/pressure/cpu")
 PROC_STAT = Path("/proc/stat")
 # Tasks waited for a CPU this share of the timed rounds: the host was not the quiet one the
@@ -80,3 +82,10 @@ class HostPressure:
             return None
         # Some hypervisors' steal counter has stepped back: never a negative share.
         return min(1.0, max(0.0, (end.steal - start.steal) / (end.total - start.total)))
+
+
+def host_flags(stall: float | None, steal: float | None) -> list[Flag]:
+    """The disturbance flags of a host that was this busy (None: not read): the one threshold
+    rule, for the suite's timed rounds and the A/B's blocks alike."""
+    flags = [Flag.CPU_CONTENTION] if stall is not None and stall > CONTENTION else []
+    return flags + ([Flag.CPU_STEAL] if steal is not None and steal > STEAL else [])

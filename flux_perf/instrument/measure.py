@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import TELEMETRY_INTERVAL_S
 from . import distributed
 from ..model.generate import Generation, StageTimes
 from ..store.files import positive_number
-from .host import CONTENTION, STEAL, HostPressure
+from .host import HostPressure, host_flags
 from .rounds import Summary, summarize
 from .telemetry import DISTURBING, Flag, TelemetryReport, TelemetrySampler
 
@@ -41,7 +42,7 @@ class MeasureSettings:
     max_case_seconds: float = 90.0
     max_warmup: int = 6
     steady_tolerance: float = 0.03  # consecutive warm-up rounds within 3 %: steady
-    telemetry_interval_s: float = 0.05  # NVML sampling: the sampler's thread shares the process
+    telemetry_interval_s: float = TELEMETRY_INTERVAL_S  # NVML sampling: its thread shares the process
     remeasure_when_disturbed: int = 1
 
     def __post_init__(self):
@@ -109,11 +110,7 @@ class Timed:
     def flags(self) -> list[Flag]:
         """What the card and the host did during the timed rounds."""
         flags = list(self.telemetry.flags()) if self.telemetry else []
-        if self.host_stall is not None and self.host_stall > CONTENTION:
-            flags.append(Flag.CPU_CONTENTION)
-        if self.host_steal is not None and self.host_steal > STEAL:
-            flags.append(Flag.CPU_STEAL)
-        return flags
+        return flags + host_flags(self.host_stall, self.host_steal)
 
     @property
     def disturbed(self) -> list[Flag]:

@@ -93,9 +93,13 @@ class Measured:
     # The warm-up calls' wall seconds, as samples_s: under torchrun the slowest rank's, so that the
     # warm-up weighed against the rounds is the same rank's, and every rank weighs the same numbers.
     warmup_s: tuple[float, ...] = ()
-    # Every rank's conditions, in rank order (one without torchrun): the rounds judged are the
-    # slowest rank's, so what disturbed any rank disturbed them.
+    # Every rank's conditions, in rank order (this process's alone without torchrun): the rounds
+    # judged are the slowest rank's, so what disturbed any rank disturbed them.
     ranks: tuple[RankConditions, ...] = ()
+
+    def __post_init__(self):
+        if not self.ranks:  # never judged on no conditions at all
+            self.ranks = (RankConditions.of(self.timed),)
 
 
 class CaseRunner:

@@ -3,7 +3,7 @@ measures, where it reports, and the test-only plants."""
 
 from __future__ import annotations
 
-from .. import DEFAULT_REPORT_DIR
+from .. import DEFAULT_REPORT_DIR, TELEMETRY_INTERVAL_S
 from ..suite.values import positive_seconds
 
 
@@ -25,8 +25,8 @@ def add_options(parser) -> None:
         help="while a verdict is undecided the rounds double, up to this many (default: 32)")
     add("--flux-max-case-seconds", type=float, default=90.0,
         help="no more rounds once a case's timed rounds would pass this many seconds (default: 90)")
-    add("--flux-telemetry-interval", type=positive_seconds, default=0.05, metavar="SECONDS",
-        help="seconds between NVML samples of the GPU during the timed rounds (default: 0.05). The sampler is "
+    add("--flux-telemetry-interval", type=positive_seconds, default=TELEMETRY_INTERVAL_S, metavar="SECONDS",
+        help="seconds between NVML samples of the GPU during the timed rounds (default: %(default)s). The sampler is "
              "a thread of the measured process and each sample makes about ten driver calls: a longer interval "
              "tests whether sampling slows host-bound cases (a value past the rounds samples only at start and end)")
     add("--flux-strict", action="store_true",

@@ -26,7 +26,6 @@ class Unjudged(Enum):
 # column (upper-case), so the table and the "Not judged" list cannot disagree.
 LATENCY_UNJUDGED = {"inconclusive": Unjudged.LATENCY_INCONCLUSIVE, "no-reference": Unjudged.NO_REFERENCE,
                     "disturbed": Unjudged.DISTURBED}
-LATENCY_NOT_JUDGED = frozenset(LATENCY_UNJUDGED)
 
 
 @dataclass(frozen=True)

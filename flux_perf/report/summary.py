@@ -12,7 +12,7 @@ from pathlib import Path
 from ..store.files import atomic_write
 from ..store.folders import os_reason
 from .format import fmt, skipped_table, speedups
-from .judged import LATENCY_NOT_JUDGED, LATENCY_UNJUDGED, NotJudged, Unjudged, not_judged
+from .judged import LATENCY_UNJUDGED, NotJudged, Unjudged, not_judged
 from .plots import plot_latency, plot_telemetry
 from .records import CaseRecord, RunResults, write_results
 
@@ -34,7 +34,7 @@ def verdict_text(record: CaseRecord) -> str:
     verdict = latency.get("verdict", "-")
     if verdict == "pass" and latency.get("faster_by"):
         return f"pass, faster {latency['faster_by']:.1%}"
-    return verdict.upper() if latency.get("failed") or verdict in LATENCY_NOT_JUDGED else verdict
+    return verdict.upper() if latency.get("failed") or verdict in LATENCY_UNJUDGED else verdict
 
 
 def _ssim_text(record: CaseRecord) -> str:

@@ -34,7 +34,7 @@ from ..gate.latency import (
 from ..instrument import distributed
 from ..instrument.machine import Machine
 from ..instrument.measure import MEASUREMENT_VERSION
-from ..instrument.runner import CaseRunner, Measured, RankConditions, with_injection
+from ..instrument.runner import CaseRunner, Measured, with_injection
 from ..model.models import check_hub_source, resolve_model_source
 from ..model.redact import scrub
 from ..model.scenarios import Scenario
@@ -196,7 +196,7 @@ class FluxSession:
         clock = timed.telemetry.sm_clock_median_mhz if timed.telemetry else None
         reference_clock = next((b.reference_clock_mhz for b in budgets if b.reference_clock_mhz), None)
         disturbance = []  # any rank's: the rounds judged are the slowest rank's
-        ranks = measured.ranks or (RankConditions.of(timed),)  # never none: a Measured built without them
+        ranks = measured.ranks
         for number, seen in enumerate(ranks):
             lines = describe_disturbance(list(seen.disturbed), list(seen.other_processes), seen.sm_clock_mhz,
                                          reference_clock, seen.host_stall, seen.host_steal)
