@@ -87,3 +87,15 @@ def test_no_module_imports_another_modules_private_names():
     found = [f"{path.relative_to(PACKAGE)}:{line} {name}" for path in _modules()
              for line, name in _private_imports(path)]
     assert not found, found
+
+
+def test_every_source_path_the_docs_name_exists():
+    """A newcomer follows README and docs/ to the code: a path they name that moved (as
+    flux_perf/ab_rule.py did when the layers became folders) sends them nowhere."""
+    import re
+
+    root = PACKAGE.parent
+    named = {(doc.name, path) for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+             for path in re.findall(r"(?<![\w/.])((?:flux_perf|tests|tools)/[\w/.-]+\.(?:py|sh|md|toml))", doc.read_text())}
+    assert named, "no source path found in the docs: the pattern no longer matches how they name files"
+    assert not [(doc, path) for doc, path in sorted(named) if not (root / path).exists()]
