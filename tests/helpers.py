@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flux_perf.instrument.rounds import summarize
 from flux_perf.report.records import CaseRecord, RunResults, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +68,7 @@ def make_results(path: Path, samples: dict, *, gpu="NVIDIA H100 80GB HBM3", fing
             id=case, stack=stack, stack_key=stack, components=stack, lossless=True,
             scenario={"id": scenario}, model="synthetic", fingerprint=fingerprint, gpu=gpu, device="cuda",
             wall_samples_s=list(rounds), error=(errors or {}).get(case), stages_ms=stages_ms,
-            wall_s={"median": sorted(rounds)[len(rounds) // 2], "ci_low": min(rounds), "ci_high": max(rounds)}
-            if rounds else None))
+            wall_s=summarize(rounds) if rounds else None))
     machine = {"gpu_name": gpu, "model": {"source": "synthetic", "fingerprint": fingerprint}}
     return write_results(RunResults(machine=machine, records=records), path)
 

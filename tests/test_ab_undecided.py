@@ -16,21 +16,24 @@ from flux_perf.ab.rule import Block, Pooled
 from flux_perf.commands.ab import ab_cases, ab_exit, run
 from flux_perf.report.judged import EXIT_NOT_JUDGED, NotJudged, Unjudged, not_judged_in
 from flux_perf.report.records import read_results, write_results
+from flux_perf.report.verdicts import BudgetRecord, FidelityRecord, LatencyRecord
 from flux_perf.suite.config import ConfigError
 
-INCONCLUSIVE = {"verdict": "inconclusive", "failed": False, "detection_limit": 0.32,
-                "budget": {"seconds": 0.417, "source": "recorded 0.379 s + 10%"}}
-PASSED = {"verdict": "pass", "failed": False}
+INCONCLUSIVE = LatencyRecord("inconclusive", BudgetRecord(0.417, "relative", "recorded 0.379 s + 10%"),
+                             detection_limit=0.32)
+PASSED = LatencyRecord("pass")
+FLOOR_ONLY = FidelityRecord("pass", gap="no calibration for 512x512@6 on this GPU")
 
 
-def _suite_run(tmp_path, latency: dict, fidelity: dict | None = None, skipped=(), case="fp8-512x512@6"):
+def _suite_run(tmp_path, latency: LatencyRecord, fidelity: FidelityRecord | None = None, skipped=(),
+               case="fp8-512x512@6"):
     """A results.json of four cases: `case` with `latency`/`fidelity`, three judged ones."""
     cases = ["bf16-512x512@6", "fp8-512x512@6", "fast-512x512@6", "fast-1024x1024@8"]
     path = make_results(tmp_path / "results.json", {case: [0.4] * 8 for case in cases})
     results = read_results(path)
     for record in results.records:
         record.latency = latency if record.id == case else PASSED
-        record.fidelity = (fidelity or {"verdict": "pass"}) if record.id == case else {"verdict": "pass"}
+        record.fidelity = (fidelity or FidelityRecord("pass")) if record.id == case else FidelityRecord("pass")
         record.stopped = "undecided at the cap of 32 rounds"
     results.skipped = list(skipped)
     write_results(results, path)
@@ -54,16 +57,15 @@ def test_only_the_undecided_latency_cases_are_ab_tested_unless_more_are_asked_fo
 def test_a_case_disturbed_against_its_reference_goes_to_the_ab_too(tmp_path):
     """Its rounds ran on a machine unlike the reference's (the eleventh session's fp8-512x512@6: the
     machine slowed under the case); both sides of an A/B run on one machine, so it can judge it."""
-    disturbed = {"verdict": "disturbed", "failed": False,
-                 "disturbance": ["the timed rounds (median 0.535 s) ran 46% slower than this case's last warm-up calls"]}
+    disturbed = LatencyRecord("disturbed", disturbance=(
+        "the timed rounds (median 0.535 s) ran 46% slower than this case's last warm-up calls",))
     cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, disturbed)))
     assert cases == [("fp8", "512x512@6")] and undecidable == []
 
 
 def test_what_an_ab_cannot_decide_is_named_and_never_exit_0(tmp_path, capsys):
-    gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
     skipped = [{"stack": "attn-fa3", "scenario": "512x512@6", "reason": "flash-attn 3 is not installed"}]
-    path = _suite_run(tmp_path, PASSED, fidelity=gap, skipped=skipped)
+    path = _suite_run(tmp_path, PASSED, fidelity=FLOOR_ONLY, skipped=skipped)
     cases, undecidable, _ = ab_cases(_args(path))
     assert cases == []
     assert [item.why for item in undecidable] == [Unjudged.FIDELITY_GAP, Unjudged.NOT_RUN]
@@ -125,7 +127,7 @@ def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):
 
 
 def test_what_the_suite_already_failed_is_not_reported_again(tmp_path):
-    missing = {"verdict": "no-reference", "failed": True, "missing": "record it"}
+    missing = LatencyRecord("no-reference", failed=True, missing="record it")
     cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, missing)))
     assert cases == [] and undecidable == [], "the suite's own failure, not one the A/B adds"
 
@@ -140,7 +142,7 @@ def test_a_results_file_of_several_models_asks_which(tmp_path):
 
 
 def test_one_list_of_what_was_not_judged(tmp_path):
-    missing = {"verdict": "no-reference", "failed": True, "missing": "record it with `flux-perf baselines update`"}
+    missing = LatencyRecord("no-reference", failed=True, missing="record it with `flux-perf baselines update`")
     path = _suite_run(tmp_path, missing)
     (item,) = not_judged_in(read_results(path))
     assert item.why is Unjudged.NO_REFERENCE and item.failed and not item.resolvable_by_ab
@@ -157,11 +159,10 @@ def _ab_args(path, out):
 def test_the_json_names_what_no_ab_can_decide_from_its_first_write(tmp_path, monkeypatch):
     """A CI step reading only `ab --json` sees why the exit is 6 when every A/B verdict is `same`:
     the suite's undecidable items are in the file after the first block, when cut short, and at the end."""
-    gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
-    path = _suite_run(tmp_path, INCONCLUSIVE, fidelity=gap)  # fp8: latency to A/B, a gap no A/B decides
+    path = _suite_run(tmp_path, INCONCLUSIVE, fidelity=FLOOR_ONLY)  # fp8: latency to A/B, a gap no A/B decides
     out = tmp_path / "ab.json"
     expected = [{"case": "fp8-512x512@6", "stack": "fp8", "scenario": "512x512@6",
-                 "why": "fidelity judged by the floor alone", "detail": gap["gap"]}]
+                 "why": "fidelity judged by the floor alone", "detail": FLOOR_ONLY.gap}]
     seen = []
 
     def run_ab(base, head, wanted, *, on_block, **_):
@@ -193,8 +194,7 @@ def test_the_json_names_what_no_ab_can_decide_from_its_first_write(tmp_path, mon
 
 
 def test_nothing_to_ab_still_writes_what_it_could_not_decide(tmp_path):
-    gap = {"verdict": "pass", "gap": "no calibration for 512x512@6 on this GPU", "failed": False}
-    path, out = _suite_run(tmp_path, PASSED, fidelity=gap), tmp_path / "ab.json"
+    path, out = _suite_run(tmp_path, PASSED, fidelity=FLOOR_ONLY), tmp_path / "ab.json"
     assert run(_ab_args(path, out)) == EXIT_NOT_JUDGED
     written = json.loads(out.read_text())
     assert written["cases"] == [] and [item["why"] for item in written["not_decidable"]] == [Unjudged.FIDELITY_GAP.value]

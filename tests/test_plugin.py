@@ -9,6 +9,7 @@ import pytest
 from helpers import ROOT, copy_budgets, make_results, run_gpu_suite_here, run_pytest, quiet_host
 
 from flux_perf.report.records import read_results
+from flux_perf.report.verdicts import BudgetRecord, LatencyRecord
 
 
 @pytest.fixture
@@ -75,8 +76,8 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
     results = read_results(make_results(tmp_path / "results.json", {"fp8-512x512@6": [0.4] * 8,
                                                                      "bf16-512x512@6": [0.4] * 8}))
     for record in results.records:
-        record.latency = {"verdict": "inconclusive" if record.stack == "fp8" else "pass", "failed": False,
-                          "budget": {"seconds": 0.417, "source": "recorded 0.379 s + 10%"}}
+        record.latency = LatencyRecord("inconclusive" if record.stack == "fp8" else "pass",
+                                       BudgetRecord(0.417, "relative", "recorded 0.379 s + 10%"))
     results.skipped = [{"stack": "fa3", "components": "attn-fa3", "scenario": "512x512@6", "reason": "no fa3"}]
     flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
     undecided = [SimpleNamespace(nodeid=f"t.py::test[{case}]", longrepr=("t.py", 1, "Inconclusive: own reason"),
@@ -101,7 +102,7 @@ def test_a_disturbed_tests_own_line_says_disturbed(tmp_path):
     from flux_perf.plugin.report import section_lines
 
     results = read_results(make_results(tmp_path / "results.json", {"bf16-512x512@6": [0.4] * 8}))
-    results.records[0].latency = {"verdict": "pass", "failed": False}
+    results.records[0].latency = LatencyRecord("pass")
     flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
     own = [SimpleNamespace(nodeid="t.py::test_own", longrepr=("t.py", 1, "Disturbed: a hot card"),
                            flux_inconclusive="t.py::test_own", flux_outcome=outcome)

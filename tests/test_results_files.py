@@ -46,6 +46,20 @@ RECORD = f"record 0 ({CASE})"
     (_set("records", 0, "scenario", value={"steps": 6}), f"{RECORD}: key 'scenario.id' is null, expected a string"),
     (_set("records", 0, value=["not", "a", "record"]), "record 0 is list ['not', 'a', 'record'], not a record object"),
     (_set("skipped", value=[{"stack": 5, "scenario": "512x512@6"}]), "skipped 0: key 'stack' is int 5"),
+    # The typed keys, each read whole (report/verdicts.py).
+    (lambda data: data["records"][0]["wall_s"].pop("q1"), f"{RECORD}: key 'wall_s.q1' is missing"),
+    (_set("records", 0, "latency", value="pass"), f"{RECORD}: key 'latency' is str 'pass', expected an object or null"),
+    (_set("records", 0, "latency", value={"failed": False}), f"{RECORD}: key 'latency.verdict' is missing"),
+    (_set("records", 0, "latency", value={"verdict": "pass", "budget": {"seconds": 0.4, "source": "recorded"}}),
+     f"{RECORD}: key 'latency.budget.kind' is missing"),
+    (_set("records", 0, "latency", value={"verdict": "pass", "checks": [{}]}),
+     f"{RECORD}: key 'latency.checks.0.budget' is missing"),
+    (_set("records", 0, "fidelity", value={"verdict": "pass", "stale": ["torch", 3]}),
+     f"{RECORD}: key 'fidelity.stale.1' is int 3, expected a string"),
+    (_set("records", 0, "fidelity", value={"verdict": "pass", "band": {"psnr": 50.0}}),
+     f"{RECORD}: key 'fidelity.band.ssim' is missing"),
+    (_set("records", 0, "target", value={"seconds": 0.5, "met": "yes", "gap_s": 0.1}),
+     f"{RECORD}: key 'target.met' is str 'yes', expected true or false"),
 ])
 def test_wrong_types_and_missing_keys_name_the_file_and_the_key(tmp_path, cli, edit, message):
     bad = _edited(tmp_path, edit)

@@ -21,6 +21,7 @@ from flux_perf.gate.fidelity import FidelityVerdict
 from flux_perf.gate.latency import Verdict, describe_disturbance, judge_latency
 from flux_perf.instrument.telemetry import Flag
 from flux_perf.instrument.measure import MEASUREMENT_VERSION, MeasureSettings
+from flux_perf.report.records import read_results
 from flux_perf.report.summary import write_report
 from flux_perf.model.scenarios import Scenario
 from flux_perf.suite.session import FluxSession
@@ -103,6 +104,9 @@ def test_update_then_gate_then_catch_the_planted_regression(session_for, tmp_pat
     assert "## Not judged (never a pass)" in summary and "- fused-qkv-64x64@2: NO-REFERENCE: " in summary
     assert "## Fidelity gaps" in summary
     assert session.results().records == list(session.records.values()), "writing the report changes no record"
+    assert read_results(paths["results"]).records == session.results().records, "read back as they were written"
+    assert records["fused-qkv"]["latency"] == fused.latency.to_dict(), "the judge's verdict, as it wrote it"
+    assert records["broken-decoder"]["fidelity"] == broken.fidelity.to_dict()
     assert paths["latency_plot"].stat().st_size > 5_000
 
 
@@ -195,7 +199,7 @@ def test_an_update_on_a_host_whose_hypervisor_stole_cpu_time_records_nothing(ses
     """PSI does not see CPU time a hypervisor gives to other guests (an H100 of the pool ran a
     host-bound case 50 % slow with PSI at 0.03 %): /proc/stat's steal share disturbs the rounds as
     contention does, is said in words and kept in results.json."""
-    from flux_perf.report.records import read_results, write_results
+    from flux_perf.report.records import write_results
 
     quiet_host(monkeypatch, steal=0.14)
     session = session_for("bf16", update=True)

@@ -6,6 +6,7 @@ from helpers import make_results
 from flux_perf.report.judged import LATENCY_UNJUDGED, Unjudged, not_judged
 from flux_perf.report.records import read_results
 from flux_perf.report.summary import summary_markdown, verdict_text
+from flux_perf.report.verdicts import BudgetRecord, FidelityRecord, LatencyRecord
 
 GAP = "no fidelity calibration for 512x512@6 on this GPU and weights: judged against the floor alone"
 
@@ -17,13 +18,13 @@ def _section(summary: str, title: str) -> list[str]:
 
 
 def test_the_fidelity_gaps_are_judged_pys_gaps(tmp_path):
-    cases = {"fp8-512x512@6": {"verdict": "pass", "gap": GAP, "failed": False},
-             "fast-512x512@6": {"verdict": "fail", "gap": GAP, "failed": True, "reasons": ["SSIM 0.9 < 0.95"]},
+    cases = {"fp8-512x512@6": FidelityRecord("pass", gap=GAP),
+             "fast-512x512@6": FidelityRecord("fail", gap=GAP, failed=True, reasons=("SSIM 0.9 < 0.95",)),
              # A broken judgement is not a gap, whatever the record also holds (an edited or older file).
-             "bf16-512x512@6": {"verdict": "error", "gap": GAP, "message": "calibration.json: broken", "failed": True}}
+             "bf16-512x512@6": FidelityRecord("error", gap=GAP, message="calibration.json: broken", failed=True)}
     results = read_results(make_results(tmp_path / "results.json", {case: [0.4] * 8 for case in cases}))
     for record in results.records:
-        record.latency, record.fidelity = {"verdict": "pass", "failed": False}, cases[record.id]
+        record.latency, record.fidelity = LatencyRecord("pass"), cases[record.id]
     items = not_judged(results.records)
     summary = summary_markdown(results)
     gaps = _section(summary, "Fidelity gaps")
@@ -44,7 +45,7 @@ def test_a_latency_verdict_judged_py_does_not_judge_is_upper_case_and_listed(tmp
     cases = {f"{stack}-512x512@6": verdict for stack, verdict in zip(stacks, unjudged)} | {"cache-512x512@6": "pass"}
     results = read_results(make_results(tmp_path / "results.json", {case: [0.4] * 8 for case in cases}))
     for record in results.records:
-        record.latency = {"verdict": cases[record.id], "failed": False, "budget": {"source": "recorded", "seconds": 0.4}}
+        record.latency = LatencyRecord(cases[record.id], BudgetRecord(0.4, "relative", "recorded"))
     summary = summary_markdown(results)
     rows = {line.split(" | ")[1]: line.split(" | ")[6] for line in summary.splitlines() if line.startswith("| 512x512@6 |")}
     assert rows == {"fp8": "DISTURBED", "fast": "INCONCLUSIVE", "bf16": "NO-REFERENCE", "cache": "pass"}

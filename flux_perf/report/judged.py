@@ -23,7 +23,8 @@ class Unjudged(Enum):
 
 
 # The latency verdicts that judge nothing, and what each is: read here and by the summary's verdict
-# column (upper-case), so the table and the "Not judged" list cannot disagree.
+# column (upper-case), so the table and the "Not judged" list cannot disagree. Keys: gate Verdict
+# values (gate.latency is not imported here: numpy, in every pytest run that loads the plugin).
 LATENCY_UNJUDGED = {"inconclusive": Unjudged.LATENCY_INCONCLUSIVE, "no-reference": Unjudged.NO_REFERENCE,
                     "disturbed": Unjudged.DISTURBED}
 
@@ -54,28 +55,27 @@ class NotJudged:
 
 
 def _of_record(record: CaseRecord) -> list[NotJudged]:
-    latency, fidelity = record.latency or {}, record.fidelity or {}
+    latency, fidelity = record.latency, record.fidelity
     found = []
 
     def add(why: Unjudged, detail: str, failed: bool, more: str = "") -> None:
         found.append(NotJudged(record.id, record.stack, record.scenario_id, why, detail, failed, more))
 
-    why = LATENCY_UNJUDGED.get(latency.get("verdict"))
+    why = LATENCY_UNJUDGED.get(latency.verdict) if latency else None
     if why is Unjudged.LATENCY_INCONCLUSIVE:
-        budget = latency.get("budget") or {}
-        seconds, limit = budget.get("seconds"), record.detection_limit
-        add(Unjudged.LATENCY_INCONCLUSIVE, record.stopped or "undecided", bool(latency.get("failed")),
-            f"against {budget.get('source')}" + (f" ({seconds:.3f} s)" if seconds is not None else "")
+        budget, limit = latency.budget, record.detection_limit
+        seconds, source = (budget.seconds, budget.source) if budget else (None, None)
+        add(Unjudged.LATENCY_INCONCLUSIVE, record.stopped or "undecided", latency.failed,
+            f"against {source}" + (f" ({seconds:.3f} s)" if seconds is not None else "")
             + (f"; it could see slow-downs of {limit:+.1%} and more" if limit is not None else ""))
     elif why is Unjudged.NO_REFERENCE:
-        add(Unjudged.NO_REFERENCE, str(latency.get("missing")), True)
+        add(Unjudged.NO_REFERENCE, str(latency.missing), True)
     elif why is Unjudged.DISTURBED:
-        add(Unjudged.DISTURBED, "; ".join(latency.get("disturbance") or []) or "the GPU or host was shared",
-            bool(latency.get("failed")))
-    if fidelity.get("verdict") == "error":
-        add(Unjudged.FIDELITY_ERROR, str(fidelity.get("message")), True)
-    elif fidelity.get("gap"):
-        add(Unjudged.FIDELITY_GAP, str(fidelity["gap"]), bool(fidelity.get("failed")))
+        add(Unjudged.DISTURBED, "; ".join(latency.disturbance) or "the GPU or host was shared", latency.failed)
+    if fidelity and fidelity.verdict == "error":  # FidelityVerdict.ERROR (gate.fidelity imports torch)
+        add(Unjudged.FIDELITY_ERROR, str(fidelity.message), True)
+    elif fidelity and fidelity.gap:
+        add(Unjudged.FIDELITY_GAP, fidelity.gap, fidelity.failed)
     return found
 
 

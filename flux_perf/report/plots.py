@@ -32,16 +32,16 @@ def plot_latency(records: list[CaseRecord], path: Path) -> Path | None:
                 continue
             x = i - 0.4 + width * (j + 0.5)
             wall = r.wall_s
-            failed = (r.latency or {}).get("failed") or (r.fidelity or {}).get("failed")
-            axis.bar(x, wall["median"], width * 0.9, color=colours(j), label=stack if i == 0 else None,
+            failed = (r.latency and r.latency.failed) or (r.fidelity and r.fidelity.failed)
+            axis.bar(x, wall.median, width * 0.9, color=colours(j), label=stack if i == 0 else None,
                      edgecolor="red" if failed else "none", linewidth=2)
-            axis.errorbar(x, wall["median"], yerr=[[wall["median"] - wall["ci_low"]], [wall["ci_high"] - wall["median"]]],
+            axis.errorbar(x, wall.median, yerr=[[wall.median - wall.ci_low], [wall.ci_high - wall.median]],
                           color="black", capsize=2, linewidth=1)
-            budget = ((r.latency or {}).get("budget") or {}).get("seconds")
+            budget = r.latency.budget.seconds if r.latency and r.latency.budget else None
             if budget:
                 axis.hlines(budget, x - width / 2, x + width / 2, colors="black", linestyles="--", linewidth=1.5)
             if r.target:
-                axis.plot(x, r.target["seconds"], marker="v", color="green", markersize=6)
+                axis.plot(x, r.target.seconds, marker="v", color="green", markersize=6)
     axis.set_xticks(range(len(scenarios)), scenarios)
     axis.set_ylabel("end-to-end latency (s)")
     axis.set_title("Latency per scenario and stack (bars: median, whiskers: 95% CI, dashes: budget, "

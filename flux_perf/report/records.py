@@ -1,5 +1,6 @@
 """The results of a run as typed records: one `CaseRecord` per (stack, scenario), one
-`RunResults` per run, read and written here only (results.json).
+`RunResults` per run, read and written here only (results.json). A record's rounds (a Summary),
+verdicts (verdicts.py) and target are typed objects too: dicts only in the file.
 
 Readers refuse a schema they do not know, with the version they found and the ones they read.
 """
@@ -10,9 +11,15 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..instrument.rounds import Summary
 from ..store.files import write_json
-from .validate import duplicate_problem, record_problem, run_problem
+from .validate import ResultsError, duplicate_problem, record_problem, run_problem
+from .verdicts import FidelityRecord, LatencyRecord, read_fields
+
+if TYPE_CHECKING:
+    from ..gate.latency import Target
 
 SCHEMA_VERSION = 3
 # Version 1 files (written before the records were typed) and version 2 (before one-sided latency
@@ -20,10 +27,6 @@ SCHEMA_VERSION = 3
 # they read as version 3 with the new fields empty.
 READABLE_VERSIONS = (1, 2, 3)
 SCHEMA_KEY = "flux_perf_results"
-
-
-class ResultsError(ValueError):
-    """A results.json that is missing, not JSON, of an unknown schema, or not flux-perf's."""
 
 
 @dataclass
@@ -54,7 +57,7 @@ class CaseRecord:
     warmup_wall_s: list[float] = field(default_factory=list)
     rounds: int = 0
     attempts: int = 0
-    wall_s: dict | None = None  # stats.Summary.to_dict() of the end-to-end rounds
+    wall_s: Summary | None = None  # of the end-to-end rounds
     wall_samples_s: list[float] = field(default_factory=list)
     stages_ms: dict | None = None  # medians: encode, denoise, decode, total_device, step_median
     rounds_detail: list[dict] = field(default_factory=list)
@@ -66,9 +69,9 @@ class CaseRecord:
     looks: int | None = None  # how many times the verdict could be taken (the error is shared among them)
     linear_precision: str = "bf16"  # of the stack's linear layers: which matmul ceiling applies
     # Verdicts.
-    latency: dict | None = None  # judges.LatencyResult.to_dict()
-    fidelity: dict | None = None  # judges.FidelityResult.to_dict()
-    target: dict | None = None  # the guide's target for this scenario: met or not, never a gate
+    latency: LatencyRecord | None = None
+    fidelity: FidelityRecord | None = None
+    target: Target | None = None  # the guide's target for this scenario: met or not, never a gate
     component_reports: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     profile_trace: str | None = None
@@ -92,7 +95,7 @@ class CaseRecord:
 
     @property
     def median_s(self) -> float:
-        return self.wall_s["median"]
+        return self.wall_s.median
 
     @property
     def step_ms(self) -> float:
@@ -100,8 +103,9 @@ class CaseRecord:
 
     @property
     def ssim(self) -> float | None:
-        fidelity = self.fidelity or {}
-        return 1.0 if fidelity.get("verdict") == "updated" else fidelity.get("ssim")  # "updated": the reference
+        if self.fidelity is None:
+            return None
+        return 1.0 if self.fidelity.verdict == "updated" else self.fidelity.ssim  # "updated": the reference
 
     @property
     def sm_clock_mhz(self) -> float | None:
@@ -109,7 +113,7 @@ class CaseRecord:
 
     @property
     def detection_limit(self) -> float | None:
-        return (self.latency or {}).get("detection_limit")
+        return self.latency.detection_limit if self.latency else None
 
     @property
     def pct_peak(self) -> float | None:
@@ -117,7 +121,10 @@ class CaseRecord:
         return self.pct_fp8_peak if self.linear_precision == "fp8" else self.pct_bf16_peak
 
     def to_dict(self, samples: bool = True) -> dict:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(self, **dict.fromkeys(_TYPED)))
+        for name in _TYPED:  # each as its own to_dict writes it (asdict would drop a Summary's iqr)
+            value = getattr(self, name)
+            data[name] = None if value is None else value.to_dict()
         if not samples:
             data.pop("telemetry_samples")
         return data
@@ -130,6 +137,10 @@ class CaseRecord:
         if problem:
             raise ResultsError(problem)
         values = {k: v for k, v in data.items() if k in _FIELDS}
+        where = f"{where} ({data['id']})"  # a string: record_problem checked it
+        for name in _TYPED:
+            if values.get(name) is not None:
+                values[name] = _read_typed(name, values[name], where)
         if "linear_precision" not in data:  # records before schema 3 named no precision: read it off the stack
             values["linear_precision"] = _linear_precision(str(data.get("stack_key", "")))
         return cls(**values)
@@ -138,6 +149,19 @@ class CaseRecord:
 # Each key of a record: (its annotation, whether a file must hold it).
 _FIELDS = {f.name: (str(f.type), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
            for f in dataclasses.fields(CaseRecord)}
+# The typed keys of a record: a dict in the file only.
+_TYPED = ("wall_s", "latency", "fidelity", "target")
+
+
+def _read_typed(name: str, data, where: str):
+    """The object a file holds at a typed key, as its typed value (else a ResultsError naming the key)."""
+    # numpy: not when this module is imported (the plugin does, in every pytest run)
+    from ..gate.latency import Target
+
+    if name in ("latency", "fidelity"):
+        return (LatencyRecord if name == "latency" else FidelityRecord).from_dict(data, where, name)
+    cls = Summary if name == "wall_s" else Target
+    return cls(**read_fields(cls, data, where, name))
 
 
 def _linear_precision(stack_key: str) -> str:
@@ -238,8 +262,10 @@ def case_record(case_id: str, stack, scenario, machine, config, measured, *, lat
         id=case_id, stack=stack.name, stack_key=stack.key, components=stack.describe(), lossless=stack.lossless,
         scenario=scenario.to_dict(), model=machine.source.label, fingerprint=machine.fingerprint,
         gpu=machine.gpu_name, device=config.device, injected_slowdown=config.inject_slowdown, planted=config.plant,
-        world_size=distributed.world_size(), error=error, latency=latency.to_dict() if latency else None,
-        fidelity=fidelity.to_dict() if fidelity else None, target=target.to_dict() if target else None,
+        world_size=distributed.world_size(), error=error, target=target,
+        # As a file would give them back: the record holds what it writes.
+        latency=LatencyRecord.from_dict(latency.to_dict()) if latency else None,
+        fidelity=FidelityRecord.from_dict(fidelity.to_dict()) if fidelity else None,
         profile_trace=profile_trace, linear_precision=stack.linear_precision, looks=config.measure.looks)
     return record if measured is None else _with_measurements(record, measured, machine)
 
@@ -254,7 +280,7 @@ def _with_measurements(record: CaseRecord, measured, machine) -> CaseRecord:
         record, effective_scenario=measured.effective.to_dict(), build_s=measured.build_s, apply_s=measured.apply_s,
         encode_prompt_s=measured.encode_prompt_s, lossless=measured.lossless, first_call_s=timed.first_call_s,
         compile_s=timed.compile_s, warmup_wall_s=timed.warmup_wall_s, rounds=wall.n, attempts=timed.attempts,
-        wall_s=wall.to_dict(), wall_samples_s=[r.wall_ms / 1000.0 for r in timed.rounds],
+        wall_s=wall, wall_samples_s=[r.wall_ms / 1000.0 for r in timed.rounds],
         stages_ms={"encode": timed.stage_summary("encode").median * 1000, "denoise": denoise_s * 1000,
                    "decode": timed.stage_summary("decode").median * 1000,
                    "total_device": timed.stage_summary("total").median * 1000, "step_median": timed.median_step_ms},

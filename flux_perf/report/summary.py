@@ -9,6 +9,8 @@ import traceback
 from collections.abc import Collection
 from pathlib import Path
 
+from ..gate.fidelity import FidelityVerdict
+from ..gate.latency import Verdict
 from ..store.files import atomic_write
 from ..store.folders import os_reason
 from .format import fmt, skipped_table, speedups
@@ -30,25 +32,33 @@ def report_error(folder: Path, error: OSError) -> ReportError:
 def verdict_text(record: CaseRecord) -> str:
     if record.error:
         return "ERROR"
-    latency = record.latency or {}
-    verdict = latency.get("verdict", "-")
-    if verdict == "pass" and latency.get("faster_by"):
-        return f"pass, faster {latency['faster_by']:.1%}"
-    return verdict.upper() if latency.get("failed") or verdict in LATENCY_UNJUDGED else verdict
+    latency = record.latency
+    if latency is None:
+        return "-"
+    if latency.verdict == Verdict.PASS and latency.faster_by:
+        return f"pass, faster {latency.faster_by:.1%}"
+    return latency.verdict.upper() if latency.failed or latency.verdict in LATENCY_UNJUDGED else latency.verdict
 
 
 def _ssim_text(record: CaseRecord) -> str:
-    fidelity = record.fidelity or {}
-    verdict = fidelity.get("verdict")
-    if verdict == "fail":
-        return f"**{fmt(fidelity.get('ssim'), '.4f')} FAIL**"
-    if verdict == "error":
-        return "**no baseline**" if "no bf16 baseline" in (fidelity.get("message") or "") else "**error**"
-    if verdict == "updated":
+    fidelity = record.fidelity
+    if fidelity is None:
+        return fmt(None, ".4f")
+    if fidelity.verdict == FidelityVerdict.FAIL:
+        return f"**{fmt(fidelity.ssim, '.4f')} FAIL**"
+    if fidelity.verdict == FidelityVerdict.ERROR:
+        return "**no baseline**" if "no bf16 baseline" in (fidelity.message or "") else "**error**"
+    if fidelity.verdict == FidelityVerdict.UPDATED:
         return "updated"
-    gap = " (floor only)" if fidelity.get("gap") else ""
+    gap = " (floor only)" if fidelity.gap else ""
     # A pass whose output changed (within the lossless band or the stack's tolerance) is marked.
-    return fmt(fidelity.get("ssim"), ".4f") + (" (changed)" if fidelity.get("changed") else "") + gap
+    return fmt(fidelity.ssim, ".4f") + (" (changed)" if fidelity.changed else "") + gap
+
+
+def _stale(record: CaseRecord) -> list[str]:
+    """Why the case's references may no longer hold, each reason once."""
+    reasons = [*(record.latency.stale if record.latency else ()), *(record.fidelity.stale if record.fidelity else ())]
+    return list(dict.fromkeys(reasons))
 
 
 def _flags(record: CaseRecord) -> list[str]:
@@ -57,7 +67,7 @@ def _flags(record: CaseRecord) -> list[str]:
         flags.append("nondeterministic")
     if record.injected_slowdown:
         flags.append(f"injected slowdown {record.injected_slowdown:g}")
-    if (record.latency or {}).get("stale") or (record.fidelity or {}).get("stale"):
+    if _stale(record):
         flags.append("stale reference")
     return flags
 
@@ -92,10 +102,9 @@ def tokens_text(r: CaseRecord) -> str:
 def _case_row(r: CaseRecord, speedup: float | None) -> str:
     if r.error:
         return f"| {r.scenario_id} | {r.stack} | - | - | - | - | ERROR | - | - | - | - | - | - | {r.error[:80]} |"
-    wall, latency = r.wall_s, r.latency or {}
-    budget = latency.get("budget") or {}
-    return (f"| {r.scenario_id} | {r.stack} | {tokens_text(r)} | {wall['median']:.3f} ({wall['ci_low']:.3f}-{wall['ci_high']:.3f}) "
-            f"| {fmt(budget.get('seconds'), '.3f')} | {fmt(r.detection_limit, '+.1%')} | {verdict_text(r)} "
+    wall, budget = r.wall_s, r.latency.budget if r.latency else None
+    return (f"| {r.scenario_id} | {r.stack} | {tokens_text(r)} | {wall.median:.3f} ({wall.ci_low:.3f}-{wall.ci_high:.3f}) "
+            f"| {fmt(budget.seconds if budget else None, '.3f')} | {fmt(r.detection_limit, '+.1%')} | {verdict_text(r)} "
             f"| {fmt(speedup, '.2f')}x | {_ssim_text(r)} | {fmt(r.energy_per_image_j, '.0f')} "
             f"| {fmt(r.sm_clock_mhz, '.0f')} | {fmt(r.transformer_tflops, '.0f')} ({fmt(r.pct_peak, '.0f')}%) "
             f"| {fmt(r.compile_s, '.1f')} | {', '.join(_flags(r)) or '-'} |")
@@ -134,26 +143,24 @@ def _gaps_and_stale(records: list[CaseRecord], items: list[NotJudged], omit: set
     gaps = [f"- {item.case_id}: {item.detail}" for item in _listed(items, omit, (Unjudged.FIDELITY_GAP,))]
     if gaps:
         lines += ["", "## Fidelity gaps (judged by the floor alone; --flux-strict fails them)", "", *gaps]
-    stale = [f"- {r.id}: " + "; ".join(dict.fromkeys([*(r.latency or {}).get("stale", []),
-                                                     *(r.fidelity or {}).get("stale", [])]))
-             for r in records if (r.latency or {}).get("stale") or (r.fidelity or {}).get("stale")]
+    stale = [f"- {r.id}: " + "; ".join(_stale(r)) for r in records if _stale(r)]
     if stale:
         lines += ["", "## Stale references (still gating; re-record them on purpose)", "", *stale]
     return lines
 
 
 def _fidelity_table(records: list[CaseRecord]) -> list[str]:
-    judged = [r for r in records if (r.fidelity or {}).get("verdict") in ("pass", "fail")]
+    judged = [r for r in records if r.fidelity and r.fidelity.verdict in (FidelityVerdict.PASS, FidelityVerdict.FAIL)]
     if not judged:
         return []
     lines = ["", "## Fidelity against the bf16 baseline", "",
              "| scenario | stack | SSIM | PSNR dB | latent distance | verdict | why / note |", "|---|---|---|---|---|---|---|"]
     for r in judged:
         f = r.fidelity
-        why = "; ".join(f.get("reasons") or []) or f.get("message") or "-"
-        psnr = fmt(f.get("psnr"), ".2f") if f.get("psnr") is not None else "identical"
-        lines.append(f"| {r.scenario_id} | {r.stack} | {fmt(f.get('ssim'), '.5f')} | {psnr} | "
-                     f"{fmt(f.get('latent_rel_l2'), '.2e')} | {f['verdict']} | {why} |")
+        why = "; ".join(f.reasons) or f.message or "-"
+        psnr = fmt(f.psnr, ".2f") if f.psnr is not None else "identical"
+        lines.append(f"| {r.scenario_id} | {r.stack} | {fmt(f.ssim, '.5f')} | {psnr} | "
+                     f"{fmt(f.latent_rel_l2, '.2e')} | {f.verdict} | {why} |")
     return lines
 
 
@@ -174,8 +181,8 @@ def summary_markdown(results: RunResults, listed_below: Collection[NotJudged] = 
     if targets:
         lines += ["", "## Targets (the guide's table; reported, not a gate)", "",
                   "| scenario | stack | target s | median s | met | gap s |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.scenario_id} | {r.stack} | {r.target['seconds']:.2f} | {r.median_s:.3f} "
-                  f"| {'yes' if r.target['met'] else 'no'} | {r.target['gap_s']:+.3f} |" for r in targets]
+        lines += [f"| {r.scenario_id} | {r.stack} | {r.target.seconds:.2f} | {r.median_s:.3f} "
+                  f"| {'yes' if r.target.met else 'no'} | {r.target.gap_s:+.3f} |" for r in targets]
     skipped = [s for s in results.skipped if (s["stack"], s["scenario"], Unjudged.NOT_RUN) not in omit]
     if skipped:
         lines += ["", "## Not run on this machine", "", skipped_table(skipped).rstrip("\n")]

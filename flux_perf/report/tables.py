@@ -52,7 +52,7 @@ def component_rows(runs: list[Run], keep=lambda stack, scenario: True) -> list[d
     and weights, compile time, peak memory, SSIM against the bf16 baseline."""
     return [{
         "machine": _machine_label(r), "scenario": r.scenario_id, "stack": r.stack, "components": r.components,
-        "latency_s": r.median_s, "ci_low_s": r.wall_s["ci_low"], "ci_high_s": r.wall_s["ci_high"],
+        "latency_s": r.median_s, "ci_low_s": r.wall_s.ci_low, "ci_high_s": r.wall_s.ci_high,
         "step_ms": r.step_ms, "speedup_vs_bf16": speedup, "compile_s": r.compile_s,
         "peak_memory_gib": r.peak_memory_gib, "ssim_vs_bf16": r.ssim, "run": run.name,
     } for run, r, speedup in _rows(runs, keep)]

@@ -7,6 +7,9 @@ per case. Every problem is one message in one style:
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from ..store.files import non_negative_number, positive_number
 
 ADVICE = "use the results.json a flux-perf run wrote (this one was edited or is not flux-perf's)"
@@ -20,6 +23,10 @@ _DURATIONS = ("build_s", "encode_prompt_s", "apply_s", "first_call_s", "compile_
 _WALL_KEYS = ("median", "ci_low", "ci_high")
 
 
+class ResultsError(ValueError):
+    """A results.json that is missing, not JSON, of an unknown schema, or not flux-perf's."""
+
+
 def bad(where: str, key: str, problem: str) -> str:
     return f"{where}: key '{key}' {problem}; {ADVICE}"
 
@@ -31,9 +38,14 @@ def _shown(value) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
+def _json_name(name: str) -> str:
+    """The JSON type of an annotation's name: a typed record (a class) is an object, a tuple a list."""
+    return "dict" if name[:1].isupper() and name != "None" else "list" if name == "tuple" else name
+
+
 def type_problem(value, annotation: str) -> str | None:
     """None when `value` has a type the dataclass annotation (`str | None`, `list[float]`) allows."""
-    names = [part.strip().split("[")[0] for part in annotation.split("|")]
+    names = [_json_name(part.strip().split("[")[0]) for part in annotation.split("|")]
     kinds = tuple(kind for name in names for kind in _NAMES.get(name, (object,)))
     if isinstance(value, bool) and "bool" not in names and object not in kinds:
         kinds = ()  # JSON true is no number
@@ -59,6 +71,28 @@ def timing_problems(data: dict, where: str) -> list[str]:
     problems += [bad(where, key, f"is {_shown(data[key])}: a duration is never negative")
                  for key in _DURATIONS if data.get(key) is not None and not non_negative_number(data[key])]
     return problems
+
+
+def fields_problem(data, where: str, key: str, cls) -> str | None:
+    """The first problem of the object at `key` of a record read as dataclass `cls`: a field without a
+    default missing, a value (or an item of a tuple) of another type than the field's annotation."""
+    if not isinstance(data, dict):
+        return bad(where, key, type_problem(data, "dict"))
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                return bad(where, f"{key}.{f.name}", "is missing")
+            continue
+        annotation = str(f.type)  # text: every class read so postpones its annotations
+        problem = type_problem(data[f.name], annotation)
+        if problem:
+            return bad(where, f"{key}.{f.name}", problem)
+        items = re.fullmatch(r"tuple\[(.+), \.\.\.\]", annotation)
+        for i, item in enumerate(data[f.name] if items else []):
+            problem = type_problem(item, items[1])
+            if problem:
+                return bad(where, f"{key}.{f.name}.{i}", problem)
+    return None
 
 
 def record_problem(data, where: str, fields: dict[str, tuple[str, bool]]) -> str | None:
