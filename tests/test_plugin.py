@@ -70,7 +70,7 @@ def test_gpu_suite_on_cpu_update_then_gate(store, here, monkeypatch):
 def test_the_terminal_names_each_case_not_judged_once(tmp_path):
     """The flux-perf section: a case in the exit-6 list is left out of the summary above it, and no
     INCONCLUSIVE test repeats it; a test that raised Inconclusive on a case flux judged keeps its line."""
-    from flux_perf.plugin.report import section_lines
+    from flux_perf.plugin.finish import section_lines
     from flux_perf.report.judged import not_judged_in
 
     results = read_results(make_results(tmp_path / "results.json", {"fp8-512x512@6": [0.4] * 8,
@@ -99,7 +99,7 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
 def test_a_disturbed_tests_own_line_says_disturbed(tmp_path):
     """A test that raised Disturbed on something the summary does not name keeps its own line in the
     flux-perf section under its outcome's name, as the count line does ("1 disturbed")."""
-    from flux_perf.plugin.report import section_lines
+    from flux_perf.plugin.finish import section_lines
 
     results = read_results(make_results(tmp_path / "results.json", {"bf16-512x512@6": [0.4] * 8}))
     results.records[0].latency = LatencyRecord("pass")

@@ -60,7 +60,7 @@ def pytest_unconfigure(config):
     from .hookspecs import unregister_components
 
     unregister_components(config.stash.get(_ADDED_KEY, []))
-    from .report import release_signals
+    from .finish import release_signals
 
     release_signals(config)
 
@@ -81,7 +81,7 @@ def pytest_configure(config):
     from ..quiet import quiet_library_notices  # before torch and the rest: they log while importing
     quiet_library_notices()
     from ..instrument.environment import apply_guide_environment
-    from .report import catch_signals
+    from .finish import catch_signals
 
     catch_signals(config)  # SIGTERM as Ctrl-C: a run cut short keeps its cases and is marked interrupted
     # Before anything initialises CUDA: allocator settings are read once.
@@ -257,7 +257,7 @@ def pytest_runtest_teardown(item, nextitem):
         return
     written = (len(flux.records), len(flux.skipped))
     if written != item.config.stash.get(_WRITTEN_KEY, (0, 0)):  # something new since the last write
-        from .report import write
+        from .finish import write
 
         write(flux, item.config, plots=False)
         item.config.stash[_WRITTEN_KEY] = written
@@ -311,7 +311,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = EXIT_NOT_JUDGED  # not 0, which CI reads as green, nor 1 (a failure)
     if not (flux.records or flux.skipped) or _rank() != 0:
         return
-    from .report import write_final
+    from .finish import write_final
 
     session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, EXIT_NOT_JUDGED))
     if flux.config.compile_cache:
@@ -329,7 +329,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("flux-perf", red=True)
         terminalreporter.write_line(f"FAILED: -m {MARKER} ran no GPU case ({no_gpu}). A gate that measured "
                                     "nothing must not pass; --flux-allow-no-gpu accepts it.", red=True)
-    from .report import section_lines
+    from .finish import section_lines
 
     lines = section_lines(flux, config, config.stash.get(_PATHS_KEY, None),
                           [r for outcome in _NOT_JUDGED_LETTERS for r in terminalreporter.stats.get(outcome, [])],
