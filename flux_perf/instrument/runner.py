@@ -18,6 +18,7 @@ from . import distributed
 from .flops import scenario_tokens, step_flops_breakdown
 from ..model.clocks import ScriptedClock
 from ..model.generate import Generation, generate_with, reference_pixels
+from ..model.inputs import PromptCache
 from .measure import MeasureSettings, Timed, measure
 from ..model.models import ModelSource
 from ..model.pipeline import FluxModel, free_memory, load_model
@@ -113,6 +114,7 @@ class CaseRunner:
         self.plant = plant
         self.log = log
         self.loaded: Prepared | None = None
+        self.prompts = PromptCache()  # a stack built again reuses the prompt's embeddings
         # Test-only: rounds take scripted wall time (model/clocks.ScriptedClock), so the CPU suite
         # can drive the latency gate without depending on the machine's speed.
         self.clock = ScriptedClock(scripted_seconds) if scripted_seconds else None
@@ -124,7 +126,7 @@ class CaseRunner:
             return self.loaded
         self.release()
         self.log(f"building {self.source.label} model for stack {stack.name} [{stack.describe()}]")
-        model = load_model(self.source, self.device, prompt_tokens=stack.prompt_tokens())
+        model = load_model(self.source, self.device, prompt_tokens=stack.prompt_tokens(), prompts=self.prompts)
         live = stack.fresh()
         start = time.perf_counter()
 

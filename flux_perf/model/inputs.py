@@ -26,56 +26,58 @@ class PromptEmbeddings:
     encode_s: float = 0.0  # the text encoders' time when these were first computed (0 for synthetic)
 
 
-_PROMPT_CACHE: dict[tuple, PromptEmbeddings] = {}
+class PromptCache:
+    """Prompt embeddings kept for the models of one runner: a stack built again reuses them (T5-XXL
+    takes seconds to encode) and reports the first encoding's time. Owned by whoever builds the
+    models, so no run's embeddings outlive it or leak into another's."""
 
+    def __init__(self):
+        self._entries: dict[tuple, PromptEmbeddings] = {}
 
-def synthetic_prompt_embeddings(
-    tokens: int, text_dim: int, pooled_dim: int, seed: int, device: str, dtype: torch.dtype
-) -> PromptEmbeddings:
-    """Deterministic stand-ins with the shapes T5-XXL and CLIP-L give ((1, 512, 4096), (1, 768))."""
-    key = ("synthetic", tokens, text_dim, pooled_dim, seed, str(device), dtype)
-    if key not in _PROMPT_CACHE:
-        def draw(name: str, shape: tuple) -> torch.Tensor:
-            generator = torch.Generator(device="cpu").manual_seed(tensor_seed(seed, name))
-            # Drawn on the CPU in fp32 so every device and dtype sees the same values.
-            return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+    def synthetic(self, tokens: int, text_dim: int, pooled_dim: int, seed: int, device: str,
+                  dtype: torch.dtype) -> PromptEmbeddings:
+        """Deterministic stand-ins with the shapes T5-XXL and CLIP-L give ((1, 512, 4096), (1, 768))."""
+        key = ("synthetic", tokens, text_dim, pooled_dim, seed, str(device), dtype)
+        if key not in self._entries:
+            def draw(name: str, shape: tuple) -> torch.Tensor:
+                generator = torch.Generator(device="cpu").manual_seed(tensor_seed(seed, name))
+                # Drawn on the CPU in fp32 so every device and dtype sees the same values.
+                return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
 
-        _PROMPT_CACHE[key] = PromptEmbeddings(
-            draw("prompt_embeds", (1, tokens, text_dim)),
-            draw("pooled_prompt_embeds", (1, pooled_dim)),
-            "synthetic",
-        )
-    return _PROMPT_CACHE[key]
+            self._entries[key] = PromptEmbeddings(
+                draw("prompt_embeds", (1, tokens, text_dim)),
+                draw("pooled_prompt_embeds", (1, pooled_dim)),
+                "synthetic",
+            )
+        return self._entries[key]
+
+    def encoded(self, pipe, prompt: str, device: str, cache_key: str, max_tokens: int = 512) -> PromptEmbeddings:
+        """Run the pipeline's own text encoders once per (weights, prompt, device, length); later
+        calls reuse the result, which keeps the encoding's own time (`encode_s`)."""
+        key = self._encoded_key(prompt, device, cache_key, max_tokens)
+        if key not in self._entries:
+            start = time.perf_counter()
+            with torch.no_grad():
+                prompt_embeds, pooled, _ = pipe.encode_prompt(
+                    prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_tokens
+                )
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            self._entries[key] = PromptEmbeddings(prompt_embeds, pooled, "text-encoders",
+                                                  time.perf_counter() - start)
+        return self._entries[key]
+
+    def has_encoded(self, prompt: str, device: str, cache_key: str, max_tokens: int = 512) -> bool:
+        return self._encoded_key(prompt, device, cache_key, max_tokens) in self._entries
+
+    @staticmethod
+    def _encoded_key(prompt: str, device: str, cache_key: str, max_tokens: int) -> tuple:
+        return ("encoded", cache_key, prompt, str(device), max_tokens)
 
 
 def prompt_token_count(pipe, prompt: str) -> int:
     """T5 tokens the prompt takes, end-of-sequence included, before padding."""
     return len(pipe.tokenizer_2(prompt, truncation=False).input_ids)
-
-
-def encoded_prompt_embeddings(pipe, prompt: str, device: str, cache_key: str,
-                              max_tokens: int = 512) -> PromptEmbeddings:
-    """Run the pipeline's own text encoders once; later calls reuse the result, which keeps the
-    encoding's own time (`encode_s`): a model built again in the session reports what encoding took."""
-    key = _encoded_key(prompt, device, cache_key, max_tokens)
-    if key not in _PROMPT_CACHE:
-        start = time.perf_counter()
-        with torch.no_grad():
-            prompt_embeds, pooled, _ = pipe.encode_prompt(
-                prompt=prompt, prompt_2=None, device=device, max_sequence_length=max_tokens
-            )
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-        _PROMPT_CACHE[key] = PromptEmbeddings(prompt_embeds, pooled, "text-encoders", time.perf_counter() - start)
-    return _PROMPT_CACHE[key]
-
-
-def _encoded_key(prompt: str, device: str, cache_key: str, max_tokens: int) -> tuple:
-    return ("encoded", cache_key, prompt, str(device), max_tokens)
-
-
-def prompt_is_cached(prompt: str, device: str, cache_key: str, max_tokens: int = 512) -> bool:
-    return _encoded_key(prompt, device, cache_key, max_tokens) in _PROMPT_CACHE
 
 
 @functools.lru_cache(maxsize=16)

@@ -12,11 +12,9 @@ import torch
 
 from .inputs import (
     DEFAULT_PROMPT,
+    PromptCache,
     PromptEmbeddings,
-    encoded_prompt_embeddings,
-    prompt_is_cached,
     prompt_token_count,
-    synthetic_prompt_embeddings,
 )
 from .models import HUB_HELP, ModelSource, ModelSourceError, check_hub_source
 from .prompt_tokens import resolve_prompt_tokens
@@ -176,9 +174,11 @@ class FluxModel:
 
 
 def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = None,
-               prompt: str = DEFAULT_PROMPT, prompt_tokens: int | str | None = None) -> FluxModel:
-    """Build the pipeline and its (cached) prompt embeddings; time the build and the encoding.
-    `prompt_tokens` is the T5 length to encode to (components/text_tokens.py); None: 512."""
+               prompt: str = DEFAULT_PROMPT, prompt_tokens: int | str | None = None,
+               prompts: PromptCache | None = None) -> FluxModel:
+    """Build the pipeline and its prompt embeddings; time the build and the encoding.
+    `prompt_tokens` is the T5 length to encode to (components/text_tokens.py); None: 512.
+    `prompts` keeps embeddings between builds (a runner's); None encodes afresh."""
     check_device(device)
     dtype = dtype or resolve_dtype(None, source, device)
     # Import the pipeline classes before the clock starts (FluxKontextPipeline pulls in the text
@@ -191,11 +191,12 @@ def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = Non
     _sync(device)
     build_s = time.perf_counter() - start
     fingerprint = source.fingerprint()
+    prompts = prompts if prompts is not None else PromptCache()
     encode_prompt_s, released, prompt_reused = 0.0, False, False
     if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "text_encoder_2", None) is not None:
         tokens = resolve_prompt_tokens(prompt_tokens, prompt_token_count(pipe, prompt))
-        prompt_reused = prompt_is_cached(prompt, device, fingerprint, tokens)
-        embeddings = encoded_prompt_embeddings(pipe, prompt, device, fingerprint, tokens)
+        prompt_reused = prompts.has_encoded(prompt, device, fingerprint, tokens)
+        embeddings = prompts.encoded(pipe, prompt, device, fingerprint, tokens)
         encode_prompt_s = embeddings.encode_s  # the first encoding's time, also when reused
         release_text_encoders(pipe, device)
         released = True
@@ -204,7 +205,7 @@ def load_model(source: ModelSource, device: str, dtype: torch.dtype | None = Non
         tokens = source.architecture.text_tokens if source.architecture else 512
         if prompt_tokens is not None:
             tokens = min(tokens, resolve_prompt_tokens(prompt_tokens, None))
-        embeddings = synthetic_prompt_embeddings(
+        embeddings = prompts.synthetic(
             tokens, config.joint_attention_dim, config.pooled_projection_dim, source.seed, device, dtype
         )
     return FluxModel(pipe, source, fingerprint, device, dtype, build_s, embeddings, encode_prompt_s, released,
