@@ -67,7 +67,9 @@ def test_a_planted_slowdown_fails_the_latency_test(store, gate):
     assert "FAILED tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
     # One sentence that parses, then what the run could see.
     assert re.search(rf"bf16-{SCENARIO}: median 1\.\d{{3}} s \(95% CI 1\.\d{{3}}-1\.\d{{3}} s, \d+ rounds\) is over budget "
-                     r"1\.030 s \(recorded 1\.000 s \+ 3%\): fail\. This run could see slow-downs of \+\d+\.\d% and more\.\n",
+                     r"1\.030 s \(recorded 1\.000 s \+ 3%\): fail\. This run could see slow-downs of \+\d+\.\d% and more\. "
+                     rf"The code or the machine\? .*flux-perf ab --base <checkout of the reference's code> --head \. "
+                     rf"--stacks bf16 --scenarios {SCENARIO}\n",
                      result.stdout), result.stdout[-3000:]
     latency = records(store)[f"bf16-{SCENARIO}"]["latency"]
     assert latency["verdict"] == "fail" and latency["checks"][0]["ratio"]["low"] > 1.03
