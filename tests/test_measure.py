@@ -2,6 +2,7 @@
 is undecided (within the round and time caps), pytest-benchmark hand-off, a recompile during timing."""
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -239,3 +240,33 @@ def test_a_scripted_generation_that_failed_halfway_leaves_the_next_one_right():
     clock.start_wall()  # a generation that raises before its end
     start = clock.start_wall()
     assert clock.wall_ms(start) == 500.0 and clock.wall_ms(clock.start_wall()) == 500.0
+
+
+def test_the_thread_clock_sees_a_round_spent_off_the_cpu():
+    """A thread that waits (here: sleeps, as it would for the GIL) gives its CPU up and is not busy;
+    one that computes is busier. Shares of CPU time, not speeds: a busy CI host cannot flip them."""
+    from flux_perf.instrument.host import ThreadClock
+
+    waiting = ThreadClock()
+    for _ in range(5):
+        time.sleep(0.01)
+    assert waiting.busy_fraction() < 0.5
+    assert waiting.switches() >= 5
+
+    computing = ThreadClock()
+    deadline = time.thread_time() + 0.05
+    while time.thread_time() < deadline:
+        pass
+    assert computing.busy_fraction() > waiting.busy_fraction()
+
+
+def test_timed_rounds_on_the_real_clock_say_how_busy_the_launching_thread_was():
+    def run():
+        time.sleep(0.002)  # the scripted round waits, as a thread kept off the GIL would
+        return Generation(np.zeros((8, 8, 3), np.uint8), StageTimes(1.0, (2.0,), 1.0, 5.0))
+
+    timed = measure(run, MeasureSettings(rounds=4), cuda=False)
+    assert 0.0 <= timed.thread_busy < 0.9
+    assert timed.thread_switches >= 1
+    scripted_clock = measure(run, MeasureSettings(rounds=4), cuda=False, host_pressure=False)
+    assert scripted_clock.thread_busy is None and scripted_clock.thread_switches is None

@@ -10,6 +10,7 @@ slow down under either, so a slow case on such a host is `disturbed`, never a re
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,36 @@ class HostPressure:
             return None
         # Some hypervisors' steal counter has stepped back: never a negative share.
         return min(1.0, max(0.0, (end.steal - start.steal) / (end.total - start.total)))
+
+
+class ThreadClock:
+    """The calling thread's own CPU time and voluntary context switches, from start to read.
+
+    The thread that launches the kernels spins while it waits for the GPU, so on a quiet host it is
+    on a CPU for the whole round, host- and device-bound alike. A share well under 1 is time it
+    spent off the CPU: waiting for the GIL another thread held, for a lock, or for a hypervisor that
+    ran another VM. A share near 1 with slow rounds is a thread that had more to do, or a slower CPU.
+    Read it on the thread that started it."""
+
+    def __init__(self):
+        self.start_cpu_s, self.start_wall_s = time.thread_time(), time.perf_counter()
+        self.start_switches = _voluntary_switches()
+
+    def busy_fraction(self) -> float | None:
+        """The share of the wall time since the start that this thread ran on a CPU."""
+        elapsed = time.perf_counter() - self.start_wall_s
+        return min(1.0, (time.thread_time() - self.start_cpu_s) / elapsed) if elapsed > 0 else None
+
+    def switches(self) -> int | None:
+        """How many times this thread gave up its CPU since the start (None off Linux)."""
+        now = _voluntary_switches()
+        return None if now is None or self.start_switches is None else now - self.start_switches
+
+
+def _voluntary_switches() -> int | None:
+    if not hasattr(resource, "RUSAGE_THREAD"):  # Linux only
+        return None
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
 
 
 def host_flags(stall: float | None, steal: float | None) -> list[Flag]:

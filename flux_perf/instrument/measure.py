@@ -20,7 +20,7 @@ from .. import TELEMETRY_INTERVAL_S
 from . import distributed
 from ..model.generate import Generation, StageTimes
 from ..store.files import positive_number
-from .host import HostPressure, host_flags
+from .host import HostPressure, ThreadClock, host_flags
 from .rounds import Summary, summarize
 from .telemetry import DISTURBING, Flag, TelemetryReport, TelemetrySampler
 
@@ -87,6 +87,8 @@ class Timed:
     notes: list[str] = field(default_factory=list)
     host_stall: float | None = None  # share of the timed rounds in which tasks waited for a CPU (PSI)
     host_steal: float | None = None  # share of the CPU time of the timed rounds the hypervisor took
+    thread_busy: float | None = None  # share of the rounds the launching thread ran on a CPU (host.ThreadClock)
+    thread_switches: float | None = None  # times a round it gave its CPU up (voluntary context switches)
     stopped: str = ""  # why no more rounds were taken: decided, the round cap or the time cap
 
     @property
@@ -215,6 +217,7 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, decided, benchmark
     pressure = HostPressure() if host_pressure else None
     try:
         with no_recompile(), quiet_host():
+            thread = ThreadClock() if host_pressure else None  # after quiet_host's collection: rounds only
             if benchmark is not None and not getattr(benchmark, "disabled", False):
                 benchmark.pedantic(lambda: generations.append(run()), rounds=settings.rounds, iterations=1)
             else:
@@ -230,6 +233,7 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, decided, benchmark
                     generations.append(generation)
                     if benchmark is not None and benchmark.stats is not None:
                         benchmark.stats.update(generation.times.wall_ms / 1000.0)
+            busy, switches = (thread.busy_fraction(), thread.switches()) if thread else (None, None)
     finally:
         telemetry = sampler.stop() if sampler else None
     reference = generations[0].image
@@ -244,5 +248,6 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, decided, benchmark
         telemetry=telemetry,
         host_stall=pressure.stall_fraction() if pressure else None,
         host_steal=pressure.steal_fraction() if pressure else None,
+        thread_busy=busy, thread_switches=switches / len(generations) if switches is not None else None,
         stopped=stopped,
     )

@@ -65,6 +65,8 @@ class CaseRecord:
     peak_memory_gib: float | None = None
     host_cpu_stall: float | None = None  # share of the timed rounds tasks waited for a CPU (Linux PSI)
     host_cpu_steal: float | None = None  # share of the rounds' CPU time the hypervisor took (/proc/stat)
+    host_thread_busy: float | None = None  # share of the rounds the kernel-launching thread ran on a CPU
+    host_thread_switches: float | None = None  # times a round that thread gave its CPU up
     stopped: str | None = None  # why the rounds stopped where they did (decided, the round cap, the time cap)
     looks: int | None = None  # how many times the verdict could be taken (the error is shared among them)
     linear_precision: str = "bf16"  # of the stack's linear layers: which matmul ceiling applies
@@ -287,6 +289,7 @@ def _with_measurements(record: CaseRecord, measured, machine) -> CaseRecord:
         rounds_detail=[r.to_dict() for r in timed.rounds], deterministic=timed.deterministic,
         peak_memory_gib=timed.peak_memory_gib, component_reports=measured.components, notes=timed.notes,
         host_cpu_stall=timed.host_stall, host_cpu_steal=timed.host_steal, stopped=timed.stopped,
+        host_thread_busy=timed.thread_busy, host_thread_switches=timed.thread_switches,
         telemetry=telemetry.summary() if telemetry else None,
         telemetry_samples=[s.__dict__ for s in telemetry.samples] if telemetry else [],
         energy_per_image_j=telemetry.energy_per_image_j(wall.n) if telemetry else None,

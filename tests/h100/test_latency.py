@@ -30,6 +30,16 @@ def _could_see(latency) -> str:
     return f" This run could see slow-downs of {limit:+.1%} and more." if limit is not None else ""
 
 
+def _launching_thread(result) -> str:
+    """What the thread that launches the kernels did in the rounds: on a CPU all along (more work, a slower
+    CPU), or off it (waiting for the GIL, a lock, the hypervisor); instrument/host.ThreadClock."""
+    busy, switches = result.timed.thread_busy, result.timed.thread_switches
+    if busy is None:
+        return ""
+    gave_up = f", giving it up {switches:.0f} times a round" if switches is not None else ""
+    return f" The thread launching its kernels was on a CPU {busy:.0%} of the rounds{gave_up}."
+
+
 def _not_judged(outcome: type[Inconclusive], strict: bool, message: str, could_see: str = "") -> NoReturn:
     """A case the run could not judge: its own outcome (never a pass), a failure under --flux-strict."""
     if strict:
@@ -53,7 +63,7 @@ def test_latency_budget(flux_result, flux_latency, benchmark, request):
     # the suite's process and at its reference in the A/B's fresh processes, on the same card).
     assert latency.verdict is not Verdict.FAIL, (
         f"{measured} is over budget {budget.seconds:.3f} s ({budget.source}): {latency.verdict.value}{stale}."
-        f"{could_see} The code or the machine? An A/B on one machine tells them apart: flux-perf ab --base "
+        f"{could_see}{_launching_thread(result)} The code or the machine? An A/B on one machine tells them apart: flux-perf ab --base "
         f"<checkout of the reference's code> --head . --stacks {result.stack.name} --scenarios {result.scenario.id}")
     if latency.verdict is Verdict.INCONCLUSIVE:
         _not_judged(Inconclusive, latency.strict, f"{measured} is inconclusive against budget {budget.seconds:.3f} s "
