@@ -210,6 +210,8 @@ def test_an_update_on_a_host_whose_hypervisor_stole_cpu_time_records_nothing(ses
     assert not list((tmp_path / "baselines").rglob("*.json")) and not session.baseline_updates
     (record,) = read_results(write_results(session.results(), tmp_path / "results.json")).records
     assert record.host_cpu_steal == 0.14 and record.host_cpu_stall == 0.0 and record.flags == ["cpu-steal"]
+    # Beside the host's figures, the launching thread's own (instrument/host.ThreadClock).
+    assert 0 < record.host_thread_busy <= 1 and record.host_thread_switches >= 0
 
 
 def test_under_torchrun_the_warm_up_weighed_against_the_rounds_is_the_slowest_ranks(session_for, monkeypatch,
