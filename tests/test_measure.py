@@ -270,3 +270,12 @@ def test_timed_rounds_on_the_real_clock_say_how_busy_the_launching_thread_was():
     assert timed.thread_switches >= 1
     scripted_clock = measure(run, MeasureSettings(rounds=4), cuda=False, host_pressure=False)
     assert scripted_clock.thread_busy is None and scripted_clock.thread_switches is None
+
+
+def test_the_launching_threads_readings_read_as_one_sentence():
+    from flux_perf.instrument.host import describe_thread
+
+    assert describe_thread(0.62, 1234.4) == ("The thread launching its kernels was on a CPU 62% of the rounds, "
+                                             "giving it up 1234 times a round.")
+    assert describe_thread(0.99, None) == "The thread launching its kernels was on a CPU 99% of the rounds."
+    assert describe_thread(None, None) == ""  # the scripted clock reads no thread

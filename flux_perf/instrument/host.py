@@ -109,6 +109,14 @@ class ThreadClock:
         return None if now is None or self.start_switches is None else now - self.start_switches
 
 
+def describe_thread(busy: float | None, switches: float | None) -> str:
+    """A ThreadClock's readings over the timed rounds as one sentence; "" when it was not read."""
+    if busy is None:
+        return ""
+    gave_up = f", giving it up {switches:.0f} times a round" if switches is not None else ""
+    return f"The thread launching its kernels was on a CPU {busy:.0%} of the rounds{gave_up}."
+
+
 def _voluntary_switches() -> int | None:
     if not hasattr(resource, "RUSAGE_THREAD"):  # Linux only
         return None

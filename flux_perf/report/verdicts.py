@@ -43,13 +43,15 @@ def _plain(value):
     return copy.deepcopy(value)  # a string, a number, None, or the dict of `recorded`
 
 
-def _as_dict(record) -> dict:
-    """A typed record's fields in their order, as JSON holds them (the order its judge writes)."""
-    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+class _FileRecord:
+    """A typed record written as JSON holds it: its fields in their order (the order its judge writes)."""
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
-class BudgetRecord:
+class BudgetRecord(_FileRecord):
     """A latency budget as judged (gate/budgets.py's LatencyBudget.to_dict())."""
 
     seconds: float
@@ -64,12 +66,9 @@ class BudgetRecord:
     def from_dict(cls, data, where: str = "record", key: str = "budget") -> BudgetRecord:
         return cls(**read_fields(cls, data, where, key))
 
-    def to_dict(self) -> dict:
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class CheckRecord:
+class CheckRecord(_FileRecord):
     """This run's median against one budget (gate/latency.py's BudgetCheck.to_dict())."""
 
     budget: BudgetRecord
@@ -90,12 +89,9 @@ class CheckRecord:
             values["ratio"] = RatioInterval(**read_fields(RatioInterval, values["ratio"], where, f"{key}.ratio"))
         return cls(**values)
 
-    def to_dict(self) -> dict:
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class LatencyRecord:
+class LatencyRecord(_FileRecord):
     """A case's latency verdict (gate/latency.py's LatencyResult.to_dict()). Schema 1 wrote the
     fields up to `failed`, schema 2 also `disturbance` and `stale`."""
 
@@ -122,12 +118,9 @@ class LatencyRecord:
                                  for i, check in enumerate(values.get("checks", ())))
         return cls(**values)
 
-    def to_dict(self) -> dict:
-        return _as_dict(self)
-
 
 @dataclass(frozen=True)
-class FidelityRecord:
+class FidelityRecord(_FileRecord):
     """A case's fidelity verdict (gate/fidelity.py's FidelityResult.to_dict()). Schema 1 wrote
     neither `latent_rel_l2`, `reasons`, `changed`, `own_latent_moved` nor `recorded`, schemas 1-2
     none of `gap`, `strict`, `band` and `failed` (schema 2's `calibration`, which no reader used,
@@ -163,6 +156,3 @@ class FidelityRecord:
 
             values["band"] = Band(**read_fields(Band, values["band"], where, f"{key}.band"))
         return cls(**values)
-
-    def to_dict(self) -> dict:
-        return _as_dict(self)

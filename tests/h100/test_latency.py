@@ -11,6 +11,7 @@ from typing import NoReturn
 import pytest
 
 from flux_perf.gate.latency import Verdict
+from flux_perf.instrument.host import describe_thread
 from flux_perf.plugin import Disturbed, Inconclusive
 
 pytestmark = pytest.mark.h100
@@ -31,13 +32,9 @@ def _could_see(latency) -> str:
 
 
 def _launching_thread(result) -> str:
-    """What the thread that launches the kernels did in the rounds: on a CPU all along (more work, a slower
-    CPU), or off it (waiting for the GIL, a lock, the hypervisor); instrument/host.ThreadClock."""
-    busy, switches = result.timed.thread_busy, result.timed.thread_switches
-    if busy is None:
-        return ""
-    gave_up = f", giving it up {switches:.0f} times a round" if switches is not None else ""
-    return f" The thread launching its kernels was on a CPU {busy:.0%} of the rounds{gave_up}."
+    """On a CPU all along (more work, a slower CPU), or off it (waiting for the GIL, a lock, the hypervisor)."""
+    sentence = describe_thread(result.timed.thread_busy, result.timed.thread_switches)
+    return f" {sentence}" if sentence else ""
 
 
 def _not_judged(outcome: type[Inconclusive], strict: bool, message: str, could_see: str = "") -> NoReturn:
