@@ -48,6 +48,13 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("calibrate", "--device", "cpu", "--repeats", "0"), "--repeats 0 must be >= 1"),
     (("calibrate", "--device", "cpu", "--margin", "0.5"), "--margin 0.5 >= 1"),
     (("baselines", "migrate", "no/such/folder"), "no/such/folder: not a baseline folder"),
+    # Given without --resolution they were ignored: the four default scenarios ran instead.
+    (("run", "--device", "cpu", "--steps", "1", "--seed", "5"),
+     "--steps 1, --seed 5 applies to --resolution only"),
+    (("run", "--device", "cpu", "--scenarios", "64@1", "--resolution", "128"),
+     "--scenarios 64@1 and --resolution both name the scenarios"),
+    (("baselines", "update", "--device", "cpu", "--stacks", ""), "no stack in ''"),
+    (("run", "--device", "cpu", "--scenarios", "64@1,64x64@1"), "scenario 64x64@1 is named twice"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path, cli, monkeypatch):
     if args[0] == "compare":  # real files, so only the tolerance is wrong
@@ -306,6 +313,8 @@ def test_table_filters_scenarios_and_lists_what_could_not_run(cli):
     assert "| 1024x1024@8 | bf16 |" in result.stdout and "| 512x512@6 |" not in result.stdout
     assert ("| 1024x1024@8 | fp8-te | fp8-te | fp8-te needs the Python package(s) transformer_engine, not installed "
             "here | components-skipped |") in result.stdout
+    typo = cli("table", "docs/results/run1.json", "--stacks", "bf16,fsat", "--scenarios", "512x512@6")
+    assert typo.returncode == 2 and "--stacks: fsat is in none of these runs; they hold bf16" in typo.stderr
     missing = cli("table", "docs/results/run1.json", "docs/results/no-such-run.json")
     assert missing.returncode == 2 and "docs/results/no-such-run.json: no such file" in missing.stderr
     as_json = json.loads(cli("table", "docs/results/run1.json", "--stacks", "bf16", "--json").stdout)

@@ -1,6 +1,8 @@
 """The component registry, stack parsing, conflicts and requirements, and every component
 that can run on a CPU applied for real to the tiny pipeline."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,18 @@ def test_stacks_are_canonical_in_phase_order():
     assert parse_stack("fused-qkv+fused-qkv").key == "fused-qkv"
     assert [s.name for s in parse_stacks(None)] == ["bf16", "compile", "fp8", "fast"]
     assert [s.name for s in parse_stacks("bf16, fast+fbc")] == ["bf16", "fast+fbc"]
+
+
+@pytest.mark.parametrize("text, message", [
+    # An unset `--stacks "$STACKS"` once meant every default stack: a re-record of them all.
+    ("", "no stack in ''"), (" , ", "no stack in ' , '"),
+    # One build timed as two cases would count one measurement twice.
+    ("bf16,bf16", "stack 'bf16' is named twice in 'bf16,bf16'"),
+    ("compile,attn-cudnn+compile-regional", "stack 'attn-cudnn+compile-regional' is the same stack as 'compile'"),
+])
+def test_a_stack_list_naming_none_or_one_twice_is_refused(text, message):
+    with pytest.raises(StackError, match=re.escape(message)):
+        parse_stacks(text)
 
 
 @pytest.mark.parametrize("text, message", [

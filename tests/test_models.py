@@ -189,3 +189,18 @@ def test_a_resolver_that_never_answers_is_unreachable_not_a_hang(monkeypatch):
     assert reason is not None and "did not resolve within 0.05 s" in reason
     monkeypatch.setattr(models.socket, "getaddrinfo", lambda *args: [])
     assert models.hub_unreachable() is None
+
+
+def test_full_size_weights_larger_than_free_host_memory_are_refused_before_allocating(monkeypatch):
+    # Unchecked, the kernel's OOM killer ended `flux-perf run --model synthetic --device cpu` with no message.
+    from diffusers import FluxTransformer2DModel
+
+    from flux_perf.model import synthetic_weights
+    from flux_perf.model.models import TINY
+
+    monkeypatch.setattr(synthetic_weights, "available_host_bytes", lambda: 8 * 2**30)
+    with pytest.raises(MemoryError, match=r"transformer's weights need 2\d\.\d GiB in torch.bfloat16 on the CPU "
+                                          r"and 8.0 GiB of memory is free: on a CPU use --model tiny"):
+        build_on_device(FluxTransformer2DModel, FULL.transformer, 0, "transformer", "cpu", torch.bfloat16)
+    tiny = build_on_device(FluxTransformer2DModel, TINY.transformer, 0, "transformer", "cpu", torch.bfloat16)
+    assert sum(p.numel() for p in tiny.parameters()) > 0, "a model that fits is built as before"

@@ -142,6 +142,8 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
     result = here(*args)
     assert result.returncode == 1, "a required check that measured nothing must not pass"
     assert "no CUDA GPU visible" in result.stdout and "ran no GPU case" in result.stdout
+    # Every case is skipped, none fails: no call to record references with a command that could not.
+    assert "NO REFERENCES" not in result.stdout and "every case fails" not in result.stdout
     skipped = json.loads((store / "report" / "results.json").read_text())["skipped"]
     assert [s["stack"] for s in skipped] == ["bf16"] and "no CUDA GPU visible" in skipped[0]["reason"]
     allowed = here(*args, "--flux-allow-no-gpu")
@@ -150,7 +152,9 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
 
 @pytest.mark.parametrize("options, message", [
     (("--flux-scenarios", ","), "no scenario in ','"),
-    (("--flux-stacks", ","), "no stack to run"),
+    (("--flux-stacks", ","), "no stack in ','"),
+    (("--flux-stacks", ""), "no stack in ''"),  # an unset "$STACKS": never every default stack
+    (("--flux-stacks", "bf16,bf16"), "stack 'bf16' is named twice"),
     (("--flux-device", "bogus"), "device 'bogus' is not supported"),
     (("--flux-inject-slowdown", "-1"), "inject-slowdown -1.0: must be a fraction"),
     (("--flux-report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),

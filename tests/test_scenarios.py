@@ -51,6 +51,13 @@ def test_no_list_gives_builtins_and_an_empty_one_is_an_error():
             parse_scenarios(text)
 
 
+def test_a_scenario_named_twice_is_refused():
+    # 64@1 and 64x64@1 are one scenario: timed once, it would count as two cases.
+    with pytest.raises(ScenarioError, match="scenario 64x64@1 is named twice in '64@1,64x64@1'"):
+        parse_scenarios("64@1,64x64@1")
+    assert len(parse_scenarios("64@1,64@2")) == 2
+
+
 @pytest.mark.parametrize("text, message", [
     # Above the maximum: the suggestion is the maximum, never a multiple of 16 beyond it (was 4992).
     ("5000x5000@6", "height=5000 exceeds the maximum of 4096 pixels (nearest valid: 4096; "

@@ -50,11 +50,20 @@ class OutOfMemory(Component, register=False):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
 
+class ExitsTheProcess(Component, register=False):
+    name = "calls-exit"
+    summary = "test only"
+
+    def apply(self, pipe):
+        raise SystemExit(3)  # a library calling sys.exit() while the stack is built
+
+
 @pytest.fixture
 def session_for(tmp_path, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setitem(REGISTRY, "broken-decoder", BrokenDecoder)
     monkeypatch.setitem(REGISTRY, "oom", OutOfMemory)
+    monkeypatch.setitem(REGISTRY, "calls-exit", ExitsTheProcess)
     baselines = tmp_path / "baselines"
     copy_budgets(baselines)
     quiet_host(monkeypatch)  # updates refuse rounds timed under CPU contention (the test below)
@@ -168,6 +177,13 @@ def test_out_of_memory_is_reported_and_the_session_goes_on(session_for):
     oom, bf16 = run_all(session)
     assert "out of memory running stack oom" in oom.error and "oom+vae-tiling" in oom.error
     assert bf16.error is None and bf16.timed is not None
+
+
+def test_sys_exit_in_one_stack_fails_that_case_and_the_run_goes_on_unmarked(session_for):
+    session = session_for("calls-exit,bf16", update=True)
+    exits, bf16 = run_all(session)
+    assert exits.error == "SystemExit: the code called sys.exit(3)" and bf16.error is None
+    assert session.interrupted is None, "the run was not cut short: no 'interrupted' mark in results.json"
 
 
 def test_update_refused_under_ci_before_measuring(session_for, monkeypatch):

@@ -143,8 +143,9 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     from ..model.scenarios import parse_scenarios
 
     explicit = args.stacks is not None or args.scenarios is not None or args.undecided_from is None
-    cases = [(stack.name, scenario.id) for stack in parse_stacks(args.stacks or "bf16,fast")
-             for scenario in parse_scenarios(args.scenarios or "512x512@6,1024x1024@8")] if explicit else []
+    stacks = parse_stacks("bf16,fast" if args.stacks is None else args.stacks)
+    scenarios = parse_scenarios("512x512@6,1024x1024@8" if args.scenarios is None else args.scenarios)
+    cases = [(stack.name, scenario.id) for stack in stacks for scenario in scenarios] if explicit else []
     if args.undecided_from is None:
         return cases, [], args.model
     from ..report.judged import not_judged_in, pending

@@ -44,13 +44,13 @@ def register(sub) -> None:
 
 
 def update_references(args) -> int:
-    from ..components.stacks import BASELINE, DEFAULT_STACKS, baseline_first, parse_stacks
+    from ..components.stacks import BASELINE, baseline_first, parse_stacks
     from ..suite.session import FluxSession
     from ..store.baselines import BaselineKey, updates_allowed
     from .calibrate import calibrate_scenarios
 
     updates_allowed(args.force)  # fail before minutes of measuring
-    stacks = ",".join(s.name for s in baseline_first(parse_stacks(args.stacks or ",".join(DEFAULT_STACKS))))
+    stacks = ",".join(s.name for s in baseline_first(parse_stacks(args.stacks)))
     config = suite(args, stacks=stacks, scenarios=scenarios_of(args), update=True, force=args.force)
     session = FluxSession(config, log=progress, environment=args.environment, command=command_line())
     cases = [(stack, scenario) for stack in config.stacks for scenario in config.scenarios

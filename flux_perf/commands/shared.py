@@ -25,9 +25,10 @@ def add_scenario_args(parser, *, several: bool = True) -> None:
     if several:
         parser.add_argument("--scenarios", default=None, help="comma-separated HxW@STEPS (default: the guide's four)")
     parser.add_argument("--resolution", default=None, help="N or HxW (instead of --scenarios)")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--guidance", type=float, default=2.5)
-    parser.add_argument("--seed", type=int, default=0)
+    # None, not the defaults: given without --resolution they would be ignored without a word.
+    parser.add_argument("--steps", type=int, default=None, help="with --resolution (default: 6)")
+    parser.add_argument("--guidance", type=float, default=None, help="with --resolution (default: 2.5)")
+    parser.add_argument("--seed", type=int, default=None, help="with --resolution (default: 0)")
 
 
 def add_model_args(parser, rounds: int = 3, timed: bool = True) -> None:
@@ -48,13 +49,23 @@ def add_model_args(parser, rounds: int = 3, timed: bool = True) -> None:
 
 
 def scenarios_of(args):
-    from ..model.scenarios import Scenario, parse_resolution, parse_scenarios
+    """--scenarios, or one scenario from --resolution with --steps/--guidance/--seed, or the four."""
+    from ..model.scenarios import Scenario, ScenarioError, parse_resolution, parse_scenarios
 
+    given = {f"--{name}": value for name in ("resolution", "steps", "guidance", "seed")
+             if (value := getattr(args, name)) is not None}
     if getattr(args, "scenarios", None) is not None:
+        if given:
+            raise ScenarioError(f"--scenarios {args.scenarios} and {', '.join(given)} both name the scenarios: "
+                                "pass one (write the steps as HxW@STEPS)")
         return parse_scenarios(args.scenarios)
     if args.resolution is not None:
         height, width = parse_resolution(args.resolution)
-        return (Scenario(height, width, args.steps, args.guidance, args.seed),)
+        settings = {name: value for name in ("steps", "guidance", "seed") if (value := getattr(args, name)) is not None}
+        return (Scenario(height, width, **{"steps": 6, **settings}),)
+    if given:
+        raise ScenarioError(f"{', '.join(f'{k} {v}' for k, v in given.items())} applies to --resolution only: "
+                            "pass --resolution N as well, or --scenarios HxW@STEPS")
     return parse_scenarios(None)
 
 

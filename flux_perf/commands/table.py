@@ -17,6 +17,20 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_filters(runs, stacks: set[str] | None, scenarios: set[str] | None) -> None:
+    """A name no run holds (a typo, an id like 500x500@6) would print an empty table and exit 0."""
+    from ..suite.config import ConfigError
+
+    cases = [(r.stack, r.scenario_id) for run in runs for r in run.results.records]
+    cases += [(s["stack"], s["scenario"]) for run in runs for s in run.results.skipped]
+    for option, wanted, held in (("--stacks", stacks, {c[0] for c in cases}),
+                                 ("--scenarios", scenarios, {c[1] for c in cases})):
+        unknown = sorted((wanted or set()) - held)
+        if unknown:
+            raise ConfigError(f"{option}: {', '.join(unknown)} is in none of these runs; they hold "
+                              f"{', '.join(sorted(held)) or 'no case'}")
+
+
 def run(args) -> int:
     from ..report.format import skipped_table
     from ..report.tables import component_rows, component_table, failed_cases, load_runs, physics_table
@@ -28,6 +42,7 @@ def run(args) -> int:
         return (stacks is None or stack in stacks) and (scenarios is None or scenario in scenarios)
 
     runs = load_runs(args.results)
+    _check_filters(runs, stacks, scenarios)
     skipped = [dict(s, run=run.name) for run in runs for s in run.results.skipped if kept(s["stack"], s["scenario"])]
     skipped += failed_cases(runs, kept)
     if args.json:

@@ -199,6 +199,19 @@ def baseline_first(stacks: tuple[Stack, ...]) -> tuple[Stack, ...]:
 
 
 def parse_stacks(text: str | None) -> tuple[Stack, ...]:
-    """Comma-separated stacks; empty gives the default set."""
-    names = [part.strip() for part in (text.split(",") if text else DEFAULT_STACKS) if part.strip()]
-    return tuple(parse_stack(name) for name in names)
+    """Comma-separated stacks; None gives the default set. A text naming none is an error, not the
+    defaults: an unset `--stacks "$STACKS"` must not re-record every stack. A stack named twice
+    (or two names for the same components) would time one build as two cases."""
+    if text is None:
+        return tuple(parse_stack(name) for name in DEFAULT_STACKS)
+    stacks = tuple(parse_stack(part) for part in text.split(",") if part.strip())
+    if not stacks:
+        raise StackError(f"no stack in {text!r}: name one or more, e.g. bf16,fast")
+    seen: dict[tuple[str, ...], str] = {}
+    for stack in stacks:
+        specs = tuple(c.spec for c in stack.components)
+        if specs in seen:
+            same = "is named twice" if seen[specs] == stack.name else f"is the same stack as {seen[specs]!r}"
+            raise StackError(f"stack {stack.name!r} {same} in {text!r}: name each stack once")
+        seen[specs] = stack.name
+    return stacks

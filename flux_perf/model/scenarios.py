@@ -129,6 +129,10 @@ def parse_scenarios(text: str | None) -> tuple[Scenario, ...]:
     scenarios = tuple(parse_scenario(part) for part in text.split(",") if part.strip())
     if not scenarios:
         raise ScenarioError(f"no scenario in {text!r}: write HEIGHTxWIDTH@STEPS, e.g. 512x512@6,1024x1024@8")
+    # Named twice (`64@1,64x64@1`), one measurement would count as two cases.
+    twice = sorted({s.id for s in scenarios if scenarios.count(s) > 1})
+    if twice:
+        raise ScenarioError(f"scenario {', '.join(twice)} is named twice in {text!r}: name each scenario once")
     return scenarios
 
 

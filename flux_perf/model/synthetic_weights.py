@@ -57,12 +57,38 @@ def fill_deterministic(model: nn.Module, seed: int, prefix: str) -> None:
         raise RuntimeError(f"{prefix} has buffers this initialiser cannot fill: {buffers[:5]}")
 
 
+def available_host_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_host_memory(model: nn.Module, prefix: str, device: str) -> None:
+    """Refuse, by name, weights larger than the host's free memory on a CPU: the kernel's OOM killer
+    would end the process with no message and no report (the full-size model is 24 GB in bf16)."""
+    if torch.device(device).type != "cpu":
+        return  # a GPU too small raises OutOfMemoryError, which the session reports
+    needed = sum(p.numel() * p.element_size() for p in model.parameters())
+    available = available_host_bytes()
+    if available is not None and needed > 0.9 * available:
+        dtype = next(model.parameters()).dtype
+        raise MemoryError(f"the {prefix}'s weights need {needed / 2**30:.1f} GiB in {dtype} on the CPU and "
+                          f"{available / 2**30:.1f} GiB of memory is free: on a CPU use --model tiny")
+
+
 def build_on_device(cls, config: dict, seed: int, prefix: str, device: str, dtype: torch.dtype) -> nn.Module:
     """Construct `cls(**config)` on meta, materialise it on `device` in `dtype`, fill it."""
     with torch.device("meta"):
         model = cls(**config)
     # nn.Module.to, not diffusers' override, which warns about fp32-pinned modules FLUX does not have.
     model = nn.Module.to(model, dtype=dtype)
+    check_host_memory(model, prefix, device)
     model = model.to_empty(device=device)
     fill_deterministic(model, seed, prefix)
     model.eval()

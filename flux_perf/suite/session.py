@@ -100,9 +100,10 @@ class FluxSession:
         self.environment_report = environment  # what the guide's environment settings did
         self.command = command  # how this run was started, recorded in results.json
         self.interrupted: str | None = None
-        # Nothing recorded for this GPU model and weights: every case fails, naming the bootstrap.
-        self.bootstrap = not config.update_baselines and not self.store.has_references(self.machine.slug,
-                                                                                         self.machine.fingerprint)
+        # Nothing recorded for this GPU model and weights: every case fails, naming the bootstrap. On a
+        # machine that cannot run the cases (no GPU) every case is skipped instead, and says why.
+        self.bootstrap = not config.update_baselines and self.machine.unavailable() is None \
+            and not self.store.has_references(self.machine.slug, self.machine.fingerprint)
         self.unrecorded = (f"no references for {self.machine.gpu_name or self.machine.slug} with weights "
                            f"{self.machine.fingerprint} in {self.store.root}: every case fails until they are "
                            "recorded. Record them all (references, images, latents, the fidelity calibration) "
@@ -161,8 +162,10 @@ class FluxSession:
                 f"Memory fallbacks: --flux-stacks '{stack.name}+vae-tiling' or '{stack.name}+model-cpu-offload'"
             )
             self.runner.release()
-        except Exception as error:  # noqa: BLE001 - recorded, reported, and the session goes on
-            result.error = scrub(f"{type(error).__name__}: {error}")  # recorded and printed: no token
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - recorded, reported, and the session goes on
+            # A library calling sys.exit() inside one case ends that case, not the run.
+            what = f"the code called sys.exit({error.code!r})" if isinstance(error, SystemExit) else error
+            result.error = scrub(f"{type(error).__name__}: {what}")  # recorded and printed: no token
             self.log(scrub("".join(traceback.format_exception(error)[-6:])))
             self.runner.release()
         except BaseException as error:  # Ctrl-C, a timeout's signal: never a clean-looking record
