@@ -109,6 +109,17 @@ def test_a_results_file_with_nothing_undecided_starts_no_worker_and_passes(tmp_p
     assert "nothing to A/B" in result.stdout and "preparing" not in result.stderr
 
 
+def test_a_results_file_a_command_wrote_is_refused_not_read_as_nothing_undecided(tmp_path):
+    # `flux-perf run` shared the gate's folder: its file read as "nothing to A/B", exit 0.
+    path = _suite_run(tmp_path, INCONCLUSIVE)
+    results = read_results(path)
+    results.command = "flux-perf run --resolution 512 --steps 6"
+    write_results(results, path)
+    with pytest.raises(ConfigError, match=r"was written by `flux-perf run --resolution 512 --steps 6`, not by the "
+                                          r"gate: pass the results.json of a `pytest -m h100` run"):
+        ab_cases(_args(path))
+
+
 def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):
     """Real workers on the tiny model (the results file's model): the one undecided case, no other."""
     path = _suite_run(tmp_path, INCONCLUSIVE, case="bf16-512x512@6")

@@ -152,6 +152,7 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     from ..report.records import read_results
 
     results = read_results(args.undecided_from)
+    _check_gate_run(results, args.undecided_from)
     unjudged = pending(not_judged_in(results))  # what the suite already failed stays its failure
     model = args.model if args.model is not None else _model_of(results, args.undecided_from)
     undecided = [(item.stack, item.scenario) for item in unjudged if item.resolvable_by_ab]
@@ -159,6 +160,16 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     progress(f"{args.undecided_from}: {len(undecided)} case(s) whose latency the suite left undecided or disturbed, to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
     return cases, [item for item in unjudged if not item.resolvable_by_ab], model
+
+
+def _check_gate_run(results, path: str) -> None:
+    """Only a pytest run's verdicts say what was left undecided: a `flux-perf run` or `baselines update`
+    judges nothing for the gate, so its file would read as 'nothing to A/B', exit 0."""
+    from ..suite.config import ConfigError
+
+    if results.command and results.command.startswith("flux-perf "):
+        raise ConfigError(f"--undecided-from {path} was written by `{results.command}`, not by the gate: pass "
+                          "the results.json of a `pytest -m h100` run (its --flux-report-dir)")
 
 
 def _model_of(results, path: str) -> str | None:

@@ -6,6 +6,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from .. import DEFAULT_REPORT_DIR
 from ..suite.config import ConfigError
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
 
@@ -16,7 +17,8 @@ def register(sub) -> None:
     parser.add_argument("--stack", default="bf16", help="a stack (see `flux-perf stacks`)")
     parser.add_argument("--save-image", default=None, help="write the output PNG; may contain {scenario} and {stack}")
     add_model_args(parser)
-    parser.set_defaults(func=run)
+    # Not the gate's folder: a quick run would replace the results.json `ab --undecided-from` reads.
+    parser.set_defaults(func=run, report_dir=f"{DEFAULT_REPORT_DIR}/run")
 
 
 def image_path(template: str, scenario, stack) -> Path:
