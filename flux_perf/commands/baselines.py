@@ -193,9 +193,11 @@ def _describe(entry) -> str:
 
 def migrate_folders(args) -> int:
     from ..store.baselines import updates_allowed
-    from ..store.migrate import migrate_folder
+    from ..store.migrate import migrate_folder, store_files
 
     updates_allowed(args.force)
+    for folder in args.folders:  # every folder at the right level before any is rewritten
+        store_files(Path(folder))
     for folder in args.folders:
         for line in migrate_folder(Path(folder)):
             print(line)
