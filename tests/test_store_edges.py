@@ -4,10 +4,12 @@ interval contradict, a bf16 baseline record (or a calibration) naming another GP
 scenario than the folder and case it is loaded for."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from flux_perf.store.entries import BaselineError, SchemaError
+from flux_perf.store.baselines import TABLES, BaselineStore
+from flux_perf.store.entries import BaselineCorrupt, BaselineError, LatencyEntry, SchemaError
 from flux_perf.store.migrate import migrate_folder
 
 SCHEMA_1_LATENCY = {"64x96@2": {"cudnn": {"median_s": 0.3, "samples_s": [0.29, 0.3, 0.31], "stack": "attn-cudnn"}}}
@@ -72,3 +74,49 @@ def test_migrate_rewrites_no_folder_while_one_of_them_is_at_the_wrong_level(tmp_
     assert _contents(tmp_path) == before
     assert cli("baselines", "migrate", folder).returncode == 0
     assert json.loads((folder / "latency.json").read_text())["flux_perf_store"] == 2
+
+
+# -- a latency reference that contradicts itself -----------------------------------------------------
+COMMITTED = Path(__file__).resolve().parent.parent / "baselines"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"median_s": 5.0, "samples_s": [0.49, 0.5, 0.51]}, "median_s=5.0 is not the median of its samples_s"),
+    ({"median_s": 0.5, "samples_s": [0.49, 0.5, 0.51], "ci_low_s": 0.6, "ci_high_s": 0.7},
+     "the interval ci_low_s=0.6 .. ci_high_s=0.7 does not hold median_s=0.5"),
+    ({"median_s": 0.5, "ci_high_s": 0.4}, "ci_high_s=0.4 does not hold median_s=0.5"),
+    ({"median_s": 0.5, "samples_s": []}, "samples_s=[] holds no round"),
+    ({"median_s": 0.5, "samples_s": ""}, "samples_s must be a list"),
+])
+def test_a_latency_entry_that_contradicts_itself_is_refused_naming_the_file(entry, message):
+    with pytest.raises(BaselineCorrupt) as caught:
+        LatencyEntry.from_json({"provenance": {}, **entry}, "F [64x96@2][bf16]")
+    assert str(caught.value).startswith("F [64x96@2][bf16]: ") and message in str(caught.value)
+    assert "Re-record with: flux-perf baselines update" in str(caught.value)
+
+
+def test_entries_that_agree_with_themselves_read_and_a_reference_without_rounds_round_trips():
+    odd = LatencyEntry.from_json({"median_s": 0.5, "samples_s": [0.5, 0.49, 0.51], "ci_low_s": 0.49,
+                                  "ci_high_s": 0.51}, "F")
+    even = LatencyEntry.from_json({"median_s": 0.1 + 0.2, "samples_s": [0.2, 0.4]}, "F")  # 0.30000000000000004
+    assert odd.median_s == 0.5 and even.samples_s == (0.2, 0.4)
+    bare = LatencyEntry.from_json({"median_s": 0.48, "ci_low_s": 0.46, "ci_high_s": 0.51, "rounds": 5}, "F")
+    assert bare.samples_s == () and "samples_s" not in bare.to_json()
+    assert LatencyEntry.from_json(bare.to_json(), "F") == bare
+
+
+def test_every_committed_store_file_still_reads(tmp_path, cli):
+    """The committed references include entries recorded before the rounds were kept (no
+    samples_s, a `rounds` count): they stay references, as does every other entry and record."""
+    folders = sorted(p for p in COMMITTED.glob("*/*") if p.is_dir())
+    assert folders
+    store = BaselineStore(COMMITTED)
+    for folder in folders:
+        for name in TABLES:
+            bad = [(s, n, e) for s, n, e in store.listing(folder, name) if isinstance(e, BaselineError)]
+            assert not bad, bad
+        latency = json.loads((folder / "latency.json").read_text())["entries"]
+        assert any("samples_s" not in e for t in latency.values() for e in t.values()), "the old form is covered"
+    shown = cli("baselines", "show", "--baselines-dir", COMMITTED)
+    assert shown.returncode == 0 and "UNREADABLE" not in shown.stdout
+    assert "latency.json 512x512@6 graphs: 0.477 s (its rounds not kept), recorded" in shown.stdout
