@@ -4,13 +4,20 @@ interval contradict, a bf16 baseline record (or a calibration) naming another GP
 scenario than the folder and case it is loaded for."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from flux_perf.store.baselines import TABLES, BaselineStore
-from flux_perf.store.entries import BaselineCorrupt, BaselineError, LatencyEntry, SchemaError
+from flux_perf.components.stacks import parse_stack
+from flux_perf.instrument.measure import MEASUREMENT_VERSION
+from flux_perf.model.scenarios import Scenario, parse_scenario
+from flux_perf.store.baselines import TABLES, BaselineKey, BaselineMismatch, BaselineStore
+from flux_perf.store.entries import Band, BaselineCorrupt, BaselineError, CalibrationEntry, LatencyEntry, SchemaError
 from flux_perf.store.migrate import migrate_folder
+from flux_perf.store.provenance import Provenance, component_code
+from flux_perf.store.references import load_references
 
 SCHEMA_1_LATENCY = {"64x96@2": {"cudnn": {"median_s": 0.3, "samples_s": [0.29, 0.3, 0.31], "stack": "attn-cudnn"}}}
 RESULTS = {"flux_perf_results": 3, "machine": {}, "records": []}
@@ -115,8 +122,96 @@ def test_every_committed_store_file_still_reads(tmp_path, cli):
         for name in TABLES:
             bad = [(s, n, e) for s, n, e in store.listing(folder, name) if isinstance(e, BaselineError)]
             assert not bad, bad
+        for record in (p for p in folder.glob("*.json") if p.name not in TABLES):
+            key = BaselineKey(folder.parent.name, folder.name, record.stem)
+            assert store.load_baseline(key, parse_scenario(record.stem)).latents is not None
         latency = json.loads((folder / "latency.json").read_text())["entries"]
         assert any("samples_s" not in e for t in latency.values() for e in t.values()), "the old form is covered"
     shown = cli("baselines", "show", "--baselines-dir", COMMITTED)
     assert shown.returncode == 0 and "UNREADABLE" not in shown.stdout
     assert "latency.json 512x512@6 graphs: 0.477 s (its rounds not kept), recorded" in shown.stdout
+
+
+# -- a file that names another GPU, model, stack or scenario than its folder and case ---------------
+SCENARIO = Scenario(64, 96, 2)
+KEY = BaselineKey("cpu-x86_64", "tiny-abc", SCENARIO.id)
+
+
+def _references(store, key=KEY, scenario=SCENARIO):
+    stack = parse_stack("bf16")
+    return load_references(store, key, scenario, stack, Provenance.now(None, component_code(stack.components)),
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x: f"update {s} {x}")
+
+
+def _baseline(tmp_path, monkeypatch, key=KEY, model="tiny", **edits):
+    """A bf16 baseline as an update writes it, then its record edited (`scenario_*` edits the scenario)."""
+    monkeypatch.delenv("CI", raising=False)
+    store = BaselineStore(tmp_path)
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    record = {"scenario": SCENARIO.to_dict(), "stack": "bf16", "model": model, "gpu": {"name": None},
+              "provenance": Provenance.now(None, {}).to_json()}
+    store.write_baseline(key, image, np.ones((1, 24, 16), np.float32), record, force=False)
+    meta = store.paths(key)[1]
+    data = json.loads(meta.read_text())
+    data["scenario"].update({k.removeprefix("scenario_"): v for k, v in edits.items() if k.startswith("scenario_")})
+    data.update({k: v for k, v in edits.items() if not k.startswith("scenario_")})
+    meta.write_text(json.dumps(data))
+    return store, meta
+
+
+def test_a_baseline_record_that_agrees_with_its_folder_loads(tmp_path, monkeypatch):
+    store, _ = _baseline(tmp_path, monkeypatch)
+    refs = _references(store)
+    assert refs.baseline is not None and "baseline" not in refs.problems
+
+
+@pytest.mark.parametrize("edits, message", [
+    ({"gpu_slug": "nvidia-h100-80gb-hbm3", "stack": "fp8", "model": "synthetic"},  # the audit's edit
+     "was made with gpu_slug='nvidia-h100-80gb-hbm3', its folder cpu-x86_64/tiny-abc expects gpu_slug='cpu-x86_64'"),
+    ({"gpu": {"slug": "nvidia-h100-80gb-hbm3"}}, "was made with gpu.slug='nvidia-h100-80gb-hbm3', its folder "
+                                                 "cpu-x86_64/tiny-abc expects gpu.slug='cpu-x86_64'"),
+    ({"stack": "fp8"}, "was made with stack='fp8', its folder cpu-x86_64/tiny-abc expects stack='bf16'"),
+    ({"model": "synthetic"}, "was made with model='synthetic', its folder cpu-x86_64/tiny-abc expects model='tiny'"),
+    ({"model": "/models/FLUX.1-Kontext-dev"}, "model='/models/FLUX.1-Kontext-dev', its folder cpu-x86_64/tiny-abc "
+                                              "expects model='tiny'"),
+    ({"scenario_height": 128}, "was made with height=128, the scenario has height=64"),
+    ({"scenario_id": "64x96@3"}, "was made with id=64x96@3, the scenario has id=64x96@2"),
+])
+def test_a_baseline_record_naming_another_gpu_model_stack_or_scenario_is_a_problem(tmp_path, monkeypatch, edits,
+                                                                                     message):
+    """Edited to say another GPU, stack and model, left in the cpu/tiny folder: trusted without note."""
+    store, meta = _baseline(tmp_path, monkeypatch, **edits)
+    with pytest.raises(BaselineMismatch) as caught:
+        store.load_baseline(KEY, SCENARIO)
+    assert str(caught.value).startswith(f"baseline {meta} ") and message in str(caught.value)
+    refs = _references(store)
+    assert refs.baseline is None and message in refs.problems["baseline"]
+
+
+@pytest.mark.parametrize("model, fine", [("/models/FLUX.1-Kontext-dev", True), ("owner/name", True),
+                                         ("tiny", False), ("synthetic", False)])
+def test_a_checkpoints_folder_takes_a_checkpoints_label(tmp_path, monkeypatch, model, fine):
+    key = BaselineKey("nvidia-h100-80gb-hbm3", "pretrained-abc", SCENARIO.id)
+    store, _ = _baseline(tmp_path, monkeypatch, key=key, model=model, gpu_slug=key.gpu_slug)
+    refs = _references(store, key)
+    if fine:
+        assert refs.baseline is not None, refs.problems
+    else:
+        assert f"model='{model}', its folder nvidia-h100-80gb-hbm3/pretrained-abc expects model=\"a checkpoint's " \
+               "folder or hub id\"" in refs.problems["baseline"]
+
+
+def test_a_calibration_measured_against_another_folders_baseline_is_a_problem(tmp_path, monkeypatch, cli):
+    store, _ = _baseline(tmp_path, monkeypatch)
+    elsewhere = "stored baseline nvidia-h100-80gb-hbm3/synthetic-d3fe4e48a811/512x512@6"
+    entry = CalibrationEntry(Band(0.999), {}, {}, Provenance.now(None, {}), {"reference": elsewhere})
+    store.write_calibration(KEY, entry, force=False)
+    refs = _references(store)
+    path = store.folder(KEY) / "calibration.json"
+    assert refs.calibration is None and refs.problems["calibration"].startswith(
+        f"{path} [64x96@2][fidelity]: reference='{elsewhere}', this entry lies at 'cpu-x86_64/tiny-abc/64x96@2'")
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    assert shown.returncode == 1 and "calibration.json 64x96@2 fidelity: UNREADABLE (" in shown.stdout
+    for reference in (f"stored baseline {KEY}", "fresh bf16 output"):
+        store.write_calibration(KEY, replace(entry, details={"reference": reference}), force=False)
+        assert _references(store).calibration is not None
