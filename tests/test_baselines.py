@@ -69,7 +69,7 @@ def test_a_baselines_provenance_of_the_wrong_shape_names_the_file(store, provena
 
 
 def latency(median=0.5, stack="bf16", provenance=None):
-    return LatencyEntry(median, (median, median * 1.01), parse_stack(stack).key, provenance or now(stack),
+    return LatencyEntry(median, (median * 0.99, median * 1.01), parse_stack(stack).key, provenance or now(stack),
                         measurement_version=MEASUREMENT_VERSION)
 
 
@@ -172,13 +172,13 @@ def test_migration_refuses_what_is_not_schema_1_and_rewrites_nothing(tmp_path, n
 def test_migration_keeps_every_value_and_regroups_the_provenance(tmp_path):
     folder = tmp_path / "gpu" / "weights"
     folder.mkdir(parents=True)
-    old = {"median_s": 0.3, "samples_s": [0.3, 0.31], "stack": "attn-cudnn", "commit": "abc-dirty",
+    old = {"median_s": 0.3, "samples_s": [0.29, 0.3, 0.31], "stack": "attn-cudnn", "commit": "abc-dirty",
            "driver_version": "580.1", "software": {"torch": "2.11.0"}, "recorded_at": "2026-11-26",
            "measurement_version": 2}
     (folder / "latency.json").write_text(json.dumps({"64x96@2": {"cudnn": old}}))
     assert migrate_folder(folder) == [f"{folder / 'latency.json'}: schema 1 -> 2"]
     entry = BaselineStore(tmp_path).table(BaselineKey("gpu", "weights", "64x96@2"), "latency.json")["cudnn"]
-    assert entry.median_s == 0.3 and entry.samples_s == (0.3, 0.31) and entry.measurement_version == 2
+    assert entry.median_s == 0.3 and entry.samples_s == (0.29, 0.3, 0.31) and entry.measurement_version == 2
     assert (entry.provenance.commit, entry.provenance.driver, entry.provenance.software) == \
         ("abc", "580.1", {"torch": "2.11.0"})
     assert "not hashed" in entry.provenance.uncommitted

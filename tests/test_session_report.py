@@ -319,14 +319,27 @@ def test_update_refreshes_every_stack_and_marks_old_references_stale(session_for
     assert "timed by measurement method 1, now" in " ".join(fused.latency.stale)
 
 
-def test_a_nonsensical_recorded_latency_is_never_a_reference(session_for, tmp_path):
+ROUNDS = {"samples_s": [0.49, 0.5, 0.51], "ci_low_s": 0.49, "ci_high_s": 0.51}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"median_s": -1.0}, "median_s=-1.0 is not a positive number"),
+    # A median its own rounds or interval contradict: the gate judged the rounds but stated the
+    # median ("over budget 5.150 s (recorded 5.000 s + 3%)"), or passed 1e9 as "faster 100.0%".
+    ({**ROUNDS, "median_s": 5.0}, "median_s=5.0 is not the median of its samples_s (0.5 over 3 rounds)"),
+    ({**ROUNDS, "median_s": 1e9}, "median_s=1000000000.0 is not the median of its samples_s"),
+    ({"median_s": 5.0, "samples_s": []}, "samples_s=[] holds no round for median_s=5.0"),
+    ({"median_s": 5.0, "ci_low_s": 0.49, "ci_high_s": 0.51}, "ci_high_s=0.51 does not hold median_s=5.0"),
+])
+def test_a_nonsensical_recorded_latency_is_never_a_reference(session_for, tmp_path, entry, message):
     session = session_for("bf16")
     path = session.store.folder(session.key(SCENARIO)) / "latency.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"flux_perf_store": 2, "entries": {"64x64@2": {"bf16": {"median_s": -1.0}}}}))
+    path.write_text(json.dumps({"flux_perf_store": 2, "entries": {"64x64@2": {"bf16": entry}}}))
     (result,) = run_all(session_for("bf16"))
     assert result.latency.verdict is Verdict.NO_REFERENCE and result.latency.failed
-    assert "median_s=-1.0 is not a positive number" in result.latency.missing and str(path) in result.latency.missing
+    assert message in result.latency.missing and str(path) in result.latency.missing
+    assert "flux-perf baselines update" in result.latency.missing
 
 
 def test_disturbed_rounds_are_never_a_failure():

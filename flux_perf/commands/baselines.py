@@ -182,7 +182,8 @@ def _describe(entry) -> str:
 
     when = entry.provenance.recorded_at or "unknown date"
     if isinstance(entry, LatencyEntry):
-        return f"{entry.median_s:.3f} s over {len(entry.samples_s)} rounds, recorded {when}"
+        rounds = f"over {len(entry.samples_s)} rounds" if entry.samples_s else "(its rounds not kept)"
+        return f"{entry.median_s:.3f} s {rounds}, recorded {when}"
     if isinstance(entry, FidelityEntry):
         own = ", own latents kept" if entry.latents_sha256 else ""
         return f"SSIM {entry.ssim:.5f}{own}, recorded {when}"
@@ -193,9 +194,11 @@ def _describe(entry) -> str:
 
 def migrate_folders(args) -> int:
     from ..store.baselines import updates_allowed
-    from ..store.migrate import migrate_folder
+    from ..store.migrate import migrate_folder, store_files
 
     updates_allowed(args.force)
+    for folder in args.folders:  # every folder at the right level before any is rewritten
+        store_files(Path(folder))
     for folder in args.folders:
         for line in migrate_folder(Path(folder)):
             print(line)

@@ -39,6 +39,7 @@ from .entries import (
 )
 from .files import atomic_write, write_json
 from .folders import folder_problem, os_reason, shown
+from .placement import check_calibration, check_record, check_scenario
 from .provenance import Provenance
 
 TABLES = {"latency.json": LatencyEntry, "fidelity.json": FidelityEntry, "calibration.json": CalibrationEntry}
@@ -134,6 +135,12 @@ def _table_file(path: Path) -> dict:
     return data
 
 
+def _entry(name: str, entry, where: str, place: str):
+    """One entry of table `name`, typed and checked; `place` is GPU/WEIGHTS/SCENARIO it lies at."""
+    typed = TABLES[name].from_json(entry, where)
+    return check_calibration(typed, where, place) if isinstance(typed, CalibrationEntry) else typed
+
+
 @contextlib.contextmanager
 def _writing(path: Path):
     """An OSError while writing names the store's file, never the temporary beside it."""
@@ -188,20 +195,19 @@ class BaselineStore:
         path = self.folder(key) / name
         if not path.exists():
             return {}
-        kind = TABLES[name]
-        return {inner: kind.from_json(entry, f"{path} [{key.scenario_id}][{inner}]")
+        return {inner: _entry(name, entry, f"{path} [{key.scenario_id}][{inner}]", str(key))
                 for inner, entry in _table_file(path)["entries"].get(key.scenario_id, {}).items()}
 
     def listing(self, folder: Path, name: str) -> list[tuple[str, str, object]]:
         """Every entry of one table file, for `baselines show`: (scenario, name, the typed entry or
         the BaselineError it raised), so one bad entry hides no other. A file that cannot be read
         whole raises."""
-        path, kind = folder / name, TABLES[name]
-        out = []
+        path, out = folder / name, []
         for scenario, entries in sorted(_table_file(path)["entries"].items()):
             for inner, entry in sorted(entries.items()):
                 try:
-                    out.append((scenario, inner, kind.from_json(entry, f"{path} [{scenario}][{inner}]")))
+                    place = f"{folder.parent.name}/{folder.name}/{scenario}"
+                    out.append((scenario, inner, _entry(name, entry, f"{path} [{scenario}][{inner}]", place)))
                 except BaselineError as error:
                     out.append((scenario, inner, error))
         return out
@@ -235,17 +241,11 @@ class BaselineStore:
             image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         except (UnidentifiedImageError, OSError) as error:
             raise BaselineCorrupt(f"baseline image {image_path} cannot be read as PNG ({error})") from None
-        if record.get("fingerprint") != key.fingerprint:
-            raise BaselineMismatch(f"baseline {meta_path} was made with weights {record.get('fingerprint')!r}, "
-                                   f"this run uses {key.fingerprint!r}")
+        check_record(record, meta_path, key.gpu_slug, key.fingerprint)
         if image.shape[:2] != (scenario.height, scenario.width):
             raise BaselineMismatch(f"baseline {image_path} is {image.shape[0]}x{image.shape[1]}, the scenario asks "
                                    f"for {scenario.resolution}")
-        recorded = record.get("scenario") if isinstance(record.get("scenario"), dict) else {}
-        for name in ("steps", "seed", "guidance"):
-            if name in recorded and recorded[name] != getattr(scenario, name):
-                raise BaselineMismatch(f"baseline {meta_path} was made with {name}={recorded[name]}, the scenario "
-                                       f"has {name}={getattr(scenario, name)}")
+        check_scenario(record, meta_path, scenario)
         latents = self.read_latents(self.latents_path(key), record.get("latents_sha256"), f"baseline {key}")
         return Baseline(image, latents, checked_provenance(record, str(meta_path)), image_path)
 

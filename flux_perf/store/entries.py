@@ -9,6 +9,8 @@ version is refused with what to do (`flux-perf baselines migrate` converts versi
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import statistics
 from dataclasses import asdict, dataclass, field
 
 from .files import finite_number, non_negative_number, positive_number
@@ -17,6 +19,8 @@ from .provenance import Provenance
 SCHEMA_KEY = "flux_perf_store"
 SCHEMA_VERSION = 2
 UPDATE_HINT = "flux-perf baselines update   (or: pytest -m h100 --flux-update-baselines)"
+# A recorded median may differ from its rounds' median by this fraction: float text read back.
+MEDIAN_REL_TOL = 1e-6
 
 
 class BaselineError(Exception):
@@ -94,6 +98,22 @@ def _optional(entry: dict, where: str, key: str, check, expected: str):
     return value
 
 
+def _check_median(where: str, median: float, samples: list, listed: bool, low, high) -> None:
+    """A median its own rounds or interval contradict is no reference: the gate judges the rounds
+    but states the median (5 s recorded over rounds of 0.5 s read "over budget 5.150 s"), and
+    without rounds judges the median alone. An empty list is a median of no rounds."""
+    fix = f"the entry contradicts itself (edited?). Re-record with: {UPDATE_HINT}"
+    if listed and not samples:
+        raise BaselineCorrupt(f"{where}: samples_s=[] holds no round for median_s={median!r}: {fix}")
+    if samples and not math.isclose(median, middle := statistics.median(samples), rel_tol=MEDIAN_REL_TOL):
+        raise BaselineCorrupt(f"{where}: median_s={median!r} is not the median of its samples_s ({middle!r} over "
+                              f"{len(samples)} rounds): {fix}")
+    slack = median * MEDIAN_REL_TOL
+    if (low is not None and low > median + slack) or (high is not None and high < median - slack):
+        raise BaselineCorrupt(f"{where}: the interval ci_low_s={low!r} .. ci_high_s={high!r} does not hold "
+                              f"median_s={median!r}: {fix}")
+
+
 @dataclass(frozen=True)
 class LatencyEntry:
     """A stack's recorded rounds at one scenario: what its latency gate compares against."""
@@ -113,12 +133,13 @@ class LatencyEntry:
         if not positive_number(entry.get("median_s")):
             raise BaselineCorrupt(f"{where}: median_s={entry.get('median_s')!r} is not a positive number of seconds. "
                                   f"Re-record with: {UPDATE_HINT}")
-        samples = entry.get("samples_s") or []
+        samples = [] if entry.get("samples_s") is None else entry["samples_s"]  # absent: recorded without rounds
         if not (isinstance(samples, list) and all(positive_number(s) for s in samples)):
             raise BaselineCorrupt(f"{where}: samples_s must be a list of positive seconds, got {samples!r:.80}. "
                                   f"Re-record with: {UPDATE_HINT}")
         low, high = (_optional(entry, where, k, positive_number, "a positive number of seconds")
                      for k in ("ci_low_s", "ci_high_s"))
+        _check_median(where, entry["median_s"], samples, entry.get("samples_s") is not None, low, high)
         clock = _optional(entry, where, "sm_clock_mhz", non_negative_number, "a clock in MHz")
         version = _optional(entry, where, "measurement_version", lambda v: type(v) is int, "an integer")
         stack = _optional(entry, where, "stack", lambda v: isinstance(v, str), "a string")
@@ -128,6 +149,8 @@ class LatencyEntry:
     def to_json(self) -> dict:
         data = asdict(self)
         data["samples_s"] = list(self.samples_s)
+        if not self.samples_s:  # a reference without its rounds has no key, as schema 1 wrote it
+            del data["samples_s"]
         data["provenance"] = self.provenance.to_json()
         return data
 

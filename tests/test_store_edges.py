@@ -1,0 +1,217 @@
+"""Store files that claim what the folder they lie in contradicts: `baselines migrate` rewriting
+only store files and only at the level it names, a latency entry whose median its own rounds and
+interval contradict, a bf16 baseline record (or a calibration) naming another GPU, model, stack or
+scenario than the folder and case it is loaded for."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flux_perf.components.stacks import parse_stack
+from flux_perf.instrument.measure import MEASUREMENT_VERSION
+from flux_perf.model.scenarios import Scenario, parse_scenario
+from flux_perf.store.baselines import TABLES, BaselineKey, BaselineMismatch, BaselineStore
+from flux_perf.store.entries import Band, BaselineCorrupt, BaselineError, CalibrationEntry, LatencyEntry, SchemaError
+from flux_perf.store.migrate import migrate_folder
+from flux_perf.store.provenance import Provenance, component_code
+from flux_perf.store.references import load_references
+
+SCHEMA_1_LATENCY = {"64x96@2": {"cudnn": {"median_s": 0.3, "samples_s": [0.29, 0.3, 0.31], "stack": "attn-cudnn"}}}
+RESULTS = {"flux_perf_results": 3, "machine": {}, "records": []}
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "baselines" / "nvidia-h100-80gb-hbm3" / "synthetic-abc"
+    folder.mkdir(parents=True)
+    (folder / "latency.json").write_text(json.dumps(SCHEMA_1_LATENCY))
+    return folder
+
+
+def _contents(root):
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*.json"))}
+
+
+def test_migration_rewrites_only_store_files_and_names_the_others(tmp_path):
+    """A copied results.json and a plain {"a": 1} both got flux_perf_store and a provenance."""
+    folder = _folder(tmp_path)
+    (folder / "results.json").write_text(json.dumps(RESULTS))
+    (folder / "notes.json").write_text('{"a": 1}')
+    lines = migrate_folder(folder)
+    assert f"{folder / 'latency.json'}: schema 1 -> 2" in lines
+    assert f"{folder / 'results.json'}: left alone (not a store file)" in lines
+    assert f"{folder / 'notes.json'}: left alone (not a store file)" in lines
+    assert json.loads((folder / "results.json").read_text()) == RESULTS
+    assert (folder / "notes.json").read_text() == '{"a": 1}'
+    assert json.loads((folder / "latency.json").read_text())["flux_perf_store"] == 2
+
+
+def test_a_json_named_like_a_baseline_record_that_is_none_is_refused(tmp_path):
+    folder = _folder(tmp_path)
+    (folder / "64x96@2.json").write_text('{"a": 1}')
+    before = _contents(tmp_path)
+    with pytest.raises(SchemaError, match=r"64x96@2.json: named like a bf16 baseline record .* holds no "
+                                          "image_sha256"):
+        migrate_folder(folder)
+    assert _contents(tmp_path) == before
+
+
+@pytest.mark.parametrize("level", ["baselines", "baselines/nvidia-h100-80gb-hbm3"])
+def test_migrate_of_a_folder_at_the_wrong_level_names_it_and_the_folders_below(tmp_path, cli, level):
+    """`migrate baselines` and `migrate baselines/<gpu>` did nothing and exited 0."""
+    folder = _folder(tmp_path)
+    before = _contents(tmp_path)
+    result = cli("baselines", "migrate", tmp_path / level)
+    assert result.returncode == 2, result.stdout
+    assert f"flux-perf: {tmp_path / level} holds no store file" in result.stderr
+    assert "<baselines>/<gpu>/<model fingerprint>" in result.stderr
+    assert f"these folders under it hold store files, pass them instead: {folder}" in result.stderr
+    assert _contents(tmp_path) == before
+
+
+def test_migrate_rewrites_no_folder_while_one_of_them_is_at_the_wrong_level(tmp_path, cli):
+    folder = _folder(tmp_path)
+    (tmp_path / "empty").mkdir()
+    before = _contents(tmp_path)
+    result = cli("baselines", "migrate", folder, tmp_path / "empty")
+    assert result.returncode == 2 and f"{tmp_path / 'empty'} holds no store file" in result.stderr
+    assert "these folders under it" not in result.stderr
+    assert _contents(tmp_path) == before
+    assert cli("baselines", "migrate", folder).returncode == 0
+    assert json.loads((folder / "latency.json").read_text())["flux_perf_store"] == 2
+
+
+# -- a latency reference that contradicts itself -----------------------------------------------------
+COMMITTED = Path(__file__).resolve().parent.parent / "baselines"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"median_s": 5.0, "samples_s": [0.49, 0.5, 0.51]}, "median_s=5.0 is not the median of its samples_s"),
+    ({"median_s": 0.5, "samples_s": [0.49, 0.5, 0.51], "ci_low_s": 0.6, "ci_high_s": 0.7},
+     "the interval ci_low_s=0.6 .. ci_high_s=0.7 does not hold median_s=0.5"),
+    ({"median_s": 0.5, "ci_high_s": 0.4}, "ci_high_s=0.4 does not hold median_s=0.5"),
+    ({"median_s": 0.5, "samples_s": []}, "samples_s=[] holds no round"),
+    ({"median_s": 0.5, "samples_s": ""}, "samples_s must be a list"),
+])
+def test_a_latency_entry_that_contradicts_itself_is_refused_naming_the_file(entry, message):
+    with pytest.raises(BaselineCorrupt) as caught:
+        LatencyEntry.from_json({"provenance": {}, **entry}, "F [64x96@2][bf16]")
+    assert str(caught.value).startswith("F [64x96@2][bf16]: ") and message in str(caught.value)
+    assert "Re-record with: flux-perf baselines update" in str(caught.value)
+
+
+def test_entries_that_agree_with_themselves_read_and_a_reference_without_rounds_round_trips():
+    odd = LatencyEntry.from_json({"median_s": 0.5, "samples_s": [0.5, 0.49, 0.51], "ci_low_s": 0.49,
+                                  "ci_high_s": 0.51}, "F")
+    even = LatencyEntry.from_json({"median_s": 0.1 + 0.2, "samples_s": [0.2, 0.4]}, "F")  # 0.30000000000000004
+    assert odd.median_s == 0.5 and even.samples_s == (0.2, 0.4)
+    bare = LatencyEntry.from_json({"median_s": 0.48, "ci_low_s": 0.46, "ci_high_s": 0.51, "rounds": 5}, "F")
+    assert bare.samples_s == () and "samples_s" not in bare.to_json()
+    assert LatencyEntry.from_json(bare.to_json(), "F") == bare
+
+
+def test_every_committed_store_file_still_reads(tmp_path, cli):
+    """The committed references include entries recorded before the rounds were kept (no
+    samples_s, a `rounds` count): they stay references, as does every other entry and record."""
+    folders = sorted(p for p in COMMITTED.glob("*/*") if p.is_dir())
+    assert folders
+    store = BaselineStore(COMMITTED)
+    for folder in folders:
+        for name in TABLES:
+            bad = [(s, n, e) for s, n, e in store.listing(folder, name) if isinstance(e, BaselineError)]
+            assert not bad, bad
+        for record in (p for p in folder.glob("*.json") if p.name not in TABLES):
+            key = BaselineKey(folder.parent.name, folder.name, record.stem)
+            assert store.load_baseline(key, parse_scenario(record.stem)).latents is not None
+        latency = json.loads((folder / "latency.json").read_text())["entries"]
+        assert any("samples_s" not in e for t in latency.values() for e in t.values()), "the old form is covered"
+    shown = cli("baselines", "show", "--baselines-dir", COMMITTED)
+    assert shown.returncode == 0 and "UNREADABLE" not in shown.stdout
+    assert "latency.json 512x512@6 graphs: 0.477 s (its rounds not kept), recorded" in shown.stdout
+
+
+# -- a file that names another GPU, model, stack or scenario than its folder and case ---------------
+SCENARIO = Scenario(64, 96, 2)
+KEY = BaselineKey("cpu-x86_64", "tiny-abc", SCENARIO.id)
+
+
+def _references(store, key=KEY, scenario=SCENARIO):
+    stack = parse_stack("bf16")
+    return load_references(store, key, scenario, stack, Provenance.now(None, component_code(stack.components)),
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x: f"update {s} {x}")
+
+
+def _baseline(tmp_path, monkeypatch, key=KEY, model="tiny", **edits):
+    """A bf16 baseline as an update writes it, then its record edited (`scenario_*` edits the scenario)."""
+    monkeypatch.delenv("CI", raising=False)
+    store = BaselineStore(tmp_path)
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    record = {"scenario": SCENARIO.to_dict(), "stack": "bf16", "model": model, "gpu": {"name": None},
+              "provenance": Provenance.now(None, {}).to_json()}
+    store.write_baseline(key, image, np.ones((1, 24, 16), np.float32), record, force=False)
+    meta = store.paths(key)[1]
+    data = json.loads(meta.read_text())
+    data["scenario"].update({k.removeprefix("scenario_"): v for k, v in edits.items() if k.startswith("scenario_")})
+    data.update({k: v for k, v in edits.items() if not k.startswith("scenario_")})
+    meta.write_text(json.dumps(data))
+    return store, meta
+
+
+def test_a_baseline_record_that_agrees_with_its_folder_loads(tmp_path, monkeypatch):
+    store, _ = _baseline(tmp_path, monkeypatch)
+    refs = _references(store)
+    assert refs.baseline is not None and "baseline" not in refs.problems
+
+
+@pytest.mark.parametrize("edits, message", [
+    ({"gpu_slug": "nvidia-h100-80gb-hbm3", "stack": "fp8", "model": "synthetic"},  # the audit's edit
+     "was made with gpu_slug='nvidia-h100-80gb-hbm3', its folder cpu-x86_64/tiny-abc expects gpu_slug='cpu-x86_64'"),
+    ({"gpu": {"slug": "nvidia-h100-80gb-hbm3"}}, "was made with gpu.slug='nvidia-h100-80gb-hbm3', its folder "
+                                                 "cpu-x86_64/tiny-abc expects gpu.slug='cpu-x86_64'"),
+    ({"stack": "fp8"}, "was made with stack='fp8', its folder cpu-x86_64/tiny-abc expects stack='bf16'"),
+    ({"model": "synthetic"}, "was made with model='synthetic', its folder cpu-x86_64/tiny-abc expects model='tiny'"),
+    ({"model": "/models/FLUX.1-Kontext-dev"}, "model='/models/FLUX.1-Kontext-dev', its folder cpu-x86_64/tiny-abc "
+                                              "expects model='tiny'"),
+    ({"scenario_height": 128}, "was made with height=128, the scenario has height=64"),
+    ({"scenario_id": "64x96@3"}, "was made with id=64x96@3, the scenario has id=64x96@2"),
+])
+def test_a_baseline_record_naming_another_gpu_model_stack_or_scenario_is_a_problem(tmp_path, monkeypatch, edits,
+                                                                                     message):
+    """Edited to say another GPU, stack and model, left in the cpu/tiny folder: trusted without note."""
+    store, meta = _baseline(tmp_path, monkeypatch, **edits)
+    with pytest.raises(BaselineMismatch) as caught:
+        store.load_baseline(KEY, SCENARIO)
+    assert str(caught.value).startswith(f"baseline {meta} ") and message in str(caught.value)
+    refs = _references(store)
+    assert refs.baseline is None and message in refs.problems["baseline"]
+
+
+@pytest.mark.parametrize("model, fine", [("/models/FLUX.1-Kontext-dev", True), ("owner/name", True),
+                                         ("tiny", False), ("synthetic", False)])
+def test_a_checkpoints_folder_takes_a_checkpoints_label(tmp_path, monkeypatch, model, fine):
+    key = BaselineKey("nvidia-h100-80gb-hbm3", "pretrained-abc", SCENARIO.id)
+    store, _ = _baseline(tmp_path, monkeypatch, key=key, model=model, gpu_slug=key.gpu_slug)
+    refs = _references(store, key)
+    if fine:
+        assert refs.baseline is not None, refs.problems
+    else:
+        assert f"model='{model}', its folder nvidia-h100-80gb-hbm3/pretrained-abc expects model=\"a checkpoint's " \
+               "folder or hub id\"" in refs.problems["baseline"]
+
+
+def test_a_calibration_measured_against_another_folders_baseline_is_a_problem(tmp_path, monkeypatch, cli):
+    store, _ = _baseline(tmp_path, monkeypatch)
+    elsewhere = "stored baseline nvidia-h100-80gb-hbm3/synthetic-d3fe4e48a811/512x512@6"
+    entry = CalibrationEntry(Band(0.999), {}, {}, Provenance.now(None, {}), {"reference": elsewhere})
+    store.write_calibration(KEY, entry, force=False)
+    refs = _references(store)
+    path = store.folder(KEY) / "calibration.json"
+    assert refs.calibration is None and refs.problems["calibration"].startswith(
+        f"{path} [64x96@2][fidelity]: reference='{elsewhere}', this entry lies at 'cpu-x86_64/tiny-abc/64x96@2'")
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    assert shown.returncode == 1 and "calibration.json 64x96@2 fidelity: UNREADABLE (" in shown.stdout
+    for reference in (f"stored baseline {KEY}", "fresh bf16 output"):
+        store.write_calibration(KEY, replace(entry, details={"reference": reference}), force=False)
+        assert _references(store).calibration is not None
