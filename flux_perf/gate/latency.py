@@ -10,7 +10,6 @@ says the smallest slow-down the run could have called a failure (its detection l
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -209,7 +208,7 @@ def judge_latency(samples: Sequence[float], budgets: Sequence[LatencyBudget], *,
     return LatencyResult(verdict, checks, strict, tuple(disturbance) if verdict is Verdict.DISTURBED else (),
                          missing if not recording else None,
                          relative.budget.stale if relative else (), relative.budget.reference_s if relative else None,
-                         faster, statistics.median(samples))
+                         faster, summarize(samples).median)
 
 
 def decided(samples: Sequence[float], budgets: Sequence[LatencyBudget], looks: int) -> bool:

@@ -96,8 +96,12 @@ def _interval(ordered: np.ndarray, cdf: np.ndarray, confidence: float) -> RatioI
 
 def _logs(samples: Sequence[float], what: str) -> np.ndarray:
     values = np.asarray(samples, dtype=float)
-    if values.ndim != 1 or not np.all(np.isfinite(values)) or not np.all(values > 0):
-        raise ValueError(f"{what}: rounds must be positive, finite seconds")
+    if values.ndim != 1:
+        raise ValueError(f"{what}: rounds must be one list of positive, finite seconds")
+    bad = np.nonzero(~(np.isfinite(values) & (values > 0)))[0]
+    if len(bad):
+        raise ValueError(f"{what}: rounds must be positive, finite seconds; round {bad[0] + 1} of "
+                         f"{len(values)} is {float(values[bad[0]])!r}")
     return np.log(values)
 
 
