@@ -8,7 +8,8 @@ import pytest
 
 from flux_perf.gate.budgets import LatencyBudget
 from flux_perf.gate.latency import Verdict, check_budget, decided, describe_warmup_drift, judge_latency
-from flux_perf.gate.stats import look_confidence
+from flux_perf.gate.stats import look_confidence, two_sample_ratio
+from flux_perf.instrument.rounds import summarize
 
 RECORDED = tuple(1.0 + 0.002 * i for i in range(8))  # a quiet reference: 1.000-1.014 s
 
@@ -108,6 +109,22 @@ def test_each_look_spends_part_of_the_error_and_more_rounds_decide():
     assert not decided(edge, [relative()], looks=3)
     assert decided(scaled(1.0), [relative()], looks=3)
     assert decided(scaled(1.0), [], looks=3), "no budget: nothing to wait for"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -0.9, float("inf")])
+def test_rounds_no_timer_gives_are_refused_naming_them(bad):
+    """A NaN or zero round (a broken timer) crashed the judge inside statistics.stdev or with a
+    division by zero, or slipped into a verdict: it is refused, naming the round."""
+    rounds = [bad] + [0.9] * 7
+    with pytest.raises(ValueError, match=rf"round 1 of 8 is {bad!r}: rounds must be positive, finite seconds"):
+        summarize(rounds)
+    for budget in (LatencyBudget(1.0, "absolute", "x"), relative(recorded=(0.9,) * 8)):
+        with pytest.raises(ValueError, match=rf"round 1 of 8 is {bad!r}"):
+            judge_latency(rounds, [budget], looks=3)
+    with pytest.raises(ValueError, match=rf"round 1 of 8 is {bad!r}"):
+        judge_latency(rounds, [], recording=True)
+    with pytest.raises(ValueError, match=rf"samples: rounds must be positive, finite seconds; round 8 of 8 is {bad!r}"):
+        two_sample_ratio([0.9] * 8, [0.9] * 7 + [bad])
 
 
 def test_stale_reasons_travel_with_the_verdict():

@@ -10,7 +10,6 @@ says the smallest slow-down the run could have called a failure (its detection l
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -18,7 +17,7 @@ from enum import Enum
 from ..instrument.rounds import summarize
 from ..instrument.telemetry import Flag
 from .budgets import LatencyBudget
-from .stats import RatioInterval, look_confidence, two_sample_ratio
+from .stats import RatioInterval, Serial, look_confidence, serial_widening, two_sample_ratio, widen_around, widened
 
 CONFIDENCE = 0.95
 # The SM clock may sit this far under the reference's before the rounds count as another machine.
@@ -51,15 +50,17 @@ class BudgetCheck:
 
     budget: LatencyBudget
     verdict: Verdict
-    low_s: float  # the interval of this run's median (relative budgets: the ratio's, times the reference)
+    low_s: float  # the (widened) interval of this run's median (relative budgets: the ratio's, times the reference)
     high_s: float
     fails_from_s: float  # the smallest median this run would have called over the budget
     ratio: RatioInterval | None = None  # against the recorded rounds, when the reference kept them
+    serial: Serial | None = None  # the rounds' serial correlation and the widening it gave the interval
 
     def to_dict(self) -> dict:
         return {"budget": self.budget.to_dict(), "verdict": self.verdict.value, "low_s": self.low_s,
                 "high_s": self.high_s, "fails_from_s": self.fails_from_s,
-                "ratio": self.ratio.to_dict() if self.ratio else None}
+                "ratio": self.ratio.to_dict() if self.ratio else None,
+                "serial": self.serial.to_dict() if self.serial else None}
 
 
 def _side(low: float, high: float, limit: float, reached: bool) -> Verdict:
@@ -73,22 +74,26 @@ def _side(low: float, high: float, limit: float, reached: bool) -> Verdict:
 def check_budget(samples: Sequence[float], budget: LatencyBudget, confidence: float) -> BudgetCheck:
     """One budget: a relative budget with recorded rounds compares the two sets of rounds (exact
     Mann-Whitney interval of the ratio, so the reference's own noise counts); otherwise the
-    median's interval against the budget in seconds. A reference of too few rounds for the
+    median's interval against the budget in seconds. Both intervals take the rounds as independent:
+    each is widened for the rounds' serial correlation (stats.serial_widening, over this run's and
+    the reference's rounds, each in the order timed). A reference of too few rounds for the
     two-sample interval to reach `confidence` (one or two) is taken as exact, as one without rounds:
-    else it could never fail again."""
+    else it could never fail again. `fails_from_s`: the median at which the widened interval's low
+    end reaches the budget (scaling the rounds scales both), in this run's seconds either way."""
+    summary = summarize(samples, confidence)  # refuses rounds no timer gives (NaN, zero, negative)
+    serial = serial_widening(samples, budget.recorded_samples)
     if budget.kind == "relative" and budget.recorded_samples:
         ratio = two_sample_ratio(budget.recorded_samples, samples, confidence)
         if ratio.reached:
-            reference = budget.reference_s
-            limit = 1 + budget.tolerance
+            ratio = widened(ratio, serial.widening)
+            reference, limit = budget.reference_s, 1 + budget.tolerance
             verdict = _side(ratio.low, ratio.high, limit, True)
             return BudgetCheck(budget, verdict, ratio.low * reference, ratio.high * reference,
-                               reference * limit * ratio.ratio / ratio.low, ratio)
-    summary = summarize(samples, confidence)
+                               summary.median * limit / ratio.low, ratio, serial)
     reached = summary.ci_level >= confidence - 1e-12
-    verdict = _side(summary.ci_low, summary.ci_high, budget.seconds, reached)
-    return BudgetCheck(budget, verdict, summary.ci_low, summary.ci_high,
-                       budget.seconds * summary.median / summary.ci_low)
+    low, high = widen_around(summary.median, summary.ci_low, summary.ci_high, serial.widening)
+    verdict = _side(low, high, budget.seconds, reached)
+    return BudgetCheck(budget, verdict, low, high, budget.seconds * summary.median / low, serial=serial)
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,10 @@ class LatencyResult:
     @property
     def detection_limit(self) -> float | None:
         """The smallest slow-down against the reference (or, without one, against this run) that this
-        run could have called a failure at its measured noise and rounds (about even odds)."""
+        run would have called a failure at its measured noise and rounds: a median there fails this
+        run's own interval. Not even odds: a case truly that slow is caught at the first look 11-51 %
+        of the time, over the three looks 58-100 % (docs/measurement.md). What the run could see,
+        not a promise."""
         anchor = self.reference_s or self.median_s
         if self.fails_from_s is None or not anchor:
             return None
@@ -209,7 +217,7 @@ def judge_latency(samples: Sequence[float], budgets: Sequence[LatencyBudget], *,
     return LatencyResult(verdict, checks, strict, tuple(disturbance) if verdict is Verdict.DISTURBED else (),
                          missing if not recording else None,
                          relative.budget.stale if relative else (), relative.budget.reference_s if relative else None,
-                         faster, statistics.median(samples))
+                         faster, summarize(samples).median)
 
 
 def decided(samples: Sequence[float], budgets: Sequence[LatencyBudget], looks: int) -> bool:

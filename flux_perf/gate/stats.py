@@ -10,7 +10,8 @@ Both exact intervals come from the test they invert: a ratio lies inside exactly
 test of that ratio does not reject it, so their coverage is at least the level asked for at every
 sample size (tests/test_stats.py checks them against scipy). Ratios are taken on log times.
 
-Also the error shared over the looks of a run that stops at its first clear verdict (look_confidence).
+Also the error shared over the looks of a run that stops at its first clear verdict (look_confidence),
+and the widening that keeps the intervals' error with serially correlated rounds (serial_widening).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
 import numpy as np
@@ -96,8 +97,12 @@ def _interval(ordered: np.ndarray, cdf: np.ndarray, confidence: float) -> RatioI
 
 def _logs(samples: Sequence[float], what: str) -> np.ndarray:
     values = np.asarray(samples, dtype=float)
-    if values.ndim != 1 or not np.all(np.isfinite(values)) or not np.all(values > 0):
-        raise ValueError(f"{what}: rounds must be positive, finite seconds")
+    if values.ndim != 1:
+        raise ValueError(f"{what}: rounds must be one list of positive, finite seconds")
+    bad = np.nonzero(~(np.isfinite(values) & (values > 0)))[0]
+    if len(bad):
+        raise ValueError(f"{what}: rounds must be positive, finite seconds; round {bad[0] + 1} of "
+                         f"{len(values)} is {float(values[bad[0]])!r}")
     return np.log(values)
 
 
@@ -157,6 +162,76 @@ def look_confidence(confidence: float, looks: int) -> float:
     if looks < 1:
         raise ValueError(f"looks={looks}: need at least one look")
     return 1 - (1 - confidence) / looks
+
+
+# -- serially correlated rounds -------------------------------------------------------------------
+
+# The lag-1 autocorrelation the widening assumes, at least and at most. Rounds on the H100 are
+# serially correlated (A/B block series: 0.16 on average, 0.4-0.55 in some); 8-32 rounds of one case
+# estimate it too roughly to assume less (docs/measurement.md, "Serially correlated rounds").
+SERIAL_FLOOR = 0.35
+SERIAL_CAP = 0.6
+
+
+@dataclass(frozen=True)
+class Serial:
+    """How serially correlated a case's rounds looked, and how much that widened its intervals:
+    `lag1` the rounds' pooled lag-1 autocorrelation (bias-corrected, unclipped; None: too few rounds
+    to estimate), `assumed` what the widening took ([SERIAL_FLOOR, SERIAL_CAP]), `widening` the factor
+    on each half-width."""
+
+    lag1: float | None
+    assumed: float
+    widening: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lag1_autocorrelation(*series: Sequence[float]) -> float | None:
+    """The lag-1 autocorrelation of log rounds pooled over several series, each in the order its
+    rounds were timed and centred on its own mean (a level between series is not correlation).
+    Corrected for its small-sample bias (Marriott-Pope: E[r] ~ rho - (1 + 3 rho) / n for one series
+    of n, -0.125 at 8 independent rounds). None: too few rounds for the correction."""
+    num = den = 0.0
+    lengths = []
+    for rounds in series:
+        if len(rounds) < 2:
+            continue
+        x = _logs(rounds, "rounds")
+        x = x - x.mean()
+        num, den = num + float(np.dot(x[1:], x[:-1])), den + float(np.dot(x, x))
+        lengths.append(len(x))
+    c = sum((n - 1) / n for n in lengths) / max(sum(n - 1 for n in lengths), 1)
+    if not lengths or 3 * c >= 1:
+        return None
+    r = num / den if den > 0 else 0.0
+    return (r + c) / (1 - 3 * c)
+
+
+def serial_widening(*series: Sequence[float]) -> Serial:
+    """How much to widen an interval that took the rounds as independent. With lag-1 autocorrelation
+    rho, a location estimated from n rounds varies (1 + rho) / (1 - rho) times as much as from n
+    independent ones (AR(1), large n), so each half-width grows by sqrt((1 + rho) / (1 - rho)). The
+    case's own estimate is too rough alone (its sd is about 0.3 at 8 + 8 rounds, and a shift shared by
+    a run's rounds hides from it): it is taken no lower than SERIAL_FLOOR. With AR(1) rounds this holds
+    a false FAIL at the edge to 2.5 % up to rho = 0.45 (tests/test_serial_rounds.py)."""
+    lag1 = lag1_autocorrelation(*series)
+    assumed = SERIAL_CAP if lag1 is None else min(max(lag1, SERIAL_FLOOR), SERIAL_CAP)
+    return Serial(lag1, assumed, math.sqrt((1 + assumed) / (1 - assumed)))
+
+
+def widen_around(point: float, low: float, high: float, factor: float) -> tuple[float, float]:
+    """[low, high] (positive, around `point`) with each half-width in log space times `factor`."""
+    centre = math.log(point)
+    return (math.exp(centre - factor * (centre - math.log(low))),
+            math.exp(centre + factor * (math.log(high) - centre)))
+
+
+def widened(interval: RatioInterval, factor: float) -> RatioInterval:
+    """The interval with each half-width around its ratio, in log space, times `factor`."""
+    low, high = widen_around(interval.ratio, interval.low, interval.high, factor)
+    return replace(interval, low=low, high=high)
 
 
 def _check_confidence(confidence: float) -> None:

@@ -51,10 +51,20 @@ def median_ci(sorted_samples: Sequence[float], confidence: float = 0.95) -> tupl
     return sorted_samples[best_k - 1], sorted_samples[n - best_k], max(best_cov, 0.0)
 
 
+def checked_rounds(samples: Sequence[float]) -> list[float]:
+    """The rounds as floats. A NaN, infinite, zero or negative round is no time a round can take (a
+    broken timer, a failed round): refused naming it, never summarised into a verdict."""
+    values = [float(x) for x in samples]
+    for i, x in enumerate(values):
+        if not (math.isfinite(x) and x > 0):
+            raise ValueError(f"round {i + 1} of {len(values)} is {x!r}: rounds must be positive, finite seconds")
+    return values
+
+
 def summarize(samples: Sequence[float], confidence: float = 0.95) -> Summary:
-    if not samples:
+    if not len(samples):
         raise ValueError("cannot summarise zero samples")
-    data = sorted(float(x) for x in samples)
+    data = sorted(checked_rounds(samples))
     n = len(data)
     if n >= 2:
         q1, _, q3 = statistics.quantiles(data, n=4, method="inclusive")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .validate import ResultsError, fields_problem
 
 if TYPE_CHECKING:
-    from ..gate.stats import RatioInterval
+    from ..gate.stats import RatioInterval, Serial
     from ..store.entries import Band
 
 
@@ -77,17 +77,25 @@ class CheckRecord(_FileRecord):
     high_s: float
     fails_from_s: float
     ratio: RatioInterval | None = None
+    serial: Serial | None = None  # files before the widening for serial correlation hold none
 
     @classmethod
     def from_dict(cls, data, where: str = "record", key: str = "check") -> CheckRecord:
         # numpy: not when this module is imported (the plugin does, in every pytest run)
-        from ..gate.stats import RatioInterval
+        from ..gate.stats import RatioInterval, Serial
 
         values = read_fields(cls, data, where, key)
         values["budget"] = BudgetRecord.from_dict(values["budget"], where, f"{key}.budget")
-        if values.get("ratio") is not None:
-            values["ratio"] = RatioInterval(**read_fields(RatioInterval, values["ratio"], where, f"{key}.ratio"))
+        for name, kind in (("ratio", RatioInterval), ("serial", Serial)):
+            if values.get(name) is not None:
+                values[name] = kind(**read_fields(kind, values[name], where, f"{key}.{name}"))
         return cls(**values)
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        if data["serial"] is None:  # a file written before the widening: written back as it was
+            del data["serial"]
+        return data
 
 
 @dataclass(frozen=True)
