@@ -3,7 +3,7 @@
 Each filter drops one message of one logger, matched on its text; every other record of that
 logger, and every other logger, passes untouched. Installed by the entry points (cli.py, the
 pytest plugin once asked for, the A/B worker) before torch, torchao, diffusers or transformers
-are imported: the libraries log these while being imported.
+are imported: the libraries log most of these while being imported, the last on every stack built.
 """
 
 from __future__ import annotations
@@ -36,12 +36,19 @@ def _transformers_pil_fallback(record: logging.LogRecord) -> bool:
     return "requires torchvision (not installed); falling back to `" in str(record.msg)
 
 
+def _diffusers_attention_backend_api(record: logging.LogRecord) -> bool:
+    # Said on every set_attention_backend call, so once per stack built: a note on diffusers' API
+    # stability for its callers (the attention components pin the version they were written for).
+    return str(record.msg).startswith("Attention backends are an experimental feature")
+
+
 # logger name -> the one notice dropped from it
 NOTICES = {
     "torchao": _torchao_optional_kernels,
     "torch.utils._pytree": _torchao_enum_deprecation,
     "diffusers.quantizers.torchao.torchao_quantizer": _diffusers_torchao_serialization,
     "transformers.utils.import_utils": _transformers_pil_fallback,
+    "diffusers.models.modeling_utils": _diffusers_attention_backend_api,
 }
 
 

@@ -58,6 +58,8 @@ def test_only_those_notices_are_dropped_every_other_warning_shows():
         ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects. This may affect"),
         ("transformers.utils.import_utils", "`CLIPImageProcessor` requires torchvision (not installed); falling back to "
                                             "`CLIPImageProcessorPil` for backward compatibility."),
+        ("diffusers.models.modeling_utils", "Attention backends are an experimental feature and the API may be "
+                                            "subject to change."),
     ]
     shown = [
         ("torchao", "Failed to load /sp/other_package/kernels.so: undefined symbol"),
@@ -67,6 +69,7 @@ def test_only_those_notices_are_dropped_every_other_warning_shows():
         ("diffusers.quantizers.torchao.torchao_quantizer", "torchao version too old"),
         ("transformers.utils.import_utils", "`AutoModel` requires the PyTorch library but it was not found"),
         ("diffusers", "Unable to import `torchao` Tensor objects."),  # another logger: not ours to drop
+        ("diffusers.models.modeling_utils", "`attention_backend` 'flash' is not available"),
     ]
     # A handler on each logger itself: torch, diffusers and transformers do not propagate to the root.
     collect = _Collect()
