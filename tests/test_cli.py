@@ -45,8 +45,9 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("run", "--device", "cpu", "--scenarios", "64@2-g1.2.3"), "cannot read scenario '64@2-g1.2.3'"),
     (("compare", "a.json", "b.json", "--tolerance", "-1"), "tolerance -1.0: must be a fraction"),
     (("compare", "a.json", "b.json", "--tolerance", "nan"), "tolerance nan: must be a fraction"),
-    (("calibrate", "--device", "cpu", "--repeats", "0"), "--repeats 0 must be >= 1"),
-    (("calibrate", "--device", "cpu", "--margin", "0.5"), "--margin 0.5 >= 1"),
+    (("calibrate", "--device", "cpu", "--repeats", "0"), "--repeats 0: must be >= 1"),
+    (("calibrate", "--device", "cpu", "--margin", "0.5"), "--margin 0.5: must be >= 1"),
+    (("run", "--device", "cpu", "--baselines-dir", "no/such/store"), "--baselines-dir no/such/store does not exist"),
     (("baselines", "migrate", "no/such/folder"), "no/such/folder: not a baseline folder"),
     # Given without --resolution they were ignored: the four default scenarios ran instead.
     (("run", "--device", "cpu", "--steps", "1", "--seed", "5"),
@@ -236,6 +237,7 @@ def test_baselines_show_names_a_missing_folder_and_each_bad_entry(tmp_path, cli)
 
 
 def test_installed_without_a_checkout_names_the_option(tmp_path):
+    (tmp_path / "none").mkdir()  # a folder, but no store in it
     result = flux_perf("run", "--device", "cpu", "--resolution", "64", "--baselines-dir", str(tmp_path / "none"))
     assert result.returncode == 2 and f"no budgets.toml in {tmp_path / 'none'}" in result.stderr
 

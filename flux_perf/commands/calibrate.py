@@ -132,8 +132,11 @@ def run(args) -> int:
 
     if args.write:
         updates_allowed(args.force)  # refuse before minutes of measuring
-    if args.repeats < 1 or not args.margin >= 1:
-        raise ConfigError(f"--repeats {args.repeats} must be >= 1 and --margin {args.margin} >= 1")
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats {args.repeats}: must be >= 1")
+    if not args.margin >= 1:
+        raise ConfigError(f"--margin {args.margin}: must be >= 1 (the band reaches that many times the farthest "
+                          "lossless variant)")
     if args.restate:
         return restate(args)
     if args.json:

@@ -77,6 +77,8 @@ def baselines_dir(args) -> Path:
     problem = folder_problem(path, writable=False)
     if problem:
         raise BudgetsError(f"--baselines-dir {shown(path)} {problem}")
+    if not path.exists():
+        raise BudgetsError(f"--baselines-dir {shown(path)} does not exist")
     if not (path / "budgets.toml").is_file():
         hint = "" if args.baselines_dir else " (flux-perf is not running from a checkout: pass --baselines-dir)"
         raise BudgetsError(f"no budgets.toml in {path}{hint}")
