@@ -14,7 +14,7 @@ from flux_perf.components.stacks import parse_stack
 from flux_perf.instrument.measure import MEASUREMENT_VERSION
 from flux_perf.model.scenarios import Scenario, parse_scenario
 from flux_perf.store.baselines import TABLES, BaselineKey, BaselineMismatch, BaselineStore
-from flux_perf.store.entries import Band, BaselineCorrupt, BaselineError, CalibrationEntry, LatencyEntry, SchemaError
+from flux_perf.store.entries import Band, BaselineCorrupt, BaselineError, CalibrationEntry, FidelityEntry, LatencyEntry, SchemaError
 from flux_perf.store.migrate import migrate_folder
 from flux_perf.store.provenance import Provenance, component_code
 from flux_perf.store.references import load_references
@@ -100,6 +100,12 @@ def test_a_latency_entry_that_contradicts_itself_is_refused_naming_the_file(entr
         LatencyEntry.from_json({"provenance": {}, **entry}, "F [64x96@2][bf16]")
     assert str(caught.value).startswith("F [64x96@2][bf16]: ") and message in str(caught.value)
     assert "Re-record with: flux-perf baselines update" in str(caught.value)
+
+
+def test_a_fidelity_entry_saying_identical_images_with_an_ssim_under_one_is_refused():
+    with pytest.raises(BaselineCorrupt, match=r"^F: psnr null says the images are identical, but ssim is 0.98\."):
+        FidelityEntry.from_json({"ssim": 0.98, "psnr": None, "provenance": {}}, "F")
+    assert FidelityEntry.from_json({"ssim": 1.0, "psnr": None, "provenance": {}}, "F").psnr is None
 
 
 def test_entries_that_agree_with_themselves_read_and_a_reference_without_rounds_round_trips():

@@ -177,6 +177,10 @@ class FidelityEntry:
         psnr, distance = entry.get("psnr"), entry.get("latent_rel_l2")
         if psnr is not None and not positive_number(psnr):
             raise _bad(where, "psnr", psnr, "a positive number of dB (null: identical)")
+        # An explicit null is "identical", and identical images have an SSIM of exactly 1.
+        if "psnr" in entry and psnr is None and float(entry["ssim"]) < 1:
+            raise BaselineCorrupt(f"{where}: psnr null says the images are identical, but ssim is {entry['ssim']!r}. "
+                                  f"Re-record with: {UPDATE_HINT}")
         if distance is not None and not non_negative_number(distance):
             raise _bad(where, "latent_rel_l2", distance, "a distance >= 0")
         hashes = [_optional(entry, where, k, lambda v: isinstance(v, str), "a sha256 string")
