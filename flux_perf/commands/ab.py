@@ -199,8 +199,9 @@ def ab_exit(cases, undecidable: list) -> int:
         return 1
     undecided = [f"{case.stack}-{case.scenario}" for case in cases if case.verdict == "inconclusive"]
     if undecided:
+        # Each re-run is a new test with its own 2.5 %: re-running until one passes would spend it again.
         print(f"\nexit {EXIT_NOT_JUDGED}: not decided: {', '.join(undecided)}; more pairs decide it (--blocks 2 "
-              "or more, on a quiet machine)")
+              "or more, on a quiet machine): plan one larger run, do not repeat this one until it passes")
     return EXIT_NOT_JUDGED if undecided or undecidable else 0
 
 
