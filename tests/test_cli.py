@@ -83,10 +83,19 @@ def test_stack_that_cannot_run_here(tmp_path, cli):
 
 
 def test_stacks_lists_what_runs_here(cli):
+    from flux_perf.components.stacks import NAMED_STACKS
+
     result = cli("stacks", "--device", "cpu")
     assert result.returncode == 0
     assert "fast" in result.stdout and "skip: attn-cudnn needs a CUDA GPU" in result.stdout
     assert "skip: model-cpu-offload needs a CUDA GPU" in result.stdout
+    lines = result.stdout.splitlines()
+    named = lines.index("named stacks:")
+    assert lines[named + 1].split() == ["bf16", "eager", "bf16,", "default", "SDPA"] and lines[named + 2].split() == ["ok"]
+    # every named stack's components start in one column, whatever the length of its name
+    block = lines[named + 1:lines.index("", named)]
+    starts = {line.index(" " + line.split()[1]) for line in block[::2]}
+    assert len(block) == 2 * len(NAMED_STACKS) and len(starts) == 1, block
 
 
 @pytest.mark.parametrize("ci", ["true", "1", "yes"])

@@ -20,10 +20,12 @@ def run(args) -> int:
     capability = f" (sm_{caps.capability[0]}{caps.capability[1]})" if caps.capability else ""
     print(f"machine: {caps.gpu_name or caps.device}{capability}")
     print("\nnamed stacks:")
+    width = max(map(len, NAMED_STACKS))  # names like fast+taylorseer broke a fixed column
     for name in NAMED_STACKS:
         stack = parse_stack(name)
         reason = stack.unmet(caps)
-        print(f"  {name:<10} {stack.describe():<70} {'ok' if not reason else 'skip: ' + reason}")
+        print(f"  {name:<{width}} {stack.describe()}")
+        print(f"  {'':<{width}} {'ok' if not reason else 'skip: ' + reason}")
     optimizations = {n: c for n, c in REGISTRY.items() if not c.test_only}
     plants = {n: c for n, c in REGISTRY.items() if c.test_only}
     for title, group in (("components (lossless = expected to keep the bf16 output)", optimizations),
