@@ -123,7 +123,7 @@ def test_rounds_no_timer_gives_are_refused_naming_them(bad):
             judge_latency(rounds, [budget], looks=3)
     with pytest.raises(ValueError, match=rf"round 1 of 8 is {bad!r}"):
         judge_latency(rounds, [], recording=True)
-    with pytest.raises(ValueError, match=rf"samples: rounds must be positive, finite seconds; round 8 of 8 is {bad!r}"):
+    with pytest.raises(ValueError, match=rf"samples: round 8 of 8 is {bad!r}: rounds must be positive, finite seconds"):
         two_sample_ratio([0.9] * 8, [0.9] * 7 + [bad])
 
 

@@ -136,5 +136,5 @@ def test_looks_share_the_error():
 def test_bad_rounds_are_refused_by_name():
     with pytest.raises(ValueError, match="at least 2"):
         paired_ratio([1.0], [1.0])
-    with pytest.raises(ValueError, match="samples: rounds must be positive"):
+    with pytest.raises(ValueError, match="samples: round 2 of 2 is nan: rounds must be positive"):
         two_sample_ratio([1.0, 1.0], [1.0, float("nan")])

@@ -52,19 +52,19 @@ def scenarios_of(args):
     """--scenarios, or one scenario from --resolution with --steps/--guidance/--seed, or the four."""
     from ..model.scenarios import Scenario, ScenarioError, parse_resolution, parse_scenarios
 
-    given = {f"--{name}": value for name in ("resolution", "steps", "guidance", "seed")
+    given = {name: value for name in ("resolution", "steps", "guidance", "seed")
              if (value := getattr(args, name)) is not None}
     if getattr(args, "scenarios", None) is not None:
         if given:
-            raise ScenarioError(f"--scenarios {args.scenarios} and {', '.join(given)} both name the scenarios: "
-                                "pass one (write the steps as HxW@STEPS)")
+            raise ScenarioError(f"--scenarios {args.scenarios} and {', '.join('--' + k for k in given)} both name "
+                                "the scenarios: pass one (write the steps as HxW@STEPS)")
         return parse_scenarios(args.scenarios)
-    if args.resolution is not None:
-        height, width = parse_resolution(args.resolution)
-        settings = {name: value for name in ("steps", "guidance", "seed") if (value := getattr(args, name)) is not None}
-        return (Scenario(height, width, **{"steps": 6, **settings}),)
+    resolution = given.pop("resolution", None)
+    if resolution is not None:
+        height, width = parse_resolution(resolution)
+        return (Scenario(height, width, **{"steps": 6, **given}),)
     if given:
-        raise ScenarioError(f"{', '.join(f'{k} {v}' for k, v in given.items())} applies to --resolution only: "
+        raise ScenarioError(f"{', '.join(f'--{k} {v}' for k, v in given.items())} applies to --resolution only: "
                             "pass --resolution N as well, or --scenarios HxW@STEPS")
     return parse_scenarios(None)
 

@@ -24,6 +24,8 @@ from enum import Enum
 
 import numpy as np
 
+from ..instrument.rounds import checked_rounds
+
 
 # -- exact null distributions ------------------------------------------------------------------
 
@@ -96,14 +98,13 @@ def _interval(ordered: np.ndarray, cdf: np.ndarray, confidence: float) -> RatioI
 
 
 def _logs(samples: Sequence[float], what: str) -> np.ndarray:
-    values = np.asarray(samples, dtype=float)
-    if values.ndim != 1:
+    """Log times of rounds checked as the instrument checks them (instrument/rounds.checked_rounds)."""
+    if np.ndim(samples) != 1:
         raise ValueError(f"{what}: rounds must be one list of positive, finite seconds")
-    bad = np.nonzero(~(np.isfinite(values) & (values > 0)))[0]
-    if len(bad):
-        raise ValueError(f"{what}: rounds must be positive, finite seconds; round {bad[0] + 1} of "
-                         f"{len(values)} is {float(values[bad[0]])!r}")
-    return np.log(values)
+    try:
+        return np.log(checked_rounds(samples))
+    except ValueError as error:
+        raise ValueError(f"{what}: {error}") from None
 
 
 def walsh_averages(base: Sequence[float], head: Sequence[float]) -> np.ndarray:

@@ -113,7 +113,8 @@ def _case_row(r: CaseRecord, speedup: float | None) -> str:
 _UNJUDGED_WORDS = [verdict.upper() for verdict in LATENCY_UNJUDGED]  # as the verdict column writes them
 LEGEND = ("Latency: end-to-end wall time of one edit (reference encode + denoising + decode), median of the timed "
           "rounds with its distribution-free interval. The gate is one-sided: no slow-down beyond the tolerance "
-          "against the stack's own recorded reference on this GPU model (exact Mann-Whitney interval of the ratio), "
+          "against the stack's own recorded reference on this GPU model (exact Mann-Whitney interval of the ratio, "
+          "widened for serially correlated rounds), "
           "and the absolute budgets of budgets.toml; faster always passes. `detects`: the smallest slow-down against "
           "the reference this run would have called a failure at its measured noise and rounds (not a promise: a case "
           "that slow is caught at the first look 11-51 % of the time). "
