@@ -366,3 +366,25 @@ def test_cold_compiles_start_from_no_compiled_code_and_no_caches():
         double(torch.ones(2))
     assert compiles == [False, True], "compiled again, caches off"
     assert torch._inductor.config.force_disable_caches is False
+
+
+def test_a_lossless_variant_that_cannot_run_here_refuses_write_before_measuring(tmp_path, cli, monkeypatch):
+    """A band placed without one of its lossless variants is narrower than the method says: --write
+    refuses it up front, naming the variant and a command with what runs here; a dry proposal is
+    marked not usable (exit 1)."""
+    import flux_perf.gate.calibrate as calibrate
+
+    measured = []
+    output = calibrate._output
+    monkeypatch.setattr(calibrate, "_output", lambda *a, **k: measured.append(a[1]) or output(*a, **k))
+    copy_budgets(tmp_path / "baselines")
+    args = ("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", tmp_path / "baselines",
+            "--lossless", "noise:0.0002,attn-cudnn", "--stacks", "", "--breaks", "noise:0.01", "--repeats", "1")
+    refused = cli(*args, "--write")
+    assert refused.returncode == 2 and measured == [], refused.stderr[-2000:]
+    assert "cannot run here: attn-cudnn: " in refused.stderr
+    assert "flux-perf calibrate --write --lossless noise:0.0002 --breaks noise:0.01" in refused.stderr
+    dry = cli(*args)
+    assert dry.returncode == 1 and measured, dry.stderr[-2000:]
+    assert "incomplete calibration: not usable: the band leaves out what cannot run here (attn-cudnn: " in dry.stderr
+    assert not list((tmp_path / "baselines").glob("*/*/calibration.json"))

@@ -45,26 +45,13 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
                         json_path=None) -> tuple[dict, list[str]]:
     """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries and
     what failed variants left out (a scenario whose band lacks a variant is never written)."""
-    from ..components.stacks import BASELINE, DEFAULT_STACKS
-    from ..gate.calibrate import (
-        BREAKS,
-        LOSSLESS_CPU,
-        LOSSLESS_CUDA,
-        calibrate_scenario,
-        format_calibration,
-        runnable,
-    )
+    from ..gate.calibrate import calibrate_scenario, format_calibration
     from ..store.baselines import BaselineKey
     from ..store.files import write_json
 
-    lossless, skipped = runnable(listed(lossless, LOSSLESS_CUDA if machine.cuda else LOSSLESS_CPU), machine.caps)
-    stacks, more = runnable(listed(stacks, [s for s in DEFAULT_STACKS if s != BASELINE]), machine.caps)
-    breaks, rest = runnable(listed(breaks, BREAKS), machine.caps)
-    for line in skipped + more + rest:
-        print(f"not measured: {line}", file=sys.stderr)
+    lossless, stacks, breaks, problems = _runnable_variants(machine, lossless, stacks, breaks, write)
     driver = machine.gpu.driver_version if machine.gpu else None
     report = {}
-    problems: list[str] = []  # what a failed variant left out: said when found, again at the end, in the exit status
 
     def save(**more) -> None:
         if json_path:
@@ -98,6 +85,29 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
         progress(cut + (f" (kept in {json_path})" if json_path else ""))
         raise
     return report, problems
+
+
+def _runnable_variants(machine, lossless, stacks, breaks, write: bool):
+    """The lossless variants, stacks and breaks this machine runs, and the problem of a band placed
+    without an exact-math variant or break that cannot run here (--write refuses it up front)."""
+    from ..components.stacks import BASELINE, DEFAULT_STACKS
+    from ..gate.calibrate import BREAKS, LOSSLESS_CPU, LOSSLESS_CUDA, runnable
+
+    lossless, skipped = runnable(listed(lossless, LOSSLESS_CUDA if machine.cuda else LOSSLESS_CPU), machine.caps)
+    stacks, more = runnable(listed(stacks, [s for s in DEFAULT_STACKS if s != BASELINE]), machine.caps)
+    breaks, rest = runnable(listed(breaks, BREAKS), machine.caps)
+    for line in skipped + more + rest:
+        print(f"not measured: {line}", file=sys.stderr)
+    if not (skipped or rest):  # a stack that cannot run only lacks its spread: the band alone, stricter
+        return lossless, stacks, breaks, []
+    unrun = "; ".join(skipped + rest)
+    if write:
+        raise ConfigError(f"cannot run here: {unrun}. The band would be placed without them, so no calibration "
+                          "is written; to place it with what runs here: flux-perf calibrate --write "
+                          f"--lossless {','.join(lossless)} --breaks {','.join(breaks)}")
+    problem = f"not usable: the band leaves out what cannot run here ({unrun})"
+    print(f"incomplete calibration: {problem}", file=sys.stderr)
+    return lossless, stacks, breaks, [problem]
 
 
 def _incomplete(result, scenario: str, write: bool) -> str | None:

@@ -90,8 +90,13 @@ class SuiteConfig:
         stacks = parse_stacks(option("flux_stacks"))
         if option("flux_update_baselines"):
             stacks = baseline_first(stacks)
-        rounds = option("flux_rounds")
-        settings = MeasureSettings(rounds=rounds, max_rounds=max(rounds, option("flux_max_rounds")),
+        rounds, max_rounds = option("flux_rounds"), option("flux_max_rounds")
+        if rounds < 1 or max_rounds < rounds:  # a smaller cap would be raised silently, a run the user did not ask for
+            raise ConfigError(f"--flux-rounds {rounds}, --flux-max-rounds {max_rounds}: need 1 <= rounds <= max rounds")
+        if option("flux_allow_no_gpu") and option("flux_strict"):
+            raise ConfigError("--flux-allow-no-gpu passes a run that judged nothing, --flux-strict fails every case it "
+                              "could not judge: pass one of them")
+        settings = MeasureSettings(rounds=rounds, max_rounds=max_rounds,
                                    max_case_seconds=option("flux_max_case_seconds"),
                                    telemetry_interval_s=option("flux_telemetry_interval"))
         return cls(
