@@ -137,10 +137,34 @@ def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):
     assert case["base"]["fingerprint"].startswith("tiny-"), case["base"]
 
 
-def test_what_the_suite_already_failed_is_not_reported_again(tmp_path):
+def test_what_the_suite_failed_unjudged_is_not_measured_and_never_exit_0(tmp_path, capsys):
+    """A missing reference, a fidelity error, a case --flux-strict failed: not A/B-tested, but named and
+    exit 6 as the README says (it was "nothing to A/B", exit 0)."""
     missing = LatencyRecord("no-reference", failed=True, missing="record it")
-    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, missing)))
-    assert cases == [] and undecidable == [], "the suite's own failure, not one the A/B adds"
+    error = FidelityRecord("error", message="no bf16 baseline image for 512x512@6", failed=True)
+    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, missing, fidelity=error)))
+    assert cases == [] and [item.why for item in undecidable] == [Unjudged.NO_REFERENCE, Unjudged.FIDELITY_ERROR]
+    strict = dataclasses.replace(INCONCLUSIVE, strict=True, failed=True)
+    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, strict)))
+    assert cases == [] and [item.why for item in undecidable] == [Unjudged.LATENCY_INCONCLUSIVE]
+    assert ab_exit(cases, undecidable) == EXIT_NOT_JUDGED
+    assert "fp8-512x512@6: latency inconclusive" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cut", ["interrupted", "empty"])
+def test_a_results_file_of_a_run_cut_short_or_with_no_case_is_never_exit_0(tmp_path, cut):
+    """Its finished cases all passed, but the rest was never run: "nothing to A/B", exit 0 read green."""
+    path = _suite_run(tmp_path, PASSED)
+    results = read_results(path)
+    if cut == "interrupted":
+        results.interrupted = "interrupted by SIGTERM: 4 of 16 cases finished"
+    else:
+        results.records = []
+    write_results(results, path)
+    cases, undecidable, _ = ab_cases(_args(path))
+    assert cases == [] and [item.why for item in undecidable] == [Unjudged.NOT_RUN]
+    assert ab_exit(cases, undecidable) == EXIT_NOT_JUDGED
+    assert ("4 of 16 cases finished" if cut == "interrupted" else "holds no case") in undecidable[0].line()
 
 
 def test_a_results_file_of_several_models_asks_which(tmp_path):

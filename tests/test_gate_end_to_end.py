@@ -173,3 +173,29 @@ def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_bo
     fidelity = records(store)[f"bf16-{SCENARIO}"]["fidelity"]
     assert fidelity["verdict"] == "fail" and "below the floor 0.9999" in fidelity["reasons"][0]
     assert fidelity["gap"].startswith("no fidelity calibration for 64x64@2")
+
+
+def test_a_failure_whose_test_was_deselected_still_fails_the_run(store, gate):
+    """`-k fidelity` leaves the latency test out, but the case is still measured and judged: a latency
+    FAIL or a missing reference in the report beside exit 0 read green (it did)."""
+    result = gate(store, 1.10, "-k", "fidelity")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert f"FAILED: bf16-{SCENARIO}: latency fail in the report, and no test of this run failed it" in result.stdout
+    (next((store / "baselines").glob("cpu-*/tiny-*")) / "latency.json").unlink()
+    result = gate(store, 1.0, "-k", "fidelity")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert f"FAILED: bf16-{SCENARIO}: latency no-reference in the report" in result.stdout
+
+
+def test_a_fidelity_gap_is_its_own_outcome_never_a_pass(store, gate):
+    """Fidelity judged by the floor alone: exit 6, and the test is a GAP (a JUnit <skipped>), not a
+    pass that CI's test report would show green beside that exit (it was one)."""
+    (next((store / "baselines").glob("cpu-*/tiny-*")) / "calibration.json").unlink()
+    result = gate(store, 1.0, "--junitxml", str(store / "junit.xml"))
+    last = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 6 and "1 passed" in last and "1 gap" in last, result.stdout[-3000:]
+    junit = (store / "junit.xml").read_text()
+    assert re.search(r'name="test_fidelity_floor\[bf16-64x64@2\]"[^>]*>\s*<skipped[^>]*FidelityGap: bf16-64x64@2: '
+                     r"no fidelity calibration for 64x64@2", junit), junit
+    strict = gate(store, 1.0, "--flux-strict")
+    assert strict.returncode == 1 and "(--flux-strict)" in strict.stdout, strict.stdout[-3000:]

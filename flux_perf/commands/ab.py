@@ -153,13 +153,26 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
 
     results = read_results(args.undecided_from)
     _check_gate_run(results, args.undecided_from)
-    unjudged = pending(not_judged_in(results))  # what the suite already failed stays its failure
+    unjudged = not_judged_in(results)
     model = args.model if args.model is not None else _model_of(results, args.undecided_from)
-    undecided = [(item.stack, item.scenario) for item in unjudged if item.resolvable_by_ab]
+    # What the suite already failed (--flux-strict) is not re-measured, but still never exit 0.
+    to_ab = [item for item in pending(unjudged) if item.resolvable_by_ab]
+    undecided = [(item.stack, item.scenario) for item in to_ab]
     cases += [case for case in undecided if case not in cases]
     progress(f"{args.undecided_from}: {len(undecided)} case(s) whose latency the suite left undecided or disturbed, to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
-    return cases, [item for item in unjudged if not item.resolvable_by_ab], model
+    return cases, [item for item in unjudged if item not in to_ab] + _cases_not_run(results), model
+
+
+def _cases_not_run(results) -> list:
+    """A run cut short, or one that holds no case, judged less than its file shows: never 'nothing to A/B', 0."""
+    from ..report.judged import NotJudged, Unjudged
+
+    if results.interrupted:
+        return [NotJudged("the rest of the run", "", "", Unjudged.NOT_RUN, results.interrupted, False)]
+    if not (results.records or results.skipped):
+        return [NotJudged("every case", "", "", Unjudged.NOT_RUN, "the results file holds no case", False)]
+    return []
 
 
 def _check_gate_run(results, path: str) -> None:

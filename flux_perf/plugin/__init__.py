@@ -184,6 +184,7 @@ class Inconclusive(pytest.skip.Exception):
     --flux-strict turns it into a failure."""
 
     __module__ = "builtins"  # as pytest's own Skipped: reports show the reason, not flux_perf.plugin.Inconclusive
+    outcome = "inconclusive"
 
 
 class Disturbed(Inconclusive):
@@ -191,10 +192,18 @@ class Disturbed(Inconclusive):
     pass nor a failure of the code; the same-machine A/B can judge it. --flux-strict fails it."""
 
     __module__ = "builtins"
+    outcome = "disturbed"
+
+
+class FidelityGap(Inconclusive):
+    """Fidelity judged by the floor alone (no band, or no recorded fidelity): `GAP`, never a pass."""
+
+    __module__ = "builtins"
+    outcome = "gap"
 
 
 # A case the run could not judge: its pytest outcome (a report's `flux_outcome`) and its progress letter.
-_NOT_JUDGED_LETTERS = {"inconclusive": "?", "disturbed": "D"}
+_NOT_JUDGED_LETTERS = {"inconclusive": "?", "disturbed": "D", "gap": "G"}
 
 
 @pytest.fixture(scope="session")
@@ -274,7 +283,7 @@ def pytest_runtest_makereport(item, call):
         case = item_case(item)
         # What it is about, always a name: its case (named once), else the test itself.
         report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else item.nodeid
-        report.flux_outcome = "disturbed" if call.excinfo.errisinstance(Disturbed) else "inconclusive"
+        report.flux_outcome = call.excinfo.value.outcome
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):
         item.config.stash[_GPU_PASSED_KEY] = item.config.stash.get(_GPU_PASSED_KEY, 0) + 1
@@ -294,6 +303,7 @@ def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
     if flux is None:
         return
+    from .finish import fail_unasserted, write_final
     # Collecting only is not a run that lost its GPU.
     # A GPU test that passed outside the cases (the attention kernel checks) did run on the GPU.
     ran_on_gpu = flux.records or session.config.stash.get(_GPU_PASSED_KEY, 0)
@@ -305,14 +315,13 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
         flux.mark_interrupted(selected_cases(session.items))
+    fail_unasserted(session, flux, (pytest.ExitCode.OK,))  # before exit 6: a failure in the report wins
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged
         session.exitstatus = EXIT_NOT_JUDGED  # not 0, which CI reads as green, nor 1 (a failure)
     if not (flux.records or flux.skipped) or _rank() != 0:
         return
-    from .finish import write_final
-
     session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, EXIT_NOT_JUDGED))
     if flux.config.compile_cache:
         from ..instrument import compile_cache

@@ -11,6 +11,7 @@ from ..suite import interrupts
 
 _SIGNALS_KEY = pytest.StashKey["object"]()  # the signal handlers before ours
 _UNWRITTEN_KEY = pytest.StashKey["object"]()  # the ReportError of the last write, None once one worked
+_UNASSERTED_KEY = pytest.StashKey["list"]()  # cases the records fail that no test of this run failed
 
 
 def catch_signals(config) -> None:
@@ -51,6 +52,22 @@ def write_final(session, flux, passing: tuple) -> dict:
     return written
 
 
+def _failures(record) -> list[str]:
+    latency, fidelity = record.latency, record.fidelity
+    return ([f"latency {latency.verdict}"] if latency and latency.failed else []) + (
+        [f"fidelity {fidelity.verdict}"] if fidelity and fidelity.failed else []) + (["error"] if record.error else [])
+
+
+def fail_unasserted(session, flux, passing: tuple) -> None:
+    """A case the records fail (a FAIL, a missing reference, an error) fails the run even when the
+    test that asserts it was deselected (`-k fidelity`): the report shows it, so exit 0 or 6 would
+    read green beside it."""
+    failed = [f"{r.id}: {', '.join(_failures(r))}" for r in flux.records.values() if _failures(r)]
+    if failed and session.exitstatus in passing:
+        session.config.stash[_UNASSERTED_KEY] = failed
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def _summary_lines(flux, results, config, paths: dict | None, listed: list) -> list[tuple[str, dict]]:
     """(line, markup): the summary, from memory (the file may not exist), then where it went."""
     from ..report.summary import summary_instead, summary_markdown
@@ -83,6 +100,8 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
     lines += [(f"{report.flux_outcome.upper()} {report.nodeid}: {report.longrepr[2]}", yellow) for report in undecided
               if report.flux_inconclusive not in named]
     lines += _summary_lines(flux, results, config, paths, listed)
+    lines += [(f"FAILED: {case} in the report, and no test of this run failed it (its test was not selected)",
+               {"red": True}) for case in config.stash.get(_UNASSERTED_KEY, [])]
     if listed:
         heading = f"exit {EXIT_NOT_JUDGED}: nothing failed, but {len(listed)} case(s) could not be judged"
         lines.append((f"{heading} (--flux-strict fails them):", yellow))
