@@ -46,11 +46,11 @@ def _args(path, stacks=None, scenarios=None):
 
 def test_only_the_undecided_latency_cases_are_ab_tested_unless_more_are_asked_for(tmp_path):
     path = _suite_run(tmp_path, INCONCLUSIVE)
-    cases, undecidable, model = ab_cases(_args(path))
+    cases, undecidable, model, _ = ab_cases(_args(path))
     assert cases == [("fp8", "512x512@6")] and undecidable == [] and model == "synthetic"
-    cases, _, _ = ab_cases(_args(path, stacks="bf16,fp8", scenarios="512x512@6"))
+    cases, _, _, _ = ab_cases(_args(path, stacks="bf16,fp8", scenarios="512x512@6"))
     assert cases == [("bf16", "512x512@6"), ("fp8", "512x512@6")], "asked-for cases first, none twice"
-    cases, _, _ = ab_cases(_args(path, stacks="fast"))
+    cases, _, _, _ = ab_cases(_args(path, stacks="fast"))
     assert cases == [("fast", "512x512@6"), ("fast", "1024x1024@8"), ("fp8", "512x512@6")]
 
 
@@ -59,14 +59,14 @@ def test_a_case_disturbed_against_its_reference_goes_to_the_ab_too(tmp_path):
     machine slowed under the case); both sides of an A/B run on one machine, so it can judge it."""
     disturbed = LatencyRecord("disturbed", disturbance=(
         "the timed rounds (median 0.535 s) ran 46% slower than this case's last warm-up calls",))
-    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, disturbed)))
+    cases, undecidable, _, _ = ab_cases(_args(_suite_run(tmp_path, disturbed)))
     assert cases == [("fp8", "512x512@6")] and undecidable == []
 
 
 def test_what_an_ab_cannot_decide_is_named_and_never_exit_0(tmp_path, capsys):
     skipped = [{"stack": "attn-fa3", "scenario": "512x512@6", "reason": "flash-attn 3 is not installed"}]
     path = _suite_run(tmp_path, PASSED, fidelity=FLOOR_ONLY, skipped=skipped)
-    cases, undecidable, _ = ab_cases(_args(path))
+    cases, undecidable, _, _ = ab_cases(_args(path))
     assert cases == []
     assert [item.why for item in undecidable] == [Unjudged.FIDELITY_GAP, Unjudged.NOT_RUN]
     assert ab_exit([], undecidable) == EXIT_NOT_JUDGED
@@ -142,10 +142,10 @@ def test_what_the_suite_failed_unjudged_is_not_measured_and_never_exit_0(tmp_pat
     exit 6 as the README says (it was "nothing to A/B", exit 0)."""
     missing = LatencyRecord("no-reference", failed=True, missing="record it")
     error = FidelityRecord("error", message="no bf16 baseline image for 512x512@6", failed=True)
-    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, missing, fidelity=error)))
+    cases, undecidable, _, _ = ab_cases(_args(_suite_run(tmp_path, missing, fidelity=error)))
     assert cases == [] and [item.why for item in undecidable] == [Unjudged.NO_REFERENCE, Unjudged.FIDELITY_ERROR]
     strict = dataclasses.replace(INCONCLUSIVE, strict=True, failed=True)
-    cases, undecidable, _ = ab_cases(_args(_suite_run(tmp_path, strict)))
+    cases, undecidable, _, _ = ab_cases(_args(_suite_run(tmp_path, strict)))
     assert cases == [] and [item.why for item in undecidable] == [Unjudged.LATENCY_INCONCLUSIVE]
     assert ab_exit(cases, undecidable) == EXIT_NOT_JUDGED
     assert "fp8-512x512@6: latency inconclusive" in capsys.readouterr().out
@@ -161,7 +161,7 @@ def test_a_results_file_of_a_run_cut_short_or_with_no_case_is_never_exit_0(tmp_p
     else:
         results.records = []
     write_results(results, path)
-    cases, undecidable, _ = ab_cases(_args(path))
+    cases, undecidable, _, _ = ab_cases(_args(path))
     assert cases == [] and [item.why for item in undecidable] == [Unjudged.NOT_RUN]
     assert ab_exit(cases, undecidable) == EXIT_NOT_JUDGED
     assert ("4 of 16 cases finished" if cut == "interrupted" else "holds no case") in undecidable[0].line()
@@ -233,3 +233,19 @@ def test_nothing_to_ab_still_writes_what_it_could_not_decide(tmp_path):
     assert run(_ab_args(path, out)) == EXIT_NOT_JUDGED
     written = json.loads(out.read_text())
     assert written["cases"] == [] and [item["why"] for item in written["not_decidable"]] == [Unjudged.FIDELITY_GAP.value]
+
+
+def test_a_results_file_with_a_failed_case_keeps_the_ab_at_exit_1(tmp_path, capsys):
+    """An A/B of the undecided cases does not clear what the suite failed: fed a run with a latency
+    FAIL beside an undecided case, it A/B-tests the undecided one and still exits 1 naming the FAIL
+    (it said "nothing to A/B", exit 0, when nothing else was undecided)."""
+    path = _suite_run(tmp_path, INCONCLUSIVE)
+    results = read_results(path)
+    failed = next(record for record in results.records if record.id == "bf16-512x512@6")
+    failed.latency = LatencyRecord("fail", BudgetRecord(0.417, "relative", "recorded 0.379 s + 10%"))
+    write_results(results, path)
+    cases, undecidable, _, suite_failed = ab_cases(_args(path))
+    assert cases == [("fp8", "512x512@6")] and undecidable == [] and suite_failed == ["bf16-512x512@6: latency fail"]
+    assert ab_exit([_decided("same", 1)], undecidable, suite_failed) == 1
+    assert "Failed by the suite run" in capsys.readouterr().out
+    assert ab_exit([_decided("same", 1)], undecidable, []) == 0

@@ -75,7 +75,7 @@ def run(args) -> int:
 
     check_tolerance(args.tolerance)
     check_device(args.device or "cuda")  # before three workers start and fail each case on it
-    wanted, undecidable, model = ab_cases(args)
+    wanted, undecidable, model, failed = ab_cases(args)
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
                 "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
@@ -96,7 +96,7 @@ def run(args) -> int:
     if not wanted:
         print("nothing to A/B: no --stacks/--scenarios, and the suite run left no latency verdict undecided")
         save([], final=True)
-        return ab_exit([], undecidable)
+        return ab_exit([], undecidable, failed)
     try:
         cases = run_ab(Path(args.base), Path(args.head), wanted, pairs=args.pairs, blocks=args.blocks,
                        block_seconds=args.block_seconds,
@@ -116,7 +116,7 @@ def run(args) -> int:
     if args.json:
         print(f"\nA/B rounds and verdicts: {args.json}")
         picture(cases_to_json(cases, settings, True, not_decidable), picture_path(Path(args.json)))
-    return ab_exit(cases, undecidable)
+    return ab_exit(cases, undecidable, failed)
 
 
 def picture_path(written: Path) -> Path:
@@ -135,10 +135,10 @@ def picture(data: dict, path: Path) -> None:
         print(f"no picture of the blocks ({type(error).__name__}: {error})", file=sys.stderr)
 
 
-def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
+def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None, list[str]]:
     """The (stack, scenario) cases to A/B: --stacks x --scenarios, then the cases the suite run of
-    --undecided-from left INCONCLUSIVE; what that run left unjudged that no A/B can decide; and
-    the model to measure (--model, else the one that run measured)."""
+    --undecided-from left INCONCLUSIVE; what that run left unjudged that no A/B can decide; the
+    model to measure (--model, else the one that run measured); and what that run failed."""
     from ..components.stacks import parse_stacks
     from ..model.scenarios import parse_scenarios
 
@@ -147,7 +147,7 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     scenarios = parse_scenarios("512x512@6,1024x1024@8" if args.scenarios is None else args.scenarios)
     cases = [(stack.name, scenario.id) for stack in stacks for scenario in scenarios] if explicit else []
     if args.undecided_from is None:
-        return cases, [], args.model
+        return cases, [], args.model, []
     from ..report.judged import not_judged_in, pending
     from ..report.records import read_results
 
@@ -161,7 +161,19 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None]:
     cases += [case for case in undecided if case not in cases]
     progress(f"{args.undecided_from}: {len(undecided)} case(s) whose latency the suite left undecided or disturbed, to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
-    return cases, [item for item in unjudged if item not in to_ab] + _cases_not_run(results), model
+    return (cases, [item for item in unjudged if item not in to_ab] + _cases_not_run(results), model,
+            _suite_failures(results))
+
+
+def _suite_failures(results) -> list[str]:
+    """The cases the suite run failed on a verdict (a FAIL, an error): an A/B of other cases does not
+    clear them, so the A/B's exit is 1 with them."""
+    failed = []
+    for record in results.records:
+        parts = [f"{name} {part.verdict}" for name, part in (("latency", record.latency), ("fidelity", record.fidelity))
+                 if part is not None and part.verdict == "fail"] + ([f"error ({record.error})"] if record.error else [])
+        failed += [f"{record.id}: {', '.join(parts)}"] if parts else []
+    return failed
 
 
 def _cases_not_run(results) -> list:
@@ -197,10 +209,15 @@ def _model_of(results, path: str) -> str | None:
     return label_to_spec(labels[0]) if labels else None
 
 
-def ab_exit(cases, undecidable: list) -> int:
-    """3: a side failed or the GPU was shared; 1: head slower; 6: nothing slower, but a case was
-    not decided (an A/B inconclusive, or unjudged by the suite and beyond an A/B); 0: all decided."""
+def ab_exit(cases, undecidable: list, suite_failed: list[str] = ()) -> int:
+    """3: a side failed or the GPU was shared; 1: head slower, or the suite run failed a case; 6:
+    nothing slower, but a case was not decided (an A/B inconclusive, or unjudged by the suite and
+    beyond an A/B); 0: all decided."""
     from ..report.judged import EXIT_NOT_JUDGED
+
+    if suite_failed:
+        print("\nFailed by the suite run (an A/B does not clear a failure; exit 1 unless a worse one applies):")
+        print("\n".join(f"  {line}" for line in suite_failed))
 
     if undecidable:
         print(f"\nNot judged by the suite, and an A/B cannot decide it (exit {EXIT_NOT_JUDGED} unless a worse "
@@ -208,7 +225,7 @@ def ab_exit(cases, undecidable: list) -> int:
         print("\n".join(f"  {item.line()}" for item in undecidable))
     if any(case.verdict in ("error", "disturbed") for case in cases):
         return 3  # not a verdict on the code: re-run on a quiet machine
-    if any(case.verdict == "slower" for case in cases):
+    if suite_failed or any(case.verdict == "slower" for case in cases):
         return 1
     undecided = [f"{case.stack}-{case.scenario}" for case in cases if case.verdict == "inconclusive"]
     if undecided:
