@@ -211,6 +211,7 @@ def test_the_json_names_what_no_ab_can_decide_from_its_first_write(tmp_path, mon
         return [case]
 
     monkeypatch.setattr(orchestrator, "run_ab", run_ab)
+    monkeypatch.setattr("flux_perf.commands.ab.check_runnable", lambda *_: None)  # fp8 runs on the fake, not here
     cut_short = True
     with pytest.raises(KeyboardInterrupt):
         run(_ab_args(path, out))
@@ -249,3 +250,14 @@ def test_a_results_file_with_a_failed_case_keeps_the_ab_at_exit_1(tmp_path, caps
     assert ab_exit([_decided("same", 1)], undecidable, suite_failed) == 1
     assert "Failed by the suite run" in capsys.readouterr().out
     assert ab_exit([_decided("same", 1)], undecidable, []) == 0
+
+
+def test_stacks_this_machine_cannot_run_are_one_usage_error_before_any_worker(tmp_path):
+    """compile and fast on a CPU: one message naming each stack and why (it was an ERROR per case,
+    raised inside the workers after each built its model)."""
+    from flux_perf.commands.ab import check_runnable
+
+    with pytest.raises(ConfigError, match=r"cannot A/B here: compile: attn-cudnn needs a CUDA GPU \(running on "
+                                          r"cpu\); fast: attn-fp8:static needs a CUDA GPU"):
+        check_runnable([("bf16", "64x64@2"), ("compile", "64x64@2"), ("fast", "64x64@2")], "cpu")
+    check_runnable([("bf16", "64x64@2"), ("warp-drive", "64x64@2")], "cpu")  # unknown here: the workers judge it

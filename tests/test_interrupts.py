@@ -157,6 +157,7 @@ def test_sigint_keeps_the_measured_cases_of_ab(tmp_path, cli, monkeypatch):
             pass
 
     monkeypatch.setattr(orchestrator, "Worker", Worker)
+    monkeypatch.setattr("flux_perf.commands.ab.check_runnable", lambda *_: None)  # fast runs on the fake worker
     result = cli("ab", "--base", ROOT, "--head", ROOT, "--stacks", "bf16,fast", "--scenarios", "64x64@2",
                  "--pairs", "10", "--device", "cpu", "--no-pin", "--json", tmp_path / "ab.json")
     assert result.returncode == 128 + signal.SIGINT and "interrupted by SIGINT" in result.stderr

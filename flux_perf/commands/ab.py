@@ -76,6 +76,7 @@ def run(args) -> int:
     check_tolerance(args.tolerance)
     check_device(args.device or "cuda")  # before three workers start and fail each case on it
     wanted, undecidable, model, failed = ab_cases(args)
+    check_runnable(wanted, args.device or "cuda")  # before workers spend minutes building what cannot run
     inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
                 "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
@@ -174,6 +175,26 @@ def _suite_failures(results) -> list[str]:
                  if part is not None and part.verdict == "fail"] + ([f"error ({record.error})"] if record.error else [])
         failed += [f"{record.id}: {', '.join(parts)}"] if parts else []
     return failed
+
+
+def check_runnable(wanted: list[tuple[str, str]], device: str) -> None:
+    """Every stack to A/B runs on this machine: one message naming each that cannot and why, not
+    an ERROR per case from inside the workers (compile on a CPU, fp8 on a GPU before Ada)."""
+    from ..components import ComponentError, Capabilities
+    from ..components.stacks import parse_stack
+    from ..suite.config import ConfigError
+
+    caps = Capabilities.detect(device)
+    unmet = {}
+    for stack, _ in wanted:
+        try:
+            reason = parse_stack(stack).unmet(caps)
+        except ComponentError:  # a component only the checkouts know: their workers judge it
+            continue
+        if reason:
+            unmet[stack] = reason
+    if unmet:
+        raise ConfigError("cannot A/B here: " + "; ".join(f"{stack}: {why}" for stack, why in unmet.items()))
 
 
 def _cases_not_run(results) -> list:
