@@ -317,6 +317,15 @@ def test_table_merges_committed_runs(cli):
     assert "| 1024x1024@8 | fast |" in result.stdout and "| 512x512@6 | bf16 |" in result.stdout
 
 
+def test_table_says_beside_each_latency_whether_the_gate_judged_it(cli):
+    """A latency the run could not judge reads as one beside the judged ones (it was a bare number)."""
+    result = cli("table", "docs/results/gate-512-session15.json", "--scenarios", "512x512@4")
+    assert result.returncode == 0 and "| latency s (95% CI) | gate |" in result.stdout
+    rows = {line.split(" | ")[1]: line for line in result.stdout.splitlines() if line.startswith("| 512x512@4 |")}
+    assert "| INCONCLUSIVE |" in rows["compile"] and "| INCONCLUSIVE |" in rows["fp8"], result.stdout
+    assert "| pass" in rows["bf16"] and "INCONCLUSIVE" not in rows["bf16"]
+
+
 def test_table_filters_scenarios_and_lists_what_could_not_run(cli):
     result = cli("table", "docs/results/run1.json", "docs/results/components-skipped.json",
                        "--scenarios", "1024x1024@8")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .format import fmt, speedups
 from .records import CaseRecord, RunResults, read_results
+from .summary import verdict_text
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,12 @@ def _machine_label(record: CaseRecord) -> str:
 
 
 def component_rows(runs: list[Run], keep=lambda stack, scenario: True) -> list[dict]:
-    """Per stack and scenario: latency, per-step time, speed-up over bf16 eager of the same GPU
-    and weights, compile time, peak memory, SSIM against the bf16 baseline."""
+    """Per stack and scenario: latency and the gate's verdict on it (a number the run could not
+    judge says so beside it), per-step time, speed-up over bf16 eager of the same GPU and weights,
+    compile time, peak memory, SSIM against the bf16 baseline."""
     return [{
         "machine": _machine_label(r), "scenario": r.scenario_id, "stack": r.stack, "components": r.components,
-        "latency_s": r.median_s, "ci_low_s": r.wall_s.ci_low, "ci_high_s": r.wall_s.ci_high,
+        "latency_s": r.median_s, "ci_low_s": r.wall_s.ci_low, "ci_high_s": r.wall_s.ci_high, "gate": verdict_text(r),
         "step_ms": r.step_ms, "speedup_vs_bf16": speedup, "compile_s": r.compile_s,
         "peak_memory_gib": r.peak_memory_gib, "ssim_vs_bf16": r.ssim, "run": run.name,
     } for run, r, speedup in _rows(runs, keep)]
@@ -62,13 +64,13 @@ def component_table(runs: list[Run], keep=lambda stack, scenario: True) -> str:
     rows = component_rows(runs, keep)
     mixed = len({row["machine"] for row in rows}) > 1
     head = "| machine " if mixed else ""
-    lines = [f"{head}| scenario | stack | components | latency s (95% CI) | step ms | vs bf16 eager | compile s "
-             "| peak GiB | SSIM vs bf16 | run |", "|---" * (10 + mixed) + "|"]
+    lines = [f"{head}| scenario | stack | components | latency s (95% CI) | gate | step ms | vs bf16 eager "
+             "| compile s | peak GiB | SSIM vs bf16 | run |", "|---" * (11 + mixed) + "|"]
     for row in rows:
         lines.append(
             (f"| {row['machine']} " if mixed else "")
             + f"| {row['scenario']} | {row['stack']} | {row['components']} | {row['latency_s']:.3f} "
-            f"({row['ci_low_s']:.3f}-{row['ci_high_s']:.3f}) | {row['step_ms']:.1f} | "
+            f"({row['ci_low_s']:.3f}-{row['ci_high_s']:.3f}) | {row['gate']} | {row['step_ms']:.1f} | "
             f"{fmt(row['speedup_vs_bf16'], '.2f')}x | {fmt(row['compile_s'], '.1f')} "
             f"| {fmt(row['peak_memory_gib'], '.1f')} | {fmt(row['ssim_vs_bf16'], '.4f')} | {row['run']} |"
         )
