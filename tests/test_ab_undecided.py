@@ -260,4 +260,4 @@ def test_stacks_this_machine_cannot_run_are_one_usage_error_before_any_worker(tm
     with pytest.raises(ConfigError, match=r"cannot A/B here: compile: attn-cudnn needs a CUDA GPU \(running on "
                                           r"cpu\); fast: attn-fp8:static needs a CUDA GPU"):
         check_runnable([("bf16", "64x64@2"), ("compile", "64x64@2"), ("fast", "64x64@2")], "cpu")
-    check_runnable([("bf16", "64x64@2"), ("warp-drive", "64x64@2")], "cpu")  # unknown here: the workers judge it
+    check_runnable([("bf16", "64x64@2"), ("bf16", "64x64@1")], "cpu")

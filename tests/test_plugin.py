@@ -157,8 +157,8 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
     (("--flux-stacks", "bf16,bf16"), "stack 'bf16' is named twice"),
     (("--flux-device", "bogus"), "device 'bogus' is not supported"),
     (("--flux-inject-slowdown", "-1"), "inject-slowdown -1.0: must be a fraction"),
-    (("--flux-max-rounds", "0"), "--flux-rounds 8, --flux-max-rounds 0: need 1 <= rounds <= max rounds"),
-    (("--flux-rounds", "0"), "--flux-rounds 0, --flux-max-rounds 32: need 1 <= rounds"),
+    (("--flux-max-rounds", "0"), "rounds=8, max_rounds=0: need 1 <= rounds <= max_rounds"),  # was raised silently
+    (("--flux-rounds", "0"), "rounds=0, max_rounds=32: need 1 <= rounds"),
     (("--flux-allow-no-gpu", "--flux-strict"), "--flux-allow-no-gpu passes a run that judged nothing, --flux-strict"),
     (("--flux-report-dir", "/etc/hostname"), "/etc/hostname exists and is not a folder"),
     (("--flux-update-baselines", "--flux-inject-slowdown", "0.03"), "refusing to record references with an injected"),

@@ -168,33 +168,21 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None, list[str]]:
 
 def _suite_failures(results) -> list[str]:
     """The cases the suite run failed on a verdict (a FAIL, an error): an A/B of other cases does not
-    clear them, so the A/B's exit is 1 with them."""
-    failed = []
-    for record in results.records:
-        parts = [f"{name} {part.verdict}" for name, part in (("latency", record.latency), ("fidelity", record.fidelity))
-                 if part is not None and part.verdict == "fail"] + ([f"error ({record.error})"] if record.error else [])
-        failed += [f"{record.id}: {', '.join(parts)}"] if parts else []
-    return failed
+    clear them, so the A/B's exit is 1 with them. What it failed unjudged is listed as not decidable."""
+    return [f"{record.id}: {', '.join(record.failures(unjudged=False))}" for record in results.records
+            if record.failures(unjudged=False)]
 
 
 def check_runnable(wanted: list[tuple[str, str]], device: str) -> None:
     """Every stack to A/B runs on this machine: one message naming each that cannot and why, not
     an ERROR per case from inside the workers (compile on a CPU, fp8 on a GPU before Ada)."""
-    from ..components import ComponentError, Capabilities
-    from ..components.stacks import parse_stack
+    from ..components import Capabilities
+    from ..gate.calibrate import runnable
     from ..suite.config import ConfigError
 
-    caps = Capabilities.detect(device)
-    unmet = {}
-    for stack, _ in wanted:
-        try:
-            reason = parse_stack(stack).unmet(caps)
-        except ComponentError:  # a component only the checkouts know: their workers judge it
-            continue
-        if reason:
-            unmet[stack] = reason
+    _, unmet = runnable(list(dict.fromkeys(stack for stack, _ in wanted)), Capabilities.detect(device))
     if unmet:
-        raise ConfigError("cannot A/B here: " + "; ".join(f"{stack}: {why}" for stack, why in unmet.items()))
+        raise ConfigError(f"cannot A/B here: {'; '.join(unmet)}")
 
 
 def _cases_not_run(results) -> list:

@@ -52,17 +52,11 @@ def write_final(session, flux, passing: tuple) -> dict:
     return written
 
 
-def _failures(record) -> list[str]:
-    latency, fidelity = record.latency, record.fidelity
-    return ([f"latency {latency.verdict}"] if latency and latency.failed else []) + (
-        [f"fidelity {fidelity.verdict}"] if fidelity and fidelity.failed else []) + (["error"] if record.error else [])
-
-
 def fail_unasserted(session, flux, passing: tuple) -> None:
     """A case the records fail (a FAIL, a missing reference, an error) fails the run even when the
     test that asserts it was deselected (`-k fidelity`): the report shows it, so exit 0 or 6 would
     read green beside it."""
-    failed = [f"{r.id}: {', '.join(_failures(r))}" for r in flux.records.values() if _failures(r)]
+    failed = [f"{r.id}: {', '.join(r.failures())}" for r in flux.records.values() if r.failures()]
     if failed and session.exitstatus in passing:
         session.config.stash[_UNASSERTED_KEY] = failed
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

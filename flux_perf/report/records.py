@@ -122,6 +122,13 @@ class CaseRecord:
         """Of the ceiling of the stack's linear layers' precision."""
         return self.pct_fp8_peak if self.linear_precision == "fp8" else self.pct_bf16_peak
 
+    def failures(self, unjudged: bool = True) -> list[str]:
+        """What the run failed this case for ("latency fail", "error (...)"); with `unjudged`, also
+        what it failed without judging (a missing reference, a fidelity error, --flux-strict)."""
+        parts = [f"{name} {part.verdict}" for name, part in (("latency", self.latency), ("fidelity", self.fidelity))
+                 if part is not None and (part.failed if unjudged else part.verdict == "fail")]
+        return parts + ([f"error ({' '.join(self.error.split())[:160]})"] if self.error else [])
+
     def to_dict(self, samples: bool = True) -> dict:
         data = dataclasses.asdict(dataclasses.replace(self, **dict.fromkeys(_TYPED)))
         for name in _TYPED:  # each as its own to_dict writes it (asdict would drop a Summary's iqr)
