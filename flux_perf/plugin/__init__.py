@@ -5,8 +5,9 @@ Inert unless asked for: in a pytest session that neither selects the GPU suite (
 nor passes a `--flux-*` option nor collects a flux case, it imports nothing heavy (no torch)
 and changes no environment variable, so installing flux-perf leaves other projects alone.
 Its marker and checks apply only to its own tests (scope.py says which). Beside it: its options
-(options.py), the hooks a conftest.py can implement (hookspecs.py) and its report writes (report.py);
-the cases themselves run in flux_perf.suite, shared with the command line.
+(options.py), the hooks a conftest.py can implement (hookspecs.py), the outcomes of a case not
+judged (outcomes.py), and the report writes and end-of-run checks (finish.py); the cases themselves
+run in flux_perf.suite, shared with the command line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shlex
 import pytest
 
 from ..report.judged import EXIT_NOT_JUDGED
+from .outcomes import NOT_JUDGED_LETTERS, Disturbed, FidelityGap, Inconclusive  # noqa: F401 (public)
 from .scope import (MARKER, asked_for, flux_options_given, item_case, marker_declared, marker_selects, own_item,
                     project_root, rootdir_note, selected_cases)
 
@@ -179,33 +181,6 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("flux_case", cases, ids=[f"{s.name}-{c.id}" for s, c in cases])
 
 
-class Inconclusive(pytest.skip.Exception):
-    """A case the run could not judge: its own outcome (`INCONCLUSIVE`, yellow), never a pass.
-    --flux-strict turns it into a failure."""
-
-    __module__ = "builtins"  # as pytest's own Skipped: reports show the reason, not flux_perf.plugin.Inconclusive
-    outcome = "inconclusive"
-
-
-class Disturbed(Inconclusive):
-    """Timed rounds on a machine unlike the reference's: not judged (`DISTURBED`, yellow), never a
-    pass nor a failure of the code; the same-machine A/B can judge it. --flux-strict fails it."""
-
-    __module__ = "builtins"
-    outcome = "disturbed"
-
-
-class FidelityGap(Inconclusive):
-    """Fidelity judged by the floor alone (no band, or no recorded fidelity): `GAP`, never a pass."""
-
-    __module__ = "builtins"
-    outcome = "gap"
-
-
-# A case the run could not judge: its pytest outcome (a report's `flux_outcome`) and its progress letter.
-_NOT_JUDGED_LETTERS = {"inconclusive": "?", "disturbed": "D", "gap": "G"}
-
-
 @pytest.fixture(scope="session")
 def flux_session(request):
     """The measuring session shared by every GPU test (one pipeline at a time, results cached)."""
@@ -293,8 +268,8 @@ def pytest_report_teststatus(report, config):
     """An undecided or disturbed case has its own outcome in the progress line and the final count,
     in yellow."""
     outcome = getattr(report, "flux_outcome", None)
-    if outcome in _NOT_JUDGED_LETTERS:
-        return outcome, _NOT_JUDGED_LETTERS[outcome], (outcome.upper(), {"yellow": True})
+    if outcome in NOT_JUDGED_LETTERS:
+        return outcome, NOT_JUDGED_LETTERS[outcome], (outcome.upper(), {"yellow": True})
     return None
 
 
@@ -341,7 +316,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from .finish import section_lines
 
     lines = section_lines(flux, config, config.stash.get(_PATHS_KEY, None),
-                          [r for outcome in _NOT_JUDGED_LETTERS for r in terminalreporter.stats.get(outcome, [])],
+                          [r for outcome in NOT_JUDGED_LETTERS for r in terminalreporter.stats.get(outcome, [])],
                           config.stash.get(_NOT_JUDGED_KEY, []))
     if lines:
         terminalreporter.section("flux-perf")
