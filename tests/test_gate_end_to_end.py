@@ -199,3 +199,32 @@ def test_a_fidelity_gap_is_its_own_outcome_never_a_pass(store, gate):
                      r"no fidelity calibration for 64x64@2", junit), junit
     strict = gate(store, 1.0, "--flux-strict")
     assert strict.returncode == 1 and "(--flux-strict)" in strict.stdout, strict.stdout[-3000:]
+
+
+def test_a_case_the_selection_left_out_is_named_in_the_report_and_to_the_ab(store, gate, capsys):
+    """`-k "not 48x48"` leaves a whole case out: the run passes on what it judged (pytest's meaning
+    of -k), but results.json and summary.md name the case as neither measured nor judged, and an
+    A/B reading that file says so instead of taking it for the whole gate (both were silent)."""
+    from types import SimpleNamespace
+
+    from flux_perf.commands.ab import ab_cases
+
+    result = gate(store, 1.0, "--flux-scenarios", f"{SCENARIO},48x48@2", "-k", "not 48x48")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert set(records(store)) == {f"bf16-{SCENARIO}"}
+    results = json.loads((store / "report" / "results.json").read_text())
+    assert results["not_selected"] == ["bf16-48x48@2"]
+    summary = (store / "report" / "summary.md").read_text()
+    assert "**Not selected**: 1 case(s) this run's options name were left out" in summary
+    assert "neither measured nor judged: bf16-48x48@2" in summary
+    capsys.readouterr()
+    args = SimpleNamespace(stacks=None, scenarios=None, undecided_from=str(store / "report" / "results.json"),
+                           model=None)
+    cases, undecidable, _, failed = ab_cases(args)
+    assert (cases, undecidable, failed) == ([], [], [])
+    assert "left out by -k, -m, --deselect or --lf, neither measured nor judged: bf16-48x48@2" in \
+        capsys.readouterr().out
+    # A case with one of its tests selected still runs: it is not listed.
+    gate(store, 1.0, "--flux-scenarios", f"{SCENARIO},48x48@2", "-k", "latency or not 48x48")
+    assert "not_selected" in (results := json.loads((store / "report" / "results.json").read_text()))
+    assert results["not_selected"] == []

@@ -46,6 +46,8 @@ RECORD = f"record 0 ({CASE})"
     (_set("records", 0, "scenario", value={"steps": 6}), f"{RECORD}: key 'scenario.id' is null, expected a string"),
     (_set("records", 0, value=["not", "a", "record"]), "record 0 is list ['not', 'a', 'record'], not a record object"),
     (_set("skipped", value=[{"stack": 5, "scenario": "512x512@6"}]), "skipped 0: key 'stack' is int 5"),
+    (_set("not_selected", value="bf16-512x512@6"), "key 'not_selected' is str 'bf16-512x512@6', expected a list"),
+    (_set("not_selected", value=[["bf16", "512x512@6"]]), "not_selected 0 is list ['bf16', '512x512@6'], not a case id"),
     # The typed keys, each read whole (report/verdicts.py).
     (lambda data: data["records"][0]["wall_s"].pop("q1"), f"{RECORD}: key 'wall_s.q1' is missing"),
     (_set("records", 0, "latency", value="pass"), f"{RECORD}: key 'latency' is str 'pass', expected an object or null"),

@@ -162,6 +162,10 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None, list[str]]:
     cases += [case for case in undecided if case not in cases]
     progress(f"{args.undecided_from}: {len(undecided)} case(s) whose latency the suite left undecided or disturbed, to A/B"
              + (f" ({', '.join(f'{s}-{c}' for s, c in undecided)})" if undecided else ""))
+    if results.not_selected:  # a partial gate run: this A/B's verdict does not cover them either
+        from ..report.summary import not_selected_text
+
+        progress(f"{args.undecided_from}: {not_selected_text(results.not_selected)}")
     return (cases, [item for item in unjudged if item not in to_ab] + _cases_not_run(results), model,
             _suite_failures(results))
 

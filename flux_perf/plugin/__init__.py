@@ -19,8 +19,8 @@ import pytest
 
 from ..report.judged import EXIT_NOT_JUDGED
 from .outcomes import NOT_JUDGED_LETTERS, Disturbed, FidelityGap, Inconclusive  # noqa: F401 (public)
-from .scope import (MARKER, asked_for, flux_options_given, item_case, marker_declared, marker_selects, own_item,
-                    project_root, rootdir_note, selected_cases)
+from .scope import (MARKER, asked_for, flux_options_given, item_case, left_out_cases, marker_declared,
+                    marker_selects, own_item, project_root, rootdir_note, selected_cases)
 
 _SESSION_KEY = pytest.StashKey["object"]()
 _CONFIG_KEY = pytest.StashKey["object"]()
@@ -31,6 +31,8 @@ _WRITTEN_KEY = pytest.StashKey["tuple"]()  # (cases, skips) in the report files 
 _PATHS_KEY = pytest.StashKey["dict"]()
 _GPU_PASSED_KEY = pytest.StashKey["int"]()  # h100 tests that passed outside the measured cases (kernel checks)
 _ADDED_KEY = pytest.StashKey["list"]()  # components registered through pytest_flux_perf_components
+_DESELECTED_KEY = pytest.StashKey["list"]()  # test items -k, -m, --deselect or --lf left out
+_NOT_SELECTED_KEY = pytest.StashKey["list"]()  # the ids of the cases they left out whole
 
 
 def pytest_addoption(parser):
@@ -144,6 +146,7 @@ def _session(config, create: bool = True):
             from ..instrument import compile_cache
 
             compile_cache.load(suite.compile_cache, log)
+        session.not_selected = config.stash.get(_NOT_SELECTED_KEY, [])
         config.stash[_SESSION_KEY] = session
     return session
 
@@ -170,6 +173,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker(MARKER) and own_item(item, everything):
             item.add_marker(skip)
+
+
+def pytest_deselected(items):
+    if items:
+        items[0].config.stash.setdefault(_DESELECTED_KEY, []).extend(items)
+
+
+def pytest_collection_finish(session):
+    """The cases the selection left out go into the report: neither measured nor judged, and a
+    results.json read later (`ab --undecided-from`) says so instead of looking whole."""
+    left_out = left_out_cases(session.config.stash.get(_DESELECTED_KEY, []), session.items)
+    session.config.stash[_NOT_SELECTED_KEY] = left_out
+    flux = _session(session.config, create=False)
+    if flux is not None:  # else the fixture makes it later, and _session gives it the list
+        flux.not_selected = left_out
 
 
 def pytest_generate_tests(metafunc):

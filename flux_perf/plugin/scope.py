@@ -96,6 +96,14 @@ def selected_cases(items) -> int:
     return len({(case[0].name, case[1].id) for item in items if (case := item_case(item))})
 
 
+def left_out_cases(deselected, selected) -> list[str]:
+    """The ids of the cases whose every test item -k, -m, --deselect or --lf left out, in run order:
+    a case with one selected test (`-k latency` keeps the latency test) still runs and is judged."""
+    kept = {f"{case[0].name}-{case[1].id}" for item in selected if (case := item_case(item))}
+    ids = [f"{case[0].name}-{case[1].id}" for item in deselected if (case := item_case(item))]
+    return [case for case in dict.fromkeys(ids) if case not in kept]
+
+
 def project_root(config) -> Path:
     """pytest's rootdir as pytest would pick it knowing flux-perf's options. Plugins' options are
     unknown when pytest picks it, so in `--flux-report-dir DIR` it takes DIR for a test path and

@@ -196,6 +196,7 @@ class RunResults:
     skipped: list[dict] = field(default_factory=list)
     interrupted: str | None = None  # why the run stopped early, if it did
     unrecorded: str | None = None  # nothing was recorded for this GPU model and weights: what to run
+    not_selected: list[str] = field(default_factory=list)  # cases -k/-m/--deselect/--lf left out: not judged
     schema: int = SCHEMA_VERSION
 
     @property
@@ -209,7 +210,7 @@ class RunResults:
     def to_dict(self) -> dict:
         return {SCHEMA_KEY: self.schema, "started": self.started, "command": self.command, "machine": self.machine,
                 "environment": self.environment, "baseline_updates": self.baseline_updates,
-                "interrupted": self.interrupted, "unrecorded": self.unrecorded,
+                "interrupted": self.interrupted, "unrecorded": self.unrecorded, "not_selected": self.not_selected,
                 "records": [r.to_dict() for r in self.records], "skipped": self.skipped}
 
 
@@ -259,7 +260,7 @@ def _results_of(payload, path: Path) -> RunResults:
                       command=payload.get("command"), environment=payload.get("environment"),
                       baseline_updates=payload.get("baseline_updates") or [], skipped=payload.get("skipped") or [],
                       interrupted=payload.get("interrupted"), unrecorded=payload.get("unrecorded"),
-                      schema=SCHEMA_VERSION)
+                      not_selected=payload.get("not_selected") or [], schema=SCHEMA_VERSION)
 
 
 def case_record(case_id: str, stack, scenario, machine, config, measured, *, latency=None, fidelity=None,

@@ -82,11 +82,21 @@ def _header(results: RunResults) -> list[str]:
              f"commit `{(machine.get('commit') or 'unknown')[:20]}`"]
     if results.unrecorded:
         lines += ["", f"**Nothing recorded for this GPU model and weights**: {results.unrecorded}"]
+    if results.not_selected:
+        lines += ["", f"**Not selected**: {not_selected_text(results.not_selected)}"]
     if results.interrupted:
         lines += ["", f"**Run interrupted**: {results.interrupted}. The cases below are those that finished."]
     if peaks.get("bf16_tflops"):
         lines.append(f"Measured matmul ceilings: bf16 {peaks['bf16_tflops']} TFLOP/s, fp8 {peaks['fp8_tflops']} TFLOP/s.")
     return lines
+
+
+def not_selected_text(cases: list[str], shown: int = 8) -> str:
+    """The cases a run's -k/-m/--deselect/--lf left out, named: neither measured nor judged, so the
+    run's verdict says nothing about them."""
+    names = ", ".join(cases[:shown]) + (f" and {len(cases) - shown} more" if len(cases) > shown else "")
+    return (f"{len(cases)} case(s) this run's options name were left out by -k, -m, --deselect or --lf, "
+            f"neither measured nor judged: {names}")
 
 
 def tokens_text(r: CaseRecord) -> str:

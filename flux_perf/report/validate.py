@@ -127,10 +127,14 @@ def run_problem(payload: dict, path) -> str | None:
     for key, value, annotation in (("machine.model.fingerprint", model.get("fingerprint"), "str"),
                                    ("machine.gpu_name", machine.get("gpu_name"), "str | None"),
                                    ("skipped", payload.get("skipped", []), "list | None"),
-                                   ("interrupted", payload.get("interrupted"), "str | None")):
+                                   ("interrupted", payload.get("interrupted"), "str | None"),
+                                   ("not_selected", payload.get("not_selected", []), "list | None")):
         problem = type_problem(value, annotation)
         if problem:
             return bad(str(path), key, problem)
+    for i, case in enumerate(payload.get("not_selected") or []):
+        if not isinstance(case, str):
+            return f"{path}: not_selected {i} is {_shown(case)}, not a case id; {ADVICE}"
     for i, skip in enumerate(payload.get("skipped") or []):
         if not isinstance(skip, dict):
             return f"{path}: skipped {i} is {_shown(skip)}, not an object; {ADVICE}"

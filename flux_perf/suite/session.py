@@ -100,6 +100,7 @@ class FluxSession:
         self.environment_report = environment  # what the guide's environment settings did
         self.command = command  # how this run was started, recorded in results.json
         self.interrupted: str | None = None
+        self.not_selected: list[str] = []  # cases pytest's selection left out of this run
         # Nothing recorded for this GPU model and weights: every case fails, naming the bootstrap. On a
         # machine that cannot run the cases (no GPU) every case is skipped instead, and says why.
         self.bootstrap = not config.update_baselines and self.machine.unavailable() is None \
@@ -287,4 +288,5 @@ class FluxSession:
             machine=self.machine.to_dict(), records=list(self.records.values()), started=self.started,
             command=self.command, environment=self.environment_report, baseline_updates=self.baseline_updates,
             skipped=list(self.skipped.values()), interrupted=self.interrupted, unrecorded=self.unrecorded,
+            not_selected=self.not_selected,
         )
