@@ -19,7 +19,7 @@ import pytest
 
 from ..report.judged import EXIT_NOT_JUDGED
 from .outcomes import NOT_JUDGED_LETTERS, Disturbed, FidelityGap, Inconclusive  # noqa: F401 (public)
-from .scope import (MARKER, asked_for, flux_options_given, item_case, left_out_cases, marker_declared,
+from .scope import (MARKER, asked_for, flux_options_given, item_case, item_case_id, left_out_cases, marker_declared,
                     marker_selects, own_item, project_root, rootdir_note, selected_cases)
 
 _SESSION_KEY = pytest.StashKey["object"]()
@@ -273,9 +273,8 @@ def pytest_runtest_makereport(item, call):
         from ..model.redact import scrub_report
         scrub_report(report)
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
-        case = item_case(item)
         # What it is about, always a name: its case (named once), else the test itself.
-        report.flux_inconclusive = f"{case[0].name}-{case[1].id}" if case else item.nodeid
+        report.flux_inconclusive = item_case_id(item) or item.nodeid
         report.flux_outcome = call.excinfo.value.outcome
     if report.when == "call" and report.passed and item.get_closest_marker(MARKER) and \
             own_item(item, asked_for(item.config)):

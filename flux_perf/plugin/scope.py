@@ -90,18 +90,23 @@ def item_case(item):
     return callspec.params.get("flux_case") if callspec is not None else None
 
 
+def item_case_id(item) -> str | None:
+    """The id of the case this test item measures (`bf16-512x512@6`, as its record's), or None."""
+    case = item_case(item)
+    return f"{case[0].name}-{case[1].id}" if case else None
+
+
 def selected_cases(items) -> int:
     """How many (stack, scenario) cases these test items measure: after -k, -m, --deselect and
     the rest chose, not every case the options name."""
-    return len({(case[0].name, case[1].id) for item in items if (case := item_case(item))})
+    return len({item_case_id(item) for item in items} - {None})
 
 
 def left_out_cases(deselected, selected) -> list[str]:
     """The ids of the cases whose every test item -k, -m, --deselect or --lf left out, in run order:
     a case with one selected test (`-k latency` keeps the latency test) still runs and is judged."""
-    kept = {f"{case[0].name}-{case[1].id}" for item in selected if (case := item_case(item))}
-    ids = [f"{case[0].name}-{case[1].id}" for item in deselected if (case := item_case(item))]
-    return [case for case in dict.fromkeys(ids) if case not in kept]
+    kept = {item_case_id(item) for item in selected}
+    return [case for case in dict.fromkeys(map(item_case_id, deselected)) if case and case not in kept]
 
 
 def project_root(config) -> Path:
