@@ -38,17 +38,18 @@ def run_pytest(*args, cwd=ROOT, env_extra=None, environ=None):
     return _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], env_extra, cwd, environ=environ)
 
 
-def run_gpu_suite_here(capsys, monkeypatch, *args) -> subprocess.CompletedProcess:
+def run_gpu_suite_here(capsys, monkeypatch, *args, cache_dir=None) -> subprocess.CompletedProcess:
     """The suite's real GPU test files in a pytest session inside this process: what the plugin and
     the test files do is what is tested, not a fresh interpreter (5 s of imports a run). Output
-    capture is left to the outer session (-s)."""
+    capture is left to the outer session (-s). pytest's cache (--lf) only with a `cache_dir`."""
     import pytest
 
     monkeypatch.setenv("CI", "")
     monkeypatch.chdir(ROOT)
     capsys.readouterr()
     # no:unraisableexception: its clean-up runs 5 full collections a session (seconds in this big process).
-    code = pytest.main(["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-s", f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"),
+    cache = ["-p", "no:cacheprovider"] if cache_dir is None else ["-o", f"cache_dir={cache_dir}"]
+    code = pytest.main([*cache, "-p", "no:unraisableexception", "-s", f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"),
                         *map(str, args)])
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, int(code), out, err)

@@ -20,12 +20,12 @@ SCENARIO = "64x64@2"
 
 @pytest.fixture
 def gate(capsys, monkeypatch):
-    def run(store, clock, *extra):
+    def run(store, clock, *extra, cache_dir=None):
         return run_gpu_suite_here(
             capsys, monkeypatch, "-m", "h100", ROOT / "tests/h100/test_latency.py", ROOT / "tests/h100/test_fidelity.py",
             "--flux-device", "cpu", "--flux-model", "tiny", "--flux-scenarios", SCENARIO, "--flux-stacks", "bf16",
             f"--flux-baselines-dir={store / 'baselines'}", f"--flux-report-dir={store / 'report'}",
-            "--flux-scripted-clock", clock, *extra)
+            "--flux-scripted-clock", clock, *extra, cache_dir=cache_dir)
 
     return run
 
@@ -103,6 +103,24 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
     assert strict.returncode == 1, strict.stdout[-3000:]
     assert ("is inconclusive against budget 1.030 s (recorded 1.000 s + 3%), undecided at the cap of 8 rounds "
             "(--flux-strict). This run could see slow-downs of +") in strict.stdout, strict.stdout[-3000:]
+
+
+def test_lf_re_runs_the_case_the_last_run_could_not_judge(store, gate, tmp_path):
+    """pytest's last-failed list drops skip-like outcomes: a run that exited 6 and was re-run with
+    --lf re-ran everything (nothing had failed) or, beside a failure, left the undecided case out."""
+    cache = tmp_path / "pytest-cache"
+    undecided = gate(store, 1.03, "--flux-max-rounds", "8", cache_dir=cache)
+    assert undecided.returncode == 6, undecided.stdout[-3000:]
+    last_failed = json.loads((cache / "v" / "cache" / "lastfailed").read_text())
+    assert list(last_failed) == [f"tests/h100/test_latency.py::test_latency_budget[bf16-{SCENARIO}]"]
+    rerun = gate(store, 1.0, "--lf", cache_dir=cache)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert "run-last-failure: rerun previous 1 failure" in rerun.stdout, rerun.stdout[-3000:]
+    assert rerun.stdout.strip().splitlines()[-1].startswith("=") and " 1 passed in " in rerun.stdout, \
+        "only the undecided test ran (pytest skips test_fidelity.py, which had no failure)"
+    assert records(store)[f"bf16-{SCENARIO}"]["latency"]["verdict"] == "pass"
+    assert not (cache / "v" / "cache" / "lastfailed").exists() or \
+        json.loads((cache / "v" / "cache" / "lastfailed").read_text()) == {}, "judged now: off the list"
 
 
 def test_a_slow_down_that_sets_in_after_the_warm_up_is_disturbed_never_a_failure_of_the_code(store, gate, monkeypatch):
