@@ -542,3 +542,38 @@ def test_the_picture_draws_the_runs_own_tolerance_zero_included(tmp_path, monkey
         dashed = {round(line.get_ydata()[0], 6) for line in axis.lines if line.get_linestyle() == "--"}
         assert dashed == edges, (tolerance, dashed)
         assert f"1 +- {tolerance:.0%}" in axis.get_title()
+
+
+def test_a_side_frees_the_last_case_before_it_builds_the_next(monkeypatch):
+    """The H100 ran out of memory at an A/B's second stack (fp8 after compile, eighteenth session):
+    each worker still held the last model, through its case and a heap frozen out of the
+    collector's reach, while it built the next."""
+    import gc
+    import weakref
+
+    import flux_perf.instrument.runner as runner_module
+    from flux_perf.ab.worker import Side
+
+    side = Side()
+    request = {"cmd": "prepare", "side": "base", "model": "tiny", "device": "cpu", "scenario": "64x64@2"}
+    try:
+        assert side.prepare({**request, "stack": "bf16"})["ok"]
+        last = weakref.ref(side.case.prepared.model.pipe.transformer)
+        load_model, alive_at_build = runner_module.load_model, []
+
+        def load_next(*args, **kwargs):
+            gc.collect()  # what the runner's release does on a GPU
+            alive_at_build.append(last() is not None)
+            return load_model(*args, **kwargs)
+
+        monkeypatch.setattr(runner_module, "load_model", load_next)
+        assert side.prepare({**request, "stack": "fused-qkv"})["ok"]
+        assert alive_at_build == [False], "the last model was still alive when the next was built"
+        assert side.round()["ok"]
+        side.runner.case = lambda *_: (_ for _ in ()).throw(RuntimeError("build failed"))
+        with pytest.raises(RuntimeError):
+            side.prepare({**request, "stack": "bf16"})
+        assert side.round() == {"ok": False, "error": "no case to time: the last prepare failed or none was "
+                                                      "asked for"}, "never the case before a failed prepare"
+    finally:
+        gc.unfreeze()

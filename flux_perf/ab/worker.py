@@ -116,6 +116,58 @@ def size_plant_to_round(case, warmup: list, fraction) -> dict | None:
     return plant.report()
 
 
+class Side:
+    """The worker's state: one runner (one model loaded at a time) and the case it times.
+
+    Before the next case is built, the last one is dropped and the heap unfrozen: `gc.freeze()`
+    (after each build, so a round's collection sees only new objects) moves the pipeline out of the
+    collector's reach, and the runner frees a model's GPU memory by collecting its cycles. Frozen,
+    two sides that change stacks held both models each, and the H100 ran out of memory at the
+    second stack of an A/B.
+    """
+
+    def __init__(self) -> None:
+        self.runner = None
+        self.case = None
+
+    def prepare(self, request: dict) -> dict:
+        import flux_perf
+        from flux_perf.components.stacks import parse_stack
+        from flux_perf.instrument.measure import MeasureSettings, warm_up
+        from flux_perf.instrument.runner import CaseRunner
+        from flux_perf.model.models import resolve_model_source
+        from flux_perf.model.scenarios import parse_scenario
+        from flux_perf.store.provenance import git_commit
+
+        self.case = None  # the last case holds its pipeline: let the runner release it
+        gc.unfreeze()
+        if self.runner is None:
+            source = resolve_model_source(request.get("model"), request["device"])
+            self.runner = CaseRunner(source, request["device"], inject_slowdown=request.get("inject_slowdown"),
+                                     log=lambda m: print(f"[{request['side']}] {m}", file=sys.stderr, flush=True))
+        case = self.runner.case(parse_stack(request["stack"]), parse_scenario(request["scenario"]))
+        first_call_s, warmup = warm_up(case.round, MeasureSettings(), self.runner.log)
+        plant = size_plant_to_round(case, warmup, request.get("inject_slowdown"))
+        self.case = case
+        # Every round collects garbage before it (quiet_host); with the whole model's heap
+        # frozen, that collection sees only new objects: ~0.45 s a round went to it.
+        gc.collect()
+        gc.freeze()
+        return dict(ok=True, first_call_s=first_call_s, warmup_s=warmup, stack_key=case.prepared.key, plant=plant,
+                    fingerprint=self.runner.source.fingerprint(), commit=git_commit(),
+                    code=os.path.dirname(flux_perf.__file__), pid=os.getpid())
+
+    def round(self) -> dict:
+        from flux_perf.instrument.measure import no_recompile, quiet_host
+
+        if self.case is None:  # never the case before a failed prepare
+            return dict(ok=False, error="no case to time: the last prepare failed or none was asked for")
+        with no_recompile(), quiet_host():
+            generation = self.case.round()
+        return dict(ok=True, wall_s=generation.times.wall_ms / 1000.0,
+                    step_ms=sorted(generation.times.step_ms)[len(generation.times.step_ms) // 2])
+
+
 def main() -> int:
     cores = os.environ.get(CORES_VARIABLE)  # set by the orchestrator
     if cores:
@@ -134,38 +186,14 @@ def main() -> int:
     from flux_perf.instrument.environment import apply_guide_environment
 
     apply_guide_environment()
-    import flux_perf
-    from flux_perf.instrument.measure import MeasureSettings, no_recompile, quiet_host, warm_up
-    from flux_perf.model.models import resolve_model_source
-    from flux_perf.store.provenance import git_commit
-    from flux_perf.instrument.runner import CaseRunner
-    from flux_perf.model.scenarios import parse_scenario
-    from flux_perf.components.stacks import parse_stack
-
-    runner, case = None, None
+    side = Side()
     for line in sys.stdin:
         request = json.loads(line)
         try:
             if request["cmd"] == "prepare":
-                if runner is None:
-                    source = resolve_model_source(request.get("model"), request["device"])
-                    runner = CaseRunner(source, request["device"], inject_slowdown=request.get("inject_slowdown"),
-                                        log=lambda m: print(f"[{request['side']}] {m}", file=sys.stderr, flush=True))
-                case = runner.case(parse_stack(request["stack"]), parse_scenario(request["scenario"]))
-                first_call_s, warmup = warm_up(case.round, MeasureSettings(), runner.log)
-                plant = size_plant_to_round(case, warmup, request.get("inject_slowdown"))
-                # Every round collects garbage before it (quiet_host); with the whole model's heap
-                # frozen, that collection sees only new objects: ~0.45 s a round went to it.
-                gc.collect()
-                gc.freeze()
-                reply(ok=True, first_call_s=first_call_s, warmup_s=warmup, stack_key=case.prepared.key, plant=plant,
-                      fingerprint=runner.source.fingerprint(), commit=git_commit(), code=os.path.dirname(flux_perf.__file__),
-                      pid=os.getpid())
+                reply(**side.prepare(request))
             elif request["cmd"] == "round":
-                with no_recompile(), quiet_host():
-                    generation = case.round()
-                reply(ok=True, wall_s=generation.times.wall_ms / 1000.0,
-                      step_ms=sorted(generation.times.step_ms)[len(generation.times.step_ms) // 2])
+                reply(**side.round())
             elif request["cmd"] == "quit":
                 reply(ok=True)
                 return 0
