@@ -57,6 +57,9 @@ def test_same_needs_the_pooled_control_seen_slower():
     verdict, why = verdict_of(_pooled("same"), _pooled("inconclusive"), False, 1)
     assert verdict == "inconclusive" and "control was not seen slower (inconclusive)" in why
     assert verdict_of(_pooled("same"), None, False, 1) == ("same", None), "no control, nothing to vouch for"
+    assert verdict_of(_pooled("not slower"), _pooled("slower"), False, 1) == ("not slower", None)
+    verdict, why = verdict_of(_pooled("not slower"), _pooled("same"), False, 1)
+    assert verdict == "inconclusive" and "'not slower' unproven" in why, "a pass needs the control seen, as same"
     assert verdict_of(_pooled("slower"), _pooled("same"), True, 1) == ("slower", None), "a regression stands alone"
     assert verdict_of(_pooled("faster"), _pooled("inconclusive"), False, 1) == ("faster", None)
 
@@ -298,7 +301,7 @@ def test_workers_with_a_control_run_each_side_in_its_own_process_and_keep_every_
     (block,) = case["blocks"]
     assert len(block["base_s"]) == len(block["head_s"]) == len(block["control"]["control_s"]) == 10
     assert case["pooled"]["pairs"] == case["control_pooled"]["pairs"] == 10 and case["holm_family"] == 1
-    assert case["verdict"] in ("slower", "faster", "same", "inconclusive")
+    assert case["verdict"] in ("slower", "faster", "same", "not slower", "inconclusive")
     assert case["prepare_s"] > 0 and block["seconds"] > 0
     for shown in ("[base] first call", "block 1/1", "10 pairs a block (~0 s of rounds", "30 rounds",
                   "Holm's correction over 1 case "):

@@ -87,7 +87,7 @@ GAP = NotJudged("fast-768x768@6", "fast", "768x768@6", Unjudged.FIDELITY_GAP, "n
 
 
 @pytest.mark.parametrize("verdicts, undecidable, code", [
-    (["same"], [], 0), (["faster"], [], 0), (["same", "inconclusive"], [], EXIT_NOT_JUDGED),
+    (["same"], [], 0), (["faster"], [], 0), (["not slower"], [], 0), (["same", "inconclusive"], [], EXIT_NOT_JUDGED),
     (["inconclusive", "slower"], [], 1), (["same"], [GAP], EXIT_NOT_JUDGED), (["slower"], [GAP], 1),
     (["error", "slower", "inconclusive"], [GAP], 3)])
 def test_an_undecided_ab_is_exit_6_and_slower_wins(verdicts, undecidable, code, capsys):

@@ -22,6 +22,7 @@ from .worker import AbError
 from ..gate.stats import Change, change_of, paired_ratio
 
 VERDICTS = [change.value for change in Change]
+_PASSES = (Change.SAME.value, Change.NOT_SLOWER.value)  # a control not seen slower leaves these unproven
 
 
 @dataclass
@@ -157,7 +158,7 @@ def old_rule(case: RecordedCase, blocks: range, tolerance: float) -> dict[str, t
         for what, rounds, _ in case.comparisons():
             changes[what].append(change_of(paired_ratio(case.base_s[window], rounds[window]), tolerance).value)
     if "control/base" in changes:
-        changes["head/base"] = [Change.INCONCLUSIVE.value if own == "same" and control != "slower" else own
+        changes["head/base"] = [Change.INCONCLUSIVE.value if own in _PASSES and control != "slower" else own
                                 for own, control in zip(changes["head/base"], changes["control/base"])]
     return {what: (seen[0] if len(set(seen)) == 1 else Change.INCONCLUSIVE.value, None)
             for what, seen in changes.items()}

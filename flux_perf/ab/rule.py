@@ -39,11 +39,14 @@ def pool(base: list[float], other: list[float], tolerance: float) -> Pooled:
 
 def verdict_of(pooled: Pooled, control: Pooled | None, rejected: bool, family: int) -> tuple[str, str | None]:
     """A case's verdict and, where it is not the pooled interval's own change, why: `slower` needs
-    Holm's rejection among `family` cases; `same` needs the pooled control seen slower."""
+    Holm's rejection among `family` cases; `same` and `not slower` need the pooled control seen
+    slower."""
     if pooled.change == Change.SLOWER.value and not rejected:
         return Change.INCONCLUSIVE.value, f"slower at 95 % alone, not after Holm's correction over {family} cases"
-    if pooled.change == Change.SAME.value and control is not None and control.change != Change.SLOWER.value:
-        return Change.INCONCLUSIVE.value, f"the planted control was not seen slower ({control.change}): 'same' unproven"
+    passes = (Change.SAME.value, Change.NOT_SLOWER.value)
+    if pooled.change in passes and control is not None and control.change != Change.SLOWER.value:
+        return Change.INCONCLUSIVE.value, (f"the planted control was not seen slower ({control.change}): "
+                                           f"'{pooled.change}' unproven")
     return pooled.change, None
 
 

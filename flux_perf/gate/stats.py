@@ -246,12 +246,15 @@ class Change(str, Enum):
     FASTER = "faster"
     SLOWER = "slower"
     SAME = "same"
+    NOT_SLOWER = "not slower"  # at most 1 + tolerance, perhaps faster beyond the band: a pass
     INCONCLUSIVE = "inconclusive"
 
 
 def change_of(interval: RatioInterval, tolerance: float) -> Change:
     """slower: the whole interval above 1 + tolerance; faster: below 1 - tolerance; same: inside
-    the band; otherwise (or with too few rounds for the interval's level) inconclusive."""
+    the band; not slower: at most 1 + tolerance but reaching below the band (a gate is one-sided:
+    a head that may be faster is no undecided case); otherwise (or with too few rounds for the
+    interval's level) inconclusive."""
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance={tolerance}: must be a finite fraction >= 0")
     if not interval.reached:
@@ -262,4 +265,6 @@ def change_of(interval: RatioInterval, tolerance: float) -> Change:
         return Change.FASTER
     if interval.low >= 1 - tolerance and interval.high <= 1 + tolerance:
         return Change.SAME
+    if interval.high <= 1 + tolerance:
+        return Change.NOT_SLOWER
     return Change.INCONCLUSIVE
