@@ -101,7 +101,8 @@ def test_tolerance_is_what_a_lossless_change_on_top_would_add():
 
 def test_uncalibrated_weights_are_a_gap_judged_by_the_floor_and_failed_under_strict():
     result = _judge(*_perturbed(0.05), lossless=False, floor=0.5)
-    assert result.verdict is PASS and "no fidelity calibration for 64x64@2" in result.gap and not result.failed
+    assert result.verdict is FidelityVerdict.GAP and "no fidelity calibration for 64x64@2" in result.gap
+    assert not result.failed
     assert _judge(*_perturbed(0.05), lossless=False, floor=0.5, strict=True).failed, "--flux-strict fails a gap"
     assert _judge(*_perturbed(0.05), lossless=False, floor=0.99).reasons[0].startswith("SSIM")
     no_record = _judge(*_perturbed(0.05), lossless=False, band=_band_around(0.002))

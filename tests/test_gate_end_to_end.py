@@ -105,6 +105,19 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
             "(--flux-strict). This run could see slow-downs of +") in strict.stdout, strict.stdout[-3000:]
 
 
+def test_a_run_that_selects_no_case_replaces_the_last_report(store, gate):
+    """`-k nomatch` measured nothing: it fails (a gate that judged nothing) and its report says so,
+    instead of leaving the last run's passing results.json for `ab --undecided-from` to read."""
+    before = json.loads((store / "report" / "results.json").read_text())
+    assert before["records"], "the store's update wrote a report with its case"
+    result = gate(store, 1.0, "-k", "nomatch")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert f"no GPU case was selected: -k, -m, --deselect or --lf left out bf16-{SCENARIO}" in result.stdout
+    results = json.loads((store / "report" / "results.json").read_text())
+    assert results["records"] == [] and results["not_selected"] == [f"bf16-{SCENARIO}"]
+    assert f"neither measured nor judged: bf16-{SCENARIO}" in (store / "report" / "summary.md").read_text()
+
+
 def test_lf_re_runs_the_case_the_last_run_could_not_judge(store, gate, tmp_path):
     """pytest's last-failed list drops skip-like outcomes: a run that exited 6 and was re-run with
     --lf re-ran everything (nothing had failed) or, beside a failure, left the undecided case out."""
@@ -215,6 +228,10 @@ def test_a_fidelity_gap_is_its_own_outcome_never_a_pass(store, gate):
     junit = (store / "junit.xml").read_text()
     assert re.search(r'name="test_fidelity_floor\[bf16-64x64@2\]"[^>]*>\s*<skipped[^>]*FidelityGap: bf16-64x64@2: '
                      r"no fidelity calibration for 64x64@2", junit), junit
+    # A reader of the files alone sees it too (results.json's verdict said "pass").
+    assert records(store)[f"bf16-{SCENARIO}"]["fidelity"]["verdict"] == "gap"
+    assert re.search(rf"\| {SCENARIO} \| bf16 \| [0-9.]+ \| [^|]+ \| [^|]+ \| gap \| no fidelity calibration",
+                     (store / "report" / "summary.md").read_text())
     strict = gate(store, 1.0, "--flux-strict")
     assert strict.returncode == 1 and "(--flux-strict)" in strict.stdout, strict.stdout[-3000:]
 

@@ -91,14 +91,15 @@ def test_update_then_gate_then_catch_the_planted_regression(session_for, tmp_pat
 
     session = session_for("bf16,fused-qkv,broken-decoder")
     good, fused, broken = run_all(session)
-    assert good.fidelity.verdict is FidelityVerdict.PASS and good.fidelity.ssim == pytest.approx(1.0)
+    # No calibration in this store: within the floor, judged by it alone.
+    assert good.fidelity.verdict is FidelityVerdict.GAP and good.fidelity.ssim == pytest.approx(1.0)
     # Never a regression; on a busy CI machine a slow round is honestly `disturbed` (seen beside a
     # multi-core compression job), which is not a failure either.
     assert good.latency.budget.kind == "relative" and not good.latency.failed
     assert good.latency.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.DISTURBED)
     assert fused.latency.verdict is Verdict.NO_REFERENCE and fused.latency.failed, "recorded for bf16 only"
     assert "--stacks fused-qkv --scenarios 64x64@2" in fused.latency.missing
-    assert fused.fidelity.verdict is FidelityVerdict.PASS and fused.fidelity.gap, "no calibration: the floor alone"
+    assert fused.fidelity.verdict is FidelityVerdict.GAP and fused.fidelity.gap, "no calibration: the floor alone"
     assert broken.fidelity.verdict is FidelityVerdict.FAIL and broken.fidelity.ssim < 0.999
     evidence = Path(broken.fidelity.evidence)
     assert evidence.exists() and evidence.parent == tmp_path / "report" / "fidelity"

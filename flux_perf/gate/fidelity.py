@@ -36,6 +36,7 @@ class FidelityVerdict(str, Enum):
     FAIL = "fail"
     ERROR = "error"  # no baseline to judge against, or a broken reference: never a pass
     UPDATED = "updated"  # a sanctioned update wrote this case's baseline
+    GAP = "gap"  # within the floor, but the floor was all there was to judge by: never a pass
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class FidelityResult:
 
     @property
     def failed(self) -> bool:
-        return self.verdict in (FidelityVerdict.FAIL, FidelityVerdict.ERROR) or (self.strict and self.gap is not None)
+        return self.verdict in (FidelityVerdict.FAIL, FidelityVerdict.ERROR) or (
+            self.strict and self.verdict is FidelityVerdict.GAP)
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items() if k not in ("recorded", "band", "comparison")}
@@ -174,8 +176,9 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
             verdict.reasons.append("fidelity moved beyond its tolerance: " + ", ".join(moved))
         elif changed:
             verdict.notes.append(f"output changed within the stack's fidelity tolerance; {yours}{detail}")
+    judged = FidelityVerdict.FAIL if verdict.reasons else FidelityVerdict.GAP if verdict.gap else FidelityVerdict.PASS
     return FidelityResult(
-        FidelityVerdict.FAIL if verdict.reasons else FidelityVerdict.PASS, ssim, psnr, distance, floor, floor_source,
+        judged, ssim, psnr, distance, floor, floor_source,
         str(baseline.path), message="; ".join(verdict.notes + ([verdict.gap] if verdict.gap else [])) or None,
         stale=tuple(refs.stale_of(BASELINE_IMAGE, FIDELITY, CALIBRATION)), reasons=tuple(verdict.reasons),
         recorded=recorded, band=band, changed=changed, own_latent_moved=own_moved, gap=verdict.gap, strict=strict,

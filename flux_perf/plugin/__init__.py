@@ -305,7 +305,9 @@ def pytest_sessionfinish(session, exitstatus):
     ran_on_gpu = flux.records or session.config.stash.get(_GPU_PASSED_KEY, 0)
     if _gpu_selected(session.config) and not ran_on_gpu and not session.config.getoption("flux_allow_no_gpu") \
             and not session.config.option.collectonly:
-        reasons = sorted({s["reason"] for s in flux.skipped.values()}) or ["no GPU case was collected"]
+        left_out = (f"no GPU case was selected: -k, -m, --deselect or --lf left out {', '.join(flux.not_selected)}"
+                    if flux.not_selected else "no GPU case was collected")
+        reasons = sorted({s["reason"] for s in flux.skipped.values()}) or [left_out]
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -316,7 +318,8 @@ def pytest_sessionfinish(session, exitstatus):
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
         session.config.stash[_NOT_JUDGED_KEY] = not_judged
         session.exitstatus = EXIT_NOT_JUDGED  # not 0, which CI reads as green, nor 1 (a failure)
-    if not (flux.records or flux.skipped) or _rank() != 0:
+    # A run that selected no case still writes: an earlier run's report must not stand for it.
+    if not (flux.records or flux.skipped or flux.not_selected) or _rank() != 0 or session.config.option.collectonly:
         return
     session.config.stash[_PATHS_KEY] = write_final(session, flux, (pytest.ExitCode.OK, EXIT_NOT_JUDGED))
     if flux.config.compile_cache:

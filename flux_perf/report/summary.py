@@ -162,7 +162,8 @@ def _gaps_and_stale(records: list[CaseRecord], items: list[NotJudged], omit: set
 
 
 def _fidelity_table(records: list[CaseRecord]) -> list[str]:
-    judged = [r for r in records if r.fidelity and r.fidelity.verdict in (FidelityVerdict.PASS, FidelityVerdict.FAIL)]
+    shown = (FidelityVerdict.PASS, FidelityVerdict.FAIL, FidelityVerdict.GAP)
+    judged = [r for r in records if r.fidelity and r.fidelity.verdict in shown]
     if not judged:
         return []
     lines = ["", "## Fidelity against the bf16 baseline", "",
