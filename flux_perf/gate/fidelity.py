@@ -121,6 +121,10 @@ class _Judgement:
     notes: list[str] = field(default_factory=list)
     gap: str | None = None
 
+    @property
+    def verdict(self) -> FidelityVerdict:
+        return FidelityVerdict.FAIL if self.reasons else FidelityVerdict.GAP if self.gap else FidelityVerdict.PASS
+
 
 def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: References, *, floor: float, floor_source: str,
                    lossless: bool, strict: bool = False, compared: Fidelity | None = None) -> FidelityResult:
@@ -176,9 +180,8 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
             verdict.reasons.append("fidelity moved beyond its tolerance: " + ", ".join(moved))
         elif changed:
             verdict.notes.append(f"output changed within the stack's fidelity tolerance; {yours}{detail}")
-    judged = FidelityVerdict.FAIL if verdict.reasons else FidelityVerdict.GAP if verdict.gap else FidelityVerdict.PASS
     return FidelityResult(
-        judged, ssim, psnr, distance, floor, floor_source,
+        verdict.verdict, ssim, psnr, distance, floor, floor_source,
         str(baseline.path), message="; ".join(verdict.notes + ([verdict.gap] if verdict.gap else [])) or None,
         stale=tuple(refs.stale_of(BASELINE_IMAGE, FIDELITY, CALIBRATION)), reasons=tuple(verdict.reasons),
         recorded=recorded, band=band, changed=changed, own_latent_moved=own_moved, gap=verdict.gap, strict=strict,
