@@ -75,6 +75,13 @@ def test_a_planted_slowdown_fails_the_latency_test(store, gate):
     assert latency["verdict"] == "fail" and latency["checks"][0]["ratio"]["low"] > 1.03
 
 
+def test_enforced_targets_that_apply_to_no_case_say_so(store, gate):
+    """The committed targets are fast's on the H100: an opted-in check that checked nothing says so."""
+    result = gate(store, 1.0, "--flux-enforce-targets")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "--flux-enforce-targets: no case of this run has a target for this GPU" in result.stdout
+
+
 def test_a_faster_case_passes_and_says_so(store, gate):
     result = gate(store, 0.95, "-W", "always")
     assert result.returncode == 0, result.stdout[-3000:]
