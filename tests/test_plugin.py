@@ -168,6 +168,8 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
     (("--flux-telemetry-interval=-1",), "--flux-telemetry-interval: '-1' is not a positive number of seconds"),
     (("--flux-telemetry-interval", "abc"), "--flux-telemetry-interval: 'abc' is not a positive number of seconds"),
     (("--flux-telemetry-interval", "nan"), "--flux-telemetry-interval: 'nan' is not a positive number of seconds"),
+    (("--flux-scripted-clock", "inf"), "scripted clock inf: a positive finite number of seconds"),  # a traceback a case
+    (("--flux-scripted-clock", "1", "--flux-inject-slowdown", "0.5"), "inject-slowdown 0.5 with a scripted clock"),
 ])
 def test_bad_options_are_one_usage_error_before_measuring(store, options, message, here):
     result = here("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",

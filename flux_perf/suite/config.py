@@ -60,9 +60,12 @@ class SuiteConfig:
             if self.update_baselines:
                 raise ConfigError(f"refusing to record references with planted components ({self.plant}): they "
                                   "would become the reference every later run is judged against")
-        if self.scripted_clock is not None and (not self.scripted_clock > 0 or self.device != "cpu"):
-            raise ConfigError(f"scripted clock {self.scripted_clock}: a positive number of seconds, and only on the "
-                              "CPU (it tests the gate's logic; a GPU's rounds are measured)")
+        if self.scripted_clock is not None and (not 0 < self.scripted_clock < float("inf") or self.device != "cpu"):
+            raise ConfigError(f"scripted clock {self.scripted_clock}: a positive finite number of seconds, and only "
+                              "on the CPU (it tests the gate's logic; a GPU's rounds are measured)")
+        if self.scripted_clock is not None and self.inject_slowdown:
+            raise ConfigError(f"inject-slowdown {self.inject_slowdown} with a scripted clock: the scripted rounds "
+                              "would not show it (script the slower seconds instead)")
         if self.update_baselines:
             from ..store.baselines import updates_allowed
 
