@@ -366,8 +366,8 @@ def test_latents_of_another_shape_than_the_run_are_a_problem_naming_the_file(sto
     store.write_fidelity(KEY, "fused-qkv", FidelityEntry(0.999, 50.0, 0.0, None, "fused-qkv", True, now("fused-qkv")),
                          np.ones((4, 8, 12), np.float32), force=False)
     refs = references(store, "fused-qkv")
-    assert check_latent_shapes(store, refs, np.ones((4, 8, 12))) is refs
-    moved = check_latent_shapes(store, refs, np.ones((1, 16, 64)))
+    assert check_latent_shapes(store, refs, np.ones((4, 8, 12)), command) is refs
+    moved = check_latent_shapes(store, refs, np.ones((1, 16, 64)), command)
     assert moved.baseline is None and moved.own_latents is None
     assert moved.problems["baseline"] == (
         f"latents {store.latents_path(KEY)} are (4, 8, 12), this run's final latents (1, 16, 64): re-record them "

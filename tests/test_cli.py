@@ -105,6 +105,31 @@ def test_baselines_update_refused_under_ci(tmp_path, ci, cli, monkeypatch):
     assert result.returncode == 2 and f"refusing to rewrite baselines under CI={ci}" in result.stderr
 
 
+def test_migrate_under_ci_names_its_own_force_option(tmp_path, cli, monkeypatch):
+    """It named `--flux-force-update (pytest) or --force (flux-perf baselines update)`: neither migrates."""
+    monkeypatch.setenv("CI", "true")
+    result = cli("baselines", "migrate", str(tmp_path))
+    assert result.returncode == 2 and "Pass --force (flux-perf baselines migrate --force FOLDER)" in result.stderr
+    assert "--flux-force-update" not in result.stderr, result.stderr
+
+
+def test_run_and_show_without_references_name_the_folder_they_read(tmp_path, cli):
+    """`flux-perf run` judges nothing, yet said "every case fails until they are recorded"; it and
+    `baselines show` named a bare `flux-perf baselines update`, which records into the checkout's
+    baselines/, not the --baselines-dir they read."""
+    baselines = tmp_path / "other baselines"
+    copy_budgets(baselines)
+    run = cli("run", "--device", "cpu", "--model", "tiny", "--resolution", "64", "--steps", "2", "--rounds", "1",
+              "--baselines-dir", baselines, "--report-dir", tmp_path / "report")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "every case fails" not in run.stdout and "this run judges nothing against references" in run.stdout
+    quoted = f"'{baselines}'"  # a space: one word for the shell
+    assert ("with: flux-perf baselines update --stacks bf16 --scenarios 64x64@2 --model tiny --device cpu "
+            f"--baselines-dir {quoted}\n") in run.stdout, run.stdout[-2000:]
+    show = cli("baselines", "show", "--baselines-dir", baselines)
+    assert f"(record them with: flux-perf baselines update --baselines-dir {quoted})" in show.stdout, show.stdout
+
+
 def test_a_bootstrap_whose_calibration_lost_a_break_writes_no_band_and_exits_1(tmp_path, cli, monkeypatch):
     import flux_perf.gate.calibrate as calibrate
 

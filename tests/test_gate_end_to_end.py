@@ -4,11 +4,13 @@ speed): references recorded on purpose, then a planted slow-down fails, a faster
 says so, a case at the budget's edge is INCONCLUSIVE (never a pass; --flux-strict fails it), and a
 missing reference and a planted fidelity break at an uncalibrated scenario both fail."""
 
+import hashlib
 import json
 import re
+import shlex
 
 import pytest
-from helpers import ROOT, copy_budgets, run_gpu_suite_here
+from helpers import ROOT, copy_budgets, quiet_host, run_gpu_suite_here
 
 from flux_perf.model import clocks
 from flux_perf.store.baselines import BaselineKey, BaselineStore
@@ -86,6 +88,9 @@ def test_a_faster_case_passes_and_says_so(store, gate):
     result = gate(store, 0.95, "-W", "always")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "faster than its reference by 5." in result.stdout
+    # The run's own folder, model and device: a bare command re-recorded the checkout's baselines/.
+    assert (f"re-record it on purpose (flux-perf baselines update --stacks bf16 --scenarios {SCENARIO} --model tiny "
+            f"--device cpu --baselines-dir {store / 'baselines'})") in result.stdout, result.stdout[-3000:]
     latency = records(store)[f"bf16-{SCENARIO}"]["latency"]
     assert latency["verdict"] == "pass" and latency["faster_by"] == pytest.approx(0.05, abs=0.005)
     assert "pass, faster 5." in (store / "report" / "summary.md").read_text()
@@ -207,7 +212,7 @@ def test_a_missing_reference_and_a_fidelity_break_at_an_uncalibrated_scenario_bo
     assert result.returncode == 1, result.stdout[-3000:]
     assert "2 failed" in result.stdout.strip().splitlines()[-1]
     assert f"record it with `flux-perf baselines update --stacks bf16 --scenarios {SCENARIO} --model tiny " \
-           "--device cpu`" in result.stdout
+           f"--device cpu --baselines-dir {store / 'baselines'}`" in result.stdout
     fidelity = records(store)[f"bf16-{SCENARIO}"]["fidelity"]
     assert fidelity["verdict"] == "fail" and "below the floor 0.9999" in fidelity["reasons"][0]
     assert fidelity["gap"].startswith("no fidelity calibration for 64x64@2")
@@ -239,6 +244,9 @@ def test_a_fidelity_gap_is_its_own_outcome_never_a_pass(store, gate):
     assert records(store)[f"bf16-{SCENARIO}"]["fidelity"]["verdict"] == "gap"
     assert re.search(rf"\| {SCENARIO} \| bf16 \| [0-9.]+ \| [^|]+ \| [^|]+ \| gap \| no fidelity calibration",
                      (store / "report" / "summary.md").read_text())
+    gap = records(store)[f"bf16-{SCENARIO}"]["fidelity"]["gap"]
+    assert gap.endswith(f"(calibrate it with `flux-perf baselines update --missing --stacks bf16 --scenarios {SCENARIO} "
+                        f"--model tiny --device cpu --baselines-dir {store / 'baselines'}`)"), gap
     strict = gate(store, 1.0, "--flux-strict")
     assert strict.returncode == 1 and "(--flux-strict)" in strict.stdout, strict.stdout[-3000:]
 
@@ -270,3 +278,64 @@ def test_a_case_the_selection_left_out_is_named_in_the_report_and_to_the_ab(stor
     partly = gate(store, 1.0, "--flux-scenarios", f"{SCENARIO},48x48@2", "-k", "latency or not 48x48")
     assert partly.returncode == 1 and "bf16-48x48@2" in records(store), partly.stdout[-3000:]
     assert json.loads((store / "report" / "results.json").read_text())["not_selected"] == []
+
+
+def committed_baselines() -> dict:
+    """Every file under the checkout's baselines/ with its hash: a hint followed must change none."""
+    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((ROOT / "baselines").rglob("*")) if p.is_file()}
+
+
+def follow(command: str, cli, monkeypatch, where) -> None:
+    """Run a printed `flux-perf ...` command word for word, from another folder (its report lands there)."""
+    words = shlex.split(command)
+    assert words[0] == "flux-perf", command
+    monkeypatch.chdir(where)
+    done = cli(*words[1:])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_command_a_missing_reference_names_records_it_in_the_runs_own_folder(store, gate, cli, monkeypatch):
+    """An outside-in audit: with --flux-baselines-dir, the printed `record it with` command had no
+    --baselines-dir, and following it wrote into the checkout's committed baselines/ while this
+    run's reference stayed missing. Followed word for word, it records the case where the run looks."""
+    quiet_host(monkeypatch)  # an update refuses rounds timed under CPU contention
+    folder = next((store / "baselines").glob("cpu-*/tiny-*"))
+    (folder / "latency.json").unlink()
+    committed = committed_baselines()
+    missing = gate(store, 1.0)
+    assert missing.returncode == 1, missing.stdout[-3000:]
+    command = re.search(r"record it with `(flux-perf baselines update [^`]*)`", missing.stdout)[1]
+    assert shlex.split(command)[-2:] == ["--baselines-dir", str(store / "baselines")], command
+    follow(command, cli, monkeypatch, store)
+    assert list(json.loads((folder / "latency.json").read_text())["entries"][SCENARIO]) == ["bf16"]
+    assert committed_baselines() == committed, "the checkout's baselines/ is left alone"
+    gate(store, 1.0)
+    assert records(store)[f"bf16-{SCENARIO}"]["latency"]["verdict"] != "no-reference"
+
+
+def test_the_bootstrap_records_this_runs_own_cases_in_its_own_folder(gate, cli, monkeypatch, tmp_path):
+    """The bootstrap (nothing recorded for this GPU and weights) named a bare `flux-perf baselines
+    update`: the guide's four default scenarios, in the checkout's baselines/, leaving this run's own
+    scenario NO-REFERENCE. Now it names this run's stacks, scenarios and folder (quoted: a space)."""
+    quiet_host(monkeypatch)
+    store = tmp_path / "a store"
+    copy_budgets(store / "baselines", relative_tolerance=0.03)
+    committed = committed_baselines()
+    empty = gate(store, 1.0)
+    assert empty.returncode == 1, empty.stdout[-3000:]
+    unrecorded = json.loads((store / "report" / "results.json").read_text())["unrecorded"]
+    command = unrecorded.split("with: ")[-1]
+    assert command == (f"flux-perf baselines update --stacks bf16 --scenarios {SCENARIO} --model tiny --device cpu "
+                       f"--baselines-dir {shlex.quote(str(store / 'baselines'))}"), unrecorded
+    assert f"NO REFERENCES: {unrecorded}" in empty.stdout
+    follow(command, cli, monkeypatch, tmp_path)
+    assert committed_baselines() == committed, "the checkout's baselines/ is left alone"
+    folder = next((store / "baselines").glob("cpu-*/tiny-*"))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{SCENARIO}.json", f"{SCENARIO}.latents.npy", f"{SCENARIO}.png", "calibration.json", "fidelity.json",
+        "latency.json"], "this run's one case and its scenario's calibration, nothing of the default four"
+    judged = gate(store, 1.0)
+    record = records(store)[f"bf16-{SCENARIO}"]
+    assert "NO REFERENCES" not in judged.stdout and record["latency"]["verdict"] != "no-reference"
+    assert record["fidelity"]["verdict"] == "pass", record["fidelity"]

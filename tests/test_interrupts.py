@@ -119,6 +119,9 @@ def test_an_interrupted_update_counts_only_the_cases_this_machine_can_run(tmp_pa
                  "--rounds", "2", "--baselines-dir", tmp_path / "baselines", "--report-dir", tmp_path / "report")
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     assert "not updated: fp8" in result.stderr, "fp8 needs a CUDA GPU: never one of this run's cases"
+    # The same selection, where this update writes (it named a bare `--missing`, into the checkout's baselines/).
+    assert ("finish it with: flux-perf baselines update --missing --stacks bf16,fp8 --scenarios 64x64@1,64x64@2 "
+            f"--device cpu --baselines-dir {tmp_path / 'baselines'}, which records") in result.stderr, result.stderr
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     assert saved["interrupted"] == "interrupted by SIGTERM: 1 of 2 cases finished"
 

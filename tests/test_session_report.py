@@ -164,12 +164,17 @@ def test_recording_the_bf16_baseline_compares_it_once_not_with_itself(session_fo
     assert recorded["ssim"] == 1.0 and recorded["latent_rel_l2"] == 0.0 and recorded["psnr"] is None, recorded
 
 
-def test_a_machine_with_nothing_recorded_fails_every_case_with_the_bootstrap_command(session_for):
+def test_a_machine_with_nothing_recorded_fails_every_case_with_the_bootstrap_command(session_for, tmp_path):
+    """The bootstrap records this run's own stacks and scenarios where this run looks: a bare
+    `flux-perf baselines update` recorded the guide's four scenarios into the checkout's baselines/."""
     session = session_for("bf16")
-    assert session.unrecorded and "flux-perf baselines update --model tiny --device cpu" in session.unrecorded
+    bootstrap = (f"flux-perf baselines update --stacks bf16 --scenarios 64x64@2 --model tiny --device cpu "
+                 f"--baselines-dir {tmp_path / 'baselines'}")
+    assert session.unrecorded and session.unrecorded.endswith(f"with: {bootstrap}")
+    assert "every case fails until they are recorded" in session.unrecorded
     (result,) = run_all(session)
     assert result.latency.verdict is Verdict.NO_REFERENCE and result.latency.failed
-    assert "record it with `flux-perf baselines update --model tiny --device cpu`" in result.latency.missing
+    assert f"record it with `{bootstrap}`" in result.latency.missing
     assert result.fidelity.verdict is FidelityVerdict.ERROR and "flux-perf baselines update" in result.fidelity.message
 
 
@@ -289,7 +294,8 @@ def test_an_update_against_bf16_latents_of_another_shape_records_nothing_and_nam
         lossy.error
     assert f"are (1, 3, 5), this run's final latents {shape}" in lossy.error
     assert "re-record bf16 first with `flux-perf baselines update --stacks bf16 --scenarios 64x64@2 --model tiny " \
-           "--device cpu`, then this stack with `flux-perf baselines update --stacks guidance:3.0 " in lossy.error
+           f"--device cpu --baselines-dir {folder.parents[1]}`, then this stack with `flux-perf baselines update " \
+           "--stacks guidance:3.0 " in lossy.error
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before and not session.baseline_updates
     assert lossy.latency is None, "never `recorded`: nothing was"
     assert lossy.fidelity.verdict is FidelityVerdict.ERROR, "the gate's judgement of the same references"

@@ -45,6 +45,7 @@ def register(sub) -> None:
 
 def update_references(args) -> int:
     from ..components.stacks import BASELINE, baseline_first, parse_stacks
+    from ..suite.hints import bootstrap_command
     from ..suite.session import FluxSession
     from ..store.baselines import BaselineKey, updates_allowed
     from .calibrate import calibrate_scenarios
@@ -63,8 +64,8 @@ def update_references(args) -> int:
         cases = missing_cases(session, cases)
     code = run_cases(session, cases, config)
     if code >= 128:  # a signal cut the update: what it finished is written, the rest is one command away
-        print("finish it with: flux-perf baselines update --missing (the same selection), which records only what "
-              "is still missing", file=sys.stderr)
+        again = bootstrap_command(config, "baselines update --missing")  # the same selection and folder
+        print(f"finish it with: {again}, which records only what is still missing", file=sys.stderr)
     print("\n".join(["", "references written:", *session.baseline_updates]))
     machine = session.machine
     uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
@@ -145,6 +146,7 @@ def show_references(args) -> int:
     """Every stored reference, one line each; an entry or file that cannot be read is listed as
     UNREADABLE with its file, key and what to do (exit 1), never a traceback."""
     from ..suite.config import default_baselines_dir
+    from ..suite.hints import record_command
     from ..store.baselines import TABLES, BaselineMissing, BaselineStore
     from ..store.entries import BaselineError
 
@@ -155,7 +157,7 @@ def show_references(args) -> int:
     store, unreadable = BaselineStore(root), 0
     folders = sorted(p for p in root.glob("*/*") if p.is_dir())
     if not folders:
-        print(f"no references in {root} (record them with: flux-perf baselines update)")
+        print(f"no references in {root} (record them with: {record_command(baselines_dir=root)})")
     for folder in folders:
         images = sorted(p.stem for p in folder.glob("*.png"))
         print(f"{folder.relative_to(root)}: bf16 baselines for {', '.join(images) or 'no scenario'}")
@@ -196,7 +198,7 @@ def migrate_folders(args) -> int:
     from ..store.baselines import updates_allowed
     from ..store.migrate import migrate_folder, store_files
 
-    updates_allowed(args.force)
+    updates_allowed(args.force, "--force (flux-perf baselines migrate --force FOLDER)")
     for folder in args.folders:  # every folder at the right level before any is rewritten
         store_files(Path(folder))
     for folder in args.folders:

@@ -141,7 +141,7 @@ def run(args) -> int:
     from ..store.baselines import BaselineStore, updates_allowed
 
     if args.write:
-        updates_allowed(args.force)  # refuse before minutes of measuring
+        updates_allowed(args.force, "--force (flux-perf calibrate --write --force)")  # before minutes of measuring
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats}: must be >= 1")
     if not args.margin >= 1:

@@ -73,7 +73,8 @@ def run(args) -> int:
     if args.save_image:
         for scenario in config.scenarios:  # a bad template must not cost the measurements
             image_path(args.save_image, scenario, stack)
-    session = FluxSession(config, log=progress, environment=args.environment, command=command_line())
+    session = FluxSession(config, log=progress, environment=args.environment, command=command_line(),
+                          judges=False)
     chosen = "chosen by default" if not args.model else "as asked"
     progress(f"model: {session.machine.source.label} ({chosen}; fingerprint {session.machine.fingerprint}) "
              f"on {session.machine.gpu_name or config.device}")

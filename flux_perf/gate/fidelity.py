@@ -127,8 +127,10 @@ class _Judgement:
 
 
 def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: References, *, floor: float, floor_source: str,
-                   lossless: bool, strict: bool = False, compared: Fidelity | None = None) -> FidelityResult:
-    """`image` (and its final latents) against its case's references; `compared`: the update's comparison."""
+                   lossless: bool, strict: bool = False, compared: Fidelity | None = None,
+                   calibrate: str = "flux-perf baselines update --missing") -> FidelityResult:
+    """`image` (and its final latents) against its case's references; `compared`: the update's comparison;
+    `calibrate`: the command that calibrates the scenario where the run looks (suite/hints.py)."""
     if refs.baseline is None:
         problem = refs.problems.get(BASELINE_IMAGE) or "no bf16 baseline for this scenario"
         return FidelityResult(FidelityVerdict.ERROR, message=problem, strict=strict)
@@ -142,9 +144,7 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
     own_moved = latent_distance(refs.own_latents, latents) if refs.own_latents is not None and latents is not None \
         else None
     own_rule = own_moved is not None and band is not None and band.latent_rel_l2 is not None
-    changed = None
-    if recorded is not None and recorded.image_sha256:
-        changed = recorded.image_sha256 != png_sha256(image)
+    changed = recorded.image_sha256 != png_sha256(image) if recorded is not None and recorded.image_sha256 else None
     spread = refs.spread or Spread()
     if own_rule:  # changed: moved more than the stack's own build-to-build spread (FP8 at 512 is not bit-exact)
         changed = own_moved > 3 * spread.latent_rel_l2
@@ -163,7 +163,7 @@ def judge_fidelity(image: np.ndarray, latents: np.ndarray | None, refs: Referenc
     to_bf16 = None if own_rule else distance  # the own-output distance replaces the distance to bf16
     if band is None:
         verdict.gap = (f"no fidelity calibration for {refs.key.scenario_id} on this GPU and weights: judged against "
-                       "the floor alone (flux-perf calibrate --write, or the bootstrap `flux-perf baselines update`)")
+                       f"the floor alone (calibrate it with `{calibrate}`)")
     elif lossless:
         outside = _outside_band(ssim, psnr, to_bf16, band) + ([own_line] if own_out else [])
         if outside:

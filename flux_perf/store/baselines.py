@@ -103,12 +103,16 @@ def npy_bytes(latents: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def updates_allowed(force: bool) -> None:
+UPDATE_FORCE = "--flux-force-update (pytest) or --force (flux-perf baselines update)"
+
+
+def updates_allowed(force: bool, option: str = UPDATE_FORCE) -> None:
+    """Refused under CI unless forced; `option`: how the command that asked forces it."""
     ci = os.environ.get("CI", "")
     if ci.strip().lower() not in ("", "0", "false", "no") and not force:
         raise UpdateRefused(
             f"refusing to rewrite baselines under CI={ci}: baselines change only on purpose. "
-            "Pass --flux-force-update (pytest) or --force (flux-perf baselines update) to do it anyway."
+            f"Pass {option} to do it anyway."
         )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..components.stacks import BASELINE, Stack
 from ..model.scenarios import Scenario
 from .baselines import Baseline, BaselineKey, BaselineMissing, BaselineStore
-from .entries import BaselineError, CalibrationEntry, FidelityEntry, LatencyEntry, Spread
+from .entries import UPDATE_HINT, BaselineError, CalibrationEntry, FidelityEntry, LatencyEntry, Spread
 from .provenance import Provenance, distribution_of, stale_reasons
 
 LATENCY, BASELINE_IMAGE, FIDELITY, CALIBRATION = "latency", "baseline", "fidelity", "calibration"
@@ -117,25 +117,33 @@ def load_references(store: BaselineStore, key: BaselineKey, scenario: Scenario, 
         if fidelity else (),
         CALIBRATION: tuple(_calibration_stale(calibration, now, stack, packages)) if calibration else (),
     }
+    # A broken file's error names the bare update; this case's command records it where this run looks.
+    for part, problem in problems.items():
+        problems[part] = problem.replace(UPDATE_HINT, record_command(BASELINE if part == BASELINE_IMAGE
+                                                                     else stack.name, scenario.id))
     return References(key, stack.name, baseline, latency, fidelity, own, calibration, problems, stale)
 
 
-def check_latent_shapes(store: BaselineStore, refs: References, latents: np.ndarray | None) -> References:
+def check_latent_shapes(store: BaselineStore, refs: References, latents: np.ndarray | None,
+                        record_command: Callable[[str, str], str]) -> References:
     """Recorded latents of another shape than this run's final latents cannot be compared: a
     problem of the part that holds them (naming the file), so only the fidelity judgement of the
-    case is an error, never the case (its latency stands)."""
+    case is an error, never the case (its latency stands). `record_command` as load_references'."""
     if latents is None:
         return refs
     problems, baseline, own = dict(refs.problems), refs.baseline, refs.own_latents
-    fix = f"re-record them with: flux-perf baselines update --stacks {{}} --scenarios {refs.key.scenario_id}"
+
+    def fix(stack: str) -> str:
+        return f"re-record them with: {record_command(stack, refs.key.scenario_id)}"
+
     if baseline is not None and baseline.latents is not None and baseline.latents.shape != latents.shape:
         problems[BASELINE_IMAGE] = (f"latents {store.latents_path(refs.key)} are {baseline.latents.shape}, this "
-                                    f"run's final latents {latents.shape}: " + fix.format(BASELINE))
+                                    f"run's final latents {latents.shape}: " + fix(BASELINE))
         baseline = None
         own = None if refs.stack == BASELINE else own
     if own is not None and refs.stack != BASELINE and own.shape != latents.shape:
         problems[FIDELITY] = (f"latents {store.latents_path(refs.key, refs.stack)} are {own.shape}, this run's "
-                              f"final latents {latents.shape}: " + fix.format(refs.stack))
+                              f"final latents {latents.shape}: " + fix(refs.stack))
         own = None
     if problems == refs.problems:
         return refs

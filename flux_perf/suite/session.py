@@ -18,6 +18,7 @@ import torch
 from . import interrupts
 from ..components.stacks import BASELINE, Stack
 from .config import SuiteConfig
+from .hints import bootstrap_command, config_command
 from ..gate.budgets import LatencyBudget, load_budgets
 from ..gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
 from ..gate.images import Fidelity, write_side_by_side
@@ -76,7 +77,7 @@ class CaseResult:
 
 class FluxSession:
     def __init__(self, config: SuiteConfig, log: Callable[[str], None] = print, *,
-                 environment: list[dict] | None = None, command: str | None = None):
+                 environment: list[dict] | None = None, command: str | None = None, judges: bool = True):
         # Under torchrun each rank measures on its own GPU (cuda:LOCAL_RANK).
         config = replace(config, device=distributed.init_if_launched(config.device))
         self.config = config
@@ -105,10 +106,13 @@ class FluxSession:
         # machine that cannot run the cases (no GPU) every case is skipped instead, and says why.
         self.bootstrap = not config.update_baselines and self.machine.unavailable() is None \
             and not self.store.has_references(self.machine.slug, self.machine.fingerprint)
+        # `flux-perf run` judges nothing: there the hint is only how to record them.
+        consequence = "every case fails until they are recorded" if judges else \
+            "this run judges nothing against references, it only times the stack"
         self.unrecorded = (f"no references for {self.machine.gpu_name or self.machine.slug} with weights "
-                           f"{self.machine.fingerprint} in {self.store.root}: every case fails until they are "
-                           "recorded. Record them all (references, images, latents, the fidelity calibration) "
-                           f"with: {self.record_command('', '')}") if self.bootstrap else None
+                           f"{self.machine.fingerprint} in {self.store.root}: {consequence}. Record them all "
+                           "(references, images, latents, the fidelity calibration) "
+                           f"with: {bootstrap_command(config)}") if self.bootstrap else None
         if self.unrecorded:
             log(self.unrecorded)
 
@@ -125,12 +129,11 @@ class FluxSession:
         return BaselineKey(self.machine.slug, self.machine.fingerprint, scenario.id)
 
     def record_command(self, stack: str, scenario: str) -> str:
-        """The command that records a missing reference of (stack, scenario) on this machine."""
-        model = f" --model {self.config.model}" if self.config.model else ""
-        device = f" --device {self.config.device}" if self.config.device not in ("cuda", "cuda:0") else ""
+        """The command that records a missing reference of (stack, scenario) where this run looks
+        (suite/hints.py); with nothing recorded, the bootstrap of this run's stacks and scenarios."""
         if self.bootstrap:
-            return f"flux-perf baselines update{model}{device}"
-        return f"flux-perf baselines update --stacks {stack} --scenarios {scenario}{model}{device}"
+            return bootstrap_command(self.config)
+        return config_command(self.config, (stack,), (scenario,))
 
     def references(self, stack: Stack, scenario: Scenario, now: Provenance, key: BaselineKey | None = None) -> References:
         """Everything recorded for the case, loaded once; `now` is this run's provenance for the stack."""
@@ -224,7 +227,7 @@ class FluxSession:
             if self.config.update_baselines and not refused:
                 refs, compared = self._update_references(result, refs, clock, now)
             # Recorded latents of another shape: fidelity's problem (naming the file), never the case's.
-            refs = check_latent_shapes(self.store, refs, timed.latents)
+            refs = check_latent_shapes(self.store, refs, timed.latents, self.record_command)
             result.fidelity = self._judge_fidelity(result, refs, floor, compared)
         result.fidelity = distributed.from_main(result.fidelity)
         if self.config.profile and self.config.profile in result.id:
@@ -238,8 +241,12 @@ class FluxSession:
             return FidelityResult(FidelityVerdict.UPDATED, baseline=str(refs.baseline.path),
                                   message="the bf16 baseline of this scenario, recorded on purpose")
         timed = result.measured.timed
+        # --missing keeps the fresh references and calibrates the scenarios without a calibration.
+        calibrate = config_command(self.config, (result.stack.name,), (result.scenario.id,),
+                                   "baselines update --missing")
         fidelity = judge_fidelity(timed.image, timed.latents, refs, floor=floor[0], floor_source=floor[1],
-                                  lossless=result.stack.lossless, strict=self.config.strict, compared=compared)
+                                  lossless=result.stack.lossless, strict=self.config.strict, compared=compared,
+                                  calibrate=calibrate)
         if fidelity.message:
             self.log(f"  fidelity: {fidelity.message}")
         if fidelity.verdict is FidelityVerdict.FAIL:

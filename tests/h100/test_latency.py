@@ -44,7 +44,7 @@ def _not_judged(outcome: type[Inconclusive], strict: bool, message: str, could_s
     raise outcome(f"{message}.{could_see}")
 
 
-def test_latency_budget(flux_result, flux_latency, benchmark, request):
+def test_latency_budget(flux_session, flux_result, flux_latency, benchmark, request):
     result, latency = flux_result, flux_latency
     assert result.error is None, result.error
     measured, could_see = _measured(result), _could_see(latency)
@@ -65,12 +65,14 @@ def test_latency_budget(flux_result, flux_latency, benchmark, request):
     if latency.verdict is Verdict.INCONCLUSIVE:
         _not_judged(Inconclusive, latency.strict, f"{measured} is inconclusive against budget {budget.seconds:.3f} s "
                     f"({budget.source}), {result.timed.stopped}{stale}", could_see)
+    # The run's own folder, model and device: a bare command re-records the checkout's baselines/.
+    record = flux_session.record_command(result.stack.name, result.scenario.id)
     if latency.faster_by:
         warnings.warn(f"{result.id}: faster than its reference by {latency.faster_by:.1%}: re-record it on purpose "
-                      f"(flux-perf baselines update --stacks {result.stack.name} --scenarios {result.scenario.id})",
-                      stacklevel=1)
+                      f"({record})", stacklevel=1)
     if stale:
-        warnings.warn(f"{result.id}: judged against a stale reference{stale}; re-record it on purpose", stacklevel=1)
+        warnings.warn(f"{result.id}: judged against a stale reference{stale}; re-record it on purpose ({record})",
+                      stacklevel=1)
     for note in result.timed.notes:
         warnings.warn(f"{result.id}: {note}", stacklevel=1)
     target = result.target
