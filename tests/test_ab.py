@@ -258,7 +258,10 @@ def test_pairs_fill_the_block_time_so_short_cases_get_more():
                                                    ("--block-seconds", "inf", "block_seconds=inf"),
                                                    ("--block-seconds", "-5", "block_seconds=-5.0"),
                                                    ("--control", "2", "control=2.0"),
-                                                   ("--tolerance", "nan", "tolerance nan")])
+                                                   ("--tolerance", "nan", "tolerance nan"),
+                                                   # the gate's rule for --flux-inject-slowdown (was exit 3)
+                                                   ("--base-inject-slowdown", "-1", "--base-inject-slowdown -1.0"),
+                                                   ("--head-inject-slowdown", "nan", "--head-inject-slowdown nan")])
 def test_bad_ab_plans_are_refused_naming_the_value(option, value, named):
     result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--stacks", "bf16", "--scenarios",
                            "64x64@2", "--device", "cpu", option, value)

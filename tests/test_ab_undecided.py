@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from helpers import ROOT, make_results, run_flux_perf
+from helpers import ROOT, copy_budgets, make_results, run_flux_perf, run_gpu_suite_here
 
 from flux_perf.ab import orchestrator
 from flux_perf.ab.orchestrator import AbCase
@@ -118,6 +118,23 @@ def test_a_results_file_a_command_wrote_is_refused_not_read_as_nothing_undecided
     with pytest.raises(ConfigError, match=r"was written by `flux-perf run --resolution 512 --steps 6`, not by the "
                                           r"gate: pass the results.json of a `pytest -m h100` run"):
         ab_cases(_args(path))
+
+
+def test_the_results_file_of_a_pytest_baseline_update_is_refused(tmp_path, cli, capsys, monkeypatch):
+    """`pytest --flux-update-baselines` writes a results.json whose every latency is `recorded`: it judged
+    nothing, and its file read as "nothing to A/B", exit 0 (its command does not start with flux-perf)."""
+    copy_budgets(tmp_path / "baselines")
+    update = run_gpu_suite_here(capsys, monkeypatch, "-m", "h100", ROOT / "tests/h100/test_latency.py",
+                                "--flux-device", "cpu", "--flux-model", "tiny", "--flux-scenarios", "64x64@2",
+                                "--flux-stacks", "bf16", f"--flux-baselines-dir={tmp_path / 'baselines'}",
+                                f"--flux-report-dir={tmp_path / 'report'}", "--flux-scripted-clock", "1.0",
+                                "--flux-update-baselines")
+    assert update.returncode == 0, update.stdout[-3000:]
+    result = cli("ab", "--base", ROOT, "--head", ROOT, "--undecided-from", tmp_path / "report" / "results.json",
+                 "--device", "cpu")
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "is a baseline update's (`" in result.stderr and "it recorded bf16-64x64@2), not the gate's" in result.stderr
+    assert "nothing to A/B" not in result.stdout
 
 
 def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):

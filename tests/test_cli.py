@@ -55,6 +55,11 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("run", "--device", "cpu", "--scenarios", "64@1", "--resolution", "128"),
      "--scenarios 64@1 and --resolution both name the scenarios"),
     (("baselines", "update", "--device", "cpu", "--stacks", ""), "no stack in ''"),
+    # Read as none: the band was placed without its variants, and with no break no separation was checked.
+    (("calibrate", "--device", "cpu", "--scenarios", "64x64@1", "--lossless", ""), "--lossless '': names no variant"),
+    (("calibrate", "--device", "cpu", "--scenarios", "64x64@1", "--breaks", ","), "--breaks ',': names no break"),
+    (("calibrate", "--device", "cpu", "--scenarios", "64x64@1", "--stacks", ""), "--stacks '': names no stack"),
+    (("stacks", "--device", "cuda"), "no CUDA GPU is visible"),
     (("run", "--device", "cpu", "--scenarios", "64@1,64x64@1"), "scenario 64x64@1 is named twice"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path, cli, monkeypatch):
@@ -186,6 +191,21 @@ def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, c
     assert latency.read_text() == recorded.rstrip()[:-1] + ",}\n", "the file is left as it was"
 
 
+def test_baselines_update_of_a_stack_this_machine_cannot_run_is_exit_6_and_listed(tmp_path, cli, monkeypatch):
+    """fp8 on a CPU: bf16 is recorded, fp8 is not; as `--flux-update-baselines --flux-stacks fp8` does, the
+    exit is 6 and results.json lists it under skipped (was exit 0 and `skipped: []`)."""
+    copy_budgets(tmp_path)
+    quiet_host(monkeypatch)
+    update = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@2", "--rounds", "2", "--stacks",
+                 "fp8", "--baselines-dir", str(tmp_path), "--report-dir", str(tmp_path / "report"))
+    assert update.returncode == 6, update.stdout[-2000:] + update.stderr[-2000:]
+    assert "not updated: fp8: attn-cudnn needs a CUDA GPU" in update.stderr
+    assert "exit 6: not run: fp8 (this machine cannot run it): its references were not updated" in update.stderr
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert [(s["stack"], s["scenario"]) for s in saved["skipped"]] == [("fp8", "64x64@2")]
+    assert [r["id"] for r in saved["records"]] == ["bf16-64x64@2"] and "64x64@2: new: band SSIM" in update.stdout
+
+
 def test_baselines_update_missing_records_only_what_is_missing_or_stale(tmp_path, cli, monkeypatch):
     """A bootstrap cut short (a job's time limit) is finished by the same command with --missing:
     cases recorded and fresh are kept, a new scenario is recorded and calibrated, and a removed
@@ -292,6 +312,22 @@ def test_compare_exit_codes(tmp_path, cli):
     assert "not decided: bf16-512x512@6" in undecided.stderr
     broken = cli("compare", base, tmp_path / "missing.json")
     assert broken.returncode == 2 and "no such file" in broken.stderr
+
+
+def test_a_compare_that_compared_no_case_is_never_exit_0(tmp_path, cli):
+    """Runs that share no measured case give no verdict at all (was exit 0, as if the head were fine)."""
+    empty = make_results(tmp_path / "empty.json", {})
+    full = make_results(tmp_path / "full.json", {"bf16-512x512@6": [0.65, 0.651], "fast-512x512@6": [0.3, 0.31]})
+    skipped = json.loads(empty.read_text())
+    skipped["skipped"] = [{"stack": "fp8", "components": "fp8", "scenario": "512x512@6", "reason": "needs a GPU"}]
+    (tmp_path / "skipped.json").write_text(json.dumps(skipped))
+    for base, head, why in ((empty, empty, "neither run holds a measured case"),
+                            (tmp_path / "skipped.json", tmp_path / "skipped.json", "neither run holds a measured case"),
+                            (empty, full, "no case was measured in both runs (2 new in head)")):
+        result = cli("compare", base, head)
+        assert result.returncode == 6, (base, head, result.stdout, result.stderr)
+        assert f"nothing compared: {why}" in result.stderr
+    assert cli("compare", full, empty).returncode == 1, "a head that lost every case is a regression, as before"
 
 
 def test_compare_fails_when_the_head_lost_a_case(tmp_path, cli):

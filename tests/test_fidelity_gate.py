@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import ROOT, copy_budgets, run_gpu_suite_here
 
-from flux_perf.gate.calibrate import Variant, band_edges, distances, propose_band, restated, separation
+from flux_perf.gate.calibrate import ScenarioCalibration, Variant, band_edges, distances, propose_band, restated, separation
 from flux_perf.gate.fidelity import FidelityVerdict, fidelity_tolerance, judge_fidelity
 from flux_perf.gate.images import compare_images
 from flux_perf.model.scenarios import Scenario
@@ -380,7 +380,7 @@ def test_a_lossless_variant_that_cannot_run_here_refuses_write_before_measuring(
     monkeypatch.setattr(calibrate, "_output", lambda *a, **k: measured.append(a[1]) or output(*a, **k))
     copy_budgets(tmp_path / "baselines")
     args = ("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", tmp_path / "baselines",
-            "--lossless", "noise:0.0002,attn-cudnn", "--stacks", "", "--breaks", "noise:0.01", "--repeats", "1")
+            "--lossless", "noise:0.0002,attn-cudnn", "--stacks", "fp8", "--breaks", "noise:0.01", "--repeats", "1")
     refused = cli(*args, "--write")
     assert refused.returncode == 2 and measured == [], refused.stderr[-2000:]
     assert "cannot run here: attn-cudnn: " in refused.stderr
@@ -389,3 +389,38 @@ def test_a_lossless_variant_that_cannot_run_here_refuses_write_before_measuring(
     assert dry.returncode == 1 and measured, dry.stderr[-2000:]
     assert "incomplete calibration: not usable: the band leaves out what cannot run here (attn-cudnn: " in dry.stderr
     assert not list((tmp_path / "baselines").glob("*/*/calibration.json"))
+
+
+def test_a_calibration_that_tells_no_break_from_its_lossless_variants_writes_no_band(tmp_path, cli):
+    """A lossless variant farther out than the breaks (noise:0.5) places a band that passes them: --write
+    keeps the stored band (was replaced, SSIM 1.0 -> 0.885, exit 0, and 1 % noise then passed)."""
+    copy_budgets(tmp_path / "baselines")
+    args = ("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", tmp_path / "baselines",
+            "--stacks", "fused-qkv", "--repeats", "1", "--write")
+    kept = cli(*args, "--lossless", "noise:0.0002")
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    stored = next((tmp_path / "baselines").glob("*/*/calibration.json"))
+    before = stored.read_text()
+    refused = cli(*args, "--lossless", "noise:0.5")
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert ("incomplete calibration: 64x64@2: not written: no metric separates the breaks (noise:0.01, wrong-shift) "
+            "from the lossless variants (bf16, noise:0.5): SSIM ") in refused.stderr
+    assert stored.read_text() == before, "the band that told the breaks apart stays"
+    # No lossless variant moved the output: the band is exact, and a break that moved nothing (wrong-shift
+    # at one step) no band can see, so it is written (`baselines update --scenarios 64x64@1` on a CPU).
+    same = {"1-ssim": 0.0, "mse": 0.0, "latent_rel_l2": 0.0}
+    exact = ScenarioCalibration(Scenario(64, 64, 1), "fresh", [Variant("fused-qkv", "lossless", [same]),
+                                                                Variant("wrong-shift", "break", [same])], 1.5)
+    assert exact.unseparated() is None and exact.band["ssim"] == 1.0
+
+
+def test_a_stack_this_machine_cannot_measure_is_not_judged_never_exit_0(tmp_path, cli):
+    """fp8 cannot run on a CPU: the band is written (the gate allows fp8 the band alone, stricter), but
+    its spread was never measured, so the exit is 6 (was 0 beside `not measured: fp8`)."""
+    copy_budgets(tmp_path / "baselines")
+    result = cli("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", tmp_path / "baselines",
+                 "--lossless", "noise:0.0002", "--stacks", "fp8,fused-qkv", "--repeats", "1", "--write")
+    assert result.returncode == 6, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "exit 6: no build-to-build spread for what this machine cannot run (fp8: attn-cudnn needs a CUDA GPU" \
+        in result.stderr
+    assert list((tmp_path / "baselines").glob("*/*/calibration.json")), "the band itself was measured whole"

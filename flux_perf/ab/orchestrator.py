@@ -50,6 +50,14 @@ def check_tolerance(tolerance: float) -> float:
     return tolerance
 
 
+def check_inject(inject: dict | None) -> None:
+    """A planted slow-down per side, by the gate's rule for --flux-inject-slowdown (suite/config.py),
+    said before any worker starts (a worker refused it per case: an ERROR each, exit 3)."""
+    for side, value in (inject or {}).items():
+        if value is not None and not 0 < value <= 10:
+            raise AbError(f"--{side}-inject-slowdown {value}: must be a fraction in (0, 10], e.g. 0.02")
+
+
 def check_plan(pairs: int | None, blocks: int, block_seconds: float, control: float | None) -> None:
     if pairs is not None and pairs < 2:
         raise AbError(f"pairs={pairs}: need at least 2 pairs a block")
@@ -267,6 +275,7 @@ def run_ab(base: Path, head: Path, cases: list[tuple[str, str]], *, pairs: int |
     back decided over all of them."""
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
     check_plan(pairs, blocks, block_seconds, control)
+    check_inject(inject)
     check_tolerance(tolerance)
     gpu = telemetry_index(device)
     sources = {"base": base, "head": head, **({"control": head} if control else {})}

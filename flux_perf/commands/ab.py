@@ -67,17 +67,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..ab.orchestrator import check_tolerance, run_ab
+    from ..ab.orchestrator import check_inject, check_tolerance, run_ab
     from ..ab.output import cases_to_json, format_cases
     from ..model.pipeline import check_device
     from ..suite.config import check_writable_dir
     from ..store.files import write_json
 
     check_tolerance(args.tolerance)
+    inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
+    check_inject(inject)
     check_device(args.device or "cuda")  # before three workers start and fail each case on it
     wanted, undecidable, model, failed = ab_cases(args)
     check_runnable(wanted, args.device or "cuda")  # before workers spend minutes building what cannot run
-    inject = {"base": args.base_inject_slowdown, "head": args.head_inject_slowdown}
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
                 "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
                 "tolerance": args.tolerance, "inject": inject, "control": args.control,
@@ -201,10 +202,17 @@ def _cases_not_run(results) -> list:
 
 
 def _check_gate_run(results, path: str) -> None:
-    """Only a pytest run's verdicts say what was left undecided: a `flux-perf run` or `baselines update`
-    judges nothing for the gate, so its file would read as 'nothing to A/B', exit 0."""
+    """Only a pytest run's verdicts say what was left undecided: a `flux-perf run` or a baseline update
+    judges nothing for the gate, so its file would read as 'nothing to A/B', exit 0. An update (either
+    front end) says so in its records: latency `recorded`, fidelity `updated`, and its written lines."""
     from ..suite.config import ConfigError
 
+    recorded = [r.id for r in results.records if (r.latency and r.latency.verdict == "recorded")
+                or (r.fidelity and r.fidelity.verdict == "updated")]
+    if recorded or results.baseline_updates:
+        raise ConfigError(f"--undecided-from {path} is a baseline update's (`{results.command}`: it recorded "
+                          f"{', '.join(recorded) or 'references'}), not the gate's: it judged nothing; pass the "
+                          "results.json of a `pytest -m h100` run (its --flux-report-dir)")
     if results.command and results.command.startswith("flux-perf "):
         raise ConfigError(f"--undecided-from {path} was written by `{results.command}`, not by the gate: pass "
                           "the results.json of a `pytest -m h100` run (its --flux-report-dir)")

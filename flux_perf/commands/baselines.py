@@ -56,13 +56,15 @@ def update_references(args) -> int:
     session = FluxSession(config, log=progress, environment=args.environment, command=command_line())
     cases = [(stack, scenario) for stack in config.stacks for scenario in config.scenarios
              if not session.skip_reason(stack)]
+    skipped = [(stack, scenario, session.skip_reason(stack)) for stack in config.stacks
+               for scenario in config.scenarios if session.skip_reason(stack)]
     for stack in config.stacks:
         reason = session.skip_reason(stack)
         if reason:
             print(f"not updated: {stack.name}: {reason}", file=sys.stderr)
     if args.missing:
         cases = missing_cases(session, cases)
-    code = run_cases(session, cases, config)
+    code = run_cases(session, cases, config, skipped=skipped)
     if code >= 128:  # a signal cut the update: what it finished is written, the rest is one command away
         again = bootstrap_command(config, "baselines update --missing")  # the same selection and folder
         print(f"finish it with: {again}, which records only what is still missing", file=sys.stderr)
@@ -77,10 +79,16 @@ def update_references(args) -> int:
     elif uncalibrated:
         progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)}")
         session.runner.release()
-        _, problems = calibrate_scenarios(
+        _, problems, _ = calibrate_scenarios(  # only stacks that run here: all measured
             session.runner, session.store, machine, uncalibrated, write=True, force=args.force,
             stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not session.skip_reason(s)))
         code = code or (1 if problems else 0)
+    if code == 0 and skipped:  # as the pytest form: a stack not run is not judged, never exit 0
+        from ..report.judged import EXIT_NOT_JUDGED
+
+        print(f"\nexit {EXIT_NOT_JUDGED}: not run: {', '.join(sorted({s.name for s, _, _ in skipped}))} (this "
+              "machine cannot run it): its references were not updated", file=sys.stderr)
+        return EXIT_NOT_JUDGED
     return code
 
 

@@ -40,16 +40,27 @@ def listed(text: str | None, default) -> list[str]:
     return [s for s in (text.split(",") if text is not None else default) if s]
 
 
+def check_lists(args) -> None:
+    """--lossless '', --breaks '', --stacks '' (an unset "$VAR"): a usage error, as `--stacks ''` is for
+    every command; read as none, they placed a band without its variants or separation check."""
+    for option in ("lossless", "stacks", "breaks"):
+        text = getattr(args, option)
+        if text is not None and not listed(text.replace(" ", ""), ()):
+            raise ConfigError(f"--{option} {text!r}: names no {option[:-1] if option != 'lossless' else 'variant'}; "
+                              f"name one or more, or leave --{option} out for the default")
+
+
 def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, stacks=None, breaks=None, repeats=2,
                         margin=1.5, cold_compiles=False, write=False, force=False,
-                        json_path=None) -> tuple[dict, list[str]]:
-    """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries and
-    what failed variants left out (a scenario whose band lacks a variant is never written)."""
+                        json_path=None) -> tuple[dict, list[str], list[str]]:
+    """Calibrate each scenario in turn, writing each as it finishes when `write`; return the entries,
+    what failed variants left out (a scenario whose band lacks a variant, or that tells no break
+    from the lossless variants, is never written) and the stacks this machine could not measure."""
     from ..gate.calibrate import calibrate_scenario, format_calibration
     from ..store.baselines import BaselineKey
     from ..store.files import write_json
 
-    lossless, stacks, breaks, problems = _runnable_variants(machine, lossless, stacks, breaks, write)
+    lossless, stacks, breaks, problems, unmeasured = _runnable_variants(machine, lossless, stacks, breaks, write)
     driver = machine.gpu.driver_version if machine.gpu else None
     report = {}
 
@@ -74,17 +85,17 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
             if problem:
                 problems.append(problem)
                 print(f"incomplete calibration: {problem}", file=sys.stderr)
-            save(incomplete=problems)
-            if write and not result.unusable():
+            save(incomplete=problems, not_measured=unmeasured)
+            if write and not (result.unusable() or result.unseparated()):
                 _store(store, key, entry, force)
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
         from ..suite import interrupts
 
         cut = f"interrupted by {interrupts.describe(error)}: {len(report)} of {len(scenarios)} scenarios finished"
-        save(interrupted=cut, incomplete=problems)
+        save(interrupted=cut, incomplete=problems, not_measured=unmeasured)
         progress(cut + (f" (kept in {json_path})" if json_path else ""))
         raise
-    return report, problems
+    return report, problems, unmeasured
 
 
 def _runnable_variants(machine, lossless, stacks, breaks, write: bool):
@@ -99,7 +110,7 @@ def _runnable_variants(machine, lossless, stacks, breaks, write: bool):
     for line in skipped + more + rest:
         print(f"not measured: {line}", file=sys.stderr)
     if not (skipped or rest):  # a stack that cannot run only lacks its spread: the band alone, stricter
-        return lossless, stacks, breaks, []
+        return lossless, stacks, breaks, [], more
     unrun = "; ".join(skipped + rest)
     if write:
         raise ConfigError(f"cannot run here: {unrun}. The band would be placed without them, so no calibration "
@@ -107,13 +118,15 @@ def _runnable_variants(machine, lossless, stacks, breaks, write: bool):
                           f"--lossless {','.join(lossless)} --breaks {','.join(breaks)}")
     problem = f"not usable: the band leaves out what cannot run here ({unrun})"
     print(f"incomplete calibration: {problem}", file=sys.stderr)
-    return lossless, stacks, breaks, [problem]
+    return lossless, stacks, breaks, [problem], more
 
 
 def _incomplete(result, scenario: str, write: bool) -> str | None:
     """What a failed variant left out of this scenario's calibration, or None."""
     if result.unusable():
         return f"{scenario}: not {'written' if write else 'usable'}: {result.unusable()}; run it again"
+    if write and result.unseparated():
+        return f"{scenario}: not written: {result.unseparated()}"
     if result.spreads_missing():
         return (f"{scenario}: no build-to-build spread for {', '.join(result.spreads_missing())}: the gate allows "
                 "them the band alone (stricter); run it again to measure them")
@@ -149,6 +162,7 @@ def run(args) -> int:
                           "lossless variant)")
     if args.restate:
         return restate(args)
+    check_lists(args)
     if args.json:
         from ..suite.config import check_writable_dir
 
@@ -159,7 +173,7 @@ def run(args) -> int:
     if args.write:  # a broken calibration.json or a read-only folder: said before minutes of measuring
         store.check_update(machine.slug, machine.fingerprint)
     runner = CaseRunner(machine.source, config.device, log=lambda m: progress("  " + m))
-    _, problems = calibrate_scenarios(runner, store, machine, config.scenarios, lossless=args.lossless,
+    _, problems, unmeasured = calibrate_scenarios(runner, store, machine, config.scenarios, lossless=args.lossless,
                                       stacks=args.stacks, breaks=args.breaks, repeats=args.repeats, margin=args.margin,
                                       cold_compiles=args.cold_compiles, write=args.write, force=args.force,
                                       json_path=args.json)
@@ -167,7 +181,15 @@ def run(args) -> int:
         print(f"\nmeasurements and proposal: {args.json}")
     if not args.write:
         print("\nnothing written: add --write to store this proposal for these weights on this GPU")
-    return 1 if problems else 0
+    if problems:
+        return 1
+    if unmeasured:  # its spread not measured: the gate allows it the band alone; not judged, never 0
+        from ..report.judged import EXIT_NOT_JUDGED
+
+        print(f"\nexit {EXIT_NOT_JUDGED}: no build-to-build spread for what this machine cannot run "
+              f"({'; '.join(unmeasured)}): measure it where it runs", file=sys.stderr)
+        return EXIT_NOT_JUDGED
+    return 0
 
 
 def restate(args) -> int:

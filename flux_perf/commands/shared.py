@@ -108,11 +108,13 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
     return config
 
 
-def run_cases(session, cases, config, *, show=None) -> int:
+def run_cases(session, cases, config, *, show=None, skipped=()) -> int:
     """Measure every case with a progress line each. The report is written as each case finishes
     and once more at the end, whatever happens: an error, Ctrl-C or SIGTERM keeps every case that
-    finished, and the run is marked interrupted. Exit 1 when a case failed or the report could
-    not be written, 128 + the signal's number when a signal stopped the run."""
+    finished, and the run is marked interrupted. `skipped` (stack, scenario, reason): the cases this
+    machine cannot run, kept in the report (after the count of an interruption, which they are not
+    part of). Exit 1 when a case failed or the report could not be written, 128 + the signal's number
+    when a signal stopped the run."""
     from ..suite import interrupts
     from ..report.summary import ReportError, summary_instead, write_report
 
@@ -138,6 +140,8 @@ def run_cases(session, cases, config, *, show=None) -> int:
         cut = session.mark_interrupted(len(cases), error)  # the runnable cases given, not every stack asked for
         print(f"\n{cut}: writing the report of the cases that finished", file=sys.stderr)
     finally:
+        for stack, scenario, reason in skipped:
+            session.record_skip(stack, scenario, reason)
         with interrupts.deferred():  # a second signal must not cut the final report short
             try:
                 paths = write_report(session.results(), config.report_dir, log=progress)

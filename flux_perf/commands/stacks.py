@@ -12,10 +12,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..components import REGISTRY, Capabilities
     from ..components.stacks import NAMED_STACKS, parse_stack
-    from ..model.pipeline import check_device_name, default_device
+    from ..model.pipeline import check_device, check_device_name, default_device
 
     device = args.device or default_device()
     check_device_name(device)
+    check_device(device)  # as `run` does: no listing of a GPU that is not there as this machine's
     caps = Capabilities.detect(device)
     capability = f" (sm_{caps.capability[0]}{caps.capability[1]})" if caps.capability else ""
     print(f"machine: {caps.gpu_name or caps.device}{capability}")

@@ -131,6 +131,20 @@ class ScenarioCalibration:
         failed = [f"{v.name} ({v.error})" for v in self.variants if v.error and v.kind != "stack"]
         return f"{', '.join(failed)} failed, so the band would be placed without them" if failed else None
 
+    def unseparated(self) -> str | None:
+        """Why the band tells no planted break from the exact-math variants: no metric puts every
+        break beyond every lossless variant, so a band placed from them would pass the breaks. Not
+        when no lossless variant moved the output: the band is then exact (a break that moved
+        nothing, wrong-shift at one step, no band can see)."""
+        known = {k: v for k, v in self.separation.items() if v is not None}
+        widths = [far for far, _ in _extremes(self.of_kind("lossless"), self.of_kind("break")).values()]
+        if not known or max(known.values()) > 1 or not any(widths):
+            return None
+        names = [", ".join(v.name for v in self.of_kind(kind)) for kind in ("break", "lossless")]
+        return (f"no metric separates the breaks ({names[0]}) from the lossless variants ({names[1]}): "
+                + ", ".join(f"{METRIC_NAMES[k]} {v:.2f}x" for k, v in known.items())
+                + "; a band placed from them would pass the breaks")
+
     def spreads_missing(self) -> list[str]:
         """The stacks whose build-to-build spread failed to measure: the gate then allows them none
         (the band alone), never more."""

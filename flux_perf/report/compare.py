@@ -70,3 +70,15 @@ def format_rows(rows: list[dict], tolerance: float) -> str:
 
 def has_regression(rows: list[dict]) -> bool:
     return any(row.get("change") in (Change.SLOWER.value, LOST) for row in rows)
+
+
+def nothing_compared(rows: list[dict]) -> str | None:
+    """Why no case was measured in both runs (no verdict at all: never a pass), or None when one was."""
+    if any("ratio" in row for row in rows):
+        return None
+    if not rows:
+        return "neither run holds a measured case (no records, or every case skipped)"
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["change"]] = counts.get(row["change"], 0) + 1
+    return "no case was measured in both runs (" + ", ".join(f"{n} {change}" for change, n in counts.items()) + ")"
