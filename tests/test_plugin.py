@@ -79,7 +79,8 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
         record.latency = LatencyRecord("inconclusive" if record.stack == "fp8" else "pass",
                                        BudgetRecord(0.417, "relative", "recorded 0.379 s + 10%"))
     results.skipped = [{"stack": "fa3", "components": "attn-fa3", "scenario": "512x512@6", "reason": "no fa3"}]
-    flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
+    flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[],
+                           config=SimpleNamespace(enforce_targets=False))
     undecided = [SimpleNamespace(nodeid=f"t.py::test[{case}]", longrepr=("t.py", 1, "Inconclusive: own reason"),
                                  flux_inconclusive=case, flux_outcome="inconclusive")
                  for case in ("fp8-512x512@6", "bf16-512x512@6")]
@@ -103,7 +104,8 @@ def test_a_disturbed_tests_own_line_says_disturbed(tmp_path):
 
     results = read_results(make_results(tmp_path / "results.json", {"bf16-512x512@6": [0.4] * 8}))
     results.records[0].latency = LatencyRecord("pass")
-    flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[])
+    flux = SimpleNamespace(results=lambda: results, unrecorded=None, baseline_updates=[],
+                           config=SimpleNamespace(enforce_targets=False))
     own = [SimpleNamespace(nodeid="t.py::test_own", longrepr=("t.py", 1, "Disturbed: a hot card"),
                            flux_inconclusive="t.py::test_own", flux_outcome=outcome)
            for outcome in ("disturbed", "inconclusive")]

@@ -94,7 +94,7 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
     lines += [(f"{report.flux_outcome.upper()} {report.nodeid}: {report.longrepr[2]}", yellow) for report in undecided
               if report.flux_inconclusive not in named]
     lines += _summary_lines(flux, results, config, paths, listed)
-    if config.getoption("flux_enforce_targets") and not any(r.target for r in results.records):
+    if flux.config.enforce_targets and not any(r.target for r in results.records):
         lines.append(("--flux-enforce-targets: no case of this run has a target for this GPU in the budgets "
                       "file ([latency.targets]); nothing was enforced", yellow))
     lines += [(f"FAILED: {case} in the report, and no test of this run failed it (its test was not selected)",

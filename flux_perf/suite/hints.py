@@ -50,6 +50,12 @@ def bootstrap_command(config, action: str = "baselines update") -> str:
                           () if scenarios == tuple(s.id for s in BUILTIN) else scenarios, action)
 
 
+def case_command(config, bootstrap: bool, stack: str, scenario: str) -> str:
+    """The command that records a missing reference of (stack, scenario) for the run of `config`;
+    with nothing recorded for its GPU and weights (`bootstrap`), the bootstrap of the whole run."""
+    return bootstrap_command(config) if bootstrap else config_command(config, (stack,), (scenario,))
+
+
 def _same_folder(a: Path, b: Path) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()

@@ -12,13 +12,14 @@ import statistics
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 
 from . import interrupts
 from ..components.stacks import BASELINE, Stack
 from .config import SuiteConfig
-from .hints import bootstrap_command, config_command
+from .hints import bootstrap_command, case_command, config_command
 from ..gate.budgets import LatencyBudget, load_budgets
 from ..gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
 from ..gate.images import Fidelity, write_side_by_side
@@ -115,6 +116,9 @@ class FluxSession:
                            f"with: {bootstrap_command(config)}") if self.bootstrap else None
         if self.unrecorded:
             log(self.unrecorded)
+        # record_command(stack, scenario): the command that records a missing reference where this
+        # run looks. A plain function handed to the store, not a method: the case's data flows one way.
+        self.record_command = partial(case_command, config, self.bootstrap)
 
     # -- what can run ------------------------------------------------------------
     def skip_reason(self, stack: Stack) -> str | None:
@@ -128,12 +132,6 @@ class FluxSession:
     def key(self, scenario: Scenario) -> BaselineKey:
         return BaselineKey(self.machine.slug, self.machine.fingerprint, scenario.id)
 
-    def record_command(self, stack: str, scenario: str) -> str:
-        """The command that records a missing reference of (stack, scenario) where this run looks
-        (suite/hints.py); with nothing recorded, the bootstrap of this run's stacks and scenarios."""
-        if self.bootstrap:
-            return bootstrap_command(self.config)
-        return config_command(self.config, (stack,), (scenario,))
 
     def references(self, stack: Stack, scenario: Scenario, now: Provenance, key: BaselineKey | None = None) -> References:
         """Everything recorded for the case, loaded once; `now` is this run's provenance for the stack."""
