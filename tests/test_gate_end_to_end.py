@@ -130,6 +130,16 @@ def test_a_run_that_selects_no_case_replaces_the_last_report(store, gate):
     assert f"neither measured nor judged: bf16-{SCENARIO}" in (store / "report" / "summary.md").read_text()
 
 
+def test_a_run_stopped_by_x_says_so_in_its_report(store, gate):
+    """-x stops after the first failure: the report named no case left and read as whole."""
+    result = gate(store, 1.10, "--flux-scenarios", f"{SCENARIO},48x48@2", "-x")
+    assert result.returncode == 1, result.stdout[-3000:]
+    results = json.loads((store / "report" / "results.json").read_text())
+    assert results["interrupted"].startswith("interrupted by -x/--maxfail (stopping after 1 failures): 1 of 2 cases"), \
+        results["interrupted"]
+    assert "interrupted by -x/--maxfail" in (store / "report" / "summary.md").read_text()
+
+
 def test_lf_re_runs_the_case_the_last_run_could_not_judge(store, gate, tmp_path):
     """pytest's last-failed list drops skip-like outcomes: a run that exited 6 and was re-run with
     --lf re-ran everything (nothing had failed) or, beside a failure, left the undecided case out."""

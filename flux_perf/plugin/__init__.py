@@ -313,6 +313,8 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
         flux.mark_interrupted(selected_cases(session.items))
+    elif session.shouldfail:  # -x, --maxfail: the cases after the failure never ran
+        flux.mark_interrupted(selected_cases(session.items), by=f"-x/--maxfail ({session.shouldfail})")
     fail_unasserted(session, flux, (pytest.ExitCode.OK,))  # before exit 6: a failure in the report wins
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:

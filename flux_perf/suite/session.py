@@ -274,12 +274,12 @@ class FluxSession:
                            latency=result.latency, fidelity=result.fidelity, target=result.target,
                            error=result.error, profile_trace=result.profile_trace)
 
-    def mark_interrupted(self, selected: int, error: BaseException | None = None) -> str:
-        """The run ended early: say which signal and how many of the `selected` cases finished (those
-        this run set out to measure: what pytest's -k/-m left, or a command's runnable cases)."""
+    def mark_interrupted(self, selected: int, error: BaseException | None = None, by: str | None = None) -> str:
+        """The run ended early: say which signal (or `by` what) and how many of the `selected` cases
+        finished (those this run set out to measure: what pytest's -k/-m left, or a command's runnable cases)."""
         cut = [r.id for r in self.records.values() if (r.error or "").startswith(CUT_SHORT)]
         done = len(self.records) + len(self.skipped) - len(cut)
-        self.interrupted = (f"interrupted by {interrupts.describe(error)}: {done} of {selected} cases finished"
+        self.interrupted = (f"interrupted by {by or interrupts.describe(error)}: {done} of {selected} cases finished"
                             + (f", {', '.join(cut)} cut short" if cut else ""))
         return self.interrupted
 
