@@ -54,14 +54,13 @@ def update_references(args) -> int:
     stacks = ",".join(s.name for s in baseline_first(parse_stacks(args.stacks)))
     config = suite(args, stacks=stacks, scenarios=scenarios_of(args), update=True, force=args.force)
     session = FluxSession(config, log=progress, environment=args.environment, command=command_line())
-    cases = [(stack, scenario) for stack in config.stacks for scenario in config.scenarios
-             if not session.skip_reason(stack)]
-    skipped = [(stack, scenario, session.skip_reason(stack)) for stack in config.stacks
-               for scenario in config.scenarios if session.skip_reason(stack)]
-    for stack in config.stacks:
-        reason = session.skip_reason(stack)
+    reasons = {stack.name: session.skip_reason(stack) for stack in config.stacks}  # None: runs here
+    cases = [(stack, scenario) for stack in config.stacks for scenario in config.scenarios if not reasons[stack.name]]
+    skipped = [(stack, scenario, reasons[stack.name]) for stack in config.stacks for scenario in config.scenarios
+               if reasons[stack.name]]
+    for name, reason in reasons.items():
         if reason:
-            print(f"not updated: {stack.name}: {reason}", file=sys.stderr)
+            print(f"not updated: {name}: {reason}", file=sys.stderr)
     if args.missing:
         cases = missing_cases(session, cases)
     code = run_cases(session, cases, config, skipped=skipped)
@@ -81,7 +80,7 @@ def update_references(args) -> int:
         session.runner.release()
         _, problems, _ = calibrate_scenarios(  # only stacks that run here: all measured
             session.runner, session.store, machine, uncalibrated, write=True, force=args.force,
-            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not session.skip_reason(s)))
+            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not reasons[s.name]))
         code = code or (1 if problems else 0)
     if code == 0 and skipped:  # as the pytest form: a stack not run is not judged, never exit 0
         from ..report.judged import EXIT_NOT_JUDGED

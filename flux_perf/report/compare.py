@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 
 from .records import ResultsError, RunResults, read_results
 from ..gate.stats import Change, change_of, two_sample_ratio
@@ -78,7 +79,5 @@ def nothing_compared(rows: list[dict]) -> str | None:
         return None
     if not rows:
         return "neither run holds a measured case (no records, or every case skipped)"
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["change"]] = counts.get(row["change"], 0) + 1
+    counts = Counter(row["change"] for row in rows)
     return "no case was measured in both runs (" + ", ".join(f"{n} {change}" for change, n in counts.items()) + ")"

@@ -132,7 +132,6 @@ class FluxSession:
     def key(self, scenario: Scenario) -> BaselineKey:
         return BaselineKey(self.machine.slug, self.machine.fingerprint, scenario.id)
 
-
     def references(self, stack: Stack, scenario: Scenario, now: Provenance, key: BaselineKey | None = None) -> References:
         """Everything recorded for the case, loaded once; `now` is this run's provenance for the stack."""
         return load_references(self.store, key or self.key(scenario), scenario, stack, now,
