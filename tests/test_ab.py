@@ -7,6 +7,7 @@ import json
 import math
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, run_flux_perf
@@ -27,7 +28,8 @@ from flux_perf.ab.orchestrator import (
     telemetry_index,
 )
 from flux_perf.ab.output import cases_to_json, format_cases
-from flux_perf.ab.pairs import blocks_added, disjoint_runs, measured_pairs, read_cases, read_files, verdict_rates
+from flux_perf.ab.pairs import (between_processes, blocks_added, disjoint_runs, measured_pairs, read_cases, read_files,
+                                verdict_rates)
 from flux_perf.ab.rule import FAMILY_ALPHA, Pooled, judge_block, pool, verdict_of
 from flux_perf.gate.stats import paired_p_slower, paired_ratio
 
@@ -258,6 +260,8 @@ def test_pairs_fill_the_block_time_so_short_cases_get_more():
                                                    ("--block-seconds", "inf", "block_seconds=inf"),
                                                    ("--block-seconds", "-5", "block_seconds=-5.0"),
                                                    ("--control", "2", "control=2.0"),
+                                                   # at the tolerance no case could ever be `same`
+                                                   ("--control", "0.01", "control=0.01 is not above the tolerance"),
                                                    ("--tolerance", "nan", "tolerance nan"),
                                                    # the gate's rule for --flux-inject-slowdown (was exit 3)
                                                    ("--base-inject-slowdown", "-1", "--base-inject-slowdown -1.0"),
@@ -412,6 +416,26 @@ def test_disjoint_runs_count_each_verdict_once_per_run(tmp_path):
     assert same["sizes"]["10"]["runs"] == same["sizes"]["10"]["same"] == 3
     assert control["sizes"]["10"]["slower"] == 3 and control["sizes"]["20"]["runs"] == 1, "no pair used twice"
     assert same["sizes"]["10"]["minutes"] == pytest.approx(10 * 0.6 / 60), "6 s a 10-pair block"
+
+
+def test_a_difference_between_processes_shows_across_files_not_within_one(tmp_path):
+    # Two A-vs-A runs, each one pair of processes: in the second the head's process runs 1.5 %
+    # faster in every pair (as fp8-512x512@4 did on the H100), so its tight interval leaves out 1.
+    rng = random.Random(3)
+    steady = [[(1.0, 1 + rng.uniform(-0.002, 0.002)) for _ in range(20)]]
+    offset = [[(1.0, 0.985 + rng.uniform(-0.002, 0.002)) for _ in range(20)]]
+    changed = [[(1.0, 1.03) for _ in range(20)]]  # a real change (other commit): not an A vs A
+    files = read_files([_ab_file(tmp_path / "steady.json", steady), _ab_file(tmp_path / "offset.json", offset),
+                        _ab_file(tmp_path / "changed.json", changed, head_commit="d")])
+    (entry,) = between_processes(files)
+    assert [Path(row["file"]).name for row in entry["files"]] == ["steady.json", "offset.json"]
+    assert [row["leaves_out_1"] for row in entry["files"]] == [False, True] and entry["leaving_out_1"] == 1
+    assert entry["ratio_range"][0] == pytest.approx(0.985, abs=0.002)
+    result = run_flux_perf("ab-pairs", str(tmp_path / "steady.json"), str(tmp_path / "offset.json"), "--runs", "10,40")
+    assert result.returncode == 0, result.stderr
+    assert "fast-1024x1024@8 (2 files): head/base 0.98" in result.stdout and "1 of 2 intervals leave out 1" in result.stdout
+    assert "offset.json  <- leaves out 1" in result.stdout
+    assert "40 pairs: no run: no file holds that many pairs of this case" in result.stdout, "a size too large is said"
 
 
 def test_blocks_added_lose_a_regression_under_the_old_rule_only(tmp_path):

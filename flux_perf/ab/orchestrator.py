@@ -58,7 +58,8 @@ def check_inject(inject: dict | None) -> None:
             raise AbError(f"--{side}-inject-slowdown {value}: must be a fraction in (0, 10], e.g. 0.02")
 
 
-def check_plan(pairs: int | None, blocks: int, block_seconds: float, control: float | None) -> None:
+def check_plan(pairs: int | None, blocks: int, block_seconds: float, control: float | None,
+               tolerance: float) -> None:
     if pairs is not None and pairs < 2:
         raise AbError(f"pairs={pairs}: need at least 2 pairs a block")
     if blocks < 1:
@@ -67,6 +68,12 @@ def check_plan(pairs: int | None, blocks: int, block_seconds: float, control: fl
         raise AbError(f"block_seconds={block_seconds}: must be a positive, finite number of seconds")
     if control is not None and not 0 < control < 1:
         raise AbError(f"control={control}: the planted slow-down must be a fraction in (0, 1), e.g. 0.02")
+    if control is not None and control <= tolerance:
+        # `slower` needs the whole interval above 1 + tolerance: such a control is seen slower at most
+        # 2.5 % of the time, so no case could be `same` (on the H100, 1 % against 1 %: 0 of 2 blocks).
+        raise AbError(f"control={control} is not above the tolerance {tolerance}: it could never be seen slower, "
+                      f"so no case could be 'same'. Plant more than the tolerance (e.g. {tolerance + 0.01:g}); "
+                      "to measure what the A/B sees at the tolerance, plant it with --head-inject-slowdown")
 
 
 def telemetry_index(device: str) -> int | None:
@@ -274,9 +281,9 @@ def run_ab(base: Path, head: Path, cases: list[tuple[str, str]], *, pairs: int |
     provisionally decided (to keep the rounds on disk if the run is cut short); the cases come
     back decided over all of them."""
     base, head = check_checkout(base, "base"), check_checkout(head, "head")
-    check_plan(pairs, blocks, block_seconds, control)
-    check_inject(inject)
     check_tolerance(tolerance)
+    check_plan(pairs, blocks, block_seconds, control, tolerance)
+    check_inject(inject)
     gpu = telemetry_index(device)
     sources = {"base": base, "head": head, **({"control": head} if control else {})}
     planted = {**(inject or {}), **({"control": control} if control else {})}

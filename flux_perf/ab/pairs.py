@@ -8,6 +8,9 @@
   real runs on the same warm workers: their counts are the gate's error rate and power there.
 - `blocks_added`: consecutive recorded blocks judged together, by that rule and by the one it
   replaced (a change only where every block agrees), as blocks are added.
+- `between_processes`: each file's A vs A pooled over all its pairs. A file is one pair of worker
+  processes; its interval covers those processes' rounds, so files that disagree beyond their
+  intervals show a difference between processes that no number of pairs in one run can see.
 """
 
 from __future__ import annotations
@@ -245,6 +248,41 @@ def blocks_added(files: list[RecordedFile], tolerance: float, family: int | None
     return list(table.values())
 
 
+def between_processes(files: list[RecordedFile]) -> list[dict]:
+    """Per case run A against A (same code on both sides, nothing planted on the head): each file's
+    pooled head/base and 95 % interval, and how many of those intervals leave out 1."""
+    table: dict = {}
+    for file in files:
+        for case in file.cases:
+            if not case.same_code or case.planted_head:
+                continue
+            pooled = paired_ratio(case.base_s, case.head_s, CONFIDENCE)
+            entry = table.setdefault(case.name, {"case": case.name, "files": []})
+            entry["files"].append({"file": str(file.path), "pairs": len(case.base_s), "ratio": round(pooled.ratio, 4),
+                                   "low": round(pooled.low, 4), "high": round(pooled.high, 4),
+                                   "leaves_out_1": not pooled.low <= 1 <= pooled.high})
+    for entry in table.values():
+        ratios = [row["ratio"] for row in entry["files"]]
+        entry.update(ratio_range=[min(ratios), max(ratios)],
+                     leaving_out_1=sum(row["leaves_out_1"] for row in entry["files"]))
+    return list(table.values())
+
+
+def format_between(entries: list[dict]) -> str:
+    if not entries:
+        return "A vs A across files: no file runs the same code on both sides"
+    lines = ["A vs A across files: each file is one pair of worker processes, and its interval covers only "
+             "their rounds; intervals that leave out 1 show a difference between processes"]
+    for entry in entries:
+        (low, high), count = entry["ratio_range"], len(entry["files"])
+        lines.append(f"{entry['case']} ({count} file{'s' if count > 1 else ''}): head/base {low:.4f}-{high:.4f}, "
+                     f"{entry['leaving_out_1']} of {count} intervals leave out 1")
+        for row in entry["files"]:
+            lines.append(f"  {row['ratio']:.4f} ({row['low']:.4f}-{row['high']:.4f}) {row['pairs']:>4} pairs  "
+                         f"{Path(row['file']).name}" + ("  <- leaves out 1" if row["leaves_out_1"] else ""))
+    return "\n".join(lines)
+
+
 def rule_settings(tolerance: float, family: int | None) -> dict:
     return {"confidence": CONFIDENCE, "family_alpha": FAMILY_ALPHA, "tolerance": tolerance,
             "family": family or "the file's cases"}
@@ -271,16 +309,18 @@ def _tally(counts: dict) -> str:
     return shown + (f" (of which slower alone, not after Holm: {held})" if held else "")
 
 
-def format_runs(entries: list[dict], tolerance: float, family: int | None) -> str:
+def format_runs(entries: list[dict], sizes: list[int], tolerance: float, family: int | None) -> str:
     over = f"{family} cases" if family else "each file's cases"
     lines = [f"disjoint runs of n consecutive pairs (no pair in two runs), each judged as `flux-perf ab` judges "
              f"a run: all its pairs, tolerance {tolerance:.0%}, Holm over {over} (family-wise {FAMILY_ALPHA:.1%})"]
     for entry in entries:
         files = len(entry["files"])
         lines.append(f"{_title(entry)} ({entry['pairs']} pairs, {files} file{'s' if files > 1 else ''}):")
-        for n, counts in entry.get("sizes", {}).items():
-            lines.append(f"  {n:>4} pairs: {counts['runs']:>3} runs  {_tally(counts)};  "
-                         f"{counts['minutes']:.2f} min of rounds a run")
+        for n in sizes:
+            counts = entry.get("sizes", {}).get(str(n))
+            lines.append(f"  {n:>4} pairs: " + (f"{counts['runs']:>3} runs  {_tally(counts)};  "
+                                                 f"{counts['minutes']:.2f} min of rounds a run" if counts else
+                                                 "no run: no file holds that many pairs of this case"))
     return "\n".join(lines)
 
 

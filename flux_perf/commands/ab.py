@@ -276,8 +276,8 @@ def run_pairs(args) -> int:
     from ..ab.orchestrator import check_tolerance
     from ..ab.worker import AbError
     from ..suite.config import ConfigError
-    from ..ab.pairs import (blocks_added, disjoint_runs, files_summary, format_blocks, format_runs, measured_pairs,
-                           read_files, rule_settings, verdict_rates)
+    from ..ab.pairs import (between_processes, blocks_added, disjoint_runs, files_summary, format_between,
+                           format_blocks, format_runs, measured_pairs, read_files, rule_settings, verdict_rates)
     from ..store.files import write_json
 
     check_tolerance(args.tolerance)
@@ -289,10 +289,12 @@ def run_pairs(args) -> int:
         files = read_files(paths)  # each read and checked once
         runs = disjoint_runs(files, sizes, args.tolerance, args.family)
         added = blocks_added(files, args.tolerance, args.family)
-        print(format_runs(runs, args.tolerance, args.family) + "\n\n" + format_blocks(added))
+        between = between_processes(files)
+        print("\n\n".join([format_runs(runs, sizes, args.tolerance, args.family), format_blocks(added),
+                            format_between(between)]))
         result = {"flux_perf_ab_runs": 1, "command": command_line(),
                   "rule": rule_settings(args.tolerance, args.family), "files": files_summary(files),
-                  "runs": runs, "blocks_added": added}
+                  "runs": runs, "blocks_added": added, "between_processes": between}
     else:
         sizes = _pair_counts("--sizes", args.sizes)
         if args.draws < 1:
