@@ -207,6 +207,32 @@ def test_the_run_decides_after_its_last_case_and_keeps_a_provisional_file(monkey
     assert all(c.pooled.pairs == 20 and len(c.blocks) == 2 for c in cases)
 
 
+def test_a_run_cut_short_keeps_what_nvml_saw_over_its_blocks(monkeypatch):
+    """An A/B cut by its time limit (SIGTERM, as every H100 call of the nineteenth session) wrote
+    its blocks with no `card` and no foreign process: a shared GPU read as a clean run."""
+    class BusyCardSampler(_StandInSampler):
+        def stop(self):
+            return telemetry.TelemetryReport(available=True, other_processes=[{"pid": 555, "name": "stress"}])
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(ab, "Worker", _StandInWorker)
+    monkeypatch.setattr(telemetry, "TelemetrySampler", BusyCardSampler)
+    seen = []
+
+    def cut_after_the_first_block(cases):
+        seen[:] = cases
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ab(ROOT, ROOT, [("unchanged", "512x512@6")], pairs=10, blocks=3, device="cuda", pin=False,
+               log=lambda line: None, on_block=cut_after_the_first_block)
+    (case,) = seen
+    assert len(case.blocks) == 1 and case.foreign_processes == [{"pid": 555, "name": "stress"}]
+    assert case.card == {"flags": [], "sm_clock_mhz": None, "temperature_c_max": None}
+    written = cases_to_json(seen, {}, final=False)["cases"][0]
+    assert written["foreign_processes"] and written["card"] is not None
+
+
 def test_each_block_keeps_the_hosts_cpu_contention_and_says_it_when_over_the_threshold(monkeypatch, tmp_path):
     """The A/B read NVML alone: a block run while the host's CPU was contended looked like any
     other. Each block now keeps PSI's stall and the steal share, and the log says a busy host

@@ -260,14 +260,14 @@ def measure_case(case: AbCase, workers: dict[str, Worker], blocks: int, toleranc
                 f"({block.ratio_low:.4f}-{block.ratio_high:.4f}) {block.change}{shown}; all "
                 f"{case.pooled.pairs} pairs {case.pooled.ratio:.4f} ({case.pooled.low:.4f}-{case.pooled.high:.4f})")
             after_block()
-    finally:
+    finally:  # a run cut short keeps its blocks: they keep what NVML saw over them too
         report = sampler.stop() if sampler else None
-    if report is not None:
-        case.foreign_processes = foreign_processes(report.other_processes, ours)
-        summary = report.summary()
-        case.card = {"flags": [f for f in report.flags() if f != "other-processes"],
-                     "sm_clock_mhz": (summary.get("sm_clock_mhz") or {}).get("median"),
-                     "temperature_c_max": (summary.get("temperature_c") or {}).get("max")}
+        if report is not None:
+            case.foreign_processes = foreign_processes(report.other_processes, ours)
+            summary = report.summary()
+            case.card = {"flags": [f for f in report.flags() if f != "other-processes"],
+                         "sm_clock_mhz": (summary.get("sm_clock_mhz") or {}).get("median"),
+                         "temperature_c_max": (summary.get("temperature_c") or {}).get("max")}
 
 
 def run_ab(base: Path, head: Path, cases: list[tuple[str, str]], *, pairs: int | None = None,
