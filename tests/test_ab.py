@@ -457,8 +457,11 @@ def test_a_difference_between_processes_shows_across_files_not_within_one(tmp_pa
     assert [Path(row["file"]).name for row in entry["files"]] == ["steady.json", "offset.json"]
     assert [row["leaves_out_1"] for row in entry["files"]] == [False, True] and entry["leaving_out_1"] == 1
     assert entry["ratio_range"][0] == pytest.approx(0.985, abs=0.002)
-    result = run_flux_perf("ab-pairs", str(tmp_path / "steady.json"), str(tmp_path / "offset.json"), "--runs", "10,40")
+    result = run_flux_perf("ab-pairs", str(tmp_path / "steady.json"), str(tmp_path / "offset.json"), "--runs", "10,40",
+                           "--json", str(tmp_path / "between.json"))
     assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "between.json").read_text())["between_processes"][0]["leaving_out_1"] == 1
+    assert (tmp_path / "between.png").stat().st_size > 0 and "A vs A across files, pictured" in result.stdout
     assert "fast-1024x1024@8 (2 files): head/base 0.98" in result.stdout and "1 of 2 intervals leave out 1" in result.stdout
     assert "offset.json  <- leaves out 1" in result.stdout
     assert "40 pairs: no run: no file holds that many pairs of this case" in result.stdout, "a size too large is said"

@@ -117,7 +117,10 @@ def run(args) -> int:
     print(format_cases(cases, args.tolerance))
     if args.json:
         print(f"\nA/B rounds and verdicts: {args.json}")
-        picture(cases_to_json(cases, settings, True, not_decidable), picture_path(Path(args.json)))
+        from ..report.plots import plot_ab
+
+        data = cases_to_json(cases, settings, True, not_decidable)
+        picture(lambda path: plot_ab(data, path), picture_path(Path(args.json)))
     return ab_exit(cases, undecidable, failed)
 
 
@@ -126,15 +129,13 @@ def picture_path(written: Path) -> Path:
     return written.with_suffix(".png") if written.suffix != ".png" else written.with_name(written.name + ".png")
 
 
-def picture(data: dict, path: Path) -> None:
-    """Each case's blocks beside the --json file; a picture that fails is one line, the verdicts stand."""
-    from ..report.plots import plot_ab
-
+def picture(draw, path: Path, what: str = "A/B blocks") -> None:
+    """`draw(path)` beside the --json file; a picture that fails is one line, the verdicts stand."""
     try:
-        if plot_ab(data, path):
-            print(f"A/B blocks, pictured: {path}")
+        if draw(path):
+            print(f"{what}, pictured: {path}")
     except Exception as error:  # noqa: BLE001 - a plot must never change the A/B's outcome
-        print(f"no picture of the blocks ({type(error).__name__}: {error})", file=sys.stderr)
+        print(f"no picture of the {what} ({type(error).__name__}: {error})", file=sys.stderr)
 
 
 def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None, list[str]]:
@@ -316,4 +317,9 @@ def run_pairs(args) -> int:
                 print(f"{path} {case} ({len(pairs)} pairs): {cells}")
     if args.json:
         write_json(Path(args.json), result)
+        if args.runs:
+            from ..report.plots import plot_between
+
+            picture(lambda path: plot_between(between, path, args.tolerance), picture_path(Path(args.json)),
+                    "A vs A across files")
     return 0

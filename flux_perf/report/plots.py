@@ -131,3 +131,39 @@ def plot_ab(data: dict, path: Path) -> Path | None:
     figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
+
+
+def plot_between(entries: list[dict], path: Path, tolerance: float) -> Path | None:
+    """`ab-pairs`' A vs A across files as a picture: per case, each file's pooled head/base with its
+    95 % interval (red where it leaves out 1: two processes of the same code that differ), and the
+    tolerance band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not entries:
+        return None
+    rows = [len(entry["files"]) for entry in entries]
+    figure, axes = plt.subplots(len(entries), 1, figsize=(7, 0.9 + 0.28 * sum(rows) + 0.5 * len(entries)),
+                                squeeze=False, constrained_layout=True, gridspec_kw={"height_ratios": rows})
+    for axis, entry in zip(axes[:, 0], entries):
+        files = entry["files"]
+        for y, row in enumerate(files):
+            colour = "tab:red" if row["leaves_out_1"] else "tab:blue"
+            axis.errorbar([row["ratio"]], [y], xerr=[[row["ratio"] - row["low"]], [row["high"] - row["ratio"]]],
+                          fmt="o", color=colour, capsize=2, markersize=3)
+        axis.set_yticks(range(len(files)))
+        axis.set_yticklabels([f"{Path(row['file']).stem} ({row['pairs']})" for row in files], fontsize=6)
+        axis.axvline(1.0, color="black", linewidth=0.8)
+        for edge in (1 - tolerance, 1 + tolerance):
+            axis.axvline(edge, color="black", linestyle="--", linewidth=0.8)
+        axis.set_title(f"{entry['case']}, A vs A: {entry['leaving_out_1']} of {len(files)} files' intervals leave "
+                       f"out 1 (red; dashes: 1 +- {tolerance:.0%})", fontsize=8)
+        axis.set_xlabel("head/base, one pair of processes a file (pairs)", fontsize=7)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="x", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
