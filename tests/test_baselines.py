@@ -37,8 +37,8 @@ def now(stack="bf16", driver="580.1"):
     return Provenance.now(driver, component_code(parse_stack(stack).components))
 
 
-def command(stack, scenario):
-    return f"flux-perf baselines update --stacks {stack} --scenarios {scenario}"
+def command(stack, scenario, action="baselines update"):
+    return f"flux-perf {action} --stacks {stack} --scenarios {scenario}"
 
 
 def references(store, stack="bf16", provenance=None):
@@ -150,6 +150,18 @@ def test_an_old_schema_names_the_migration(store):
         store.table(KEY, "fidelity.json")
 
 
+def test_a_newer_schema_names_no_migration_that_refuses_it(store):
+    """Version 3 was told `Convert it with flux-perf baselines migrate FOLDER`, which converts only 1."""
+    (store.folder(KEY) / "latency.json").write_text('{"flux_perf_store": 3, "entries": {}}')
+    with pytest.raises(SchemaError) as caught:
+        store.table(KEY, "latency.json")
+    assert "has schema version 3; this flux-perf reads version 2 and converts only version 1" in str(caught.value)
+    assert "Convert it with" not in str(caught.value) and "re-record it with: flux-perf baselines update" in \
+        str(caught.value)
+    with pytest.raises(SchemaError, match="converts only version 1"):
+        migrate_folder(store.folder(KEY))
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("64x96@2.json", {"flux_perf_store": 3, "provenance": {"recorded_at": "2027-01-01", "software": {"t": "1"}}},
      "schema version 3"),
@@ -247,6 +259,9 @@ def test_a_reference_of_a_redefined_stack_or_older_method_says_so(store):
     stale = references(store, "fast").stale["latency"]
     assert f"timed by measurement method 1, now {MEASUREMENT_VERSION}" in stale
     assert any("recorded for the components attn-cudnn+fp8-torchao, the stack is now" in r for r in stale)
+    # The run's own command (its model, device and folder), not an option of one front end.
+    key = parse_stack("fast").key
+    assert f"the stack is now {key}: record it again on purpose with `{command('fast', SCENARIO.id)}`" in stale[-1]
 
 
 def test_a_calibration_spread_measured_on_other_components_is_stale(store):
@@ -257,6 +272,11 @@ def test_a_calibration_spread_measured_on_other_components_is_stale(store):
     assert refs.calibration.band.ssim == 0.999 and refs.spread == Spread(0.0, 0.0, 1e-5)
     assert any("measured fast's spread on the components attn-cudnn+fp8-torchao" in r
                for r in refs.stale["calibration"])
+    # Every spread the entry holds, as `calibrate --write` replaces it whole, with the run's options.
+    again = f"calibrate again with `{command('compile,fast', SCENARIO.id, 'calibrate --write')}`"
+    two = replace(calibration, spread={**calibration.spread, "compile": Spread()}, stacks={"compile": "x"})
+    store.write_calibration(KEY, two, force=False)
+    assert any(r.endswith(again) for r in references(store, "fast").stale["calibration"]), again
 
 
 def test_updates_refused_under_ci_unless_forced(store, monkeypatch, image):

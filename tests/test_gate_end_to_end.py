@@ -14,7 +14,7 @@ from helpers import ROOT, copy_budgets, quiet_host, run_gpu_suite_here
 
 from flux_perf.model import clocks
 from flux_perf.store.baselines import BaselineKey, BaselineStore
-from flux_perf.store.entries import Band, CalibrationEntry
+from flux_perf.store.entries import Band, CalibrationEntry, Spread
 from flux_perf.store.provenance import Provenance
 
 SCENARIO = "64x64@2"
@@ -349,3 +349,70 @@ def test_the_bootstrap_records_this_runs_own_cases_in_its_own_folder(gate, cli, 
     record = records(store)[f"bf16-{SCENARIO}"]
     assert "NO REFERENCES" not in judged.stdout and record["latency"]["verdict"] != "no-reference"
     assert record["fidelity"]["verdict"] == "pass", record["fidelity"]
+
+
+@pytest.mark.parametrize("stamped", [True, False], ids=["stamped", "recorded-before-stamps"])
+def test_references_recorded_on_another_gpu_and_copied_here_are_no_reference(gate, monkeypatch, tmp_path, stamped):
+    """An H100 PCIe's folder copied under this machine's GPU slug (`cp -r`: the folder a run with
+    nothing recorded reads): the latency passed against the other card's rounds, "faster by 10 %",
+    only the bf16 record beside them refused. `stamped` False: entries recorded before they said
+    where (as every committed one)."""
+    import platform
+    import shutil
+
+    from flux_perf.instrument.machine import Machine
+
+    baselines = tmp_path / "baselines"
+    copy_budgets(baselines, relative_tolerance=0.03)
+    with monkeypatch.context() as other_card:
+        other_card.setattr(Machine, "gpu_name", property(lambda self: "NVIDIA H100 PCIe"))
+        update = gate(tmp_path, 1.0, "--flux-update-baselines")
+    assert update.returncode == 0, update.stdout[-3000:]
+    recorded = next(baselines.glob("nvidia-h100-pcie/tiny-*"))
+    here = baselines / f"cpu-{platform.machine().lower()}" / recorded.name
+    shutil.copytree(recorded, here)
+    latency_json = here / "latency.json"
+    if not stamped:
+        data = json.loads(latency_json.read_text())
+        for entry in data["entries"][SCENARIO].values():
+            for stamp in ("gpu", "gpu_slug", "fingerprint"):
+                entry.pop(stamp, None)
+        latency_json.write_text(json.dumps(data))
+    result = gate(tmp_path, 0.9)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "FAILED tests/h100/test_latency.py::test_latency_budget[bf16-64x64@2]" in result.stdout
+    fix = (f"Record this machine's own with: flux-perf baselines update --stacks bf16 --scenarios {SCENARIO} "
+           f"--model tiny --device cpu --baselines-dir {baselines}")
+    said = (f"recorded on GPU 'NVIDIA H100 PCIe' (nvidia-h100-pcie) with weights {recorded.name}, read for GPU "
+            f"{here.parent.name} with weights {recorded.name}") if stamped else \
+        (f"the bf16 baseline beside them ({SCENARIO}.json) was recorded on GPU 'NVIDIA H100 PCIe' (nvidia-h100-pcie) "
+         f"with weights {recorded.name}, not GPU {here.parent.name} with weights {recorded.name}")
+    latency = records(tmp_path)[f"bf16-{SCENARIO}"]["latency"]
+    assert latency["verdict"] == "no-reference" and said in latency["missing"] and fix in latency["missing"], latency
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert f"bf16-{SCENARIO}: NO-REFERENCE: {latency_json} [{SCENARIO}]" in summary and said in summary
+    assert "pass, faster" not in summary
+
+
+def test_a_stale_reference_names_the_runs_own_command(store, gate):
+    """A stack redefined since its reference, a spread measured on other components: the stale
+    reasons named `(--flux-update-baselines)` and `(flux-perf calibrate --write)`, which record
+    into the checkout's baselines/ (this run reads another folder) and drop the run's model."""
+    folder = next((store / "baselines").glob("cpu-*/tiny-*"))
+    latency_json = folder / "latency.json"
+    data = json.loads(latency_json.read_text())
+    data["entries"][SCENARIO]["bf16"]["stack"] = "attn-sdpa"  # what bf16 was before, say
+    latency_json.write_text(json.dumps(data))
+    key = BaselineKey(folder.parent.name, folder.name, SCENARIO)
+    spread = CalibrationEntry(Band(0.9999, 60.0, 1e-4), {"bf16": Spread()}, {"bf16": "attn-sdpa"}, Provenance.now())
+    BaselineStore(store / "baselines").write_calibration(key, spread, force=True)
+    result = gate(store, 1.0, "-W", "always")
+    assert result.returncode == 0, result.stdout[-3000:]
+    options = f"--scenarios {SCENARIO} --model tiny --device cpu --baselines-dir {store / 'baselines'}"
+    record = records(store)[f"bf16-{SCENARIO}"]
+    assert (f"recorded for the components attn-sdpa, the stack is now bf16: record it again on purpose with "
+            f"`flux-perf baselines update --stacks bf16 {options}`") in record["latency"]["stale"], record["latency"]
+    assert (f"the calibration measured bf16's spread on the components attn-sdpa, the stack is now bf16: calibrate "
+            f"again with `flux-perf calibrate --write --stacks bf16 {options}`") in record["fidelity"]["stale"]
+    assert f"calibrate again with `flux-perf calibrate --write --stacks bf16 {options}`" in \
+        (store / "report" / "summary.md").read_text()

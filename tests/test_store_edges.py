@@ -146,7 +146,7 @@ KEY = BaselineKey("cpu-x86_64", "tiny-abc", SCENARIO.id)
 def _references(store, key=KEY, scenario=SCENARIO):
     stack = parse_stack("bf16")
     return load_references(store, key, scenario, stack, Provenance.now(None, component_code(stack.components)),
-                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x: f"update {s} {x}")
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x, action="update": f"{action} {s} {x}")
 
 
 def _baseline(tmp_path, monkeypatch, key=KEY, model="tiny", **edits):
@@ -221,3 +221,95 @@ def test_a_calibration_measured_against_another_folders_baseline_is_a_problem(tm
     for reference in (f"stored baseline {KEY}", "fresh bf16 output"):
         store.write_calibration(KEY, replace(entry, details={"reference": reference}), force=False)
         assert _references(store).calibration is not None
+
+
+# -- a folder copied from another GPU model or weights (outside-in audit of misplaced baselines) -----
+def _pcie(fingerprint="tiny-abc"):
+    return BaselineKey("nvidia-h100-pcie", fingerprint, SCENARIO.id, gpu_name="NVIDIA H100 PCIe")
+
+
+def _latency(stack="bf16"):
+    return LatencyEntry(0.5, (0.49, 0.5, 0.51), stack, Provenance.now(None, {}))
+
+
+def _recorded_on_pcie_and_copied(tmp_path, monkeypatch, to=KEY, stamped=True):
+    """bf16 and fused-qkv recorded on an H100 PCIe, the folder then copied to `to`'s (`cp -r`):
+    `stamped` False strips what the entries say of their place, as entries recorded before did."""
+    pcie = _pcie()
+    store, _ = _baseline(tmp_path, monkeypatch, key=pcie, gpu={"name": pcie.gpu_name, "slug": pcie.gpu_slug})
+    for stack in ("bf16", "fused-qkv"):
+        store.write_latency(pcie, stack, _latency(stack), force=False)
+    store.write_fidelity(pcie, "fused-qkv", FidelityEntry(0.99, 40.0, None, None, "fused-qkv", True,
+                                                          Provenance.now(None, {})), None, force=False)
+    store.write_calibration(pcie, CalibrationEntry(Band(0.999), {}, {}, Provenance.now(None, {})), force=False)
+    store.folder(to).parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.copytree(store.folder(pcie), store.folder(to))
+    for name in TABLES if not stamped else ():
+        path = store.folder(to) / name
+        data = json.loads(path.read_text())
+        for entries in data["entries"].values():
+            for entry in entries.values():
+                for stamp in ("gpu", "gpu_slug", "fingerprint"):
+                    entry.pop(stamp, None)  # absent where the code did not stamp them
+        path.write_text(json.dumps(data))
+    return store
+
+
+@pytest.mark.parametrize("stamped", [True, False], ids=["stamped", "recorded-before-stamps"])
+def test_references_of_another_gpu_copied_into_this_machines_folder_are_never_judged(tmp_path, monkeypatch, cli,
+                                                                                     stamped):
+    """latency.json, fidelity.json and calibration.json named no GPU: copied under this machine's
+    slug, their entries were read as this card's (the bf16 record beside them was the only one refused)."""
+    store = _recorded_on_pcie_and_copied(tmp_path, monkeypatch, stamped=stamped)
+    stack = parse_stack("fused-qkv")
+    refs = load_references(store, KEY, SCENARIO, stack, Provenance.now(None, component_code(stack.components)),
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x: f"update {s} {x}")
+    assert refs.latency is None and refs.fidelity is None and refs.calibration is None
+    latency = store.folder(KEY) / "latency.json"
+    for part in ("latency", "fidelity", "calibration"):
+        problem = refs.problems[part]
+        if stamped:
+            assert problem.startswith(f"{store.folder(KEY) / (part + '.json')} [64x96@2]["), problem
+            assert "recorded on GPU 'NVIDIA H100 PCIe' (nvidia-h100-pcie) with weights tiny-abc, read for GPU " \
+                   "cpu-x86_64 with weights tiny-abc (folder cpu-x86_64/tiny-abc)" in problem, problem
+        else:
+            assert problem.startswith(f"{store.folder(KEY) / (part + '.json')} [64x96@2]: its entries name no GPU")
+            assert "the bf16 baseline beside them (64x96@2.json) was recorded on GPU 'NVIDIA H100 PCIe' " \
+                   "(nvidia-h100-pcie) with weights tiny-abc, not GPU cpu-x86_64 with weights tiny-abc" in problem
+        assert problem.endswith("Record this machine's own with: update fused-qkv 64x96@2"), problem
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    assert shown.returncode == 1 and f"latency.json 64x96@2 fused-qkv: UNREADABLE ({latency} [64x96@2]" in shown.stdout
+    assert "nvidia-h100-pcie/tiny-abc:" in shown.stdout and shown.stdout.count("UNREADABLE") == 4, shown.stdout
+
+
+def test_references_of_other_weights_copied_under_this_fingerprint_are_never_judged(tmp_path, monkeypatch):
+    other = _pcie("tiny-def")
+    store = _recorded_on_pcie_and_copied(tmp_path, monkeypatch, to=other)
+    refs = load_references(store, other, SCENARIO, parse_stack("bf16"), Provenance.now(None, {}),
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x: f"update {s} {x}")
+    assert refs.latency is None and "with weights tiny-abc, read for GPU 'NVIDIA H100 PCIe' (nvidia-h100-pcie) " \
+                                     "with weights tiny-def" in refs.problems["latency"]
+
+
+def test_a_copied_folders_old_entries_stay_refused_once_its_bf16_baseline_is_recorded_here(tmp_path, monkeypatch):
+    """Following the bf16 case's command replaces the copied bf16 record: the other stacks' entries
+    recorded before entries named their place, copied with it, must not read as this card's then."""
+    store = _recorded_on_pcie_and_copied(tmp_path, monkeypatch, stamped=False)
+    image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    record = {"scenario": SCENARIO.to_dict(), "stack": "bf16", "model": "tiny", "gpu": {"name": None}}
+    store.write_baseline(KEY, image, None, record, force=False)
+    store.write_latency(KEY, "bf16", _latency(), force=False)
+    assert json.loads(store.paths(KEY)[1].read_text())["replaced_copy"]["gpu_slug"] == "nvidia-h100-pcie"
+    assert _references(store).latency is not None, "recorded here, and says so"
+    stack = parse_stack("fused-qkv")
+    refs = load_references(store, KEY, SCENARIO, stack, Provenance.now(None, component_code(stack.components)),
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda s, x: f"update {s} {x}")
+    assert refs.latency is None and "the bf16 baseline beside them (64x96@2.json) replaced one recorded on GPU " \
+                                    "'NVIDIA H100 PCIe' (nvidia-h100-pcie)" in refs.problems["latency"]
+    store.write_latency(KEY, "fused-qkv", _latency("fused-qkv"), force=False)
+    store.write_baseline(KEY, image, None, record, force=False)  # recorded again: the copy is still remembered
+    assert "replaced_copy" in json.loads(store.paths(KEY)[1].read_text())
+    assert load_references(store, KEY, SCENARIO, stack, Provenance.now(None, {}), measurement_version=MEASUREMENT_VERSION,
+                           record_command=lambda s, x: "").latency is not None

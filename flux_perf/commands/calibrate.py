@@ -72,7 +72,7 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
 
     try:
         for number, scenario in enumerate(scenarios, 1):
-            key = BaselineKey(machine.slug, machine.fingerprint, scenario.id)
+            key = BaselineKey(machine.slug, machine.fingerprint, scenario.id, machine.gpu_name)
             progress(f"[{number}/{len(scenarios)}] calibrating {key}: {len(lossless) + 1} lossless, {len(stacks)} "
                      f"stacks x {repeats}, {len(breaks)} breaks")
             result = calibrate_scenario(runner, store, key, scenario, lossless=lossless, stacks=stacks,

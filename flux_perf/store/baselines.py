@@ -16,7 +16,7 @@ import io
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from .entries import (
 )
 from .files import atomic_write, write_json
 from .folders import folder_problem, os_reason, shown
-from .placement import check_calibration, check_record, check_scenario
+from .placement import check_calibration, check_entry_place, check_record, check_scenario, copied_from
 from .provenance import Provenance
 
 TABLES = {"latency.json": LatencyEntry, "fidelity.json": FidelityEntry, "calibration.json": CalibrationEntry}
@@ -63,6 +63,7 @@ class BaselineKey:
     gpu_slug: str
     fingerprint: str
     scenario_id: str
+    gpu_name: str | None = field(default=None, compare=False)  # this machine's, for messages and stamps
 
     @property
     def folder(self) -> Path:
@@ -139,10 +140,14 @@ def _table_file(path: Path) -> dict:
     return data
 
 
-def _entry(name: str, entry, where: str, place: str):
-    """One entry of table `name`, typed and checked; `place` is GPU/WEIGHTS/SCENARIO it lies at."""
+def _entry(name: str, entry, where: str, key: BaselineKey, beside: tuple[dict | None, Path] | None):
+    """One entry of table `name`, typed and checked, read for `key`; `beside`: the scenario's bf16
+    record (None: none readable) and its path, which say where entries older than their stamp were
+    made (`beside` None: where it was recorded is not checked)."""
     typed = TABLES[name].from_json(entry, where)
-    return check_calibration(typed, where, place) if isinstance(typed, CalibrationEntry) else typed
+    if beside is not None:
+        check_entry_place(entry, where, (key.gpu_name, key.gpu_slug, key.fingerprint), *beside)
+    return check_calibration(typed, where, str(key)) if isinstance(typed, CalibrationEntry) else typed
 
 
 @contextlib.contextmanager
@@ -194,13 +199,24 @@ class BaselineStore:
         return any((self.root / gpu_slug / fingerprint).glob("*.json"))
 
     # -- reading --------------------------------------------------------------
-    def table(self, key: BaselineKey, name: str) -> dict:
-        """The entries of `name` (latency.json, ...) for key's scenario, typed and checked."""
+    def table(self, key: BaselineKey, name: str, only: str | None = None) -> dict:
+        """The entries of `name` (latency.json, ...) for key's scenario, typed and checked; with `only`,
+        where they were recorded is checked for that entry alone (another's copied entry is its own problem)."""
         path = self.folder(key) / name
         if not path.exists():
             return {}
-        return {inner: _entry(name, entry, f"{path} [{key.scenario_id}][{inner}]", str(key))
+        beside = self._record(key)
+        return {inner: _entry(name, entry, f"{path} [{key.scenario_id}][{inner}]", key,
+                              beside if only in (None, inner) else None)
                 for inner, entry in _table_file(path)["entries"].get(key.scenario_id, {}).items()}
+
+    def _record(self, key: BaselineKey) -> tuple[dict | None, Path]:
+        """The scenario's bf16 record as far as it reads (its own problems are the baseline's), and its path."""
+        path = self.paths(key)[1]
+        try:
+            return (check_schema(_read_json(path), path) if path.is_file() else None), path
+        except BaselineError:
+            return None, path
 
     def listing(self, folder: Path, name: str) -> list[tuple[str, str, object]]:
         """Every entry of one table file, for `baselines show`: (scenario, name, the typed entry or
@@ -208,10 +224,11 @@ class BaselineStore:
         whole raises."""
         path, out = folder / name, []
         for scenario, entries in sorted(_table_file(path)["entries"].items()):
+            key = BaselineKey(folder.parent.name, folder.name, scenario)
+            beside = self._record(key)
             for inner, entry in sorted(entries.items()):
                 try:
-                    place = f"{folder.parent.name}/{folder.name}/{scenario}"
-                    out.append((scenario, inner, _entry(name, entry, f"{path} [{scenario}][{inner}]", place)))
+                    out.append((scenario, inner, _entry(name, entry, f"{path} [{scenario}][{inner}]", key, beside)))
                 except BaselineError as error:
                     out.append((scenario, inner, error))
         return out
@@ -270,7 +287,9 @@ class BaselineStore:
         # A file that cannot be read whole is an error, never replaced: it holds other entries.
         path = self.folder(key) / name
         entries = _table_file(path)["entries"] if path.exists() else {}
-        entries.setdefault(key.scenario_id, {})[inner] = entry.to_json()
+        # Stamped with where it was recorded: a copy of the folder under another GPU or weights says so.
+        stamp = {"gpu_slug": key.gpu_slug, "fingerprint": key.fingerprint, "gpu": key.gpu_name or key.gpu_slug}
+        entries.setdefault(key.scenario_id, {})[inner] = {**entry.to_json(), **stamp}
         with _writing(path):
             write_json(path, {SCHEMA_KEY: SCHEMA_VERSION, "entries": entries}, indent=2, sort_keys=True)
         return path
@@ -282,6 +301,9 @@ class BaselineStore:
         data = png_bytes(image)
         record = {**record, SCHEMA_KEY: SCHEMA_VERSION, "fingerprint": key.fingerprint, "gpu_slug": key.gpu_slug,
                   "image_sha256": sha256(data), "image_shape": list(image.shape)}
+        copy = copied_from(self._record(key)[0], key.gpu_slug, key.fingerprint)
+        if copy:  # the unstamped entries that came with a copied folder stay refused (placement.py)
+            record["replaced_copy"] = copy
         if latents is not None:
             latent_bytes = npy_bytes(latents)
             with _writing(self.latents_path(key)):

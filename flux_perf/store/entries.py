@@ -253,9 +253,12 @@ def check_schema(data, path) -> dict:
     if not isinstance(data, dict):
         raise BaselineCorrupt(f"{path} is a JSON {type(data).__name__}, not an object. Re-record with: {UPDATE_HINT}")
     version = data.get(SCHEMA_KEY)
-    if version != SCHEMA_VERSION:
-        found = "no schema version (written before flux-perf versioned its store: version 1)" if version is None \
-            else f"schema version {version!r}"
-        raise SchemaError(f"{path} has {found}; this flux-perf reads version {SCHEMA_VERSION}. Convert it with "
+    if version is None:
+        raise SchemaError(f"{path} has no schema version (written before flux-perf versioned its store: version 1); "
+                          f"this flux-perf reads version {SCHEMA_VERSION}. Convert it with "
                           f"`flux-perf baselines migrate {path.parent}` or re-record it with: {UPDATE_HINT}")
+    if version != SCHEMA_VERSION:  # migrate converts version 1 only: naming it here sent users to a refusal
+        raise SchemaError(f"{path} has schema version {version!r}; this flux-perf reads version {SCHEMA_VERSION} "
+                          "and converts only version 1 (`baselines migrate`): read it with the flux-perf that wrote "
+                          f"it, or re-record it with: {UPDATE_HINT}")
     return data

@@ -1,7 +1,9 @@
 """What a store file says it was made for (GPU, weights, model, stack, scenario), checked against
 the folder and case it is read for: a file copied from another folder, or edited, would otherwise
 gate a case it was never made for. Each mismatch names the file, the field, its value and the
-expected one."""
+expected one. Table entries (latency, fidelity, calibration) say where they were recorded since
+an audit found a copied GPU folder's latency judged as this card's; older ones are judged by the
+bf16 record beside them."""
 
 from __future__ import annotations
 
@@ -60,3 +62,61 @@ def check_calibration(entry: CalibrationEntry, where: str, place: str) -> Calibr
                                "another GPU, weights or scenario (copied or edited). Calibrate again with: "
                                "flux-perf calibrate --write")
     return entry
+
+
+Place = tuple  # (GPU name, GPU slug, weights fingerprint): None where a file does not say
+
+
+def place_of(record: dict) -> Place:
+    """Where a bf16 record or a stamped table entry says it was recorded."""
+    gpu = record.get("gpu")
+    name = gpu.get("name") if isinstance(gpu, dict) else gpu
+    slug = record.get("gpu_slug") or (gpu.get("slug") if isinstance(gpu, dict) else None)
+    return tuple(v if isinstance(v, str) else None for v in (name, slug, record.get("fingerprint")))
+
+
+def _elsewhere(place: Place, here: Place) -> bool:
+    return any(value is not None and value != expected for value, expected in zip(place[1:], here[1:]))
+
+
+def _shown(place: Place) -> str:
+    name, slug, weights = place
+    return (f"GPU {name!r} ({slug})" if name and name != slug else f"GPU {slug}") + f" with weights {weights}"
+
+
+def copied_from(old: dict | None, gpu_slug: str, fingerprint: str) -> dict | None:
+    """What a bf16 record about to be replaced says of a copy: the place it (or the record it replaced)
+    was recorded at when that is another GPU or weights. Kept in the new record, because the
+    unstamped table entries that came with the copy stay beside it (check_entry_place)."""
+    if not isinstance(old, dict):
+        return None
+    if isinstance(old.get("replaced_copy"), dict):
+        return old["replaced_copy"]
+    place = place_of(old)
+    if not _elsewhere(place, (None, gpu_slug, fingerprint)):
+        return None
+    return {"gpu": place[0], "gpu_slug": place[1], "fingerprint": place[2]}
+
+
+def check_entry_place(entry, where: str, here: Place, record: dict | None, record_path: Path) -> None:
+    """A latency, fidelity or calibration entry read for `here` (this run's GPU name, the folder's
+    GPU slug and weights) that was recorded elsewhere: judging against it compares with another
+    card's (or weights') numbers. Entries say where they were recorded since this check; older
+    ones are judged by the scenario's bf16 `record` beside them (the folder copied whole).
+    `where`: FILE [SCENARIO][NAME]."""
+    fix = f"Record this machine's own with: {UPDATE_HINT}"
+    stamped = place_of(entry) if isinstance(entry, dict) else (None, None, None)
+    if any(stamped[1:]):
+        if _elsewhere(stamped, here):
+            raise BaselineMismatch(f"{where}: recorded on {_shown(stamped)}, read for {_shown(here)} (folder "
+                                   f"{here[1]}/{here[2]}): copied from another GPU's or weights' folder, or edited; "
+                                   f"its numbers are another machine's. {fix}")
+        return
+    for place, how in (place_of(record or {}), "was recorded on"), \
+            (place_of((record or {}).get("replaced_copy") or {}), "replaced one recorded on"):
+        if _elsewhere(place, here):
+            raise BaselineMismatch(f"{where.rpartition('][')[0]}]: its entries name no GPU or weights (recorded "
+                                   f"before entries said so), and the bf16 baseline beside them ({record_path.name}) "
+                                   f"{how} {_shown(place)}, not "
+                                   f"{_shown(here)}: the folder came from another GPU or weights; its numbers are "
+                                   f"another machine's. {fix}")

@@ -45,33 +45,38 @@ def stack_packages(stack: Stack) -> list[str]:
     return [name for c in stack.components for p in c.packages if (name := distribution_of(p))]
 
 
-def _latency_stale(entry: LatencyEntry, now: Provenance, stack: Stack, packages, measurement_version: int):
+def _latency_stale(entry: LatencyEntry, now: Provenance, stack: Stack, packages, measurement_version: int,
+                   again: str) -> list[str]:
     reasons = stale_reasons(entry.provenance, now, packages)
     if not entry.provenance.software:
         reasons.append("recorded without software versions (before flux-perf recorded them)")
     if entry.measurement_version != measurement_version:
         reasons.append(f"timed by measurement method {entry.measurement_version}, now {measurement_version}")
-    return reasons + components_changed(entry.stack, stack.key)
+    return reasons + components_changed(entry.stack, stack.key, again)
 
 
-def components_changed(recorded_key: str, stack_key: str) -> list[str]:
+def components_changed(recorded_key: str, stack_key: str, again: str) -> list[str]:
     """A named stack whose definition changed since its reference was recorded (e.g. `fast` gained
-    a component): the reference describes other code, so say so beside the verdict."""
+    a component): the reference describes other code, so say so beside the verdict, with `again`,
+    the run's command that records it."""
     if recorded_key and recorded_key != stack_key:
         return [f"recorded for the components {recorded_key}, the stack is now {stack_key}: "
-                "record it again on purpose (--flux-update-baselines)"]
+                f"record it again on purpose with `{again}`"]
     return []
 
 
-def _calibration_stale(entry: CalibrationEntry, now: Provenance, stack: Stack, packages) -> list[str]:
+def _calibration_stale(entry: CalibrationEntry, now: Provenance, stack: Stack, packages,
+                       record_command: Callable[..., str], scenario_id: str) -> list[str]:
     reasons = [f"calibration: {r}" for r in stale_reasons(entry.provenance, now, packages)]
+    # Every spread it holds is measured again: `calibrate --write` replaces the scenario's entry whole.
+    again = record_command(",".join(sorted(entry.spread)), scenario_id, "calibrate --write")
     measured_on = entry.stacks.get(stack.name)
     if stack.name in entry.spread and measured_on and measured_on != stack.key:
         reasons.append(f"the calibration measured {stack.name}'s spread on the components {measured_on}, "
-                       f"the stack is now {stack.key}: calibrate again (flux-perf calibrate --write)")
+                       f"the stack is now {stack.key}: calibrate again with `{again}`")
     elif stack.name in entry.spread and not measured_on:
         reasons.append(f"the calibration kept no record of the components {stack.name}'s spread was measured on "
-                       "(store schema 1): calibrate again (flux-perf calibrate --write)")
+                       f"(store schema 1): calibrate again with `{again}`")
     return reasons
 
 
@@ -90,32 +95,34 @@ def _load_part(problems: dict, part: str, load: Callable, missing: str):
 
 
 def load_references(store: BaselineStore, key: BaselineKey, scenario: Scenario, stack: Stack, now: Provenance, *,
-                    measurement_version: int, record_command: Callable[[str, str], str]) -> References:
+                    measurement_version: int, record_command: Callable[..., str]) -> References:
     """Everything recorded for (stack, scenario) on this GPU and weights, read once. `now` is the
-    provenance of this run (with this stack's component code); `record_command(stack, scenario)`
-    the command that records a missing part."""
+    provenance of this run (with this stack's component code); `record_command(stack, scenario,
+    action="baselines update")` the run's command that records a missing or stale part
+    (suite/hints.case_command)."""
     problems: dict[str, str] = {}
     where = f"on {key.gpu_slug} with weights {key.fingerprint}"
-    latency = _load_part(problems, LATENCY, lambda: store.table(key, "latency.json").get(stack.name),
+    latency = _load_part(problems, LATENCY, lambda: store.table(key, "latency.json", stack.name).get(stack.name),
                          f"no recorded latency for {stack.name} at {scenario.id} {where}: record it with "
                          f"`{record_command(stack.name, scenario.id)}`")
     baseline = _load_part(problems, BASELINE_IMAGE, lambda: store.load_baseline(key, scenario),
                           f"no bf16 baseline image for {scenario.id} {where}: record it with "
                           f"`{record_command(BASELINE, scenario.id)}`")
-    fidelity = _load_part(problems, FIDELITY, lambda: store.table(key, "fidelity.json").get(stack.name), "")
+    fidelity = _load_part(problems, FIDELITY, lambda: store.table(key, "fidelity.json", stack.name).get(stack.name), "")
     own = baseline.latents if baseline is not None and stack.name == BASELINE else None
     if fidelity is not None and stack.name != BASELINE:
         own = _load_part(problems, FIDELITY, lambda: store.read_latents(
             store.latents_path(key, stack.name), fidelity.latents_sha256,
             f"the recorded fidelity of {key} {stack.name}"), "")
     calibration = _load_part(problems, CALIBRATION, lambda: store.table(key, "calibration.json").get("fidelity"), "")
-    packages = stack_packages(stack)
+    packages, again = stack_packages(stack), record_command(stack.name, scenario.id)
     stale = {
-        LATENCY: tuple(_latency_stale(latency, now, stack, packages, measurement_version)) if latency else (),
+        LATENCY: tuple(_latency_stale(latency, now, stack, packages, measurement_version, again)) if latency else (),
         BASELINE_IMAGE: tuple(stale_reasons(baseline.provenance, now)) if baseline else (),
-        FIDELITY: tuple(stale_reasons(fidelity.provenance, now, packages) + components_changed(fidelity.stack, stack.key))
-        if fidelity else (),
-        CALIBRATION: tuple(_calibration_stale(calibration, now, stack, packages)) if calibration else (),
+        FIDELITY: tuple(stale_reasons(fidelity.provenance, now, packages)
+                        + components_changed(fidelity.stack, stack.key, again)) if fidelity else (),
+        CALIBRATION: tuple(_calibration_stale(calibration, now, stack, packages, record_command, scenario.id))
+        if calibration else (),
     }
     # A broken file's error names the bare update; this case's command records it where this run looks.
     for part, problem in problems.items():

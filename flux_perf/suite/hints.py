@@ -50,10 +50,13 @@ def bootstrap_command(config, action: str = "baselines update") -> str:
                           () if scenarios == tuple(s.id for s in BUILTIN) else scenarios, action)
 
 
-def case_command(config, bootstrap: bool, stack: str, scenario: str) -> str:
+def case_command(config, bootstrap: bool, stack: str, scenario: str, action: str = "baselines update") -> str:
     """The command that records a missing reference of (stack, scenario) for the run of `config`;
-    with nothing recorded for its GPU and weights (`bootstrap`), the bootstrap of the whole run."""
-    return bootstrap_command(config) if bootstrap else config_command(config, (stack,), (scenario,))
+    with nothing recorded for its GPU and weights (`bootstrap`), the bootstrap of the whole run.
+    `action` another subcommand (`calibrate --write`); `stack` may list several, or none ("")."""
+    if bootstrap:
+        return bootstrap_command(config, action)
+    return config_command(config, (stack,) if stack else (), (scenario,), action)
 
 
 def _same_folder(a: Path, b: Path) -> bool:

@@ -130,7 +130,7 @@ class FluxSession:
             "stack": stack.name, "components": stack.describe(), "scenario": scenario.id, "reason": reason}
 
     def key(self, scenario: Scenario) -> BaselineKey:
-        return BaselineKey(self.machine.slug, self.machine.fingerprint, scenario.id)
+        return BaselineKey(self.machine.slug, self.machine.fingerprint, scenario.id, self.machine.gpu_name)
 
     def references(self, stack: Stack, scenario: Scenario, now: Provenance, key: BaselineKey | None = None) -> References:
         """Everything recorded for the case, loaded once; `now` is this run's provenance for the stack."""
