@@ -39,7 +39,7 @@ from .entries import (
 )
 from .files import atomic_write, write_json
 from .folders import folder_problem, os_reason, shown
-from .placement import check_calibration, check_entry_place, check_record, check_scenario, copied_from
+from .placement import Place, check_calibration, check_entry_place, check_record, check_scenario, copied_from
 from .provenance import Provenance
 
 TABLES = {"latency.json": LatencyEntry, "fidelity.json": FidelityEntry, "calibration.json": CalibrationEntry}
@@ -146,7 +146,7 @@ def _entry(name: str, entry, where: str, key: BaselineKey, beside: tuple[dict | 
     made (`beside` None: where it was recorded is not checked)."""
     typed = TABLES[name].from_json(entry, where)
     if beside is not None:
-        check_entry_place(entry, where, (key.gpu_name, key.gpu_slug, key.fingerprint), *beside)
+        check_entry_place(entry, where, Place(key.gpu_name, key.gpu_slug, key.fingerprint), *beside)
     return check_calibration(typed, where, str(key)) if isinstance(typed, CalibrationEntry) else typed
 
 

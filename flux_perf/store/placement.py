@@ -8,6 +8,7 @@ bf16 record beside them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from ..components.stacks import BASELINE
 from ..model.scenarios import Scenario
@@ -64,7 +65,12 @@ def check_calibration(entry: CalibrationEntry, where: str, place: str) -> Calibr
     return entry
 
 
-Place = tuple  # (GPU name, GPU slug, weights fingerprint): None where a file does not say
+class Place(NamedTuple):
+    """Where something was recorded; None where a file does not say."""
+
+    gpu_name: str | None
+    gpu_slug: str | None
+    fingerprint: str | None
 
 
 def place_of(record: dict) -> Place:
@@ -72,11 +78,13 @@ def place_of(record: dict) -> Place:
     gpu = record.get("gpu")
     name = gpu.get("name") if isinstance(gpu, dict) else gpu
     slug = record.get("gpu_slug") or (gpu.get("slug") if isinstance(gpu, dict) else None)
-    return tuple(v if isinstance(v, str) else None for v in (name, slug, record.get("fingerprint")))
+    return Place(*(v if isinstance(v, str) else None for v in (name, slug, record.get("fingerprint"))))
 
 
 def _elsewhere(place: Place, here: Place) -> bool:
-    return any(value is not None and value != expected for value, expected in zip(place[1:], here[1:]))
+    """Another GPU or weights than `here` (the GPU's name is shown, not compared: the slug is made from it)."""
+    return any(value is not None and value != expected
+               for value, expected in ((place.gpu_slug, here.gpu_slug), (place.fingerprint, here.fingerprint)))
 
 
 def _shown(place: Place) -> str:
@@ -93,9 +101,9 @@ def copied_from(old: dict | None, gpu_slug: str, fingerprint: str) -> dict | Non
     if isinstance(old.get("replaced_copy"), dict):
         return old["replaced_copy"]
     place = place_of(old)
-    if not _elsewhere(place, (None, gpu_slug, fingerprint)):
+    if not _elsewhere(place, Place(None, gpu_slug, fingerprint)):
         return None
-    return {"gpu": place[0], "gpu_slug": place[1], "fingerprint": place[2]}
+    return {"gpu": place.gpu_name, "gpu_slug": place.gpu_slug, "fingerprint": place.fingerprint}
 
 
 def check_entry_place(entry, where: str, here: Place, record: dict | None, record_path: Path) -> None:
@@ -105,11 +113,11 @@ def check_entry_place(entry, where: str, here: Place, record: dict | None, recor
     ones are judged by the scenario's bf16 `record` beside them (the folder copied whole).
     `where`: FILE [SCENARIO][NAME]."""
     fix = f"Record this machine's own with: {UPDATE_HINT}"
-    stamped = place_of(entry) if isinstance(entry, dict) else (None, None, None)
+    stamped = place_of(entry) if isinstance(entry, dict) else Place(None, None, None)
     if any(stamped[1:]):
         if _elsewhere(stamped, here):
             raise BaselineMismatch(f"{where}: recorded on {_shown(stamped)}, read for {_shown(here)} (folder "
-                                   f"{here[1]}/{here[2]}): copied from another GPU's or weights' folder, or edited; "
+                                   f"{here.gpu_slug}/{here.fingerprint}): copied from another GPU's or weights' folder, or edited; "
                                    f"its numbers are another machine's. {fix}")
         return
     for place, how in (place_of(record or {}), "was recorded on"), \
