@@ -6,9 +6,9 @@ nor passes a `--flux-*` option nor collects a flux case, it imports nothing heav
 and changes no environment variable, so installing flux-perf leaves other projects alone.
 Its marker and checks apply only to its own tests (scope.py says which). Beside it: its options
 (options.py), the hooks a conftest.py can implement (hookspecs.py), the outcomes of a case not
-judged (outcomes.py) and their place in `--lf` (lastfailed.py), and the report writes and
-end-of-run checks (finish.py); the cases themselves run in flux_perf.suite, shared with the
-command line.
+judged (outcomes.py) and where pytest users see them (surfaces.py: `-r`, the benchmark JSON;
+lastfailed.py: `--lf`), and the report writes and end-of-run checks (finish.py); the cases
+themselves run in flux_perf.suite, shared with the command line.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def pytest_configure(config):
         config.stash[_ADDED_KEY] = register_components(config.hook.pytest_flux_perf_components)
     except ValueError as error:
         raise pytest.UsageError(f"flux-perf: {error}") from None
-    from .lastfailed import register as keep_not_judged_for_lf
+    from .surfaces import register as show_not_judged
 
-    keep_not_judged_for_lf(config)  # --lf re-runs INCONCLUSIVE, DISTURBED and GAP tests too
+    show_not_judged(config)  # in -r's short summary, the benchmark JSON and --lf: INCONCLUSIVE, DISTURBED, GAP
     if not marker_declared(config):
         config.addinivalue_line(
             "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
