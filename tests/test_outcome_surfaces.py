@@ -1,6 +1,7 @@
 """What a CI or a developer reads after a run never shows a case that was not judged as a pass:
-pytest's short test summary (`-r`), pytest-benchmark's JSON and the JUnit XML, through the real
-GPU test files on the tiny model with the scripted clock (no assertion depends on this CPU's speed)."""
+pytest's short test summary (`-r`), pytest-benchmark's JSON and the JUnit XML, and the report of a
+run `--sw` stopped, through the real GPU test files on the tiny model with the scripted clock (no
+assertion depends on this CPU's speed)."""
 
 import json
 import re
@@ -72,3 +73,16 @@ def test_a_fidelity_gap_is_in_the_short_summary(store, gate):
     assert result.returncode == 6, result.stdout[-3000:]
     (line,) = short_summary(result)
     assert line.startswith(f"GAP {FIDELITY} - bf16-{SCENARIO}: no fidelity calibration for {SCENARIO}"), line
+
+
+def test_a_run_stopped_by_stepwise_says_so_not_keyboard_interrupt(store, gate, tmp_path):
+    """--sw stops at the first failure through pytest's Interrupted (exit 2, as Ctrl-C): the report
+    said `interrupted by KeyboardInterrupt`, a stop no one asked for. An undecided case does not
+    stop it (as -x: not a failure); the case without a reference does."""
+    result = gate(store, 1.03, "--flux-max-rounds", "8", "--sw", "--flux-scenarios", f"{SCENARIO},48x48@2",
+                  cache_dir=tmp_path / "cache")
+    assert result.returncode == 2 and "1 failed, 1 passed, 1 inconclusive" in result.stdout, result.stdout[-3000:]
+    interrupted = json.loads((store / "report" / "results.json").read_text())["interrupted"]
+    assert interrupted == ("interrupted by --sw (Test failed, continuing from this test next run.): "
+                           "2 of 2 cases finished"), interrupted
+    assert "interrupted by --sw" in (store / "report" / "summary.md").read_text()

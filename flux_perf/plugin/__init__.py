@@ -299,7 +299,7 @@ def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
     if flux is None:
         return
-    from .finish import fail_unasserted, write_final
+    from .finish import fail_unasserted, mark_stopped, write_final
     # Collecting only is not a run that lost its GPU.
     # A GPU test that passed outside the cases (the attention kernel checks) did run on the GPU.
     ran_on_gpu = flux.records or session.config.stash.get(_GPU_PASSED_KEY, 0)
@@ -311,10 +311,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
-        flux.mark_interrupted(selected_cases(session.items))
-    elif session.shouldfail:  # -x, --maxfail: the cases after the failure never ran
-        flux.mark_interrupted(selected_cases(session.items), by=f"-x/--maxfail ({session.shouldfail})")
+    mark_stopped(session, flux, selected_cases(session.items))  # Ctrl-C, SIGTERM, -x, --sw: a partial run says so
     fail_unasserted(session, flux, (pytest.ExitCode.OK,))  # before exit 6: a failure in the report wins
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:
