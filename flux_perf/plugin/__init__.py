@@ -6,9 +6,9 @@ nor passes a `--flux-*` option nor collects a flux case, it imports nothing heav
 and changes no environment variable, so installing flux-perf leaves other projects alone.
 Its marker and checks apply only to its own tests (scope.py says which). Beside it: its options
 (options.py), the hooks a conftest.py can implement (hookspecs.py), the outcomes of a case not
-judged (outcomes.py) and their place in `--lf` (lastfailed.py), and the report writes and
-end-of-run checks (finish.py); the cases themselves run in flux_perf.suite, shared with the
-command line.
+judged (outcomes.py) and where pytest users see them (surfaces.py: `-r`, the benchmark JSON;
+lastfailed.py: `--lf`), and the report writes and end-of-run checks (finish.py); the cases
+themselves run in flux_perf.suite, shared with the command line.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def pytest_configure(config):
         config.stash[_ADDED_KEY] = register_components(config.hook.pytest_flux_perf_components)
     except ValueError as error:
         raise pytest.UsageError(f"flux-perf: {error}") from None
-    from .lastfailed import register as keep_not_judged_for_lf
+    from .surfaces import register as show_not_judged
 
-    keep_not_judged_for_lf(config)  # --lf re-runs INCONCLUSIVE, DISTURBED and GAP tests too
+    show_not_judged(config)  # in -r's short summary, the benchmark JSON and --lf: INCONCLUSIVE, DISTURBED, GAP
     if not marker_declared(config):
         config.addinivalue_line(
             "markers", f"{MARKER}: GPU performance test on the full-size model; run with `pytest -m {MARKER}`"
@@ -299,7 +299,7 @@ def pytest_sessionfinish(session, exitstatus):
     flux = _session(session.config, create=False)
     if flux is None:
         return
-    from .finish import fail_unasserted, write_final
+    from .finish import fail_unasserted, mark_stopped, write_final
     # Collecting only is not a run that lost its GPU.
     # A GPU test that passed outside the cases (the attention kernel checks) did run on the GPU.
     ran_on_gpu = flux.records or session.config.stash.get(_GPU_PASSED_KEY, 0)
@@ -311,10 +311,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.config.stash[_NO_GPU_KEY] = "; ".join(reasons)
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if session.exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C, SIGTERM: a partial run says so
-        flux.mark_interrupted(selected_cases(session.items))
-    elif session.shouldfail:  # -x, --maxfail: the cases after the failure never ran
-        flux.mark_interrupted(selected_cases(session.items), by=f"-x/--maxfail ({session.shouldfail})")
+    mark_stopped(session, flux, selected_cases(session.items))  # Ctrl-C, SIGTERM, -x, --sw: a partial run says so
     fail_unasserted(session, flux, (pytest.ExitCode.OK,))  # before exit 6: a failure in the report wins
     not_judged = [] if session.config.getoption("flux_allow_no_gpu") and not ran_on_gpu else flux.not_judged()
     if not_judged and session.exitstatus == pytest.ExitCode.OK:

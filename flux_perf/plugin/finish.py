@@ -1,7 +1,8 @@
 """The pytest plugin's side of the report: SIGTERM is taken as Ctrl-C (the run ends through
-pytest's KeyboardInterrupt path and is marked interrupted), a failed write of the report is one
-line naming the folder and the OS error, with the summary printed to the terminal instead and a
-failing exit status, and the terminal's flux-perf section names each case not judged once."""
+pytest's KeyboardInterrupt path and is marked interrupted; a run -x or --sw stopped says so), a
+failed write of the report is one line naming the folder and the OS error, with the summary
+printed to the terminal instead and a failing exit status, and the terminal's flux-perf section
+names each case not judged once."""
 
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def write_final(session, flux, passing: tuple) -> dict:
     if not written and session.exitstatus in passing:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     return written
+
+
+def mark_stopped(session, flux, selected: int) -> None:
+    """A run that ended before its selection says what stopped it. --sw stops at a failure through
+    pytest's Interrupted (exit 2, as Ctrl-C): it read `interrupted by KeyboardInterrupt`."""
+    if session.exitstatus == pytest.ExitCode.INTERRUPTED and (interrupts.received() or not session.shouldstop):
+        flux.mark_interrupted(selected)  # a signal: Ctrl-C, SIGTERM
+    elif session.shouldfail:  # -x, --maxfail: the cases after the failure never ran
+        flux.mark_interrupted(selected, by=f"-x/--maxfail ({session.shouldfail})")
+    elif session.shouldstop:
+        stepwise = session.config.getoption("stepwise", False)
+        flux.mark_interrupted(selected, by=f"--sw ({session.shouldstop})" if stepwise else str(session.shouldstop))
 
 
 def fail_unasserted(session, flux, passing: tuple) -> None:
