@@ -122,11 +122,13 @@ def _runnable_variants(machine, lossless, stacks, breaks, write: bool):
 
 
 def _incomplete(result, scenario: str, write: bool) -> str | None:
-    """What a failed variant left out of this scenario's calibration, or None."""
+    """What a failed variant left out of this scenario's calibration, or None. A band that tells no
+    break from the lossless variants is as unusable in a dry proposal as under --write."""
+    refused = f"{scenario}: not {'written' if write else 'usable'}"
     if result.unusable():
-        return f"{scenario}: not {'written' if write else 'usable'}: {result.unusable()}; run it again"
-    if write and result.unseparated():
-        return f"{scenario}: not written: {result.unseparated()}"
+        return f"{refused}: {result.unusable()}; run it again"
+    if result.unseparated():
+        return f"{refused}: {result.unseparated()}"
     if result.spreads_missing():
         return (f"{scenario}: no build-to-build spread for {', '.join(result.spreads_missing())}: the gate allows "
                 "them the band alone (stricter); run it again to measure them")
@@ -217,7 +219,7 @@ def restate(args) -> int:
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
         result = restated(old, parse_scenario(scenario_id), args.margin)
         print(format_calibration(result))
-        if result.unusable():  # a band without a variant it measured; a missing spread restates as stored
+        if result.unusable() or result.unseparated():  # a missing spread restates as stored
             problems.append(_incomplete(result, scenario_id, args.write))
             print(f"incomplete calibration: {problems[-1]}", file=sys.stderr)
         elif args.write:
