@@ -50,6 +50,19 @@ def check_lists(args) -> None:
                               f"name one or more, or leave --{option} out for the default")
 
 
+def check_restate_options(args) -> None:
+    """--restate measures nothing and reads its folder whole: an option of measuring given with it
+    (--json, --scenarios, --lossless, --model, ...) would be ignored without a word."""
+    defaults = {"scenarios": None, "resolution": None, "steps": None, "guidance": None, "seed": None,
+                "lossless": None, "stacks": None, "breaks": None, "repeats": 2, "cold_compiles": False,
+                "json": None, "model": None, "device": None, "baselines_dir": None}
+    given = [f"--{name.replace('_', '-')}" for name, default in defaults.items() if getattr(args, name) != default]
+    if given:
+        raise ConfigError(f"--restate {args.restate} with {', '.join(given)}: --restate measures nothing and "
+                          "re-proposes every calibration stored in its folder; it takes only --margin, --write "
+                          "and --force")
+
+
 def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, stacks=None, breaks=None, repeats=2,
                         margin=1.5, cold_compiles=False, write=False, force=False,
                         json_path=None) -> tuple[dict, list[str], list[str]]:
@@ -163,6 +176,7 @@ def run(args) -> int:
         raise ConfigError(f"--margin {args.margin}: must be >= 1 (the band reaches that many times the farthest "
                           "lossless variant)")
     if args.restate:
+        check_restate_options(args)
         return restate(args)
     check_lists(args)
     if args.json:
