@@ -47,7 +47,7 @@ def test_run_prints_the_stage_table(tmp_path, cli):
     (("compare", "a.json", "b.json", "--tolerance", "nan"), "tolerance nan: must be a fraction"),
     (("calibrate", "--device", "cpu", "--repeats", "0"), "--repeats 0: must be >= 1"),
     (("calibrate", "--device", "cpu", "--margin", "0.5"), "--margin 0.5: must be >= 1"),
-    (("run", "--device", "cpu", "--baselines-dir", "no/such/store"), "--baselines-dir no/such/store does not exist"),
+    (("run", "--device", "cpu", "--baselines-dir", "no/such/store"), "/no/such/store does not exist"),  # named absolute
     (("baselines", "migrate", "no/such/folder"), "no/such/folder: not a baseline folder"),
     # Given without --resolution they were ignored: the four default scenarios ran instead.
     (("run", "--device", "cpu", "--steps", "1", "--seed", "5"),
@@ -401,6 +401,30 @@ def test_table_filters_scenarios_and_lists_what_could_not_run(cli):
     as_json = json.loads(cli("table", "docs/results/run1.json", "--stacks", "bf16", "--json").stdout)
     rows = {row["scenario"]: row for row in as_json["rows"]}
     assert rows["1024x1024@8"]["speedup_vs_bf16"] == 1.0 and rows["1024x1024@8"]["latency_s"] > 1.0
+
+
+def test_options_a_command_would_ignore_are_refused_naming_them(tmp_path, cli, capsys):
+    """Given where they do nothing, these were ignored without a word, exit 0: `table --stacks ""` (an unset
+    "$VAR") read as no filter, `--kind physics --json` wrote the component rows, `calibrate --restate` with
+    --json wrote no file and restated every scenario, `calibrate --rounds`/`--report-dir` timed and wrote
+    nothing (and a read-only current folder refused a report calibrate never writes)."""
+    run = "docs/results/run1.json"
+    for args, message in [
+        (("table", run, "--stacks", ""), "--stacks '': names nothing; name one or more, or leave --stacks out"),
+        (("table", run, "--scenarios", ","), "--scenarios ',': names nothing"),
+        (("table", run, "--kind", "physics", "--json"), "--kind physics with --json: --json writes the component rows"),
+        (("calibrate", "--restate", tmp_path, "--json", tmp_path / "c.json", "--scenarios", "64x64@1"),
+         f"--restate {tmp_path} with --scenarios, --json: --restate measures nothing"),
+    ]:
+        result = cli(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stdout[-500:], result.stderr)
+    assert not (tmp_path / "c.json").exists()
+    short = cli("table", run, "--scenarios", "512@6", "--stacks", "bf16,")  # as runs name them; `,` adds nothing
+    assert short.returncode == 0 and "| 512x512@6 | bf16 |" in short.stdout, short.stderr
+    for option in ("--rounds", "--report-dir"):
+        with pytest.raises(SystemExit) as usage:
+            cli("calibrate", option, "5")
+        assert usage.value.code == 2 and f"unrecognized arguments: {option} 5" in capsys.readouterr().err
 
 
 def test_an_interrupted_run_keeps_what_finished(tmp_path, cli, monkeypatch):

@@ -197,6 +197,29 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path, cli):
     assert odd.returncode == 0 and "Traceback" not in odd.stderr, odd.stderr
 
 
+def test_restating_a_calibration_that_tells_no_break_from_its_lossless_variants_is_not_usable(tmp_path, cli):
+    """A stored band whose lossless variant lies past its break (stored before the check): restated, it
+    would pass the break. Dry: `not usable`, exit 1; --write: `not written`, the file kept, exit 1
+    (was: printed as any other, exit 0; --write stored it again)."""
+    folder = tmp_path / "nvidia-h100-80gb-hbm3" / "synthetic-x"
+    folder.mkdir(parents=True)
+    far = {"1-ssim": 7e-3, "mse": 1.7e-4, "latent_rel_l2": 5.6e-2}
+    near = {"1-ssim": 7.6e-4, "mse": 1.8e-5, "latent_rel_l2": 7.4e-3}
+    entry = {"band": {"ssim": 0.99, "psnr": 30.0, "latent_rel_l2": 8.4e-2}, "margin": 1.5, "spread": {},
+             "recorded_at": "2026-11-25T21:47:00+00:00",
+             "variants": {"compile-regional": {"kind": "lossless", "distances": [far]},
+                          "noise:0.01": {"kind": "break", "distances": [near]}}}
+    text = json.dumps({"flux_perf_store": 2, "entries": {"512x512@6": {"fidelity": entry}}})
+    (folder / "calibration.json").write_text(text)
+    message = ("incomplete calibration: 512x512@6: not {}: no metric separates the breaks (noise:0.01) from the "
+               "lossless variants (compile-regional)")
+    dry = cli("calibrate", "--restate", str(folder))
+    assert dry.returncode == 1 and message.format("usable") in dry.stderr, dry.stdout + dry.stderr
+    written = cli("calibrate", "--restate", str(folder), "--write", "--force")
+    assert written.returncode == 1 and message.format("written") in written.stderr, written.stdout + written.stderr
+    assert (folder / "calibration.json").read_text() == text, "nothing rewritten"
+
+
 @pytest.mark.parametrize("lost, written", [("break", False), ("stack", True)])
 def test_restate_never_writes_a_band_from_a_calibration_that_lost_a_variant(tmp_path, cli, lost, written):
     """A lost exact-math variant or break: the band would be placed without it, never written. A lost
@@ -393,19 +416,25 @@ def test_a_lossless_variant_that_cannot_run_here_refuses_write_before_measuring(
 
 def test_a_calibration_that_tells_no_break_from_its_lossless_variants_writes_no_band(tmp_path, cli):
     """A lossless variant farther out than the breaks (noise:0.5) places a band that passes them: --write
-    keeps the stored band (was replaced, SSIM 1.0 -> 0.885, exit 0, and 1 % noise then passed)."""
+    keeps the stored band (was replaced, SSIM 1.0 -> 0.885, exit 0, and 1 % noise then passed), and a
+    dry proposal says it is not usable, exit 1 (was: printed as any other, exit 0)."""
     copy_budgets(tmp_path / "baselines")
     args = ("calibrate", "--device", "cpu", "--scenarios", "64x64@2", "--baselines-dir", tmp_path / "baselines",
-            "--stacks", "fused-qkv", "--repeats", "1", "--write")
-    kept = cli(*args, "--lossless", "noise:0.0002")
+            "--stacks", "fused-qkv", "--repeats", "1")
+    kept = cli(*args, "--write", "--lossless", "noise:0.0002")
     assert kept.returncode == 0, kept.stderr[-2000:]
     stored = next((tmp_path / "baselines").glob("*/*/calibration.json"))
     before = stored.read_text()
-    refused = cli(*args, "--lossless", "noise:0.5")
+    refused = cli(*args, "--write", "--lossless", "noise:0.5")
     assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
-    assert ("incomplete calibration: 64x64@2: not written: no metric separates the breaks (noise:0.01, wrong-shift) "
-            "from the lossless variants (bf16, noise:0.5): SSIM ") in refused.stderr
+    unseparated = ("64x64@2: not {}: no metric separates the breaks (noise:0.01, wrong-shift) from the lossless "
+                   "variants (bf16, noise:0.5): SSIM ")
+    assert f"incomplete calibration: {unseparated.format('written')}" in refused.stderr
     assert stored.read_text() == before, "the band that told the breaks apart stays"
+    dry = cli(*args, "--lossless", "noise:0.5")
+    assert dry.returncode == 1, dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert f"incomplete calibration: {unseparated.format('usable')}" in dry.stderr
+    assert stored.read_text() == before
     # No lossless variant moved the output: the band is exact, and a break that moved nothing (wrong-shift
     # at one step) no band can see, so it is written (`baselines update --scenarios 64x64@1` on a CPU).
     same = {"1-ssim": 0.0, "mse": 0.0, "latent_rel_l2": 0.0}

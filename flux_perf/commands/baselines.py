@@ -152,12 +152,12 @@ def _calibrated(store, key) -> bool:
 def show_references(args) -> int:
     """Every stored reference, one line each; an entry or file that cannot be read is listed as
     UNREADABLE with its file, key and what to do (exit 1), never a traceback."""
-    from ..suite.config import default_baselines_dir
+    from ..suite.config import default_baselines_dir, typed_path
     from ..suite.hints import record_command
     from ..store.baselines import TABLES, BaselineMissing, BaselineStore
     from ..store.entries import BaselineError
 
-    root = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
+    root = typed_path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
     if not root.is_dir():
         raise BaselineMissing(f"baselines folder {root} does not exist or is not a folder: pass --baselines-dir "
                               "with the folder holding budgets.toml and <gpu>/<weights>/ references")

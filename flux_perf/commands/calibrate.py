@@ -50,6 +50,19 @@ def check_lists(args) -> None:
                               f"name one or more, or leave --{option} out for the default")
 
 
+def check_restate_options(args) -> None:
+    """--restate measures nothing and reads its folder whole: an option of measuring given with it
+    (--json, --scenarios, --lossless, --model, ...) would be ignored without a word."""
+    defaults = {"scenarios": None, "resolution": None, "steps": None, "guidance": None, "seed": None,
+                "lossless": None, "stacks": None, "breaks": None, "repeats": 2, "cold_compiles": False,
+                "json": None, "model": None, "device": None, "baselines_dir": None}
+    given = [f"--{name.replace('_', '-')}" for name, default in defaults.items() if getattr(args, name) != default]
+    if given:
+        raise ConfigError(f"--restate {args.restate} with {', '.join(given)}: --restate measures nothing and "
+                          "re-proposes every calibration stored in its folder; it takes only --margin, --write "
+                          "and --force")
+
+
 def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, stacks=None, breaks=None, repeats=2,
                         margin=1.5, cold_compiles=False, write=False, force=False,
                         json_path=None) -> tuple[dict, list[str], list[str]]:
@@ -122,11 +135,13 @@ def _runnable_variants(machine, lossless, stacks, breaks, write: bool):
 
 
 def _incomplete(result, scenario: str, write: bool) -> str | None:
-    """What a failed variant left out of this scenario's calibration, or None."""
+    """What a failed variant left out of this scenario's calibration, or None. A band that tells no
+    break from the lossless variants is as unusable in a dry proposal as under --write."""
+    refused = f"{scenario}: not {'written' if write else 'usable'}"
     if result.unusable():
-        return f"{scenario}: not {'written' if write else 'usable'}: {result.unusable()}; run it again"
-    if write and result.unseparated():
-        return f"{scenario}: not written: {result.unseparated()}"
+        return f"{refused}: {result.unusable()}; run it again"
+    if result.unseparated():
+        return f"{refused}: {result.unseparated()}"
     if result.spreads_missing():
         return (f"{scenario}: no build-to-build spread for {', '.join(result.spreads_missing())}: the gate allows "
                 "them the band alone (stricter); run it again to measure them")
@@ -161,6 +176,7 @@ def run(args) -> int:
         raise ConfigError(f"--margin {args.margin}: must be >= 1 (the band reaches that many times the farthest "
                           "lossless variant)")
     if args.restate:
+        check_restate_options(args)
         return restate(args)
     check_lists(args)
     if args.json:
@@ -217,7 +233,7 @@ def restate(args) -> int:
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
         result = restated(old, parse_scenario(scenario_id), args.margin)
         print(format_calibration(result))
-        if result.unusable():  # a band without a variant it measured; a missing spread restates as stored
+        if result.unusable() or result.unseparated():  # a missing spread restates as stored
             problems.append(_incomplete(result, scenario_id, args.write))
             print(f"incomplete calibration: {problems[-1]}", file=sys.stderr)
         elif args.write:

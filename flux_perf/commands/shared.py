@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR, TELEMETRY_INTERVAL_S
-from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir
+from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir, typed_path
 from ..suite.values import positive_seconds
 
 
@@ -32,20 +32,22 @@ def add_scenario_args(parser, *, several: bool = True) -> None:
 
 
 def add_model_args(parser, rounds: int = 3, timed: bool = True) -> None:
-    """The model, device, folders and rounds; `timed` False for a command that times no rounds
-    (calibrate only generates images), which then takes no --telemetry-interval."""
+    """The model, device, folders and rounds; `timed` False for a command that times no rounds and
+    writes no report (calibrate only generates images): it takes no --rounds, --report-dir or
+    --telemetry-interval, which it would ignore without a word."""
     parser.add_argument("--model", default=None,
                         help="synthetic | tiny | a diffusers pipeline directory | hub:OWNER/NAME "
                              "(default: synthetic on a GPU, tiny on a CPU)")
     parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
     parser.add_argument("--baselines-dir", default=None,
                         help="baseline store with budgets.toml (default: the checkout's baselines/)")
+    if not timed:
+        return
     parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
-    if timed:
-        parser.add_argument("--telemetry-interval", type=positive_seconds, default=TELEMETRY_INTERVAL_S,
-                            metavar="SECONDS", help="seconds between NVML samples of the GPU during the timed "
-                                                    "rounds (default: %(default)s)")
+    parser.add_argument("--telemetry-interval", type=positive_seconds, default=TELEMETRY_INTERVAL_S,
+                        metavar="SECONDS", help="seconds between NVML samples of the GPU during the timed "
+                                                "rounds (default: %(default)s)")
 
 
 def scenarios_of(args):
@@ -73,7 +75,7 @@ def baselines_dir(args) -> Path:
     from ..gate.budgets import BudgetsError
     from ..store.folders import folder_problem, shown
 
-    path = Path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()
+    path = typed_path(args.baselines_dir) if args.baselines_dir else default_baselines_dir()  # from the cwd
     problem = folder_problem(path, writable=False)
     if problem:
         raise BudgetsError(f"--baselines-dir {shown(path)} {problem}")
@@ -90,18 +92,18 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
     from ..instrument.measure import MeasureSettings
     from ..model.pipeline import check_device, check_device_name, default_device
 
-    if args.rounds < 1:
-        raise ConfigError(f"--rounds {args.rounds}: need at least 1 timed round")
+    rounds = getattr(args, "rounds", 1)  # calibrate times no rounds and writes no report
+    if rounds < 1:
+        raise ConfigError(f"--rounds {rounds}: need at least 1 timed round")
     device = args.device or default_device()
     check_device_name(device)
     check_device(device)
     config = SuiteConfig(
         model=args.model, device=device, stacks=parse_stacks(stacks), scenarios=scenarios,
-        # calibrate times no rounds and takes no --telemetry-interval
-        measure=MeasureSettings(rounds=args.rounds, max_rounds=args.rounds,
+        measure=MeasureSettings(rounds=rounds, max_rounds=rounds,
                                 telemetry_interval_s=getattr(args, "telemetry_interval", TELEMETRY_INTERVAL_S)),
         strict=False,
-        report_dir=Path(args.report_dir), baselines_dir=baselines_dir(args), update_baselines=update,
+        report_dir=typed_path(args.report_dir) if hasattr(args, "report_dir") else None, baselines_dir=baselines_dir(args), update_baselines=update,
         force_update=force,
     )
     config.check_destinations()

@@ -31,12 +31,33 @@ def _check_filters(runs, stacks: set[str] | None, scenarios: set[str] | None) ->
                               f"{', '.join(sorted(held)) or 'no case'}")
 
 
+def _names(option: str, text: str | None) -> set[str] | None:
+    """A filter's names (None: no filter). `--stacks ""` (an unset "$VAR") names none: refused, as
+    for every command (it was read as no filter); a scenario is read as runs name it (512@6)."""
+    from ..model.scenarios import ScenarioError, parse_scenario
+    from ..suite.config import ConfigError
+
+    if text is None:
+        return None
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if not names:
+        raise ConfigError(f"{option} {text!r}: names nothing; name one or more, or leave {option} out for all")
+    if option == "--scenarios":
+        try:
+            names = {parse_scenario(name).id for name in names}
+        except ScenarioError as error:
+            raise ConfigError(f"{option} {text}: {error}") from None
+    return names
+
+
 def run(args) -> int:
     from ..report.format import skipped_table
     from ..report.tables import component_rows, component_table, failed_cases, load_runs, physics_table
+    from ..suite.config import ConfigError
 
-    stacks = set(args.stacks.split(",")) if args.stacks else None
-    scenarios = set(args.scenarios.split(",")) if args.scenarios else None
+    if args.json and args.kind != "components":  # --json writes the component rows only
+        raise ConfigError(f"--kind {args.kind} with --json: --json writes the component rows; leave one of them out")
+    stacks, scenarios = _names("--stacks", args.stacks), _names("--scenarios", args.scenarios)
 
     def kept(stack: str, scenario: str) -> bool:
         return (stacks is None or stack in stacks) and (scenarios is None or scenario in scenarios)

@@ -239,7 +239,7 @@ def pytest_report_header(config):
     suite = flux_suite_config(config)
     lines = [f"flux-perf: stacks {', '.join(s.name for s in suite.stacks)}; "
              f"scenarios {', '.join(c.id for c in suite.scenarios)}; rounds {suite.measure.rounds}"
-             f" (max {suite.measure.max_rounds}); report -> {suite.report_dir}"]
+             f" (max {suite.measure.max_rounds}); baselines {suite.baselines_dir}; report -> {suite.report_dir}"]
     flux = _session(config, create=False)
     lines.append(gpu_line(flux.machine.gpu if flux is not None else gpu_identity()))  # this run's card, not card 0
     applied = [e["name"] for e in config.stash.get(_ENV_KEY, []) if e["status"] == "applied"]

@@ -38,7 +38,9 @@ def add_options(parser) -> None:
     add("--flux-allow-no-gpu", action="store_true",
         help="under -m h100, a run in which no GPU case could run passes (by default it fails)")
     add("--flux-report-dir", default=DEFAULT_REPORT_DIR, help=f"report folder (default: {DEFAULT_REPORT_DIR})")
-    add("--flux-baselines-dir", default=None, help="baseline store (default: <rootdir>/baselines)")
+    add("--flux-baselines-dir", default=None,
+        help="baseline store (default: <rootdir>/baselines); a relative one starts where pytest runs, or at the "
+             "ini file's folder when its addopts name it")
     add("--flux-update-baselines", action="store_true",
         help="re-record the selected stacks' references and the bf16 images (on purpose only)")
     add("--flux-force-update", action="store_true", help="allow --flux-update-baselines under CI")

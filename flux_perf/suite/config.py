@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class SuiteConfig:
     scenarios: tuple[Scenario, ...]
     measure: MeasureSettings
     strict: bool
-    report_dir: Path
+    report_dir: Path | None  # None: a command that writes no report (calibrate)
     baselines_dir: Path
     update_baselines: bool
     force_update: bool
@@ -74,7 +75,8 @@ class SuiteConfig:
     def check_destinations(self) -> None:
         """Fail before measuring when the report cannot be written: minutes of measurements
         must never be lost to a reporting error at the end."""
-        check_writable_dir(self.report_dir, "report folder")
+        if self.report_dir is not None:
+            check_writable_dir(self.report_dir, "report folder")
         from ..store.folders import folder_problem, shown
 
         problem = folder_problem(self.baselines_dir, writable=False)  # read here; writes check on their own
@@ -87,8 +89,8 @@ class SuiteConfig:
 
     @classmethod
     def from_pytest(cls, config, root: Path) -> SuiteConfig:
-        """From the pytest plugin's options; `root` is the project's root, where relative baselines
-        start (the plugin's project_root: not pytest's rootdir where an option's value chose it)."""
+        """From the pytest plugin's options; `root` is the project's root, where the default baselines
+        lie (the plugin's project_root: not pytest's rootdir where an option's value chose it)."""
         option = config.getoption
         stacks = parse_stacks(option("flux_stacks"))
         if option("flux_update_baselines"):
@@ -107,14 +109,14 @@ class SuiteConfig:
             scenarios=parse_scenarios(option("flux_scenarios")),
             measure=settings,
             strict=option("flux_strict"),
-            report_dir=Path(option("flux_report_dir")).expanduser(),
-            baselines_dir=_resolve(option("flux_baselines_dir") or "baselines", root),
+            report_dir=_typed(config, "--flux-report-dir"),
+            baselines_dir=_typed(config, "--flux-baselines-dir") or root / "baselines",
             update_baselines=option("flux_update_baselines"),
             force_update=option("flux_force_update"),
             profile=option("flux_profile"),
             inject_slowdown=option("flux_inject_slowdown"),
             plant=option("flux_plant"),
-            compile_cache=Path(option("flux_compile_cache")).expanduser() if option("flux_compile_cache") else None,
+            compile_cache=_typed(config, "--flux-compile-cache"),
             enforce_targets=option("flux_enforce_targets"),
             scripted_clock=option("flux_scripted_clock"),
         )
@@ -128,7 +130,27 @@ def check_writable_dir(folder: Path, what: str) -> None:
         raise ConfigError(f"{what} {shown(folder)} {problem}")
 
 
-def _resolve(path: str, root: Path) -> Path:
-    """Baselines belong to the project: relative paths start at its root (pytest's rootdir), not the cwd."""
-    path = Path(os.path.expanduser(path))
-    return path if path.is_absolute() else root / path
+def typed_path(text: str, start: Path | None = None) -> Path:
+    """A path the user gave: `~` expanded, a relative one taken from `start` (default: the current
+    folder), absolute so that every message names the folder it means."""
+    path = Path(os.path.expanduser(str(text)))
+    return Path(os.path.abspath(path if path.is_absolute() else (start or Path.cwd()) / path))
+
+
+def _typed(config, flag: str) -> Path | None:
+    """A pytest path option's value made absolute (None when unset), as pytest makes its own: typed
+    on the command line or in PYTEST_ADDOPTS it starts at the folder pytest was run from (--basetemp,
+    --junitxml); from the ini file's addopts, at the ini file's folder, as the ini's own paths do, so a
+    project's folder stays the same from any subfolder. The default too starts where pytest ran."""
+    value = config.getoption(flag[2:].replace("-", "_"))
+    if not value:
+        return None
+    here = Path(str(config.invocation_params.dir))
+    typed = [*map(str, config.invocation_params.args), *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    inipath = getattr(config, "inipath", None)
+    from_ini = inipath is not None and not _names(typed, flag) and _names(config.getini("addopts"), flag)
+    return typed_path(value, Path(str(inipath)).parent if from_ini else here)
+
+
+def _names(args, flag: str) -> bool:
+    return any(str(a) == flag or str(a).startswith(flag + "=") for a in args)
