@@ -103,8 +103,8 @@ def suite(args, *, stacks, scenarios, update=False, force=False) -> SuiteConfig:
         measure=MeasureSettings(rounds=rounds, max_rounds=rounds,
                                 telemetry_interval_s=getattr(args, "telemetry_interval", TELEMETRY_INTERVAL_S)),
         strict=False,
-        report_dir=typed_path(args.report_dir) if hasattr(args, "report_dir") else None, baselines_dir=baselines_dir(args), update_baselines=update,
-        force_update=force,
+        report_dir=typed_path(args.report_dir) if hasattr(args, "report_dir") else None,
+        baselines_dir=baselines_dir(args), update_baselines=update, force_update=force,
     )
     config.check_destinations()
     return config
