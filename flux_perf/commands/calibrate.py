@@ -33,7 +33,11 @@ def register(sub) -> None:
                         help="no measuring: re-propose the calibrations stored in this baseline folder "
                              "from the distances they hold (for a new --margin or band rule)")
     add_model_args(parser, timed=False)
-    parser.set_defaults(func=run)
+    # What --restate (which measures nothing) refuses beside it: every option but its own, at its default.
+    own = {"restate", "margin", "write", "force"}
+    defaults = vars(parser.parse_args([]))
+    parser.set_defaults(func=run, measuring_defaults={name: value for name, value in defaults.items()
+                                                      if name not in own})
 
 
 def listed(text: str | None, default) -> list[str]:
@@ -53,10 +57,8 @@ def check_lists(args) -> None:
 def check_restate_options(args) -> None:
     """--restate measures nothing and reads its folder whole: an option of measuring given with it
     (--json, --scenarios, --lossless, --model, ...) would be ignored without a word."""
-    defaults = {"scenarios": None, "resolution": None, "steps": None, "guidance": None, "seed": None,
-                "lossless": None, "stacks": None, "breaks": None, "repeats": 2, "cold_compiles": False,
-                "json": None, "model": None, "device": None, "baselines_dir": None}
-    given = [f"--{name.replace('_', '-')}" for name, default in defaults.items() if getattr(args, name) != default]
+    given = [f"--{name.replace('_', '-')}" for name, default in args.measuring_defaults.items()
+             if getattr(args, name) != default]
     if given:
         raise ConfigError(f"--restate {args.restate} with {', '.join(given)}: --restate measures nothing and "
                           "re-proposes every calibration stored in its folder; it takes only --margin, --write "
