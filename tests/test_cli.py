@@ -462,6 +462,18 @@ def test_table_keeps_gpus_and_weights_apart(tmp_path, cli):
     assert "| machine |" in cli("table", h100, cpu).stdout
 
 
+def test_table_shows_a_record_without_stages_with_no_step_time(tmp_path, cli):
+    """stages_ms is optional in a valid results.json (the validator accepts a record without it):
+    the row is shown with '-' for its step time, as for every other missing figure (was: a TypeError)."""
+    run = make_results(tmp_path / "nostages.json", {"bf16-512x512@6": [0.66] * 3})
+    table = cli("table", run)
+    assert table.returncode == 0 and "Traceback" not in table.stderr
+    assert "| 512x512@6 | bf16 | bf16 | 0.660 " in table.stdout and "| - | 1.00x |" in table.stdout
+    assert json.loads(cli("table", run, "--json").stdout)["rows"][0]["step_ms"] is None
+    physics = cli("table", run, "--kind", "physics")
+    assert physics.returncode == 0 and "| 512x512@6 | bf16 | 0.660 | - |" in physics.stdout
+
+
 def test_table_lists_a_case_that_raised_with_its_error_not_its_numbers(tmp_path, cli):
     """Seen on the H100: a case timed its rounds, then raised (a cuDNN version clash); its rounds
     are not a result, so the table names the error instead."""
