@@ -9,7 +9,6 @@ none, in one command with a progress line per case.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
 
@@ -204,11 +203,13 @@ def _describe(entry) -> str:
 def migrate_folders(args) -> int:
     from ..store.baselines import updates_allowed
     from ..store.migrate import migrate_folder, store_files
+    from ..suite.config import typed_path
 
     updates_allowed(args.force, "--force (flux-perf baselines migrate --force FOLDER)")
-    for folder in args.folders:  # every folder at the right level before any is rewritten
-        store_files(Path(folder))
-    for folder in args.folders:
-        for line in migrate_folder(Path(folder)):
+    folders = [typed_path(folder) for folder in args.folders]  # named absolute in every message
+    for folder in folders:  # every folder at the right level before any is rewritten
+        store_files(folder)
+    for folder in folders:
+        for line in migrate_folder(folder):
             print(line)
     return 0

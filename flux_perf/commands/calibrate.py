@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..suite.config import ConfigError
+from ..suite.config import ConfigError, typed_path
 from .shared import add_model_args, add_scenario_args, progress, scenarios_of, suite
 
 
@@ -182,6 +182,7 @@ def run(args) -> int:
     if args.json:
         from ..suite.config import check_writable_dir
 
+        args.json = str(typed_path(args.json))  # named absolute in every message, as --report-dir
         check_writable_dir(Path(args.json).parent, "--json folder")  # before minutes of measuring
     config = suite(args, stacks=BASELINE, scenarios=scenarios_of(args))
     machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
@@ -218,7 +219,7 @@ def restate(args) -> int:
     from ..store.baselines import BaselineKey, BaselineStore
     from ..store.entries import BaselineError
 
-    folder = Path(args.restate)
+    folder = typed_path(args.restate)
     path = folder / "calibration.json"
     if not path.is_file():
         raise ConfigError(f"--restate {folder}: no calibration.json there (a baseline folder: "
