@@ -156,6 +156,20 @@ def test_a_bootstrap_whose_calibration_lost_a_break_writes_no_band_and_exits_1(t
     assert not list(tmp_path.glob("cpu-*/*/calibration.json"))
 
 
+def test_an_update_that_failed_a_case_names_the_runs_calibrate_command(tmp_path, cli, monkeypatch):
+    """It said a bare `flux-perf calibrate --write`: the default model, device and the checkout's
+    baselines/, not the folder the update wrote to."""
+    import flux_perf.commands.baselines as baselines
+
+    copy_budgets(tmp_path)
+    monkeypatch.setattr(baselines, "run_cases", lambda *args, **kwargs: 1)  # a case failed; nothing measured
+    update = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@1", "--stacks", "fused-qkv",
+                 "--baselines-dir", tmp_path, "--report-dir", tmp_path / "report")
+    assert update.returncode == 1
+    assert ("not calibrated (64x64@1): a case above failed; fix it and run `flux-perf calibrate --write --stacks "
+            f"fused-qkv --scenarios 64x64@1 --device cpu --baselines-dir {tmp_path}`") in update.stderr, update.stderr
+
+
 def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, cli, monkeypatch):
     """On a GPU model (here: this CPU) with nothing recorded, one command records every selected
     stack's references, the bf16 image and latents, and the fidelity calibration, case by case."""

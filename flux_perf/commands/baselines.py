@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 def update_references(args) -> int:
     from ..components.stacks import BASELINE, baseline_first, parse_stacks
-    from ..suite.hints import bootstrap_command
+    from ..suite.hints import bootstrap_command, config_command
     from ..suite.session import FluxSession
     from ..store.baselines import BaselineKey, updates_allowed
     from .calibrate import calibrate_scenarios
@@ -71,15 +71,16 @@ def update_references(args) -> int:
     uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
         args.calibrate == "missing" and not _calibrated(session.store, BaselineKey(machine.slug, machine.fingerprint,
                                                                                    s.id)))]
+    spread = [s.name for s in config.stacks if s.name != BASELINE and not reasons[s.name]]  # all run here
     if uncalibrated and code != 0:
+        again = config_command(config, spread, [s.id for s in uncalibrated], "calibrate --write")
         print(f"not calibrated ({', '.join(s.id for s in uncalibrated)}): a case above failed; fix it and run "
-              "`flux-perf calibrate --write`", file=sys.stderr)
+              f"`{again}`", file=sys.stderr)
     elif uncalibrated:
         progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)}")
         session.runner.release()
-        _, problems, _ = calibrate_scenarios(  # only stacks that run here: all measured
-            session.runner, session.store, machine, uncalibrated, write=True, force=args.force,
-            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not reasons[s.name]))
+        _, problems, _ = calibrate_scenarios(session.runner, session.store, machine, uncalibrated, write=True,
+                                             force=args.force, stacks=",".join(spread))
         code = code or (1 if problems else 0)
     if code == 0 and skipped:  # as the pytest form: a stack not run is not judged, never exit 0
         from ..report.judged import EXIT_NOT_JUDGED

@@ -218,6 +218,7 @@ def restate(args) -> int:
     from ..model.scenarios import parse_scenario
     from ..store.baselines import BaselineKey, BaselineStore
     from ..store.entries import BaselineError
+    from ..suite.hints import record_command
 
     folder = typed_path(args.restate)
     path = folder / "calibration.json"
@@ -232,7 +233,9 @@ def restate(args) -> int:
         if inner != "fidelity":
             continue
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
-        result = restated(old, parse_scenario(scenario_id), args.margin)
+        again = record_command("calibrate --write", baselines_dir=folder.parent.parent, stacks=sorted(old.spread),
+                               scenarios=(scenario_id,))  # every spread it holds, into this folder
+        result = restated(old, parse_scenario(scenario_id), args.margin, again)
         print(format_calibration(result))
         if result.unusable() or result.unseparated():  # a missing spread restates as stored
             problems.append(_incomplete(result, scenario_id, args.write))
