@@ -156,6 +156,20 @@ def test_a_bootstrap_whose_calibration_lost_a_break_writes_no_band_and_exits_1(t
     assert not list(tmp_path.glob("cpu-*/*/calibration.json"))
 
 
+def test_an_update_that_failed_a_case_names_the_runs_calibrate_command(tmp_path, cli, monkeypatch):
+    """It said a bare `flux-perf calibrate --write`: the default model, device and the checkout's
+    baselines/, not the folder the update wrote to."""
+    import flux_perf.commands.baselines as baselines
+
+    copy_budgets(tmp_path)
+    monkeypatch.setattr(baselines, "run_cases", lambda *args, **kwargs: 1)  # a case failed; nothing measured
+    update = cli("baselines", "update", "--device", "cpu", "--scenarios", "64x64@1", "--stacks", "fused-qkv",
+                 "--baselines-dir", tmp_path, "--report-dir", tmp_path / "report")
+    assert update.returncode == 1
+    assert ("not calibrated (64x64@1): a case above failed; fix it and run `flux-perf calibrate --write --stacks "
+            f"fused-qkv --scenarios 64x64@1 --device cpu --baselines-dir {tmp_path}`") in update.stderr, update.stderr
+
+
 def test_baselines_update_bootstraps_a_new_machine_and_show_lists_it(tmp_path, cli, monkeypatch):
     """On a GPU model (here: this CPU) with nothing recorded, one command records every selected
     stack's references, the bf16 image and latents, and the fidelity calibration, case by case."""
@@ -460,6 +474,18 @@ def test_table_keeps_gpus_and_weights_apart(tmp_path, cli):
     assert rows[("NVIDIA H100 80GB HBM3 / synthetic-x", "fast")]["speedup_vs_bf16"] == pytest.approx(0.66 / 0.34)
     assert rows[("CPU / tiny-x", "bf16")]["speedup_vs_bf16"] == 1.0
     assert "| machine |" in cli("table", h100, cpu).stdout
+
+
+def test_table_shows_a_record_without_stages_with_no_step_time(tmp_path, cli):
+    """stages_ms is optional in a valid results.json (the validator accepts a record without it):
+    the row is shown with '-' for its step time, as for every other missing figure (was: a TypeError)."""
+    run = make_results(tmp_path / "nostages.json", {"bf16-512x512@6": [0.66] * 3})
+    table = cli("table", run)
+    assert table.returncode == 0 and "Traceback" not in table.stderr
+    assert "| 512x512@6 | bf16 | bf16 | 0.660 " in table.stdout and "| - | 1.00x |" in table.stdout
+    assert json.loads(cli("table", run, "--json").stdout)["rows"][0]["step_ms"] is None
+    physics = cli("table", run, "--kind", "physics")
+    assert physics.returncode == 0 and "| 512x512@6 | bf16 | 0.660 | - |" in physics.stdout
 
 
 def test_table_lists_a_case_that_raised_with_its_error_not_its_numbers(tmp_path, cli):

@@ -197,6 +197,22 @@ def test_restate_cli_rewrites_a_stored_band_only_when_asked(tmp_path, cli):
     assert odd.returncode == 0 and "Traceback" not in odd.stderr, odd.stderr
 
 
+def test_restating_a_calibration_without_lossless_measurements_names_the_command_for_its_folder(tmp_path, cli):
+    """It said a bare `flux-perf calibrate --write`, which measures into the checkout's baselines/
+    and leaves out the stacks whose spread the entry holds."""
+    folder = tmp_path / "nvidia-h100-80gb-hbm3" / "synthetic-x"
+    folder.mkdir(parents=True)
+    entry = {"band": {"ssim": 0.999}, "spread": {"fp8": {"ssim": 1e-4}}, "recorded_at": "2026-11-25T21:47:00+00:00",
+             "variants": {"noise:0.01": {"kind": "break", "distances": [{"1-ssim": 7.6e-4, "mse": 1.8e-5,
+                                                                        "latent_rel_l2": 7.4e-3}]}}}
+    (folder / "calibration.json").write_text(json.dumps({"flux_perf_store": 2,
+                                                          "entries": {"512x512@6": {"fidelity": entry}}}))
+    result = cli("calibrate", "--restate", folder)
+    assert result.returncode != 0 and "holds no lossless measurements to restate: measure it again (flux-perf " \
+        f"calibrate --write --stacks fp8 --scenarios 512x512@6 --baselines-dir {tmp_path})" in result.stderr, \
+        result.stderr
+
+
 def test_restating_a_calibration_that_tells_no_break_from_its_lossless_variants_is_not_usable(tmp_path, cli):
     """A stored band whose lossless variant lies past its break (stored before the check): restated, it
     would pass the break. Dry: `not usable`, exit 1; --write: `not written`, the file kept, exit 1

@@ -71,3 +71,24 @@ def test_flux_perf_names_the_absolute_folder_it_was_given_relative(tmp_path):
     assert f"no references in {tmp_path / 'empty'} (record them with: " in shown.stdout
     missing = run_flux_perf("run", "--device", "cpu", "--baselines-dir", "nowhere", cwd=tmp_path)
     assert missing.returncode == 2 and f"--baselines-dir {tmp_path / 'nowhere'} " in missing.stderr, missing.stderr
+
+
+def test_paths_given_to_commands_are_named_absolute(tmp_path, cli, monkeypatch):
+    """`calibrate --json`, `ab --json`, `run --save-image`, `baselines migrate FOLDER`, `calibrate
+    --restate FOLDER` typed relative: from the current folder, named absolute, as --baselines-dir is
+    (was: named as typed, so a message did not say which folder it meant)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    for args in (("calibrate", "--device", "cpu", "--scenarios", "64x64@1", "--json", "afile/c.json"),
+                 ("ab", "--base", ".", "--head", ".", "--device", "cpu", "--stacks", "bf16", "--scenarios",
+                  "64x64@1", "--json", "afile/ab.json")):
+        refused = cli(*args)
+        assert refused.returncode == 2 and f"--json folder {tmp_path / 'afile'} " in refused.stderr, refused.stderr
+    migrate = cli("baselines", "migrate", "nowhere")
+    assert migrate.returncode == 2 and f"{tmp_path / 'nowhere'}: not a baseline folder" in migrate.stderr
+    restate = cli("calibrate", "--restate", "nowhere")
+    assert restate.returncode == 2 and f"--restate {tmp_path / 'nowhere'}: no calibration.json" in restate.stderr
+    run = cli("run", "--device", "cpu", "--resolution", "64", "--steps", "1", "--rounds", "1",
+              "--report-dir", "report", "--save-image", "img/{scenario}.png")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"image: {tmp_path / 'img' / '64x64@1.png'}\n" in run.stdout

@@ -7,7 +7,7 @@ checkout first on PYTHONPATH, so the pytest11 entry point loads this checkout's 
 project's first test asserts that)."""
 
 import pytest
-from helpers import ROOT, run_pytest
+from helpers import ROOT, copy_budgets, run_pytest
 
 from flux_perf.plugin.scope import marker_selects
 
@@ -97,4 +97,17 @@ def test_the_space_form_of_an_option_does_not_move_the_baselines(tmp_path):
     # pytest's rootdir is the report folder or an ancestor shared with the invocation folder
     # (/tmp when the checkout is under /tmp too): either way not the checkout, and said so.
     assert "pytest took its rootdir /" in result.stdout and "from an option's value" in result.stdout
-    assert f"baselines are looked up from {ROOT}" in result.stdout
+    assert f"baselines are looked up from {ROOT / 'baselines'}. " in result.stdout
+
+
+def test_the_rootdir_note_names_the_baselines_folder_given(tmp_path):
+    """With --flux-baselines-dir the note named the checkout, not the folder the run reads."""
+    report, store = tmp_path / "report", tmp_path / "store"
+    report.mkdir()
+    copy_budgets(store)
+    result = run_pytest("-m", "h100", "--flux-report-dir", str(report), f"--flux-baselines-dir={store}",
+                        "--flux-device", "cpu", "--flux-model", "tiny", "--flux-stacks", "bf16",
+                        "--flux-scenarios", "64x64@2", "--co")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"from an option's value (its ini file was not read); baselines are looked up from {store}. " \
+        in result.stdout, result.stdout[-2000:]

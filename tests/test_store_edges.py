@@ -216,6 +216,8 @@ def test_a_calibration_measured_against_another_folders_baseline_is_a_problem(tm
     path = store.folder(KEY) / "calibration.json"
     assert refs.calibration is None and refs.problems["calibration"].startswith(
         f"{path} [64x96@2][fidelity]: reference='{elsewhere}', this entry lies at 'cpu-x86_64/tiny-abc/64x96@2'")
+    # the run's own command (here the test's stand-in), never the bare one into the checkout's folder
+    assert refs.problems["calibration"].endswith("Calibrate again with: calibrate --write  64x96@2")
     shown = cli("baselines", "show", "--baselines-dir", tmp_path)
     assert shown.returncode == 1 and "calibration.json 64x96@2 fidelity: UNREADABLE (" in shown.stdout
     for reference in (f"stored baseline {KEY}", "fresh bf16 output"):

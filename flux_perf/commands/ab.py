@@ -70,7 +70,7 @@ def run(args) -> int:
     from ..ab.orchestrator import check_inject, check_tolerance, run_ab
     from ..ab.output import cases_to_json, format_cases
     from ..model.pipeline import check_device
-    from ..suite.config import check_writable_dir
+    from ..suite.config import check_writable_dir, typed_path
     from ..store.files import write_json
 
     check_tolerance(args.tolerance)
@@ -94,6 +94,7 @@ def run(args) -> int:
             write_json(Path(args.json), {**cases_to_json(cases, settings, final, not_decidable), **more})
 
     if args.json:
+        args.json = str(typed_path(args.json))  # named absolute in every message, as --report-dir
         check_writable_dir(Path(args.json).parent, "--json folder")
     if not wanted:
         print("nothing to A/B: no --stacks/--scenarios, and the suite run left no latency verdict undecided")

@@ -9,7 +9,6 @@ none, in one command with a progress line per case.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
 
@@ -45,7 +44,7 @@ def register(sub) -> None:
 
 def update_references(args) -> int:
     from ..components.stacks import BASELINE, baseline_first, parse_stacks
-    from ..suite.hints import bootstrap_command
+    from ..suite.hints import bootstrap_command, config_command
     from ..suite.session import FluxSession
     from ..store.baselines import BaselineKey, updates_allowed
     from .calibrate import calibrate_scenarios
@@ -72,15 +71,16 @@ def update_references(args) -> int:
     uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
         args.calibrate == "missing" and not _calibrated(session.store, BaselineKey(machine.slug, machine.fingerprint,
                                                                                    s.id)))]
+    spread = [s.name for s in config.stacks if s.name != BASELINE and not reasons[s.name]]  # all run here
     if uncalibrated and code != 0:
+        again = config_command(config, spread, [s.id for s in uncalibrated], "calibrate --write")
         print(f"not calibrated ({', '.join(s.id for s in uncalibrated)}): a case above failed; fix it and run "
-              "`flux-perf calibrate --write`", file=sys.stderr)
+              f"`{again}`", file=sys.stderr)
     elif uncalibrated:
         progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)}")
         session.runner.release()
-        _, problems, _ = calibrate_scenarios(  # only stacks that run here: all measured
-            session.runner, session.store, machine, uncalibrated, write=True, force=args.force,
-            stacks=",".join(s.name for s in config.stacks if s.name != BASELINE and not reasons[s.name]))
+        _, problems, _ = calibrate_scenarios(session.runner, session.store, machine, uncalibrated, write=True,
+                                             force=args.force, stacks=",".join(spread))
         code = code or (1 if problems else 0)
     if code == 0 and skipped:  # as the pytest form: a stack not run is not judged, never exit 0
         from ..report.judged import EXIT_NOT_JUDGED
@@ -204,11 +204,13 @@ def _describe(entry) -> str:
 def migrate_folders(args) -> int:
     from ..store.baselines import updates_allowed
     from ..store.migrate import migrate_folder, store_files
+    from ..suite.config import typed_path
 
     updates_allowed(args.force, "--force (flux-perf baselines migrate --force FOLDER)")
-    for folder in args.folders:  # every folder at the right level before any is rewritten
-        store_files(Path(folder))
-    for folder in args.folders:
-        for line in migrate_folder(Path(folder)):
+    folders = [typed_path(folder) for folder in args.folders]  # named absolute in every message
+    for folder in folders:  # every folder at the right level before any is rewritten
+        store_files(folder)
+    for folder in folders:
+        for line in migrate_folder(folder):
             print(line)
     return 0

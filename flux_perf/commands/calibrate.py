@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..suite.config import ConfigError
+from ..suite.config import ConfigError, typed_path
 from .shared import add_model_args, add_scenario_args, progress, scenarios_of, suite
 
 
@@ -184,6 +184,7 @@ def run(args) -> int:
     if args.json:
         from ..suite.config import check_writable_dir
 
+        args.json = str(typed_path(args.json))  # named absolute in every message, as --report-dir
         check_writable_dir(Path(args.json).parent, "--json folder")  # before minutes of measuring
     config = suite(args, stacks=BASELINE, scenarios=scenarios_of(args))
     machine = Machine.detect(config.device, resolve_model_source(config.model, config.device))
@@ -219,8 +220,9 @@ def restate(args) -> int:
     from ..model.scenarios import parse_scenario
     from ..store.baselines import BaselineKey, BaselineStore
     from ..store.entries import BaselineError
+    from ..suite.hints import record_command
 
-    folder = Path(args.restate)
+    folder = typed_path(args.restate)
     path = folder / "calibration.json"
     if not path.is_file():
         raise ConfigError(f"--restate {folder}: no calibration.json there (a baseline folder: "
@@ -233,7 +235,9 @@ def restate(args) -> int:
         if inner != "fidelity":
             continue
         key = BaselineKey(folder.parent.name, folder.name, scenario_id)
-        result = restated(old, parse_scenario(scenario_id), args.margin)
+        again = record_command("calibrate --write", baselines_dir=folder.parent.parent, stacks=sorted(old.spread),
+                               scenarios=(scenario_id,))  # every spread it holds, into this folder
+        result = restated(old, parse_scenario(scenario_id), args.margin, again)
         print(format_calibration(result))
         if result.unusable() or result.unseparated():  # a missing spread restates as stored
             problems.append(_incomplete(result, scenario_id, args.write))

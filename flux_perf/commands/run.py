@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR
-from ..suite.config import ConfigError
+from ..suite.config import ConfigError, typed_path
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
 
 
@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def image_path(template: str, scenario, stack) -> Path:
     try:
-        return Path(template.format(scenario=scenario.id, stack=stack.name))
+        return typed_path(template.format(scenario=scenario.id, stack=stack.name))  # named absolute
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as error:  # {stack.name}, {0:d}
         raise ConfigError(f"--save-image {template!r}: only {{scenario}} and {{stack}} may appear in it ({error!r})") \
             from None

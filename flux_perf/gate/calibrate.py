@@ -247,15 +247,17 @@ def calibrate_scenario(runner: CaseRunner, store: BaselineStore, key: BaselineKe
     return ScenarioCalibration(scenario, reference, variants, margin, cold_compiles)
 
 
-def restated(entry: CalibrationEntry, scenario: Scenario, margin: float) -> ScenarioCalibration:
+def restated(entry: CalibrationEntry, scenario: Scenario, margin: float,
+             again: str = "flux-perf calibrate --write") -> ScenarioCalibration:
     """A stored calibration re-proposed from the distances it holds (no GPU): for a changed
-    margin or rule of the band, without measuring again."""
+    margin or rule of the band, without measuring again. `again`: the caller's command that
+    measures it anew where it is stored."""
     details = entry.details
     variants = [Variant(name, v["kind"], [dict(m) for m in v.get("distances") or []], v.get("error"))
                 for name, v in (details.get("variants") or {}).items()]
     if not any(v.kind == "lossless" and v.metrics for v in variants):
         raise BaselineError(f"the stored calibration of {scenario.id} holds no lossless measurements to restate: "
-                            "measure it again (flux-perf calibrate --write)")
+                            f"measure it again ({again})")
     return ScenarioCalibration(scenario, details.get("reference", "stored calibration"), variants, margin,
                                bool(details.get("cold_compiles")))
 

@@ -244,7 +244,7 @@ def pytest_report_header(config):
     lines.append(gpu_line(flux.machine.gpu if flux is not None else gpu_identity()))  # this run's card, not card 0
     applied = [e["name"] for e in config.stash.get(_ENV_KEY, []) if e["status"] == "applied"]
     lines.append(f"flux-perf environment applied: {', '.join(applied) or 'none'}")
-    return lines + [note for note in [rootdir_note(config)] if note]
+    return lines + [note for note in [rootdir_note(config, suite.baselines_dir)] if note]
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -127,10 +127,11 @@ def project_root(config) -> Path:
         return root
 
 
-def rootdir_note(config) -> str | None:
-    """A line for the header when pytest's rootdir came from an option's value."""
-    root = project_root(config)
-    if root == Path(str(config.rootpath)):
+def rootdir_note(config, baselines_dir: Path) -> str | None:
+    """A line for the header when pytest's rootdir came from an option's value; `baselines_dir` the
+    folder the run reads (the project's baselines/, or --flux-baselines-dir's)."""
+    if project_root(config) == Path(str(config.rootpath)):
         return None
     return (f"flux-perf: pytest took its rootdir {config.rootpath} from an option's value (its ini file was not "
-            f"read); baselines are looked up from {root}. Write options with '=' (--flux-report-dir=DIR) to avoid it")
+            f"read); baselines are looked up from {baselines_dir}. Write options with '=' (--flux-report-dir=DIR) "
+            "to avoid it")

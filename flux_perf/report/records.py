@@ -100,8 +100,9 @@ class CaseRecord:
         return self.wall_s.median
 
     @property
-    def step_ms(self) -> float:
-        return self.stages_ms["step_median"]
+    def step_ms(self) -> float | None:
+        # stages_ms is optional in a valid results.json: a record without it has no step time
+        return (self.stages_ms or {}).get("step_median")
 
     @property
     def ssim(self) -> float | None:

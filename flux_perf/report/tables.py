@@ -70,7 +70,7 @@ def component_table(runs: list[Run], keep=lambda stack, scenario: True) -> str:
         lines.append(
             (f"| {row['machine']} " if mixed else "")
             + f"| {row['scenario']} | {row['stack']} | {row['components']} | {row['latency_s']:.3f} "
-            f"({row['ci_low_s']:.3f}-{row['ci_high_s']:.3f}) | {row['gate']} | {row['step_ms']:.1f} | "
+            f"({row['ci_low_s']:.3f}-{row['ci_high_s']:.3f}) | {row['gate']} | {fmt(row['step_ms'], '.1f')} | "
             f"{fmt(row['speedup_vs_bf16'], '.2f')}x | {fmt(row['compile_s'], '.1f')} "
             f"| {fmt(row['peak_memory_gib'], '.1f')} | {fmt(row['ssim_vs_bf16'], '.4f')} | {row['run']} |"
         )
@@ -100,8 +100,8 @@ def physics_table(runs: list[Run], keep=lambda stack, scenario: True) -> str:
             linear_peak = fp8_peak if r.linear_precision == "fp8" and fp8_peak else bf16_peak
             floor_ms = (flops["linear"] / linear_peak + flops["attention"] / bf16_peak) / 1e9
         lines.append(
-            f"| {r.scenario_id} | {r.stack} | {r.median_s:.3f} | {r.step_ms:.1f} | {fmt(floor_ms, '.1f')} "
-            f"| {fmt(100 * floor_ms / r.step_ms if floor_ms else None, '.0f')} | {fmt(tflops, '.0f')} "
+            f"| {r.scenario_id} | {r.stack} | {r.median_s:.3f} | {fmt(r.step_ms, '.1f')} | {fmt(floor_ms, '.1f')} "
+            f"| {fmt(100 * floor_ms / r.step_ms if floor_ms and r.step_ms else None, '.0f')} | {fmt(tflops, '.0f')} "
             f"| {fmt(100 * tflops / bf16_peak if tflops and bf16_peak else None, '.0f')} | {fmt(r.ssim, '.4f')} "
             f"| {run.name} |"
         )

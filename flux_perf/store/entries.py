@@ -19,6 +19,7 @@ from .provenance import Provenance
 SCHEMA_KEY = "flux_perf_store"
 SCHEMA_VERSION = 2
 UPDATE_HINT = "flux-perf baselines update   (or: pytest -m h100 --flux-update-baselines)"
+CALIBRATE_HINT = "flux-perf calibrate --write"  # a run replaces it with its own command (store/references.py)
 # A recorded median may differ from its rounds' median by this fraction: float text read back.
 MEDIAN_REL_TOL = 1e-6
 
@@ -228,7 +229,7 @@ class CalibrationEntry:
         entry = _object(entry, where)
         band = entry.get("band")
         if not isinstance(band, dict) or not _fraction(band.get("ssim")):
-            raise BaselineCorrupt(f"{where}: needs a `band` object with an SSIM; re-run flux-perf calibrate --write")
+            raise BaselineCorrupt(f"{where}: needs a `band` object with an SSIM; re-run {CALIBRATE_HINT}")
         for name in ("psnr", "latent_rel_l2"):
             if band.get(name) is not None and not positive_number(band[name]):
                 raise _bad(where, f"band.{name}", band[name], "a positive number")

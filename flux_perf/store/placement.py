@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..components.stacks import BASELINE
 from ..model.scenarios import Scenario
-from .entries import UPDATE_HINT, BaselineMismatch, CalibrationEntry
+from .entries import CALIBRATE_HINT, UPDATE_HINT, BaselineMismatch, CalibrationEntry
 
 BUILT_IN = ("synthetic", "tiny")  # model labels that name their kind; any other is a checkpoint's path or hub id
 
@@ -61,7 +61,7 @@ def check_calibration(entry: CalibrationEntry, where: str, place: str) -> Calibr
     if isinstance(reference, str) and reference.startswith(prefix) and reference[len(prefix):] != place:
         raise BaselineMismatch(f"{where}: reference={reference!r}, this entry lies at {place!r}: measured for "
                                "another GPU, weights or scenario (copied or edited). Calibrate again with: "
-                               "flux-perf calibrate --write")
+                               f"{CALIBRATE_HINT}")
     return entry
 
 

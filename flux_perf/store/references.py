@@ -14,7 +14,7 @@ import numpy as np
 from ..components.stacks import BASELINE, Stack
 from ..model.scenarios import Scenario
 from .baselines import Baseline, BaselineKey, BaselineMissing, BaselineStore
-from .entries import UPDATE_HINT, BaselineError, CalibrationEntry, FidelityEntry, LatencyEntry, Spread
+from .entries import CALIBRATE_HINT, UPDATE_HINT, BaselineError, CalibrationEntry, FidelityEntry, LatencyEntry, Spread
 from .provenance import Provenance, distribution_of, stale_reasons
 
 LATENCY, BASELINE_IMAGE, FIDELITY, CALIBRATION = "latency", "baseline", "fidelity", "calibration"
@@ -128,6 +128,9 @@ def load_references(store: BaselineStore, key: BaselineKey, scenario: Scenario, 
     for part, problem in problems.items():
         problems[part] = problem.replace(UPDATE_HINT, record_command(BASELINE if part == BASELINE_IMAGE
                                                                      else stack.name, scenario.id))
+    if CALIBRATE_HINT in problems.get(CALIBRATION, ""):  # calibrate's default stacks, at this scenario
+        problems[CALIBRATION] = problems[CALIBRATION].replace(CALIBRATE_HINT, record_command(
+            "", scenario.id, "calibrate --write"))
     return References(key, stack.name, baseline, latency, fidelity, own, calibration, problems, stale)
 
 
