@@ -328,6 +328,25 @@ def test_compare_exit_codes(tmp_path, cli):
     assert broken.returncode == 2 and "no such file" in broken.stderr
 
 
+def test_compare_corrects_across_its_cases_so_more_cases_are_not_more_false_alarms(tmp_path, cli):
+    """Each case was judged at 95 % alone: a run of 16 cases had 16 chances at a false `slower`.
+    A case slower by its own interval now needs Holm's correction over the compared cases."""
+    base_rounds = [1.000 + 0.001 * i for i in range(8)]
+    barely = [1.05 + 0.001 * i for i in range(7)] + [1.000]  # its interval 1.045-1.052; p 0.005
+    clear = [1.05 + 0.001 * i for i in range(8)]  # no overlap: p 1/12870
+    others = {f"bf16-{64 + 16 * i}x{64 + 16 * i}@2": base_rounds for i in range(15)}
+    base = make_results(tmp_path / "base.json", {"fast-512x512@6": base_rounds, **others})
+    many = cli("compare", base, make_results(tmp_path / "many.json", {"fast-512x512@6": barely, **others}))
+    assert many.returncode == 6, many.stdout + many.stderr
+    assert "inconclusive (slower at 95 % alone, not after Holm's correction over 16 cases)" in many.stdout
+    two = {"fast-512x512@6": base_rounds, "bf16-64x64@2": base_rounds}
+    alone = cli("compare", make_results(tmp_path / "b2.json", two),
+                make_results(tmp_path / "h2.json", {**two, "fast-512x512@6": barely}))
+    assert alone.returncode == 1 and "slower" in alone.stdout, "over 2 cases the same rounds are slower"
+    caught = cli("compare", base, make_results(tmp_path / "clear.json", {"fast-512x512@6": clear, **others}))
+    assert caught.returncode == 1 and "Holm" not in caught.stdout, "a clear slow-down survives 16 cases"
+
+
 def test_a_compare_that_compared_no_case_is_never_exit_0(tmp_path, cli):
     """Runs that share no measured case give no verdict at all (was exit 0, as if the head were fine)."""
     empty = make_results(tmp_path / "empty.json", {})

@@ -17,6 +17,7 @@ from flux_perf.gate.stats import (
     paired_ratio,
     rank_sum_cdf,
     signed_rank_cdf,
+    two_sample_p_slower,
     two_sample_ratio,
 )
 from flux_perf.instrument.rounds import median_ci, summarize
@@ -97,6 +98,21 @@ def test_too_few_rounds_for_the_level_say_so():
     assert paired_ratio([1.0] * 6, [1.1, 1.2, 1.3, 1.4, 1.5, 1.6]).reached
     assert not two_sample_ratio([1.0, 1.01], [1.1, 1.2]).reached  # 1/6 of arrangements: none at 95 %
     assert change_of(RatioInterval(1.5, 1.1, 1.6, 0.95, reached=False), 0.01) is Change.INCONCLUSIVE
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_two_sample_one_sided_p_matches_scipy_and_the_interval(seed):
+    rng = np.random.default_rng(300 + seed)
+    n, m = int(rng.integers(3, 12)), int(rng.integers(3, 12))
+    reference = np.exp(rng.normal(0, 0.01, m))
+    samples = np.exp(rng.normal(0.02, 0.01, n))
+    for threshold in (1.0, 1.01, 1.02, 1.04):
+        shifted = np.log(samples) - math.log(threshold)
+        expected = scipy.stats.mannwhitneyu(shifted, np.log(reference), method="exact", alternative="greater").pvalue
+        assert two_sample_p_slower(reference, samples, threshold) == pytest.approx(expected, abs=1e-12)
+        interval = two_sample_ratio(reference, samples)
+        assert (two_sample_p_slower(reference, samples, threshold) <= 0.025) == (interval.reached and
+                                                                                interval.low > threshold)
 
 
 def test_one_sided_p_matches_scipy_and_the_interval():

@@ -144,6 +144,16 @@ def paired_p_slower(base: Sequence[float], head: Sequence[float], ratio: float) 
     return float(cdf[len(walsh) - above])  # P(T >= above) = P(T <= N - above), T symmetric
 
 
+def two_sample_p_slower(reference: Sequence[float], samples: Sequence[float], ratio: float) -> float:
+    """Exact one-sided p-value that samples/reference exceeds `ratio` (Mann-Whitney test of log
+    time shifted by log(ratio)). It is below alpha/2 exactly when two_sample_ratio's interval at
+    1 - alpha lies above `ratio`."""
+    differences = np.subtract.outer(_logs(samples, "samples"), _logs(reference, "reference"))
+    above = int(np.sum(differences > math.log(ratio)))
+    cdf = rank_sum_cdf(len(reference), len(samples))
+    return float(cdf[differences.size - above])  # P(U >= above) = P(U <= nm - above), U symmetric
+
+
 def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
     """Holm's step-down rejections at family-wise error `alpha`: the smallest p against
     alpha/K, the next against alpha/(K-1), ..., stopping at the first that is not rejected."""

@@ -2,6 +2,8 @@
 
 Runs of different GPUs or weights are refused: their latencies say nothing about the code.
 A case the head lost (missing, or errored where the base measured it) is a regression.
+`slower` also needs Holm's correction over the compared cases (family-wise 2.5 %, as the A/B's),
+so a run of 16 cases is not 16 chances at a false alarm.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import statistics
 from collections import Counter
 
 from .records import ResultsError, RunResults, read_results
-from ..gate.stats import Change, change_of, two_sample_ratio
+from ..gate.stats import Change, change_of, holm, two_sample_p_slower, two_sample_ratio
 
 LOST = "lost in head"
+FAMILY_ALPHA = 0.025  # Holm's family-wise error: the one-sided level of the 95 % interval
 
 
 def check_comparable(base: RunResults, head: RunResults) -> None:
@@ -47,7 +50,18 @@ def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[d
             rows.append({"id": case, "base_median_s": statistics.median(old.wall_samples_s),
                          "head_median_s": statistics.median(new.wall_samples_s), "ratio": ratio.ratio,
                          "ratio_low": ratio.low, "ratio_high": ratio.high,
-                         "change": change_of(ratio, tolerance).value})
+                         "change": change_of(ratio, tolerance).value,
+                         "p_slower": two_sample_p_slower(old.wall_samples_s, new.wall_samples_s, 1 + tolerance)})
+    return _holm(rows)
+
+
+def _holm(rows: list[dict]) -> list[dict]:
+    """A case slower by its own interval stays `slower` only if Holm rejects it over every compared case."""
+    compared = [row for row in rows if "ratio" in row]
+    for row, rejected in zip(compared, holm([row["p_slower"] for row in compared], FAMILY_ALPHA)):
+        if row["change"] == Change.SLOWER.value and not rejected:
+            row["change"] = Change.INCONCLUSIVE.value
+            row["detail"] = f"slower at 95 % alone, not after Holm's correction over {len(compared)} cases"
     return rows
 
 
@@ -62,9 +76,10 @@ def format_rows(rows: list[dict], tolerance: float) -> str:
             detail = f": {row['detail']}" if row.get("detail") else ""
             lines.append(f"{row['id']:<34} {'':>8} {'':>8} {'':>8}  {'':<16}  {row['change']}{detail}")
             continue
+        detail = f" ({row['detail']})" if row.get("detail") else ""
         lines.append(
             f"{row['id']:<34} {row['base_median_s']:>8.3f} {row['head_median_s']:>8.3f} {row['ratio'] - 1:>+8.1%}"
-            f"  {row['ratio_low']:.3f}-{row['ratio_high']:.3f}      {row['change']}"
+            f"  {row['ratio_low']:.3f}-{row['ratio_high']:.3f}      {row['change']}{detail}"
         )
     return "\n".join(lines)
 
