@@ -76,12 +76,17 @@ def test_paired_interval_is_the_exact_wilcoxon_test_inverted(seed):
             assert not _inside(outside, confidence) and _inside(inside, confidence), (n, confidence, end)
 
 
+def _two_samples(seed: int, fewest: int, spread: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, samples) of fewest-13 rounds each, the samples 2 % slower, log-normal spread."""
+    rng = np.random.default_rng(seed)
+    n, m = int(rng.integers(fewest, 14)), int(rng.integers(fewest, 14))
+    return np.exp(rng.normal(0, spread, m)), np.exp(rng.normal(0.02, spread, n))
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_two_sample_interval_is_the_exact_mann_whitney_test_inverted(seed):
-    rng = np.random.default_rng(100 + seed)
-    n, m = int(rng.integers(4, 14)), int(rng.integers(4, 14))
-    reference = np.exp(rng.normal(0, 0.02, m))
-    samples = np.exp(rng.normal(0.02, 0.02, n))
+    reference, samples = _two_samples(100 + seed, 4, 0.02)
+    n, m = len(samples), len(reference)
     for confidence in (0.95, 0.99):
         interval = two_sample_ratio(reference, samples, confidence)
         assert interval.reached, (n, m, confidence)  # 4 rounds a side reach 99 %: every draw is checked
@@ -102,10 +107,7 @@ def test_too_few_rounds_for_the_level_say_so():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_two_sample_one_sided_p_matches_scipy_and_the_interval(seed):
-    rng = np.random.default_rng(300 + seed)
-    n, m = int(rng.integers(3, 12)), int(rng.integers(3, 12))
-    reference = np.exp(rng.normal(0, 0.01, m))
-    samples = np.exp(rng.normal(0.02, 0.01, n))
+    reference, samples = _two_samples(300 + seed, 3, 0.01)
     for threshold in (1.0, 1.01, 1.02, 1.04):
         shifted = np.log(samples) - math.log(threshold)
         expected = scipy.stats.mannwhitneyu(shifted, np.log(reference), method="exact", alternative="greater").pvalue
