@@ -255,7 +255,8 @@ def test_a_fidelity_gap_is_its_own_outcome_never_a_pass(store, gate):
     assert re.search(rf"\| {SCENARIO} \| bf16 \| [0-9.]+ \| [^|]+ \| [^|]+ \| gap \| no fidelity calibration",
                      (store / "report" / "summary.md").read_text())
     gap = records(store)[f"bf16-{SCENARIO}"]["fidelity"]["gap"]
-    assert gap.endswith(f"(calibrate it with `flux-perf baselines update --missing --stacks bf16 --scenarios {SCENARIO} "
+    # calibrate's own stacks, as the stale-calibration hint: every default stack's spread, not bf16's alone
+    assert gap.endswith(f"(calibrate it with `flux-perf calibrate --write --scenarios {SCENARIO} "
                         f"--model tiny --device cpu --baselines-dir {store / 'baselines'}`)"), gap
     strict = gate(store, 1.0, "--flux-strict")
     assert strict.returncode == 1 and "(--flux-strict)" in strict.stdout, strict.stdout[-3000:]

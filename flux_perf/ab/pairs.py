@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .abfile import load_ab_file
-from .rule import CONFIDENCE, FAMILY_ALPHA, holm_over, pool, verdict_of
+from .rule import CONFIDENCE, FAMILY_ALPHA, PASSES, holm_over, pool, verdict_of
 from .worker import AbError
 from ..gate.stats import Change, change_of, paired_ratio
 
 VERDICTS = [change.value for change in Change]
-_PASSES = (Change.SAME.value, Change.NOT_SLOWER.value)  # a control not seen slower leaves these unproven
 
 
 @dataclass
@@ -161,7 +160,7 @@ def old_rule(case: RecordedCase, blocks: range, tolerance: float) -> dict[str, t
         for what, rounds, _ in case.comparisons():
             changes[what].append(change_of(paired_ratio(case.base_s[window], rounds[window]), tolerance).value)
     if "control/base" in changes:
-        changes["head/base"] = [Change.INCONCLUSIVE.value if own in _PASSES and control != "slower" else own
+        changes["head/base"] = [Change.INCONCLUSIVE.value if own in PASSES and control != "slower" else own
                                 for own, control in zip(changes["head/base"], changes["control/base"])]
     return {what: (seen[0] if len(set(seen)) == 1 else Change.INCONCLUSIVE.value, None)
             for what, seen in changes.items()}

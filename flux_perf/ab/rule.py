@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..gate.stats import Change, change_of, holm, paired_p_slower, paired_ratio
+from ..gate.stats import FAMILY_ALPHA, Change, change_of, holm, paired_p_slower, paired_ratio
 
 CONFIDENCE = 0.95  # of every interval
-FAMILY_ALPHA = 0.025  # Holm's family-wise error: the one-sided level of the 95 % interval
+PASSES = (Change.SAME.value, Change.NOT_SLOWER.value)  # a control not seen slower leaves these unproven
 
 
 @dataclass
@@ -43,8 +43,7 @@ def verdict_of(pooled: Pooled, control: Pooled | None, rejected: bool, family: i
     slower."""
     if pooled.change == Change.SLOWER.value and not rejected:
         return Change.INCONCLUSIVE.value, f"slower at 95 % alone, not after Holm's correction over {family} cases"
-    passes = (Change.SAME.value, Change.NOT_SLOWER.value)
-    if pooled.change in passes and control is not None and control.change != Change.SLOWER.value:
+    if pooled.change in PASSES and control is not None and control.change != Change.SLOWER.value:
         return Change.INCONCLUSIVE.value, (f"the planted control was not seen slower ({control.change}): "
                                            f"'{pooled.change}' unproven")
     return pooled.change, None

@@ -84,18 +84,18 @@ def run(args) -> int:
                 "tolerance": args.tolerance, "inject": inject, "control": args.control,
                 "command": command_line()}
 
+    json_path = typed_path(args.json) if args.json else None  # named absolute in every message, as --report-dir
     measured: list = []  # the cases as of the last block
     # In every write: a CI step reading only the file sees why the exit is 6 beside verdicts all decided.
     not_decidable = [item.to_json() for item in undecidable]
 
     def save(cases, final: bool, **more) -> None:  # after every block: a run cut short keeps its rounds
         measured[:] = cases
-        if args.json:
-            write_json(Path(args.json), {**cases_to_json(cases, settings, final, not_decidable), **more})
+        if json_path:
+            write_json(json_path, {**cases_to_json(cases, settings, final, not_decidable), **more})
 
-    if args.json:
-        args.json = str(typed_path(args.json))  # named absolute in every message, as --report-dir
-        check_writable_dir(Path(args.json).parent, "--json folder")
+    if json_path:
+        check_writable_dir(json_path.parent, "--json folder")
     if not wanted:
         print("nothing to A/B: no --stacks/--scenarios, and the suite run left no latency verdict undecided")
         save([], final=True)
@@ -112,16 +112,16 @@ def run(args) -> int:
         done = [case for case in measured if case.blocks]
         cut = f"interrupted by {interrupts.describe(error)}: {len(done)} of {len(wanted)} cases measured"
         save(done, final=False, interrupted=cut)
-        progress(cut + (f" (kept in {args.json})" if args.json else ""))
+        progress(cut + (f" (kept in {json_path})" if json_path else ""))
         raise
     save(cases, final=True)
     print(format_cases(cases, args.tolerance))
-    if args.json:
-        print(f"\nA/B rounds and verdicts: {args.json}")
+    if json_path:
+        print(f"\nA/B rounds and verdicts: {json_path}")
         from ..report.plots import plot_ab
 
         data = cases_to_json(cases, settings, True, not_decidable)
-        picture(lambda path: plot_ab(data, path), picture_path(Path(args.json)))
+        picture(lambda path: plot_ab(data, path), picture_path(json_path))
     return ab_exit(cases, undecidable, failed)
 
 

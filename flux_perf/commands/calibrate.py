@@ -101,7 +101,7 @@ def calibrate_scenarios(runner, store, machine, scenarios, *, lossless=None, sta
                 problems.append(problem)
                 print(f"incomplete calibration: {problem}", file=sys.stderr)
             save(incomplete=problems, not_measured=unmeasured)
-            if write and not (result.unusable() or result.unseparated()):
+            if write and not result.refused():
                 _store(store, key, entry, force)
     except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM: the finished scenarios stay, marked
         from ..suite import interrupts
@@ -239,7 +239,7 @@ def restate(args) -> int:
                                scenarios=(scenario_id,))  # every spread it holds, into this folder
         result = restated(old, parse_scenario(scenario_id), args.margin, again)
         print(format_calibration(result))
-        if result.unusable() or result.unseparated():  # a missing spread restates as stored
+        if result.refused():  # a missing spread restates as stored
             problems.append(_incomplete(result, scenario_id, args.write))
             print(f"incomplete calibration: {problems[-1]}", file=sys.stderr)
         elif args.write:

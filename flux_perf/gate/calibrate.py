@@ -145,6 +145,10 @@ class ScenarioCalibration:
                 + ", ".join(f"{METRIC_NAMES[k]} {v:.2f}x" for k, v in known.items())
                 + "; a band placed from them would pass the breaks")
 
+    def refused(self) -> str | None:
+        """Why this band must be neither stored nor trusted: a variant failed, or it separates nothing."""
+        return self.unusable() or self.unseparated()
+
     def spreads_missing(self) -> list[str]:
         """The stacks whose build-to-build spread failed to measure: the gate then allows them none
         (the band alone), never more."""

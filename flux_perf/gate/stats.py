@@ -154,6 +154,9 @@ def two_sample_p_slower(reference: Sequence[float], samples: Sequence[float], ra
     return float(cdf[differences.size - above])  # P(U >= above) = P(U <= nm - above), U symmetric
 
 
+FAMILY_ALPHA = 0.025  # Holm's family-wise error of `ab` and `compare`: the one-sided level of a 95 % interval
+
+
 def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
     """Holm's step-down rejections at family-wise error `alpha`: the smallest p against
     alpha/K, the next against alpha/(K-1), ..., stopping at the first that is not rejected."""

@@ -13,10 +13,9 @@ import statistics
 from collections import Counter
 
 from .records import ResultsError, RunResults, read_results
-from ..gate.stats import Change, change_of, holm, two_sample_p_slower, two_sample_ratio
+from ..gate.stats import FAMILY_ALPHA, Change, change_of, holm, two_sample_p_slower, two_sample_ratio
 
 LOST = "lost in head"
-FAMILY_ALPHA = 0.025  # Holm's family-wise error: the one-sided level of the 95 % interval
 
 
 def check_comparable(base: RunResults, head: RunResults) -> None:

@@ -19,7 +19,7 @@ import torch
 from . import interrupts
 from ..components.stacks import BASELINE, Stack
 from .config import SuiteConfig
-from .hints import bootstrap_command, case_command, config_command
+from .hints import bootstrap_command, case_command
 from ..gate.budgets import LatencyBudget, load_budgets
 from ..gate.fidelity import FidelityResult, FidelityVerdict, judge_fidelity
 from ..gate.images import Fidelity, write_side_by_side
@@ -238,9 +238,9 @@ class FluxSession:
             return FidelityResult(FidelityVerdict.UPDATED, baseline=str(refs.baseline.path),
                                   message="the bf16 baseline of this scenario, recorded on purpose")
         timed = result.measured.timed
-        # --missing keeps the fresh references and calibrates the scenarios without a calibration.
-        calibrate = config_command(self.config, (result.stack.name,), (result.scenario.id,),
-                                   "baselines update --missing")
+        # As for a stale or broken calibration (store/references.py): calibrate's own stacks, so
+        # the calibration holds every default stack's spread, not this case's alone.
+        calibrate = self.record_command("", result.scenario.id, "calibrate --write")
         fidelity = judge_fidelity(timed.image, timed.latents, refs, floor=floor[0], floor_source=floor[1],
                                   lossless=result.stack.lossless, strict=self.config.strict, compared=compared,
                                   calibrate=calibrate)
