@@ -4,6 +4,7 @@ interval contradict, a bf16 baseline record (or a calibration) naming another GP
 scenario than the folder and case it is loaded for."""
 
 import json
+import shlex
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -224,6 +225,25 @@ def test_a_calibration_measured_against_another_folders_baseline_is_a_problem(tm
     for reference in (f"stored baseline {KEY}", "fresh bf16 output"):
         store.write_calibration(KEY, replace(entry, details={"reference": reference}), force=False)
         assert _references(store).calibration is not None
+
+
+def test_baselines_show_names_the_calibrate_command_for_the_folder_it_read(tmp_path, monkeypatch, cli):
+    """`baselines show --baselines-dir DIR` listed a broken calibration with a bare `flux-perf
+    calibrate --write`: the default scenarios, into the checkout's baselines/, not DIR's entry."""
+    store, _ = _baseline(tmp_path, monkeypatch)
+    elsewhere = "stored baseline nvidia-h100-80gb-hbm3/synthetic-d3fe4e48a811/512x512@6"
+    store.write_calibration(KEY, CalibrationEntry(Band(0.999), {}, {}, Provenance.now(None, {}),
+                                                  {"reference": elsewhere}), force=False)
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    line = next(line for line in shown.stdout.splitlines() if "calibration.json 64x96@2 fidelity: UNREADABLE" in line)
+    again = shlex.join(["flux-perf", "calibrate", "--write", "--scenarios", "64x96@2", "--baselines-dir", str(tmp_path)])
+    assert shown.returncode == 1 and line.endswith(f"Calibrate again with: {again})"), line
+    path = store.folder(KEY) / "calibration.json"
+    data = json.loads(path.read_text())
+    del data["entries"][SCENARIO.id]["fidelity"]["band"]
+    path.write_text(json.dumps(data))
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    assert f"needs a `band` object with an SSIM; re-run {again})" in shown.stdout, shown.stdout
 
 
 # -- a folder copied from another GPU model or weights (outside-in audit of misplaced baselines) -----
