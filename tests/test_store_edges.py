@@ -4,6 +4,8 @@ interval contradict, a bf16 baseline record (or a calibration) naming another GP
 scenario than the folder and case it is loaded for."""
 
 import json
+import shlex
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -225,6 +227,25 @@ def test_a_calibration_measured_against_another_folders_baseline_is_a_problem(tm
         assert _references(store).calibration is not None
 
 
+def test_baselines_show_names_the_calibrate_command_for_the_folder_it_read(tmp_path, monkeypatch, cli):
+    """`baselines show --baselines-dir DIR` listed a broken calibration with a bare `flux-perf
+    calibrate --write`: the default scenarios, into the checkout's baselines/, not DIR's entry."""
+    store, _ = _baseline(tmp_path, monkeypatch)
+    elsewhere = "stored baseline nvidia-h100-80gb-hbm3/synthetic-d3fe4e48a811/512x512@6"
+    store.write_calibration(KEY, CalibrationEntry(Band(0.999), {}, {}, Provenance.now(None, {}),
+                                                  {"reference": elsewhere}), force=False)
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    line = next(line for line in shown.stdout.splitlines() if "calibration.json 64x96@2 fidelity: UNREADABLE" in line)
+    again = shlex.join(["flux-perf", "calibrate", "--write", "--scenarios", "64x96@2", "--baselines-dir", str(tmp_path)])
+    assert shown.returncode == 1 and line.endswith(f"Calibrate again with: {again})"), line
+    path = store.folder(KEY) / "calibration.json"
+    data = json.loads(path.read_text())
+    del data["entries"][SCENARIO.id]["fidelity"]["band"]
+    path.write_text(json.dumps(data))
+    shown = cli("baselines", "show", "--baselines-dir", tmp_path)
+    assert f"needs a `band` object with an SSIM; re-run {again})" in shown.stdout, shown.stdout
+
+
 # -- a folder copied from another GPU model or weights (outside-in audit of misplaced baselines) -----
 def _pcie(fingerprint="tiny-abc"):
     return BaselineKey("nvidia-h100-pcie", fingerprint, SCENARIO.id, gpu_name="NVIDIA H100 PCIe")
@@ -315,3 +336,30 @@ def test_a_copied_folders_old_entries_stay_refused_once_its_bf16_baseline_is_rec
     assert "replaced_copy" in json.loads(store.paths(KEY)[1].read_text())
     assert load_references(store, KEY, SCENARIO, stack, Provenance.now(None, {}), measurement_version=MEASUREMENT_VERSION,
                            record_command=lambda s, x: "").latency is not None
+
+
+# -- one case's references read each stored file once --------------------------------------------
+def test_a_case_reads_each_stored_file_once(tmp_path, monkeypatch):
+    """Since table entries are judged by the bf16 record beside them, each table read the record
+    again: a case read its 64x96@2.json four times (the image's, and latency, fidelity and
+    calibration's placement checks)."""
+    store, _ = _baseline(tmp_path, monkeypatch, gpu_slug=KEY.gpu_slug, fingerprint=KEY.fingerprint)
+    provenance = Provenance.now(None, {})
+    store.write_latency(KEY, "fused-qkv", LatencyEntry(0.5, (0.49, 0.5, 0.51), "fused-qkv", provenance), force=False)
+    store.write_fidelity(KEY, "fused-qkv", FidelityEntry(0.99, 40.0, None, None, "fused-qkv", True, provenance),
+                         np.ones((1, 24, 16), np.float32), force=False)
+    store.write_calibration(KEY, CalibrationEntry(Band(0.999), {}, {}, provenance), force=False)
+    reads: list[Path] = []
+    for name in ("read_text", "read_bytes"):  # every store read goes through one of the two
+        def counted(path, *args, _read=getattr(Path, name), **kwargs):
+            if tmp_path in path.parents:  # the store's, not the code hashed for staleness
+                reads.append(path)
+            return _read(path, *args, **kwargs)
+        monkeypatch.setattr(Path, name, counted)
+    stack = parse_stack("fused-qkv")
+    refs = load_references(store, KEY, SCENARIO, stack, Provenance.now(None, component_code(stack.components)),
+                           measurement_version=MEASUREMENT_VERSION, record_command=lambda *words: " ".join(words))
+    assert not refs.problems and None not in (refs.baseline, refs.latency, refs.fidelity, refs.calibration)
+    names = ["64x96@2.json", "64x96@2.png", "64x96@2.latents.npy", "64x96@2.fused-qkv.latents.npy", *TABLES]
+    assert all(p.parent == store.folder(KEY) for p in reads)
+    assert Counter(p.name for p in reads) == dict.fromkeys(names, 1)

@@ -177,13 +177,24 @@ def show_references(args) -> int:
                 where = f"  {name} {scenario} {inner}".rstrip()
                 if isinstance(entry, BaselineError):
                     unreadable += 1
-                    print(f"{where}: UNREADABLE ({entry})")
+                    print(f"{where}: UNREADABLE ({_calibrate_here(str(entry), root, scenario)})")
                 else:
                     print(f"{where}: {_describe(entry)}")
     if unreadable:
         print(f"{unreadable} unreadable in {root}: fix or restore each file named above (git checkout -- FILE), "
               "then update what is still missing", file=sys.stderr)
     return 1 if unreadable else 0
+
+
+def _calibrate_here(problem: str, root, scenario: str) -> str:
+    """A broken calibration's advice names the store's bare `calibrate --write` (a run puts its own
+    command there, store/references.py): bare, it calibrates the default scenarios into the
+    checkout's baselines/, so name this entry's scenario and the folder shown."""
+    from ..store.entries import CALIBRATE_HINT
+    from ..suite.hints import record_command
+
+    return problem.replace(CALIBRATE_HINT, record_command("calibrate --write", baselines_dir=root,
+                                                          scenarios=(scenario,) if scenario else ()))
 
 
 def _describe(entry) -> str:

@@ -39,7 +39,8 @@ from .entries import (
 )
 from .files import atomic_write, write_json
 from .folders import folder_problem, os_reason, shown
-from .placement import Place, check_calibration, check_entry_place, check_record, check_scenario, copied_from
+from .placement import (Bf16Record, Place, check_calibration, check_entry_place, check_record, check_scenario,
+                        copied_from)
 from .provenance import Provenance
 
 TABLES = {"latency.json": LatencyEntry, "fidelity.json": FidelityEntry, "calibration.json": CalibrationEntry}
@@ -140,13 +141,13 @@ def _table_file(path: Path) -> dict:
     return data
 
 
-def _entry(name: str, entry, where: str, key: BaselineKey, beside: tuple[dict | None, Path] | None):
+def _entry(name: str, entry, where: str, key: BaselineKey, beside: Bf16Record | None):
     """One entry of table `name`, typed and checked, read for `key`; `beside`: the scenario's bf16
-    record (None: none readable) and its path, which say where entries older than their stamp were
-    made (`beside` None: where it was recorded is not checked)."""
+    record, which says where entries older than their stamp were made (None: where it was
+    recorded is not checked)."""
     typed = TABLES[name].from_json(entry, where)
     if beside is not None:
-        check_entry_place(entry, where, Place(key.gpu_name, key.gpu_slug, key.fingerprint), *beside)
+        check_entry_place(entry, where, Place(key.gpu_name, key.gpu_slug, key.fingerprint), beside.data, beside.path)
     return check_calibration(typed, where, str(key)) if isinstance(typed, CalibrationEntry) else typed
 
 
@@ -199,24 +200,25 @@ class BaselineStore:
         return any((self.root / gpu_slug / fingerprint).glob("*.json"))
 
     # -- reading --------------------------------------------------------------
-    def table(self, key: BaselineKey, name: str, only: str | None = None) -> dict:
+    def table(self, key: BaselineKey, name: str, only: str | None = None, record: Bf16Record | None = None) -> dict:
         """The entries of `name` (latency.json, ...) for key's scenario, typed and checked; with `only`,
-        where they were recorded is checked for that entry alone (another's copied entry is its own problem)."""
+        where they were recorded is checked for that entry alone (another's copied entry is its own problem).
+        `record`: the scenario's bf16 record as the caller read it (bf16_record), else read here."""
         path = self.folder(key) / name
         if not path.exists():
             return {}
-        beside = self._record(key)
+        beside = record if record is not None and record.path == self.paths(key)[1] else self.bf16_record(key)
         return {inner: _entry(name, entry, f"{path} [{key.scenario_id}][{inner}]", key,
                               beside if only in (None, inner) else None)
                 for inner, entry in _table_file(path)["entries"].get(key.scenario_id, {}).items()}
 
-    def _record(self, key: BaselineKey) -> tuple[dict | None, Path]:
+    def bf16_record(self, key: BaselineKey) -> Bf16Record:
         """The scenario's bf16 record as far as it reads (its own problems are the baseline's), and its path."""
         path = self.paths(key)[1]
         try:
-            return (check_schema(_read_json(path), path) if path.is_file() else None), path
-        except BaselineError:
-            return None, path
+            return Bf16Record(check_schema(_read_json(path), path) if path.is_file() else None, None, path)
+        except BaselineError as error:
+            return Bf16Record(None, error, path)
 
     def listing(self, folder: Path, name: str) -> list[tuple[str, str, object]]:
         """Every entry of one table file, for `baselines show`: (scenario, name, the typed entry or
@@ -225,7 +227,7 @@ class BaselineStore:
         path, out = folder / name, []
         for scenario, entries in sorted(_table_file(path)["entries"].items()):
             key = BaselineKey(folder.parent.name, folder.name, scenario)
-            beside = self._record(key)
+            beside = self.bf16_record(key)
             for inner, entry in sorted(entries.items()):
                 try:
                     out.append((scenario, inner, _entry(name, entry, f"{path} [{scenario}][{inner}]", key, beside)))
@@ -246,14 +248,20 @@ class BaselineStore:
                                      "or pass --baselines-dir / --flux-baselines-dir with a writable copy")
         return folder
 
-    def load_baseline(self, key: BaselineKey, scenario: Scenario) -> Baseline:
+    def load_baseline(self, key: BaselineKey, scenario: Scenario, read: Bf16Record | None = None) -> Baseline:
+        """`read`: the record as the caller read it (bf16_record); none, or no file then, is read here."""
         image_path, meta_path = self.paths(key)
         if not image_path.exists() and not meta_path.exists():
             raise BaselineMissing(f"no bf16 baseline image for {key}")
         if not image_path.exists() or not meta_path.exists():
             present = image_path if image_path.exists() else meta_path
             raise BaselineCorrupt(f"baseline {key} is incomplete: only {present} exists. Re-create it with: {UPDATE_HINT}")
-        record = check_schema(_read_json(meta_path), meta_path)
+        if read is None or read.path != meta_path or (read.data is None and read.error is None):
+            record = check_schema(_read_json(meta_path), meta_path)
+        elif read.error is not None:
+            raise read.error
+        else:
+            record = read.data
         data = image_path.read_bytes()
         if record.get("image_sha256") != sha256(data):
             raise BaselineCorrupt(f"baseline image {image_path} does not match the sha256 in {meta_path.name}: "
@@ -301,7 +309,7 @@ class BaselineStore:
         data = png_bytes(image)
         record = {**record, SCHEMA_KEY: SCHEMA_VERSION, "fingerprint": key.fingerprint, "gpu_slug": key.gpu_slug,
                   "image_sha256": sha256(data), "image_shape": list(image.shape)}
-        copy = copied_from(self._record(key)[0], key.gpu_slug, key.fingerprint)
+        copy = copied_from(self.bf16_record(key).data, key.gpu_slug, key.fingerprint)
         if copy:  # the unstamped entries that came with a copied folder stay refused (placement.py)
             record["replaced_copy"] = copy
         if latents is not None:

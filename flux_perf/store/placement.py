@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..components.stacks import BASELINE
 from ..model.scenarios import Scenario
-from .entries import CALIBRATE_HINT, UPDATE_HINT, BaselineMismatch, CalibrationEntry
+from .entries import CALIBRATE_HINT, UPDATE_HINT, BaselineError, BaselineMismatch, CalibrationEntry
 
 BUILT_IN = ("synthetic", "tiny")  # model labels that name their kind; any other is a checkpoint's path or hub id
 
@@ -63,6 +63,15 @@ def check_calibration(entry: CalibrationEntry, where: str, place: str) -> Calibr
                                "another GPU, weights or scenario (copied or edited). Calibrate again with: "
                                f"{CALIBRATE_HINT}")
     return entry
+
+
+class Bf16Record(NamedTuple):
+    """A scenario's bf16 record read once (`data` None: absent or unreadable, `error`: why not),
+    and its path: one case's reads share it (the image's, and each table's placement check)."""
+
+    data: dict | None
+    error: BaselineError | None
+    path: Path
 
 
 class Place(NamedTuple):

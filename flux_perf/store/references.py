@@ -102,19 +102,24 @@ def load_references(store: BaselineStore, key: BaselineKey, scenario: Scenario, 
     (suite/hints.case_command)."""
     problems: dict[str, str] = {}
     where = f"on {key.gpu_slug} with weights {key.fingerprint}"
-    latency = _load_part(problems, LATENCY, lambda: store.table(key, "latency.json", stack.name).get(stack.name),
+    record = store.bf16_record(key)  # read once: the image's, and every table's placement check
+
+    def table(name: str, only: str | None = stack.name) -> dict:
+        return store.table(key, name, only, record)
+
+    latency = _load_part(problems, LATENCY, lambda: table("latency.json").get(stack.name),
                          f"no recorded latency for {stack.name} at {scenario.id} {where}: record it with "
                          f"`{record_command(stack.name, scenario.id)}`")
-    baseline = _load_part(problems, BASELINE_IMAGE, lambda: store.load_baseline(key, scenario),
+    baseline = _load_part(problems, BASELINE_IMAGE, lambda: store.load_baseline(key, scenario, record),
                           f"no bf16 baseline image for {scenario.id} {where}: record it with "
                           f"`{record_command(BASELINE, scenario.id)}`")
-    fidelity = _load_part(problems, FIDELITY, lambda: store.table(key, "fidelity.json", stack.name).get(stack.name), "")
+    fidelity = _load_part(problems, FIDELITY, lambda: table("fidelity.json").get(stack.name), "")
     own = baseline.latents if baseline is not None and stack.name == BASELINE else None
     if fidelity is not None and stack.name != BASELINE:
         own = _load_part(problems, FIDELITY, lambda: store.read_latents(
             store.latents_path(key, stack.name), fidelity.latents_sha256,
             f"the recorded fidelity of {key} {stack.name}"), "")
-    calibration = _load_part(problems, CALIBRATION, lambda: store.table(key, "calibration.json").get("fidelity"), "")
+    calibration = _load_part(problems, CALIBRATION, lambda: table("calibration.json", None).get("fidelity"), "")
     packages, again = stack_packages(stack), record_command(stack.name, scenario.id)
     stale = {
         LATENCY: tuple(_latency_stale(latency, now, stack, packages, measurement_version, again)) if latency else (),
