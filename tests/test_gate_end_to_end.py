@@ -105,7 +105,10 @@ def test_a_case_at_the_budgets_edge_is_inconclusive_never_a_pass(store, gate):
     section = result.stdout.split("= flux-perf =")[-1]
     assert "exit 6: nothing failed, but 1 case(s) could not be judged" in section
     assert "; against recorded 1.000 s + 3% (1.030 s); it could see slow-downs of +" in section, "what it could see"
-    assert section.count(f"bf16-{SCENARIO}") == 1, "named once: not per test, in the summary and in the exit-6 list"
+    assert section.count(f"bf16-{SCENARIO}") == 2, "named once in the list, once in the command that decides it"
+    results = store / "report" / "results.json"
+    assert (f"decide bf16-{SCENARIO} on this machine with the interleaved A/B against the base: flux-perf ab --base "
+            f"<checkout of the reference's code> --head . --undecided-from {results}") in section, section
     assert "flux_perf.plugin.Inconclusive" not in result.stdout, "the reason, not a class path"
     record = records(store)[f"bf16-{SCENARIO}"]
     assert record["latency"]["verdict"] == "inconclusive" and record["rounds"] == 16, "rounds doubled to the cap"

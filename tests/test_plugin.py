@@ -91,7 +91,9 @@ def test_the_terminal_names_each_case_not_judged_once(tmp_path):
 
     exit_6 = section(not_judged_in(results))
     assert "exit 6: nothing failed, but 2 case(s) could not be judged" in exit_6
-    assert exit_6.count("fp8-512x512@6") == 1 and exit_6.count("fa3-512x512@6") == 1 and "| fa3 |" not in exit_6
+    assert exit_6.count("fp8-512x512@6") == 2 and exit_6.count("fa3-512x512@6") == 1 and "| fa3 |" not in exit_6
+    assert f"decide fp8-512x512@6 on this machine with" in exit_6 and f"--undecided-from {tmp_path}" in exit_6, \
+        "the A/B decides the undecided latency case; a stack that could not run is not offered to it"
     assert "INCONCLUSIVE t.py::test[bf16-512x512@6]: Inconclusive: own reason" in exit_6
     failed = section([])  # something failed: no exit-6 list, the summary names each case
     assert failed.count("fp8-512x512@6") == 1 and "## Not judged" in failed and "| fa3 |" in failed

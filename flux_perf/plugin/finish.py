@@ -6,6 +6,8 @@ names each case not judged once."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from ..suite import interrupts
@@ -116,4 +118,16 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
         heading = f"exit {EXIT_NOT_JUDGED}: nothing failed, but {len(listed)} case(s) could not be judged"
         lines.append((f"{heading} (--flux-strict fails them):", yellow))
         lines += [(f"  {item.line()}" + (f"; {item.more}" if item.more else ""), yellow) for item in listed]
+        lines += _next_step(listed, (paths or {}).get("results"))
     return lines
+
+
+def _next_step(listed: list, results_path) -> list[tuple[str, dict]]:
+    """What decides the latency cases left undecided: the interleaved A/B on this machine, which
+    reads them from this run's results.json (an exit 6 without a next step leaves a CI log to guess)."""
+    decidable = [item.case_id for item in listed if item.resolvable_by_ab]
+    if not decidable or results_path is None:
+        return []
+    return [(f"  decide {', '.join(decidable)} on this machine with the interleaved A/B against the base: "
+             f"flux-perf ab --base <checkout of the reference's code> --head . --undecided-from "
+             f"{shlex.quote(str(results_path))}", {"yellow": True})]
