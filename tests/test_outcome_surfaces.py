@@ -86,3 +86,26 @@ def test_a_run_stopped_by_stepwise_says_so_not_keyboard_interrupt(store, gate, t
     assert interrupted == ("interrupted by --sw (Test failed, continuing from this test next run.): "
                            "2 of 2 cases finished"), interrupted
     assert "interrupted by --sw" in (store / "report" / "summary.md").read_text()
+
+
+def test_pytest_benchmarks_profiler_adds_no_round_to_the_timed_ones(store, gate):
+    """`--benchmark-cprofile` makes pedantic call the case once more per profiler loop, under cProfile,
+    after the timed rounds: those calls were appended to the rounds the gate judges and an update records
+    (8 + 3 rounds here, the profiled ones slowed by the profiler on a real machine)."""
+    bench = store / "bench.json"
+    result = gate(store, 1.0, "--benchmark-cprofile=tottime", "--benchmark-cprofile-loops=3",
+                  f"--benchmark-json={bench}")
+    assert result.returncode == 0, result.stdout[-3000:]
+    (record,) = json.loads((store / "report" / "results.json").read_text())["records"]
+    assert record["rounds"] == 8 and len(record["wall_samples_s"]) == 8, (record["rounds"], record["stopped"])
+    assert json.loads(bench.read_text())["benchmarks"][0]["stats"]["rounds"] == 8
+
+
+def test_a_run_without_pytest_benchmark_errors_the_latency_test_without_an_internal_error(store, gate):
+    """`-p no:benchmark`: the plugin's pytest-benchmark hook was unknown to pluggy, an INTERNALERROR
+    traceback before any test (exit 3). Now the latency test errors on its missing fixture (never a
+    pass) and the fidelity test still runs."""
+    result = gate(store, 1.0, "-p", "no:benchmark")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "INTERNALERROR" not in result.stdout + result.stderr
+    assert "fixture 'benchmark' not found" in result.stdout and "1 passed, 1 error" in result.stdout

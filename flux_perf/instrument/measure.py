@@ -220,6 +220,8 @@ def _timed_rounds(run, settings: MeasureSettings, cuda: bool, decided, benchmark
             thread = ThreadClock() if host_pressure else None  # after quiet_host's collection: rounds only
             if benchmark is not None and not getattr(benchmark, "disabled", False):
                 benchmark.pedantic(lambda: generations.append(run()), rounds=settings.rounds, iterations=1)
+                # --benchmark-cprofile calls it again under the profiler after the timed rounds: not rounds.
+                del generations[settings.rounds:]
             else:
                 generations.extend(run() for _ in range(settings.rounds))
             while True:

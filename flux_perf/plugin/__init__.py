@@ -247,6 +247,7 @@ def pytest_report_header(config):
     return lines + [note for note in [rootdir_note(config, suite.baselines_dir)] if note]
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's hook: `-p no:benchmark` leaves it unknown
 def pytest_benchmark_update_machine_info(config, machine_info):
     flux = _session(config, create=False)
     if flux is None:
