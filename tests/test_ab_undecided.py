@@ -144,6 +144,7 @@ def test_the_undecided_case_is_measured_on_the_suites_model(tmp_path):
     for record in data["records"]:
         record["model"], record["scenario"] = "tiny", {"id": record["scenario"]["id"].replace("512x512@6", "64x64@2")}
         record["id"] = record["id"].replace("512x512@6", "64x64@2")
+        record["gpu"] = None  # measured on a CPU, as this A/B runs it
     path.write_text(json.dumps(data))
     result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--undecided-from", str(path),
                            "--device", "cpu", "--block-seconds", "0.001", "--json", str(tmp_path / "ab.json"))
@@ -229,6 +230,7 @@ def test_the_json_names_what_no_ab_can_decide_from_its_first_write(tmp_path, mon
 
     monkeypatch.setattr(orchestrator, "run_ab", run_ab)
     monkeypatch.setattr("flux_perf.commands.ab.check_runnable", lambda *_: None)  # fp8 runs on the fake, not here
+    monkeypatch.setattr("flux_perf.commands.ab.check_same_gpu", lambda *_: None)  # the H100's file, on the fake
     cut_short = True
     with pytest.raises(KeyboardInterrupt):
         run(_ab_args(path, out))
@@ -278,3 +280,17 @@ def test_stacks_this_machine_cannot_run_are_one_usage_error_before_any_worker(tm
                                           r"cpu\); fast: attn-fp8:static needs a CUDA GPU"):
         check_runnable([("bf16", "64x64@2"), ("compile", "64x64@2"), ("fast", "64x64@2")], "cpu")
     check_runnable([("bf16", "64x64@2"), ("bf16", "64x64@1")], "cpu")
+
+
+def test_undecided_cases_are_ab_tested_on_the_gpu_model_the_suite_measured_them_on(tmp_path, capsys):
+    """An H100 run's undecided case A/B-tested on a CPU (or another card) was cleared by rounds that
+    card never ran: `same`, exit 0. Refused before any worker starts, naming both."""
+    path = _suite_run(tmp_path, INCONCLUSIVE, case="bf16-512x512@6")
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--undecided-from", str(path),
+                           "--device", "cpu", "--pairs", "2")
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (f"--undecided-from {path} measured its undecided cases on NVIDIA H100 80GB HBM3; this A/B would run "
+            "them on a CPU (--device cpu): run it on the suite's GPU model") in result.stderr
+    assert "preparing" not in result.stdout + result.stderr, "refused before any worker started"
+    # Only the cases it A/B-tests count: a file whose unjudged items no A/B decides runs anywhere.
+    assert run(_ab_args(_suite_run(tmp_path, PASSED, fidelity=FLOOR_ONLY), tmp_path / "ab.json")) == EXIT_NOT_JUDGED

@@ -374,6 +374,41 @@ def test_compare_fails_when_the_head_lost_a_case(tmp_path, cli):
     assert result.returncode == 1 and "lost in head: missing from the head run" in result.stdout
 
 
+def _disturbed(path, flags=(), verdict=True):
+    """The run at `path` with its case's rounds marked disturbed: the gate's verdict, or only flags."""
+    from flux_perf.report.records import read_results, write_results
+    from flux_perf.report.verdicts import LatencyRecord
+
+    results = read_results(path)
+    for record in results.records:
+        record.flags = list(flags)
+        if verdict:
+            record.latency = LatencyRecord("disturbed", disturbance=("host CPU contention: 40% of the timed rounds",))
+    return write_results(results, path)
+
+
+def test_compare_never_judges_rounds_the_machine_slowed(tmp_path, cli):
+    """A base whose rounds a busy host slowed by 10 % read a head 5 % slower as `faster`, exit 0."""
+    case = "bf16-512x512@6"
+    base = [1.0 + 0.001 * i for i in range(8)]
+    clean = make_results(tmp_path / "clean.json", {case: base})
+    slowed = _disturbed(make_results(tmp_path / "slowed.json", {case: [t * 1.10 for t in base]}))
+    regressed = make_results(tmp_path / "head.json", {case: [t * 1.05 for t in base]})
+    hidden = cli("compare", slowed, regressed)
+    assert hidden.returncode == 6, hidden.stdout + hidden.stderr
+    assert "disturbed (base's rounds were disturbed (host CPU contention: 40% of the timed rounds)" in hidden.stdout
+    assert f"not judged: {case}: disturbed rounds" in hidden.stderr
+    flagged = _disturbed(make_results(tmp_path / "flagged.json", {case: [t * 1.10 for t in base]}),
+                         flags=["other-processes", "power-cap"], verdict=False)
+    assert cli("compare", flagged, regressed).returncode == 6, "a disturbing flag of a `flux-perf run` too"
+    assert "base's rounds were disturbed (other-processes)" in cli("compare", flagged, regressed).stdout
+    # What a disturbance could not have made stands: a head slower than a slowed base, faster on a slowed head.
+    assert cli("compare", _disturbed(make_results(tmp_path / "b.json", {case: base})), regressed).returncode == 1
+    slow_head = _disturbed(make_results(tmp_path / "h.json", {case: [t * 0.9 for t in base]}))
+    assert cli("compare", clean, slow_head).returncode == 0, "faster is never a problem"
+    assert cli("compare", clean, _disturbed(regressed)).returncode == 6, "a slowed head judges nothing either"
+
+
 @pytest.mark.parametrize("head_kwargs, message", [
     ({"gpu": None}, "different GPU: base 'NVIDIA H100 80GB HBM3', head None"),
     ({"fingerprint": "tiny-y"}, "different model weights: base 'synthetic-x', head 'tiny-y'"),

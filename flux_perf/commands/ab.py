@@ -79,6 +79,7 @@ def run(args) -> int:
     check_device(args.device or "cuda")  # before three workers start and fail each case on it
     wanted, undecidable, model, failed = ab_cases(args)
     check_runnable(wanted, args.device or "cuda")  # before workers spend minutes building what cannot run
+    check_same_gpu(args.undecided_from, args.device or "cuda")
     settings = {"base": args.base, "head": args.head, "pairs": args.pairs or "auto",
                 "block_seconds": None if args.pairs else args.block_seconds, "blocks": args.blocks, "pinned": not args.no_pin,
                 "tolerance": args.tolerance, "inject": inject, "control": args.control,
@@ -190,6 +191,23 @@ def check_runnable(wanted: list[tuple[str, str]], device: str) -> None:
     _, unmet = runnable(list(dict.fromkeys(stack for stack, _ in wanted)), Capabilities.detect(device))
     if unmet:
         raise ConfigError(f"cannot A/B here: {'; '.join(unmet)}")
+
+
+def check_same_gpu(path: str | None, device: str) -> None:
+    """The suite's undecided cases are A/B-tested on the GPU model it measured them on: on another card
+    (or the CPU) the A/B would clear a case with rounds that card never ran."""
+    from ..instrument.machine import Machine
+    from ..report.judged import not_judged_in, pending
+    from ..report.records import read_results
+    from ..suite.config import ConfigError
+
+    results = read_results(path) if path else None
+    undecided = {item.case_id for item in pending(not_judged_in(results)) if item.resolvable_by_ab} if results else ()
+    measured = sorted({record.gpu or "a CPU" for record in results.records if record.id in undecided}) if undecided else []
+    here = Machine.gpu_name_on(device) or "a CPU" if measured else None
+    if measured and measured != [here]:
+        raise ConfigError(f"--undecided-from {path} measured its undecided cases on {', '.join(measured)}; this A/B "
+                          f"would run them on {here} (--device {device}): run it on the suite's GPU model")
 
 
 def _cases_not_run(results) -> list:

@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..gate.stats import Change
-    from ..report.compare import compare_files, format_rows, has_regression, nothing_compared
+    from ..report.compare import DISTURBED, compare_files, format_rows, has_regression, nothing_compared
     from ..report.judged import EXIT_NOT_JUDGED
 
     rows = compare_files(args.base, args.head, args.tolerance)
@@ -28,6 +28,11 @@ def run(args) -> int:
     undecided = [row["id"] for row in rows if row.get("change") == Change.INCONCLUSIVE.value]
     if undecided:  # an interval that straddles the tolerance decided nothing: never exit 0
         print(f"\nnot decided: {', '.join(undecided)}: more rounds in both runs decide it", file=sys.stderr)
+        return EXIT_NOT_JUDGED
+    disturbed = [row["id"] for row in rows if row.get("change") == DISTURBED]
+    if disturbed:  # rounds the machine slowed judge nothing about the code: never exit 0
+        print(f"\nnot judged: {', '.join(disturbed)}: disturbed rounds; compare runs of a quiet machine",
+              file=sys.stderr)
         return EXIT_NOT_JUDGED
     empty = nothing_compared(rows)
     if empty:  # no verdict at all, e.g. a base with no case against a full head: never exit 0

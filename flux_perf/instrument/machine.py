@@ -43,6 +43,13 @@ class Machine:
         """The baseline folder of this GPU model."""
         return gpu_slug(self.gpu_name) if self.gpu_name else f"cpu-{platform.machine().lower()}"
 
+    @staticmethod
+    def gpu_name_on(device: str) -> str | None:
+        """The GPU model a run on `device` records as its gpu_name (None on a CPU), without a model."""
+        cuda = torch.device(device).type == "cuda"
+        gpu = gpu_identity(torch.device(device).index or 0) if cuda else None
+        return gpu.name if gpu else Capabilities.detect(device).gpu_name
+
     def unavailable(self) -> str | None:
         """Why nothing can be measured here, or None."""
         if self.cuda and not torch.cuda.is_available():

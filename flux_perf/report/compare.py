@@ -2,6 +2,8 @@
 
 Runs of different GPUs or weights are refused: their latencies say nothing about the code.
 A case the head lost (missing, or errored where the base measured it) is a regression.
+Rounds the machine slowed (the run's `disturbed`, a disturbing flag) judge nothing about the code,
+except where the disturbance could not have made the verdict (a head slower than a slowed base).
 `slower` also needs Holm's correction over the compared cases (family-wise 2.5 %, as the A/B's),
 so a run of 16 cases is not 16 chances at a false alarm.
 """
@@ -12,10 +14,15 @@ import math
 import statistics
 from collections import Counter
 
-from .records import ResultsError, RunResults, read_results
+from .records import CaseRecord, ResultsError, RunResults, read_results
 from ..gate.stats import FAMILY_ALPHA, Change, change_of, holm, two_sample_p_slower, two_sample_ratio
+from ..instrument.telemetry import DISTURBING
 
 LOST = "lost in head"
+DISTURBED = "disturbed"  # not judged: exit 6, as the suite's DISTURBED
+# A verdict a disturbance could not have made: a slowed base only hides a slow-down, a slowed head
+# only invents one.
+_STANDS = {"base": (Change.SLOWER.value,), "head": (Change.FASTER.value, Change.SAME.value, Change.NOT_SLOWER.value)}
 
 
 def check_comparable(base: RunResults, head: RunResults) -> None:
@@ -50,8 +57,28 @@ def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[d
                          "head_median_s": statistics.median(new.wall_samples_s), "ratio": ratio.ratio,
                          "ratio_low": ratio.low, "ratio_high": ratio.high,
                          "change": change_of(ratio, tolerance).value,
-                         "p_slower": two_sample_p_slower(old.wall_samples_s, new.wall_samples_s, 1 + tolerance)})
-    return _holm(rows)
+                         "p_slower": two_sample_p_slower(old.wall_samples_s, new.wall_samples_s, 1 + tolerance),
+                         "disturbed": {side: why for side, why in (("base", _disturbance(old)), ("head", _disturbance(new)))
+                                       if why}})
+    return [_not_judged_if_disturbed(row) for row in _holm(rows)]
+
+
+def _disturbance(record: CaseRecord) -> str | None:
+    """Why the record's rounds may run slow for the machine, not the code: the run's own `disturbed`
+    verdict, or a disturbing flag of its rounds (another process, throttling, host contention)."""
+    if record.latency and record.latency.verdict == DISTURBED:
+        return "; ".join(record.latency.disturbance) or "the GPU or host was shared"
+    return ", ".join(flag for flag in record.flags if flag in {str(f) for f in DISTURBING}) or None
+
+
+def _not_judged_if_disturbed(row: dict) -> dict:
+    """A disturbed base judged as clean read a 5 % slow-down `faster`, exit 0."""
+    said = row.pop("disturbed", None) or {}
+    if any(row["change"] not in _STANDS[side] for side in said):
+        row["change"] = DISTURBED
+        row["detail"] = "; ".join(f"{side}'s rounds were disturbed ({why})" for side, why in said.items()) \
+            + ": not judged, compare runs of a quiet machine"
+    return row
 
 
 def _holm(rows: list[dict]) -> list[dict]:
