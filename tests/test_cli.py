@@ -374,6 +374,20 @@ def test_compare_fails_when_the_head_lost_a_case(tmp_path, cli):
     assert result.returncode == 1 and "lost in head: missing from the head run" in result.stdout
 
 
+def test_compare_never_passes_a_case_the_base_did_not_measure(tmp_path, cli):
+    """A case the base errored on was compared with nothing: it read `not measured in base`, exit 0."""
+    rounds = [0.65 + 0.001 * i for i in range(8)]
+    errored = make_results(tmp_path / "base.json", {"bf16-512x512@6": rounds, "fast-512x512@6": []},
+                           errors={"fast-512x512@6": "OutOfMemoryError: CUDA out of memory"})
+    head = make_results(tmp_path / "head.json", {"bf16-512x512@6": rounds, "fast-512x512@6": [0.3] * 8})
+    result = cli("compare", errored, head)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "not judged: fast-512x512@6: the base run did not measure it" in result.stderr
+    new = make_results(tmp_path / "new.json", {"bf16-512x512@6": rounds, "fast-512x512@6": [0.3] * 8})
+    assert cli("compare", make_results(tmp_path / "old.json", {"bf16-512x512@6": rounds}), new).returncode == 0, \
+        "a case new in the head has no base to be slower than: as documented, not a failure"
+
+
 def _disturbed(path, flags=(), verdict=True):
     """The run at `path` with its case's rounds marked disturbed: the gate's verdict, or only flags."""
     from flux_perf.report.records import read_results, write_results

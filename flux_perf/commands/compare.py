@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..gate.stats import Change
-    from ..report.compare import DISTURBED, compare_files, format_rows, has_regression, nothing_compared
+    from ..report.compare import DISTURBED, UNMEASURED_IN_BASE, compare_files, format_rows, has_regression, nothing_compared
     from ..report.judged import EXIT_NOT_JUDGED
 
     rows = compare_files(args.base, args.head, args.tolerance)
@@ -33,6 +33,11 @@ def run(args) -> int:
     if disturbed:  # rounds the machine slowed judge nothing about the code: never exit 0
         print(f"\nnot judged: {', '.join(disturbed)}: disturbed rounds; compare runs of a quiet machine",
               file=sys.stderr)
+        return EXIT_NOT_JUDGED
+    unmeasured = [row["id"] for row in rows if row.get("change") == UNMEASURED_IN_BASE]
+    if unmeasured:  # the base errored there: the head's rounds were compared with nothing
+        print(f"\nnot judged: {', '.join(unmeasured)}: the base run did not measure it (an error, or no timed "
+              "rounds); measure the base again", file=sys.stderr)
         return EXIT_NOT_JUDGED
     empty = nothing_compared(rows)
     if empty:  # no verdict at all, e.g. a base with no case against a full head: never exit 0

@@ -19,6 +19,7 @@ from ..gate.stats import FAMILY_ALPHA, Change, change_of, holm, two_sample_p_slo
 from ..instrument.telemetry import DISTURBING
 
 LOST = "lost in head"
+UNMEASURED_IN_BASE = "not measured in base"  # the base errored there: not judged, exit 6
 DISTURBED = "disturbed"  # not judged: exit 6, as the suite's DISTURBED
 # A verdict a disturbance could not have made: a slowed base only hides a slow-down, a slowed head
 # only invents one.
@@ -46,7 +47,7 @@ def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[d
     for case in sorted(set(base_cases) | set(head_cases)):
         old, new = base_cases.get(case), head_cases.get(case)
         if old is None or not old.wall_samples_s:
-            rows.append({"id": case, "change": "new in head" if old is None else "not measured in base"})
+            rows.append({"id": case, "change": "new in head" if old is None else UNMEASURED_IN_BASE})
         elif new is None:
             rows.append({"id": case, "change": LOST, "detail": "missing from the head run"})
         elif new.error or not new.wall_samples_s:
