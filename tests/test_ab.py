@@ -207,6 +207,25 @@ def test_the_run_decides_after_its_last_case_and_keeps_a_provisional_file(monkey
     assert all(c.pooled.pairs == 20 and len(c.blocks) == 2 for c in cases)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.0, float("inf"), None, "0.3"])
+def test_a_side_reporting_a_round_that_is_not_a_time_errors_its_case_alone(monkeypatch, bad):
+    """A NaN round ended the whole A/B in a ValueError traceback, exit 1 (`slower`'s code)."""
+    class BrokenHead(_StandInWorker):
+        def ask(self, cmd, **request):
+            reply = super().ask(cmd, **request)
+            if cmd == "round" and self.side == "head" and self.slowdown == self.HEAD_SLOWDOWN["regressed"]:
+                reply["wall_s"] = bad
+            return reply
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(ab, "Worker", BrokenHead)
+    monkeypatch.setattr(telemetry, "TelemetrySampler", _StandInSampler)
+    cases = run_ab(ROOT, ROOT, [("regressed", "512x512@6"), ("unchanged", "512x512@6")], pairs=10, blocks=1,
+                   device="cuda", pin=False, log=lambda line: None)
+    assert f"the head side reported a round of {bad!r} s: not a time" in (cases[0].error or "")
+    assert cases[1].error is None and cases[1].verdict == "same", "the other case is still measured and judged"
+
+
 def test_a_run_cut_short_keeps_what_nvml_saw_over_its_blocks(monkeypatch):
     """An A/B cut by its time limit (SIGTERM, as every H100 call of the nineteenth session) wrote
     its blocks with no `card` and no foreign process: a shared GPU read as a clean run."""

@@ -221,10 +221,19 @@ def timed_block(workers: dict[str, Worker], pairs: int, tolerance: float) -> Blo
     started, pressure = time.monotonic(), HostPressure()
     for order in interleaved_order(pairs, tuple(workers)):
         for side in order:
-            walls[side].append(workers[side].ask(cmd="round")["wall_s"])
+            walls[side].append(_round_seconds(side, workers[side].ask(cmd="round")))
     block = judge_block(walls, time.monotonic() - started, tolerance)
     block.host_cpu_stall, block.host_cpu_steal = pressure.stall_fraction(), pressure.steal_fraction()
     return block
+
+
+def _round_seconds(side: str, reply: dict) -> float:
+    """A side's round as a positive, finite time; anything else is that side's broken timing, an error
+    of the case (exit 3), never ranked into the pairs (a NaN ended the whole A/B in a traceback, exit 1)."""
+    wall = reply.get("wall_s")
+    if isinstance(wall, bool) or not isinstance(wall, (int, float)) or not math.isfinite(wall) or wall <= 0:
+        raise AbError(f"the {side} side reported a round of {wall!r} s: not a time; its timing is broken")
+    return float(wall)
 
 
 def host_contention(block: Block) -> str | None:
