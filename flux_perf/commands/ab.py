@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .shared import command_line, progress
+from ..suite.values import named
 
 
 def register(sub) -> None:
@@ -24,18 +25,18 @@ def register(sub) -> None:
     pairs.add_argument("--family", type=int, default=None, metavar="K",
                        help="with --runs: Holm over K cases, the file's own plus unchanged ones (default: the "
                             "file's cases; the pull-request job runs 4)")
-    pairs.add_argument("--json", default=None, help="write the counts (or resampled rates) here")
+    pairs.add_argument("--json", type=named, default=None, help="write the counts (or resampled rates) here")
     pairs.set_defaults(func=run_pairs)
 
     ab = sub.add_parser("ab", help="interleaved A/B of two checkouts on this GPU; exit 1 when head is "
                                     "slower, 6 when a case stays undecided, 3 when a side failed")
-    ab.add_argument("--base", required=True, help="checkout of the base (e.g. main)")
-    ab.add_argument("--head", required=True, help="checkout of the change")
+    ab.add_argument("--base", type=named, required=True, help="checkout of the base (e.g. main)")
+    ab.add_argument("--head", type=named, required=True, help="checkout of the change")
     ab.add_argument("--stacks", default=None,
                     help="comma-separated stacks (default: bf16,fast; none with --undecided-from alone)")
     ab.add_argument("--scenarios", default=None,
                     help="comma-separated HxW@STEPS (default: 512x512@6,1024x1024@8; none with --undecided-from alone)")
-    ab.add_argument("--undecided-from", default=None, metavar="RESULTS",
+    ab.add_argument("--undecided-from", type=named, default=None, metavar="RESULTS",
                     help="a suite run's results.json: also A/B every case its latency gate left INCONCLUSIVE or "
                          "DISTURBED, and exit 6 if it left anything else unjudged that an A/B cannot decide (a "
                          "fidelity gap, no reference, a case not run)")
@@ -50,9 +51,9 @@ def register(sub) -> None:
     ab.add_argument("--tolerance", type=float, default=0.01,
                     help="head/base change treated as noise (default 0.01); slower "
                          "needs Holm's correction over the run's cases")
-    ab.add_argument("--model", default=None, help="as for `run` (default: synthetic)")
-    ab.add_argument("--device", default=None, help="cuda or cuda:N (default: cuda)")
-    ab.add_argument("--json", default=None, help="write every round and verdict here")
+    ab.add_argument("--model", type=named, default=None, help="as for `run` (default: synthetic)")
+    ab.add_argument("--device", type=named, default=None, help="cuda or cuda:N (default: cuda)")
+    ab.add_argument("--json", type=named, default=None, help="write every round and verdict here")
     ab.add_argument("--no-pin", action="store_true",
                     help="leave the workers unpinned (default: both on the same few cores, this process on the rest)")
     ab.add_argument("--base-inject-slowdown", type=float, default=None, metavar="FRACTION",

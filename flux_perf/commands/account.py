@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..suite.values import named
+
 
 def register(sub) -> None:
     parser = sub.add_parser("account", help="where a denoising step's time goes, from a --flux-profile trace")
     parser.add_argument("trace", help="a chrome trace written by --flux-profile (report/profiles/<case>.json)")
     parser.add_argument("--results", default=None,
                         help="the run's results.json for steps, FLOPs and ceilings (default: the report's own)")
-    parser.add_argument("--json", default=None, help="write the account here")
+    parser.add_argument("--json", type=named, default=None, help="write the account here")
     parser.set_defaults(func=run)
 
 

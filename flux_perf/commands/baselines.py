@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
+from ..suite.values import named
 
 
 def register(sub) -> None:
@@ -33,7 +34,7 @@ def register(sub) -> None:
     add_model_args(update, rounds=8)
     update.set_defaults(func=update_references)
     show = baselines.add_parser("show", help="list stored references")
-    show.add_argument("--baselines-dir", default=None)
+    show.add_argument("--baselines-dir", type=named, default=None)
     show.set_defaults(func=show_references)
     migrate = baselines.add_parser("migrate", help="convert a baseline folder written before the store had a "
                                                    "schema version (values kept, provenance regrouped)")

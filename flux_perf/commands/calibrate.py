@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..suite.config import ConfigError, typed_path
 from .shared import add_model_args, add_scenario_args, progress, scenarios_of, suite
+from ..suite.values import named
 
 
 def register(sub) -> None:
@@ -28,8 +29,8 @@ def register(sub) -> None:
                         help="the band reaches this many times the farthest lossless variant (default 1.5)")
     parser.add_argument("--write", action="store_true", help="store the proposal in the baseline store")
     parser.add_argument("--force", action="store_true", help="allow --write under CI")
-    parser.add_argument("--json", default=None, help="write every measurement and the proposal here")
-    parser.add_argument("--restate", default=None, metavar="FOLDER",
+    parser.add_argument("--json", type=named, default=None, help="write every measurement and the proposal here")
+    parser.add_argument("--restate", type=named, default=None, metavar="FOLDER",
                         help="no measuring: re-propose the calibrations stored in this baseline folder "
                              "from the distances they hold (for a new --margin or band rule)")
     add_model_args(parser, timed=False)

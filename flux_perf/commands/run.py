@@ -9,13 +9,14 @@ from pathlib import Path
 from .. import DEFAULT_REPORT_DIR
 from ..suite.config import ConfigError, typed_path
 from .shared import add_model_args, add_scenario_args, command_line, progress, run_cases, scenarios_of, suite
+from ..suite.values import named
 
 
 def register(sub) -> None:
     parser = sub.add_parser("run", help="time one stack at one or more scenarios and print the per-stage table")
     add_scenario_args(parser)
     parser.add_argument("--stack", default="bf16", help="a stack (see `flux-perf stacks`)")
-    parser.add_argument("--save-image", default=None, help="write the output PNG; may contain {scenario} and {stack}")
+    parser.add_argument("--save-image", type=named, default=None, help="write the output PNG; may contain {scenario} and {stack}")
     add_model_args(parser)
     # Not the gate's folder: a quick run would replace the results.json `ab --undecided-from` reads.
     parser.set_defaults(func=run, report_dir=f"{DEFAULT_REPORT_DIR}/run")

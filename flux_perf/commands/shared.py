@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import DEFAULT_REPORT_DIR, TELEMETRY_INTERVAL_S
 from ..suite.config import ConfigError, SuiteConfig, default_baselines_dir, typed_path
-from ..suite.values import positive_seconds
+from ..suite.values import named, positive_seconds
 
 
 def progress(message: str) -> None:
@@ -35,15 +35,15 @@ def add_model_args(parser, rounds: int = 3, timed: bool = True) -> None:
     """The model, device, folders and rounds; `timed` False for a command that times no rounds and
     writes no report (calibrate only generates images): it takes no --rounds, --report-dir or
     --telemetry-interval, which it would ignore without a word."""
-    parser.add_argument("--model", default=None,
+    parser.add_argument("--model", type=named, default=None,
                         help="synthetic | tiny | a diffusers pipeline directory | hub:OWNER/NAME "
                              "(default: synthetic on a GPU, tiny on a CPU)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
-    parser.add_argument("--baselines-dir", default=None,
+    parser.add_argument("--device", type=named, default=None, help="cuda, cuda:N or cpu (default: cuda when present)")
+    parser.add_argument("--baselines-dir", type=named, default=None,
                         help="baseline store with budgets.toml (default: the checkout's baselines/)")
     if not timed:
         return
-    parser.add_argument("--report-dir", default=DEFAULT_REPORT_DIR)
+    parser.add_argument("--report-dir", type=named, default=DEFAULT_REPORT_DIR)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"timed rounds per scenario (default: {rounds})")
     parser.add_argument("--telemetry-interval", type=positive_seconds, default=TELEMETRY_INTERVAL_S,
                         metavar="SECONDS", help="seconds between NVML samples of the GPU during the timed "

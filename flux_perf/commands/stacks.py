@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..suite.values import named
+
 
 def register(sub) -> None:
     parser = sub.add_parser("stacks", help="list named stacks and components, and what this machine can run")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--device", type=named, default=None)
     parser.set_defaults(func=run)
 
 

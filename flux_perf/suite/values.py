@@ -17,3 +17,12 @@ def positive_seconds(text: str) -> float:
     if not positive_number(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def named(text: str) -> str:
+    """An option's value that must name something: an empty one (an unset "$VAR") is argparse's
+    usage error, where it read as left out and fell back to the default folder, model or device."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give it a value, or leave the option out for "
+                                         "its default")
+    return text
