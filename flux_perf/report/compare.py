@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
+from dataclasses import dataclass, replace
 
+from .judged import EXIT_NOT_JUDGED
 from .records import CaseRecord, ResultsError, RunResults, read_results
-from ..gate.stats import FAMILY_ALPHA, Change, change_of, holm, two_sample_p_slower, two_sample_ratio
+from ..gate.stats import (FAMILY_ALPHA, Change, RatioInterval, change_of, holm, two_sample_p_slower,
+                          two_sample_ratio)
 from ..instrument.telemetry import DISTURBING
 
 LOST = "lost in head"
@@ -38,30 +41,47 @@ def check_tolerance(tolerance: float) -> float:
     return tolerance
 
 
-def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[dict]:
+@dataclass(frozen=True)
+class ComparedCase:
+    """One case of two runs: its change (a gate.stats Change value, or LOST, UNMEASURED_IN_BASE,
+    DISTURBED, "new in head"), why, and, for a case measured in both, the medians and the ratio."""
+
+    id: str
+    change: str
+    detail: str = ""
+    base_median_s: float | None = None
+    head_median_s: float | None = None
+    ratio: RatioInterval | None = None
+    p_slower: float | None = None
+
+    @property
+    def compared(self) -> bool:
+        return self.ratio is not None
+
+
+def compare_runs(base: RunResults, head: RunResults, tolerance: float) -> list[ComparedCase]:
     check_comparable(base, head)
     check_tolerance(tolerance)
     base_cases = {r.id: r for r in base.records}
     head_cases = {r.id: r for r in head.records}
-    rows = []
-    for case in sorted(set(base_cases) | set(head_cases)):
-        old, new = base_cases.get(case), head_cases.get(case)
-        if old is None or not old.wall_samples_s:
-            rows.append({"id": case, "change": "new in head" if old is None else UNMEASURED_IN_BASE})
-        elif new is None:
-            rows.append({"id": case, "change": LOST, "detail": "missing from the head run"})
-        elif new.error or not new.wall_samples_s:
-            rows.append({"id": case, "change": LOST, "detail": new.error or "no timed rounds"})
-        else:
-            ratio = two_sample_ratio(old.wall_samples_s, new.wall_samples_s)
-            rows.append({"id": case, "base_median_s": statistics.median(old.wall_samples_s),
-                         "head_median_s": statistics.median(new.wall_samples_s), "ratio": ratio.ratio,
-                         "ratio_low": ratio.low, "ratio_high": ratio.high,
-                         "change": change_of(ratio, tolerance).value,
-                         "p_slower": two_sample_p_slower(old.wall_samples_s, new.wall_samples_s, 1 + tolerance),
-                         "disturbed": {side: why for side, why in (("base", _disturbance(old)), ("head", _disturbance(new)))
-                                       if why}})
-    return [_not_judged_if_disturbed(row) for row in _holm(rows)]
+    rows = [_compare_case(case, base_cases.get(case), head_cases.get(case), tolerance)
+            for case in sorted(set(base_cases) | set(head_cases))]
+    return _holm(rows)
+
+
+def _compare_case(case: str, old: CaseRecord | None, new: CaseRecord | None, tolerance: float) -> ComparedCase:
+    if old is None or not old.wall_samples_s:
+        return ComparedCase(case, "new in head" if old is None else UNMEASURED_IN_BASE)
+    if new is None:
+        return ComparedCase(case, LOST, "missing from the head run")
+    if new.error or not new.wall_samples_s:
+        return ComparedCase(case, LOST, new.error or "no timed rounds")
+    ratio = two_sample_ratio(old.wall_samples_s, new.wall_samples_s)
+    row = ComparedCase(case, change_of(ratio, tolerance).value, "", statistics.median(old.wall_samples_s),
+                       statistics.median(new.wall_samples_s), ratio,
+                       two_sample_p_slower(old.wall_samples_s, new.wall_samples_s, 1 + tolerance))
+    return _not_judged_if_disturbed(row, {side: why for side, why in (("base", _disturbance(old)),
+                                                                      ("head", _disturbance(new))) if why})
 
 
 def _disturbance(record: CaseRecord) -> str | None:
@@ -72,54 +92,61 @@ def _disturbance(record: CaseRecord) -> str | None:
     return ", ".join(flag for flag in record.flags if flag in {str(f) for f in DISTURBING}) or None
 
 
-def _not_judged_if_disturbed(row: dict) -> dict:
+def _not_judged_if_disturbed(row: ComparedCase, said: dict[str, str]) -> ComparedCase:
     """A disturbed base judged as clean read a 5 % slow-down `faster`, exit 0."""
-    said = row.pop("disturbed", None) or {}
-    if any(row["change"] not in _STANDS[side] for side in said):
-        row["change"] = DISTURBED
-        row["detail"] = "; ".join(f"{side}'s rounds were disturbed ({why})" for side, why in said.items()) \
-            + ": not judged, compare runs of a quiet machine"
-    return row
+    if not any(row.change not in _STANDS[side] for side in said):
+        return row
+    why = "; ".join(f"{side}'s rounds were disturbed ({why})" for side, why in said.items())
+    return replace(row, change=DISTURBED, detail=f"{why}: not judged, compare runs of a quiet machine")
 
 
-def _holm(rows: list[dict]) -> list[dict]:
-    """A case slower by its own interval stays `slower` only if Holm rejects it over every compared case."""
-    compared = [row for row in rows if "ratio" in row]
-    for row, rejected in zip(compared, holm([row["p_slower"] for row in compared], FAMILY_ALPHA)):
-        if row["change"] == Change.SLOWER.value and not rejected:
-            row["change"] = Change.INCONCLUSIVE.value
-            row["detail"] = f"slower at 95 % alone, not after Holm's correction over {len(compared)} cases"
-    return rows
+def _holm(rows: list[ComparedCase]) -> list[ComparedCase]:
+    """A case slower by its own interval stays `slower` only if Holm rejects it over every compared
+    case (a disturbed case too: its p-value was computed and counts in the family)."""
+    compared = [row for row in rows if row.compared]
+    rejected = dict(zip((row.id for row in compared), holm([row.p_slower for row in compared], FAMILY_ALPHA)))
+    return [replace(row, change=Change.INCONCLUSIVE.value,
+                    detail=f"slower at 95 % alone, not after Holm's correction over {len(compared)} cases")
+            if row.change == Change.SLOWER.value and not rejected.get(row.id, True) else row for row in rows]
 
 
-def compare_files(base_path, head_path, tolerance: float) -> list[dict]:
+def compare_files(base_path, head_path, tolerance: float) -> list[ComparedCase]:
     return compare_runs(read_results(base_path), read_results(head_path), tolerance)
 
 
-def format_rows(rows: list[dict], tolerance: float) -> str:
+def format_rows(rows: list[ComparedCase], tolerance: float) -> str:
     lines = [f"{'case':<34} {'base s':>8} {'head s':>8} {'change':>8}  95% interval of ratio   verdict (tolerance {tolerance:.0%})"]
     for row in rows:
-        if "ratio" not in row:
-            detail = f": {row['detail']}" if row.get("detail") else ""
-            lines.append(f"{row['id']:<34} {'':>8} {'':>8} {'':>8}  {'':<16}  {row['change']}{detail}")
+        if not row.compared:
+            detail = f": {row.detail}" if row.detail else ""
+            lines.append(f"{row.id:<34} {'':>8} {'':>8} {'':>8}  {'':<16}  {row.change}{detail}")
             continue
-        detail = f" ({row['detail']})" if row.get("detail") else ""
+        detail = f" ({row.detail})" if row.detail else ""
         lines.append(
-            f"{row['id']:<34} {row['base_median_s']:>8.3f} {row['head_median_s']:>8.3f} {row['ratio'] - 1:>+8.1%}"
-            f"  {row['ratio_low']:.3f}-{row['ratio_high']:.3f}      {row['change']}{detail}"
+            f"{row.id:<34} {row.base_median_s:>8.3f} {row.head_median_s:>8.3f} {row.ratio.ratio - 1:>+8.1%}"
+            f"  {row.ratio.low:.3f}-{row.ratio.high:.3f}      {row.change}{detail}"
         )
     return "\n".join(lines)
 
 
-def has_regression(rows: list[dict]) -> bool:
-    return any(row.get("change") in (Change.SLOWER.value, LOST) for row in rows)
+def verdict_of_comparison(rows: list[ComparedCase]) -> tuple[int, str]:
+    """The exit status and why: 1 for a real regression or a case the head lost, 6 (never 0) for a
+    case not decided, not judged, or no case compared at all."""
+    def named(change: str) -> str:
+        return ", ".join(row.id for row in rows if row.change == change)
 
-
-def nothing_compared(rows: list[dict]) -> str | None:
-    """Why no case was measured in both runs (no verdict at all: never a pass), or None when one was."""
-    if any("ratio" in row for row in rows):
-        return None
-    if not rows:
-        return "neither run holds a measured case (no records, or every case skipped)"
-    counts = Counter(row["change"] for row in rows)
-    return "no case was measured in both runs (" + ", ".join(f"{n} {change}" for change, n in counts.items()) + ")"
+    if any(row.change in (Change.SLOWER.value, LOST) for row in rows):
+        return 1, "regression: a case is slower beyond the tolerance with confidence, or the head lost it"
+    not_judged = [(Change.INCONCLUSIVE.value, "not decided: {}: more rounds in both runs decide it"),
+                  (DISTURBED, "not judged: {}: disturbed rounds; compare runs of a quiet machine"),
+                  (UNMEASURED_IN_BASE, "not judged: {}: the base run did not measure it (an error, or no timed "
+                                       "rounds); measure the base again")]
+    for change, message in not_judged:
+        if named(change):
+            return EXIT_NOT_JUDGED, message.format(named(change))
+    if not any(row.compared for row in rows):  # e.g. a base with no case against a full head
+        counts = Counter(row.change for row in rows)
+        why = ("no case was measured in both runs (" + ", ".join(f"{n} {c}" for c, n in counts.items()) + ")"
+               if rows else "neither run holds a measured case (no records, or every case skipped)")
+        return EXIT_NOT_JUDGED, f"nothing compared: {why}"
+    return 0, ""
