@@ -655,3 +655,22 @@ def test_a_side_frees_the_last_case_before_it_builds_the_next(monkeypatch):
                                                       "asked for"}, "never the case before a failed prepare"
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("body, said", [
+    # Closes its output, then exits: the reply's end comes before the process is reaped.
+    ("import os, sys, time\nsys.stderr.write('boom\\n'); sys.stderr.flush()\nos.close(1)\ntime.sleep(1)\nos._exit(7)\n",
+     "base worker exited (code 7):\nboom"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", "base worker was killed by signal SIGKILL"),
+])
+def test_a_worker_that_dies_is_named_with_its_exit_code_or_signal(tmp_path, body, said):
+    """The message read `worker exited (code None)`: built before the process was reaped."""
+    from flux_perf.ab.worker import AbError, Worker
+
+    script = tmp_path / "flux_perf" / "ab" / "worker.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(body)
+    worker = Worker("base", tmp_path, log=lambda _: None)
+    with pytest.raises(AbError) as error:
+        worker.ask(cmd="prepare")
+    assert str(error.value).startswith(said), str(error.value)

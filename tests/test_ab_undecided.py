@@ -294,3 +294,20 @@ def test_undecided_cases_are_ab_tested_on_the_gpu_model_the_suite_measured_them_
     assert "preparing" not in result.stdout + result.stderr, "refused before any worker started"
     # Only the cases it A/B-tests count: a file whose unjudged items no A/B decides runs anywhere.
     assert run(_ab_args(_suite_run(tmp_path, PASSED, fidelity=FLOOR_ONLY), tmp_path / "ab.json")) == EXIT_NOT_JUDGED
+
+
+@pytest.mark.parametrize("case, what, value", [("bf16-512x512", "scenario", "512x512"),
+                                               ("nosuch-64x64@2", "stack", "nosuch")])
+def test_an_undecided_case_this_build_cannot_read_is_one_usage_error_before_any_worker(tmp_path, case, what, value):
+    """A results.json naming a scenario id the parser cannot read (edited, or another build's) went
+    to both workers, each failing the case with a ScenarioError: exit 3 after minutes of building."""
+    path = make_results(tmp_path / "results.json", {case: [0.4] * 8}, gpu=None)
+    results = read_results(path)
+    results.records[0].latency, results.records[0].fidelity = INCONCLUSIVE, FidelityRecord("pass")
+    write_results(results, path)
+    result = run_flux_perf("ab", "--base", str(ROOT), "--head", str(ROOT), "--undecided-from", str(path),
+                           "--device", "cpu", "--pairs", "2")
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("flux-perf:")]
+    assert f"--undecided-from {path}: case {case} names the {what} {value!r}" in line
+    assert "preparing" not in result.stdout + result.stderr, "refused before any worker started"

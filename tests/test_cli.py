@@ -447,6 +447,38 @@ def test_compare_refuses_other_machines_and_weights(tmp_path, cli, head_kwargs, 
     assert result.returncode == 2 and message in result.stderr
 
 
+def _planted(path, **plant):
+    from flux_perf.report.records import read_results, write_results
+
+    results = read_results(path)
+    for record in results.records:
+        for key, value in plant.items():
+            setattr(record, key, value)
+    return write_results(results, path)
+
+
+@pytest.mark.parametrize("base_plant, head_plant, message", [
+    ({"injected_slowdown": 0.5}, {}, "cannot compare: the base run was made with an injected slow-down of 50% "
+                                     "(--flux-inject-slowdown), the head run with no plant"),
+    ({}, {"planted": "noise:0.01"}, "cannot compare: the base run was made with no plant, the head run with the "
+                                    "planted components noise:0.01 (--flux-plant)"),
+    ({"injected_slowdown": 0.5}, {"injected_slowdown": 0.1}, "the head run with an injected slow-down of 10%"),
+])
+def test_compare_refuses_a_run_made_with_a_test_only_plant(tmp_path, cli, base_plant, head_plant, message):
+    """A base slowed by --flux-inject-slowdown 0.5 made an unchanged head read `faster`, exit 0."""
+    rounds = [0.65, 0.651, 0.652, 0.653, 0.654, 0.655, 0.656, 0.657]
+    base = _planted(make_results(tmp_path / "base.json", {"bf16-512x512@6": [r * 1.5 for r in rounds]}), **base_plant)
+    head = _planted(make_results(tmp_path / "head.json", {"bf16-512x512@6": rounds}), **head_plant)
+    result = cli("compare", base, head)
+    assert result.returncode == 2 and message in result.stderr and "faster" not in result.stdout, result
+    assert len(result.stderr.strip().splitlines()) == 1
+    # Both runs with the same plant: the plant cancels out, so the code is compared.
+    same = {**base_plant, **head_plant}
+    _planted(base, **same)
+    _planted(head, **same)
+    assert "faster" in cli("compare", base, head).stdout
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"records": []}', "results schema None"),
     ('{"flux_perf_results": 9, "records": []}', "results schema 9"),

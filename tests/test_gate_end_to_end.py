@@ -243,6 +243,19 @@ def test_a_failure_whose_test_was_deselected_still_fails_the_run(store, gate):
     assert f"FAILED: bf16-{SCENARIO}: latency no-reference in the report" in result.stdout
 
 
+@pytest.mark.parametrize("option, said", [
+    ("--benchmark-skip", "its test did not run: skipped (Skipping benchmark (--benchmark-skip active).)"),
+    ("--setup-only", "its test did not run: --setup-only ran only its fixtures"),
+])
+def test_a_failure_whose_test_was_skipped_or_not_run_says_so(store, gate, option, said):
+    """Under --benchmark-skip (pytest-benchmark skips the latency test) and --setup-only the case is
+    measured by a fixture, its test collected but not run: the line said `its test was not selected`."""
+    result = gate(store, 1.10, option)
+    assert result.returncode == 1, result.stdout[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith(f"FAILED: bf16-{SCENARIO}: latency"))
+    assert line.endswith(f"in the report, and no test of this run failed it ({said})"), line
+
+
 def test_a_fidelity_gap_is_its_own_outcome_never_a_pass(store, gate):
     """Fidelity judged by the floor alone: exit 6, and the test is a GAP (a JUnit <skipped>), not a
     pass that CI's test report would show green beside that exit (it was one)."""

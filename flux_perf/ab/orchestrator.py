@@ -44,6 +44,22 @@ def check_checkout(path: Path, side: str) -> Path:
     return path
 
 
+def check_cases(cases: list[tuple[str, str, str]], where: str) -> None:
+    """Each (case id, stack, scenario) read here: one that this build cannot read (an edited file,
+    another build's) failed only inside the workers, after minutes of building (exit 3)."""
+    from ..components.stacks import parse_stack
+    from ..model.scenarios import parse_scenario
+    from ..suite.config import ConfigError
+
+    for case_id, stack, scenario in cases:
+        for what, value, parse in (("stack", stack, parse_stack), ("scenario", scenario, parse_scenario)):
+            try:
+                parse(value)
+            except ValueError as error:
+                raise ConfigError(f"{where}: case {case_id} names the {what} {value!r}, "
+                                  f"which this flux-perf cannot read: {error}") from None
+
+
 def check_tolerance(tolerance: float) -> float:
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance < 1):
         raise AbError(f"tolerance {tolerance!r}: must be a fraction in [0, 1), e.g. 0.01 for 1 %")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -67,7 +68,8 @@ class Worker:
                 if line.startswith(f"[{side}]"):
                     log(line.rstrip())
 
-        threading.Thread(target=forward, daemon=True).start()
+        self.forwarder = threading.Thread(target=forward, daemon=True)
+        self.forwarder.start()
 
     def send(self, **request) -> None:
         try:
@@ -82,11 +84,26 @@ class Worker:
         except OSError:
             line = ""
         if not line:
-            raise AbError(f"{self.side} worker exited (code {self.process.poll()}):\n" + "\n".join(self.tail[-12:]))
+            raise AbError(f"{self.side} worker {self.ended()}:\n" + "\n".join(self.tail[-12:]))
         reply = json.loads(line)
         if not reply.get("ok"):
             raise AbError(f"{self.side}: {reply.get('error')}")
         return reply
+
+    def ended(self) -> str:
+        """How the process ended: its output closes before it is reaped, so it is waited for (briefly)
+        and its last stderr lines read, else the message said `exited (code None)` and no reason."""
+        try:
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return "closed its output but is still running"
+        self.forwarder.join(timeout=5)
+        if code < 0:
+            try:
+                return f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited (code {code})"
 
     def ask(self, **request) -> dict:
         self.send(**request)

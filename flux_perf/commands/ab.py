@@ -145,6 +145,7 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None, list[str]]:
     """The (stack, scenario) cases to A/B: --stacks x --scenarios, then the cases the suite run of
     --undecided-from left INCONCLUSIVE; what that run left unjudged that no A/B can decide; the
     model to measure (--model, else the one that run measured); and what that run failed."""
+    from ..ab.orchestrator import check_cases
     from ..components.stacks import parse_stacks
     from ..model.scenarios import parse_scenarios
 
@@ -163,6 +164,7 @@ def ab_cases(args) -> tuple[list[tuple[str, str]], list, str | None, list[str]]:
     model = args.model if args.model is not None else _model_of(results, args.undecided_from)
     # What the suite already failed (--flux-strict) is not re-measured, but still never exit 0.
     to_ab = [item for item in pending(unjudged) if item.resolvable_by_ab]
+    check_cases([(item.case_id, item.stack, item.scenario) for item in to_ab], f"--undecided-from {args.undecided_from}")
     undecided = [(item.stack, item.scenario) for item in to_ab]
     cases += [case for case in undecided if case not in cases]
     progress(f"{args.undecided_from}: {len(undecided)} case(s) whose latency the suite left undecided or disturbed, to A/B"

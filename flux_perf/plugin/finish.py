@@ -69,12 +69,28 @@ def mark_stopped(session, flux, selected: int) -> None:
 
 def fail_unasserted(session, flux, passing: tuple) -> None:
     """A case the records fail (a FAIL, a missing reference, an error) fails the run even when the
-    test that asserts it was deselected (`-k fidelity`): the report shows it, so exit 0 or 6 would
-    read green beside it."""
-    failed = [f"{r.id}: {', '.join(r.failures())}" for r in flux.records.values() if r.failures()]
+    test that asserts it was deselected (`-k fidelity`), skipped or not run: the report shows it, so
+    exit 0 or 6 would read green beside it."""
+    failed = [f"{r.id}: {', '.join(r.failures())} in the report, and no test of this run failed it "
+              f"({_not_run(session, r.id)})" for r in flux.records.values() if r.failures()]
     if failed and session.exitstatus in passing:
         session.config.stash[_UNASSERTED_KEY] = failed
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _not_run(session, case_id: str) -> str:
+    """Why no test of the case failed it, as pytest saw its tests: --setup-only ran none (a fixture
+    measured the case), --benchmark-skip skipped the latency test, or the selection left them out."""
+    from .scope import item_case_id
+
+    if session.config.option.setuponly:
+        return "its test did not run: --setup-only ran only its fixtures"
+    ours = {item.nodeid for item in session.items if item_case_id(item) == case_id}
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = sorted({str(report.longrepr[2]).removeprefix("Skipped: ") for report in
+                      (reporter.stats.get("skipped", []) if reporter else []) if report.nodeid in ours
+                      and isinstance(report.longrepr, tuple)})
+    return f"its test did not run: skipped ({'; '.join(skipped)})" if skipped else "its test was not selected"
 
 
 def _summary_lines(flux, results, config, paths: dict | None, listed: list) -> list[tuple[str, dict]]:
@@ -112,8 +128,7 @@ def section_lines(flux, config, paths: dict | None, undecided: list, listed: lis
     if flux.config.enforce_targets and not any(r.target for r in results.records):
         lines.append(("--flux-enforce-targets: no case of this run has a target for this GPU in the budgets "
                       "file ([latency.targets]); nothing was enforced", yellow))
-    lines += [(f"FAILED: {case} in the report, and no test of this run failed it (its test was not selected)",
-               {"red": True}) for case in config.stash.get(_UNASSERTED_KEY, [])]
+    lines += [(f"FAILED: {case}", {"red": True}) for case in config.stash.get(_UNASSERTED_KEY, [])]
     if listed:
         heading = f"exit {EXIT_NOT_JUDGED}: nothing failed, but {len(listed)} case(s) could not be judged"
         lines.append((f"{heading} (--flux-strict fails them):", yellow))

@@ -33,6 +33,22 @@ def check_comparable(base: RunResults, head: RunResults) -> None:
     for what, a, b in (("GPU", base.gpu, head.gpu), ("model weights", base.fingerprint, head.fingerprint)):
         if a != b:
             raise ResultsError(f"cannot compare runs of different {what}: base {a!r}, head {b!r}")
+    # A base slowed on purpose made an unchanged head read `faster`; the same plant on both cancels out.
+    if _plant(base) != _plant(head):
+        raise ResultsError(f"cannot compare: the base run was made with {_plant(base) or 'no plant'}, the head run "
+                           f"with {_plant(head) or 'no plant'}: test-only plants change the latency, not the code; "
+                           "compare runs made without one, or both with the same")
+
+
+def _plant(run: RunResults) -> str:
+    """What the run's cases were made with to prove the gate (--flux-inject-slowdown, --flux-plant)."""
+    said = set()
+    for record in run.records:
+        if record.injected_slowdown:
+            said.add(f"an injected slow-down of {record.injected_slowdown:.0%} (--flux-inject-slowdown)")
+        if record.planted:
+            said.add(f"the planted components {record.planted} (--flux-plant)")
+    return " and ".join(sorted(said))
 
 
 def check_tolerance(tolerance: float) -> float:
