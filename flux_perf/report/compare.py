@@ -45,7 +45,7 @@ def _plant(run: RunResults) -> str:
     said = set()
     for record in run.records:
         if record.injected_slowdown:
-            said.add(f"an injected slow-down of {record.injected_slowdown:.0%} (--flux-inject-slowdown)")
+            said.add(f"an injected slow-down of {record.injected_slowdown * 100:g}% (--flux-inject-slowdown)")
         if record.planted:
             said.add(f"the planted components {record.planted} (--flux-plant)")
     return " and ".join(sorted(said))
