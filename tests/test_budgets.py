@@ -137,3 +137,16 @@ def test_an_empty_or_partial_file_keeps_the_documented_defaults(tmp_path, text):
         (0.999, "lossless default")
     assert budgets.ssim_floor("my-lossy-stack", False)[0] == committed.lossy_default == 0.999
     assert budgets.relative_tolerance == committed.relative_tolerance == 0.03
+
+
+def test_a_gpu_without_absolute_budgets_is_told_that_its_references_alone_gate_it():
+    """A new GPU model (an H200): the committed absolute budgets are the H100's, rightly not applied
+    there, and the run says so rather than leaving the README's "plus the absolute budgets" silent."""
+    from helpers import COMMITTED_BUDGETS
+
+    budgets = load_budgets(COMMITTED_BUDGETS)
+    assert budgets.unbudgeted("NVIDIA H100 80GB HBM3") is None
+    assert budgets.latency_budgets("NVIDIA H200", "512x512@6", "fast") == []
+    assert budgets.unbudgeted("NVIDIA H200") == (
+        "budgets.toml holds absolute budgets for NVIDIA H100 80GB HBM3 only, none for NVIDIA H200: its cases are "
+        "gated by their recorded references alone (commit some under [latency.absolute.\"NVIDIA H200\"])")

@@ -124,6 +124,37 @@ def test_an_interrupted_update_counts_only_the_cases_this_machine_can_run(tmp_pa
             f"--device cpu --baselines-dir {tmp_path / 'baselines'}, which records") in result.stderr, result.stderr
     saved = json.loads((tmp_path / "report" / "results.json").read_text())
     assert saved["interrupted"] == "interrupted by SIGTERM: 1 of 2 cases finished"
+    # No case failed: the `--missing` command calibrates the scenarios (it said "a case above failed;
+    # fix it and run `flux-perf calibrate --write ...`", beside the command that finishes it).
+    assert "a case above failed" not in result.stderr and "calibrate --write" not in result.stderr, result.stderr
+
+
+def test_an_update_cut_during_its_calibration_names_the_command_that_finishes_it(tmp_path, cli, monkeypatch):
+    """A bootstrap cut by a job's time limit while it calibrates: the scenario calibrated stays, and
+    the message is the `--missing` command, which calibrates only the scenario left (it said only
+    `flux-perf: interrupted by SIGTERM`; an outside-in run of the bootstrap)."""
+    import flux_perf.gate.calibrate as calibrate
+
+    copy_budgets(tmp_path / "baselines")
+    quiet_host(monkeypatch)
+    signal_second = _signal_on_call(2, signal.SIGTERM)
+    monkeypatch.setattr(calibrate, "calibrate_scenario", lambda *a, **k: signal_second() and finished_calibration())
+    monkeypatch.setattr(calibrate, "format_calibration", lambda result: "calibrated")
+    update = ["baselines", "update", "--device", "cpu", "--stacks", "bf16", "--scenarios", "64x64@1,64x64@2",
+              "--rounds", "2", "--baselines-dir", tmp_path / "baselines", "--report-dir", tmp_path / "report"]
+    result = cli(*update)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    command = (f"flux-perf baselines update --missing --stacks bf16 --scenarios 64x64@1,64x64@2 --device cpu "
+               f"--baselines-dir {tmp_path / 'baselines'}")
+    assert f"finish it with: {command}" in result.stderr, result.stderr
+    folder = next((tmp_path / "baselines").glob("cpu-*/*"))
+    assert list(json.loads((folder / "calibration.json").read_text())["entries"]) == ["64x64@1"]
+    monkeypatch.chdir(tmp_path)  # its report lands here
+    resumed = cli(*command.split()[1:])  # word for word (no space in the folder)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "--missing: 0 of 2 cases to record" in resumed.stdout, resumed.stdout[-3000:]
+    assert "calibrating fidelity at 64x64@2\n" in resumed.stdout, "only the scenario left"
+    assert list(json.loads((folder / "calibration.json").read_text())["entries"]) == ["64x64@1", "64x64@2"]
 
 
 def test_sigterm_keeps_the_finished_scenarios_of_calibrate(tmp_path, cli, monkeypatch):

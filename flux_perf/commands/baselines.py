@@ -64,8 +64,10 @@ def update_references(args) -> int:
     if args.missing:
         cases = missing_cases(session, cases)
     code = run_cases(session, cases, config, skipped=skipped)
-    if code >= 128:  # a signal cut the update: what it finished is written, the rest is one command away
-        again = bootstrap_command(config, "baselines update --missing")  # the same selection and folder
+    # A signal (a job's time limit) cut the update: what it finished is written, the rest (the
+    # calibration too) is one command away.
+    again = bootstrap_command(config, "baselines update --missing")  # the same selection and folder
+    if code >= 128:
         print(f"finish it with: {again}, which records only what is still missing", file=sys.stderr)
     print("\n".join(["", "references written:", *session.baseline_updates]))
     machine = session.machine
@@ -73,16 +75,20 @@ def update_references(args) -> int:
         args.calibrate == "missing" and not _calibrated(session.store, BaselineKey(machine.slug, machine.fingerprint,
                                                                                    s.id)))]
     spread = [s.name for s in config.stacks if s.name != BASELINE and not reasons[s.name]]  # all run here
-    if uncalibrated and code != 0:
+    if uncalibrated and 0 < code < 128:
         again = config_command(config, spread, [s.id for s in uncalibrated], "calibrate --write")
         print(f"not calibrated ({', '.join(s.id for s in uncalibrated)}): a case above failed; fix it and run "
               f"`{again}`", file=sys.stderr)
-    elif uncalibrated:
+    elif uncalibrated and code == 0:
         progress(f"calibrating fidelity at {', '.join(s.id for s in uncalibrated)}")
         session.runner.release()
-        _, problems, _ = calibrate_scenarios(session.runner, session.store, machine, uncalibrated, write=True,
-                                             force=args.force, stacks=",".join(spread))
-        code = code or (1 if problems else 0)
+        try:
+            _, problems, _ = calibrate_scenarios(session.runner, session.store, machine, uncalibrated, write=True,
+                                                 force=args.force, stacks=",".join(spread))
+        except KeyboardInterrupt:
+            print(f"finish it with: {again}, which calibrates only what is still uncalibrated", file=sys.stderr)
+            raise
+        code = 1 if problems else 0
     if code == 0 and skipped:  # as the pytest form: a stack not run is not judged, never exit 0
         from ..report.judged import EXIT_NOT_JUDGED
 

@@ -109,6 +109,15 @@ class Budgets:
             raise BudgetsError(f"{self.path}: GPU {close[0]!r} is not this GPU {gpu!r} (NVML's name); "
                                "fix the spelling or its budgets never apply")
 
+    def unbudgeted(self, gpu: str | None) -> str | None:
+        """Absolute budgets for other GPUs only (a new GPU model): they are not this card's, so its
+        cases are gated by their own references alone; said, since the README promises both."""
+        if not gpu or not self.absolute or gpu in self.absolute:  # a CPU has no GPU name to key them by
+            return None
+        return (f"{Path(self.path).name} holds absolute budgets for {', '.join(sorted(self.absolute))} only, none "
+                f"for {gpu}: its cases are gated by their recorded references alone (commit some under "
+                f"[latency.absolute.\"{gpu}\"])")
+
     def ssim_floor(self, stack: str, lossless: bool) -> tuple[float, str]:
         stack = stack_label(stack)
         if stack in self.ssim_floors:
