@@ -175,11 +175,11 @@ def test_a_gpu_run_without_a_gpu_fails_and_says_why(store, here):
     (("--flux-scripted-clock", "inf"), "scripted clock inf: a positive finite number of seconds"),  # a traceback a case
     (("--flux-scripted-clock", "1", "--flux-inject-slowdown", "0.5"), "inject-slowdown 0.5 with a scripted clock"),
     # An unset "$VAR": the report folder crashed the run after measuring, the others fell back to their defaults.
-    (("--flux-report-dir=",), "--flux-report-dir '': names nothing"),
-    (("--flux-baselines-dir", ""), "--flux-baselines-dir '': names nothing"),
-    (("--flux-model", ""), "--flux-model '': names nothing"),
-    (("--flux-profile", ""), "--flux-profile '': names nothing"),
-    (("--flux-compile-cache", " "), "--flux-compile-cache ' ': names nothing"),
+    (("--flux-report-dir=",), "--flux-report-dir: '' names nothing"),
+    (("--flux-baselines-dir", ""), "--flux-baselines-dir: '' names nothing"),
+    (("--flux-model", ""), "--flux-model: '' names nothing"),
+    (("--flux-profile", ""), "--flux-profile: '' names nothing"),
+    (("--flux-compile-cache", " "), "--flux-compile-cache: ' ' names nothing"),
 ])
 def test_bad_options_are_one_usage_error_before_measuring(store, options, message, here):
     result = here("-m", "h100", "tests/h100", "--flux-device", "cpu", "--flux-model", "tiny",

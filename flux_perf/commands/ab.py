@@ -207,7 +207,7 @@ def check_same_gpu(path: str | None, device: str) -> None:
     results = read_results(path) if path else None
     undecided = {item.case_id for item in pending(not_judged_in(results)) if item.resolvable_by_ab} if results else ()
     measured = sorted({record.gpu or "a CPU" for record in results.records if record.id in undecided}) if undecided else []
-    here = Machine.gpu_name_on(device) or "a CPU" if measured else None
+    here = (Machine.gpu_name_on(device) or "a CPU") if measured else None
     if measured and measured != [here]:
         raise ConfigError(f"--undecided-from {path} measured its undecided cases on {', '.join(measured)}; this A/B "
                           f"would run them on {here} (--device {device}): run it on the suite's GPU model")

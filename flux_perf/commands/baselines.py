@@ -66,9 +66,9 @@ def update_references(args) -> int:
     code = run_cases(session, cases, config, skipped=skipped)
     # A signal (a job's time limit) cut the update: what it finished is written, the rest (the
     # calibration too) is one command away.
-    again = bootstrap_command(config, "baselines update --missing")  # the same selection and folder
+    finish = bootstrap_command(config, "baselines update --missing")  # the same selection and folder
     if code >= 128:
-        print(f"finish it with: {again}, which records only what is still missing", file=sys.stderr)
+        print(f"finish it with: {finish}, which records only what is still missing", file=sys.stderr)
     print("\n".join(["", "references written:", *session.baseline_updates]))
     machine = session.machine
     uncalibrated = [s for s in config.scenarios if args.calibrate == "all" or (
@@ -86,7 +86,7 @@ def update_references(args) -> int:
             _, problems, _ = calibrate_scenarios(session.runner, session.store, machine, uncalibrated, write=True,
                                                  force=args.force, stacks=",".join(spread))
         except KeyboardInterrupt:
-            print(f"finish it with: {again}, which calibrates only what is still uncalibrated", file=sys.stderr)
+            print(f"finish it with: {finish}, which calibrates only what is still uncalibrated", file=sys.stderr)
             raise
         code = 1 if problems else 0
     if code == 0 and skipped:  # as the pytest form: a stack not run is not judged, never exit 0

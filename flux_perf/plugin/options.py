@@ -4,14 +4,14 @@ measures, where it reports, and the test-only plants."""
 from __future__ import annotations
 
 from .. import DEFAULT_REPORT_DIR, TELEMETRY_INTERVAL_S
-from ..suite.values import positive_seconds
+from ..suite.values import named, positive_seconds
 
 
 def add_options(parser) -> None:
     """Every --flux-* option, in one group of `pytest --help`."""
     group = parser.getgroup("flux-perf", "flux-perf: FLUX.1-Kontext performance regression suite")
     add = group.addoption
-    add("--flux-model", default=None,
+    add("--flux-model", type=named, default=None,
         help="synthetic (default on a GPU), tiny, a local diffusers pipeline directory or hub:OWNER/NAME "
              "(env FLUX_PERF_MODEL)")
     add("--flux-device", default="cuda", help="device for the GPU tests (default: cuda)")
@@ -37,14 +37,14 @@ def add_options(parser) -> None:
              "otherwise they are only reported")
     add("--flux-allow-no-gpu", action="store_true",
         help="under -m h100, a run in which no GPU case could run passes (by default it fails)")
-    add("--flux-report-dir", default=DEFAULT_REPORT_DIR, help=f"report folder (default: {DEFAULT_REPORT_DIR})")
-    add("--flux-baselines-dir", default=None,
+    add("--flux-report-dir", type=named, default=DEFAULT_REPORT_DIR, help=f"report folder (default: {DEFAULT_REPORT_DIR})")
+    add("--flux-baselines-dir", type=named, default=None,
         help="baseline store (default: <rootdir>/baselines); a relative one starts where pytest runs, or at the "
              "ini file's folder when its addopts name it")
     add("--flux-update-baselines", action="store_true",
         help="re-record the selected stacks' references and the bf16 images (on purpose only)")
     add("--flux-force-update", action="store_true", help="allow --flux-update-baselines under CI")
-    add("--flux-profile", default=None, metavar="SUBSTRING",
+    add("--flux-profile", type=named, default=None, metavar="SUBSTRING",
         help="record a torch.profiler trace (NVTX stage ranges) for cases whose id contains SUBSTRING")
     add("--flux-inject-slowdown", type=float, default=None, metavar="FRACTION",
         help="test-only: add real extra GPU work worth FRACTION of each step's time to every stack")
@@ -54,5 +54,5 @@ def add_options(parser) -> None:
     add("--flux-scripted-clock", type=float, default=None, metavar="SECONDS",
         help="test-only, CPU only: every round takes SECONDS of scripted wall time, so the gate's logic is "
              "tested without the machine's speed")
-    add("--flux-compile-cache", default=None, metavar="PATH",
+    add("--flux-compile-cache", type=named, default=None, metavar="PATH",
         help="load torch.compile cache artifacts from PATH at start and save them there at the end")

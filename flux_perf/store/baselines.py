@@ -203,11 +203,11 @@ class BaselineStore:
     def table(self, key: BaselineKey, name: str, only: str | None = None, record: Bf16Record | None = None) -> dict:
         """The entries of `name` (latency.json, ...) for key's scenario, typed and checked; with `only`,
         where they were recorded is checked for that entry alone (another's copied entry is its own problem).
-        `record`: the scenario's bf16 record as the caller read it (bf16_record), else read here."""
+        `record`: the scenario's bf16 record as the caller read it for this key (bf16_record), else read here."""
         path = self.folder(key) / name
         if not path.exists():
             return {}
-        beside = record if record is not None and record.path == self.paths(key)[1] else self.bf16_record(key)
+        beside = record or self.bf16_record(key)
         return {inner: _entry(name, entry, f"{path} [{key.scenario_id}][{inner}]", key,
                               beside if only in (None, inner) else None)
                 for inner, entry in _table_file(path)["entries"].get(key.scenario_id, {}).items()}
@@ -249,19 +249,17 @@ class BaselineStore:
         return folder
 
     def load_baseline(self, key: BaselineKey, scenario: Scenario, read: Bf16Record | None = None) -> Baseline:
-        """`read`: the record as the caller read it (bf16_record); none, or no file then, is read here."""
+        """`read`: the record as the caller read it for this key (bf16_record), else read here."""
         image_path, meta_path = self.paths(key)
         if not image_path.exists() and not meta_path.exists():
             raise BaselineMissing(f"no bf16 baseline image for {key}")
         if not image_path.exists() or not meta_path.exists():
             present = image_path if image_path.exists() else meta_path
             raise BaselineCorrupt(f"baseline {key} is incomplete: only {present} exists. Re-create it with: {UPDATE_HINT}")
-        if read is None or read.path != meta_path or (read.data is None and read.error is None):
-            record = check_schema(_read_json(meta_path), meta_path)
-        elif read.error is not None:
-            raise read.error
-        else:
-            record = read.data
+        read = read or self.bf16_record(key)
+        if read.data is None:  # unreadable (its error says why), or gone since it was read
+            raise read.error or BaselineMissing(f"no bf16 baseline record {meta_path}")
+        record = read.data
         data = image_path.read_bytes()
         if record.get("image_sha256") != sha256(data):
             raise BaselineCorrupt(f"baseline image {image_path} does not match the sha256 in {meta_path.name}: "

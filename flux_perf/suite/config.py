@@ -92,8 +92,6 @@ class SuiteConfig:
         """From the pytest plugin's options; `root` is the project's root, where the default baselines
         lie (the plugin's project_root: not pytest's rootdir where an option's value chose it)."""
         option = config.getoption
-        for flag in ("--flux-model", "--flux-report-dir", "--flux-baselines-dir", "--flux-profile", "--flux-compile-cache"):
-            _names_something(option(flag[2:].replace("-", "_")), flag)
         stacks = parse_stacks(option("flux_stacks"))
         if option("flux_update_baselines"):
             stacks = baseline_first(stacks)
@@ -122,13 +120,6 @@ class SuiteConfig:
             enforce_targets=option("flux_enforce_targets"),
             scripted_clock=option("flux_scripted_clock"),
         )
-
-
-def _names_something(value, flag: str) -> None:
-    """An option given empty (an unset "$VAR") names nothing: refused, as `--flux-stacks ''` is. Read as
-    left out, the report folder failed the run after measuring and the others fell back to their defaults."""
-    if isinstance(value, str) and not value.strip():
-        raise ConfigError(f"{flag} {value!r}: names nothing; give it a value, or leave {flag} out for its default")
 
 
 def check_writable_dir(folder: Path, what: str) -> None:

@@ -88,8 +88,8 @@ class FluxSession:
         self.machine = Machine.detect(config.device, source)
         self.budgets = load_budgets(config.budgets_path)
         self.budgets.check_gpu(self.machine.gpu_name)
-        if not config.update_baselines and self.budgets.unbudgeted(self.machine.gpu_name):
-            log(self.budgets.unbudgeted(self.machine.gpu_name))
+        if not config.update_baselines and (unbudgeted := self.budgets.unbudgeted(self.machine.gpu_name)):
+            log(unbudgeted)
         self.store = BaselineStore(config.baselines_dir)
         if config.update_baselines:  # a broken table or a read-only folder: said before anything is built
             self.store.check_update(self.machine.slug, self.machine.fingerprint)
